@@ -1,0 +1,11 @@
+//! respot: EC2 spot fleets, the immutable way.
+//!
+//! The binary (`main.rs`) wires the CLI to these modules. Each owns one
+//! concept: `config` the blueprint settings, `template` the user-data,
+//! `scaffold` new blueprints, `output` what reaches the terminal.
+
+pub mod config;
+pub mod error;
+pub mod output;
+pub mod scaffold;
+pub mod template;

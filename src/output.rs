@@ -1,0 +1,156 @@
+//! What reaches stdout and stderr: tables, JSON, progress and warnings.
+//!
+//! One `Printer` decides, so commands never `println!`. stdout carries data
+//! only (a table or one JSON document); everything for people goes to
+//! stderr. Progress is shown only on a terminal, and not with `--quiet` or
+//! in verbose mode, where it would interleave with logs.
+
+use std::io::{IsTerminal, Write};
+
+use serde::Serialize;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Format {
+    #[default]
+    Table,
+    Json,
+}
+
+#[derive(Debug, Clone)]
+pub struct Printer {
+    pub format: Format,
+    quiet: bool,
+    progress: bool,
+    color: bool,
+}
+
+impl Printer {
+    pub fn new(format: Format, quiet: bool, verbosity: u8) -> Printer {
+        let stderr_tty = std::io::stderr().is_terminal();
+        Printer {
+            format,
+            quiet,
+            progress: stderr_tty && !quiet && verbosity == 0,
+            color: stderr_tty && std::env::var_os("NO_COLOR").is_none(),
+        }
+    }
+
+    pub fn is_json(&self) -> bool {
+        self.format == Format::Json
+    }
+
+    /// Writes a JSON document to stdout.
+    pub fn json<T: Serialize>(&self, value: &T) -> std::io::Result<()> {
+        let text = serde_json::to_string_pretty(value).map_err(std::io::Error::other)?;
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "{text}")?;
+        out.flush()
+    }
+
+    /// Writes raw data (a rendered document, a table) to stdout.
+    pub fn data(&self, text: &str) -> std::io::Result<()> {
+        let mut out = std::io::stdout().lock();
+        out.write_all(text.as_bytes())?;
+        out.flush()
+    }
+
+    /// A line for people on stderr; hidden by `--quiet`.
+    pub fn info(&self, message: &str) {
+        if !self.quiet {
+            eprintln!("{message}");
+        }
+    }
+
+    /// A warning on stderr; never hidden.
+    pub fn warn(&self, message: &str) {
+        if self.color {
+            eprintln!("\x1b[33mwarning\x1b[0m: {message}");
+        } else {
+            eprintln!("warning: {message}");
+        }
+    }
+
+    /// A progress line for long waits: only on a terminal, not quiet, not verbose.
+    pub fn progress(&self, message: &str) {
+        if self.progress {
+            eprintln!("… {message}");
+        }
+    }
+
+    /// An error on stderr.
+    pub fn error(&self, message: &str) {
+        if self.color {
+            eprintln!("\x1b[31merror\x1b[0m: {message}");
+        } else {
+            eprintln!("error: {message}");
+        }
+    }
+}
+
+/// A plain column-aligned text table.
+#[derive(Debug, Clone)]
+pub struct Table {
+    header: Vec<String>,
+    rows: Vec<Vec<String>>,
+}
+
+impl Table {
+    pub fn new<I: IntoIterator<Item = S>, S: Into<String>>(header: I) -> Table {
+        Table {
+            header: header.into_iter().map(Into::into).collect(),
+            rows: Vec::new(),
+        }
+    }
+
+    pub fn row<I: IntoIterator<Item = S>, S: Into<String>>(&mut self, cells: I) {
+        self.rows.push(cells.into_iter().map(Into::into).collect());
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+
+    pub fn render(&self) -> String {
+        let columns = self.header.len();
+        let mut widths: Vec<usize> = self.header.iter().map(|h| h.chars().count()).collect();
+        for row in &self.rows {
+            for (i, cell) in row.iter().enumerate().take(columns) {
+                widths[i] = widths[i].max(cell.chars().count());
+            }
+        }
+        let mut out = String::new();
+        let mut line = |cells: &[String]| {
+            let mut text = String::new();
+            for (i, cell) in cells.iter().enumerate().take(columns) {
+                if i + 1 == columns {
+                    text.push_str(cell);
+                } else {
+                    text.push_str(&format!("{cell:<width$}  ", width = widths[i]));
+                }
+            }
+            out.push_str(text.trim_end());
+            out.push('\n');
+        };
+        line(&self.header);
+        for row in &self.rows {
+            line(row);
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tables_align_columns() {
+        let mut table = Table::new(["id", "state"]);
+        table.row(["i-1", "running"]);
+        table.row(["i-12345", "dead"]);
+        assert_eq!(
+            table.render(),
+            "id       state\ni-1      running\ni-12345  dead\n"
+        );
+    }
+}

@@ -1,0 +1,178 @@
+//! Bad `respot.toml` files: every error names the file, line, column and key.
+
+use crate::support::Test;
+
+const HEAD: &str = "[deployment]\nname = \"hello\"\n";
+
+/// (name, respot.toml text, expected stderr fragments)
+const CASES: &[(&str, &str, &[&str])] = &[
+    (
+        "count zero",
+        "[deployment]\nname = \"hello\"\n\n[[aws.regions]]\nname = \"eu-west-1\"\ncount = 2\n\n[[aws.regions]]\nname = \"us-east-1\"\ncount = 0\n",
+        &["respot.toml:10:9: aws.regions[1].count: expected an integer >= 1, got 0"],
+    ),
+    (
+        "unknown key suggests the nearest",
+        "[deployment]\nname = \"hello\"\n\n[[aws.regions]]\nname = \"eu-west-1\"\ncont = 2\n",
+        &["respot.toml:6:1: aws.regions[0].cont: unknown key `cont`; did you mean `count`?"],
+    ),
+    (
+        "unknown section",
+        "[deployment]\nname = \"hello\"\n\n[verfy]\ntimeout_secs = 5\n",
+        &["respot.toml:4:", "unknown key `verfy`; did you mean `verify`?"],
+    ),
+    (
+        "bad deployment name",
+        "[deployment]\nname = \"Hello_World\"\n",
+        &[
+            "respot.toml:2:8: deployment.name: expected 1 to 40 characters of [a-z0-9-]",
+            "got `Hello_World`",
+        ],
+    ),
+    (
+        "wrong type",
+        "[deployment]\nname = \"hello\"\n\n[local]\ncount = \"two\"\n",
+        &["respot.toml:5:9: local.count: invalid type: string \"two\", expected an integer >= 0"],
+    ),
+    (
+        "missing name",
+        "[deployment]\nprovider = \"local\"\n",
+        &["respot.toml", "deployment: missing field `name`"],
+    ),
+    (
+        "unknown provider",
+        "[deployment]\nname = \"hello\"\nprovider = \"gcp\"\n",
+        &["respot.toml:3:12: deployment.provider: unknown variant `gcp`, expected `local` or `aws`"],
+    ),
+    (
+        "syntax error",
+        "[deployment]\nname = \"hello\nx = 1\n",
+        &["respot.toml:2:"],
+    ),
+    (
+        "missing login key gets the ssh-keygen command",
+        "[deployment]\nname = \"hello\"\n\n[ssh]\nauthorized_key = \"keys/me.pub\"\n",
+        &[
+            "respot.toml:5:18: ssh.authorized_key: public key",
+            "keys/me.pub` does not exist; create it with `ssh-keygen -t ed25519 -f",
+            "keys/me`",
+        ],
+    ),
+    (
+        "bad cidr",
+        "[deployment]\nname = \"hello\"\n\n[ssh]\nallow_cidr = \"10.0.0.0/40\"\n",
+        &["respot.toml:5:14: ssh.allow_cidr: expected an IPv4 CIDR"],
+    ),
+    (
+        "bad probe path",
+        "[deployment]\nname = \"hello\"\n\n[[verify.http]]\nport = 8080\npath = \"health; rm -rf /\"\n",
+        &["respot.toml:6:8: verify.http[0].path: expected an absolute URL path"],
+    ),
+    (
+        "missing template",
+        "[deployment]\nname = \"hello\"\ntemplate = \"nope.yaml\"\n",
+        &[
+            "respot.toml:3:12: deployment.template: template file",
+            "nope.yaml` does not exist",
+        ],
+    ),
+    (
+        "bad image alias",
+        "[deployment]\nname = \"hello\"\n\n[aws]\nimage = \"ubuntu-99.04\"\n",
+        &["respot.toml:5:9: aws.image: expected a literal `ami-...` id or one of `ubuntu-24.04`"],
+    ),
+    (
+        "duplicate region",
+        "[deployment]\nname = \"hello\"\n\n[[aws.regions]]\nname = \"eu-west-1\"\ncount = 1\n\n[[aws.regions]]\nname = \"eu-west-1\"\ncount = 1\n",
+        &["respot.toml:9:8: aws.regions[1].name: region `eu-west-1` is listed twice"],
+    ),
+    (
+        "price must be positive",
+        "[deployment]\nname = \"hello\"\n\n[aws]\nmax_price = -1.0\n",
+        &["respot.toml:5:13: aws.max_price: expected a price in USD per hour > 0, got -1"],
+    ),
+    (
+        "local memory too small",
+        "[deployment]\nname = \"hello\"\n\n[local]\nmemory_mib = 64\n",
+        &["respot.toml:5:14: local.memory_mib: expected an integer from 256 to 65536, got 64"],
+    ),
+];
+
+#[test]
+fn bad_config_files_name_line_and_key() {
+    let mut failures = Vec::new();
+    for (name, text, want) in CASES {
+        let test = Test::sample().write("respot.toml", text);
+        let out = crate::support::respot_cmd(test.path())
+            .arg("render")
+            .output()
+            .expect("run respot");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        if out.status.code() != Some(2) {
+            failures.push(format!(
+                "{name}: want exit 2, got {:?}; stderr: {stderr}",
+                out.status.code()
+            ));
+        }
+        for fragment in *want {
+            if !stderr.contains(fragment) {
+                failures.push(format!("{name}: stderr lacks {fragment:?}; stderr: {stderr}"));
+            }
+        }
+        if stderr.contains("panicked") {
+            failures.push(format!("{name}: panicked: {stderr}"));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} case(s) failed:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
+
+#[test]
+fn missing_config_says_how_to_start() {
+    Test::new()
+        .args(["render"])
+        .status(2)
+        .stderr_contains("no `respot.toml` in")
+        .stderr_contains("run `respot init`")
+        .run();
+}
+
+#[test]
+fn minimal_config_uses_defaults() {
+    Test::sample()
+        .write("respot.toml", HEAD)
+        .args(["render"])
+        .status(0)
+        .stdout_contains("#cloud-config")
+        .run();
+}
+
+#[test]
+fn tilde_expands_in_key_paths() {
+    let test = Test::sample();
+    let home = test.path().join("home");
+    std::fs::create_dir_all(home.join(".ssh")).unwrap();
+    std::fs::write(
+        home.join(".ssh/id_ed25519.pub"),
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKey person@laptop\n",
+    )
+    .unwrap();
+    let (out, _test) = test
+        .write(
+            "respot.toml",
+            &format!("{HEAD}\n[ssh]\nauthorized_key = \"~/.ssh/id_ed25519.pub\"\n"),
+        )
+        .env("HOME", home.to_str().unwrap())
+        .args(["render"])
+        .status(0)
+        .run();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("- \"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKey person@laptop\""),
+        "{stdout}"
+    );
+}

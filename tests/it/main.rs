@@ -1,0 +1,7 @@
+//! Integration tests: they drive the real `respot` binary.
+
+#[path = "../support/mod.rs"]
+mod support;
+
+mod config;
+mod render;

@@ -1,0 +1,353 @@
+//! `respot render`: determinism, digest, packing and cloud-init's schema.
+
+use std::io::Read;
+
+use sha2::{Digest as _, Sha256};
+
+use crate::support::{Test, copy_tree_reversed, respot_cmd};
+
+fn render_json(dir: &std::path::Path) -> serde_json::Value {
+    let out = respot_cmd(dir)
+        .args(["render", "--output", "json"])
+        .output()
+        .expect("run respot");
+    assert!(
+        out.status.success(),
+        "render failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("render --output json is JSON")
+}
+
+fn digest(dir: &std::path::Path) -> String {
+    render_json(dir)["digest"]
+        .as_str()
+        .expect("digest is a string")
+        .to_string()
+}
+
+#[test]
+fn digest_is_the_sha256_of_stdout_and_stable() {
+    let (out, test) = Test::sample()
+        .args(["render"])
+        .status(0)
+        .stderr_contains("digest   ")
+        .run();
+    let stdout_sha = hex::encode(Sha256::digest(&out.stdout));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("digest   {stdout_sha}")),
+        "stderr: {stderr}"
+    );
+    assert_eq!(digest(test.path()), stdout_sha);
+    let (again, _) = Test::sample().args(["render"]).status(0).run();
+    assert_eq!(
+        again.stdout, out.stdout,
+        "two scaffolds render byte-identical documents"
+    );
+}
+
+#[test]
+fn digest_ignores_listing_order_and_sees_every_byte() {
+    let original = Test::sample();
+    let want = digest(original.path());
+    let copy = tempfile::tempdir().unwrap();
+    copy_tree_reversed(original.path(), copy.path());
+    assert_eq!(
+        digest(copy.path()),
+        want,
+        "a copy created in another order renders the same digest"
+    );
+
+    let files = [
+        "instance/files/opt/hello/health.py",
+        "instance/units/hello-reporter.service",
+        "templates/cloud-init.yaml",
+    ];
+    for rel in files {
+        let path = copy.path().join(rel);
+        let mut bytes = std::fs::read(&path).unwrap();
+        let last = bytes.len() - 2;
+        bytes[last] ^= 0x01;
+        std::fs::write(&path, &bytes).unwrap();
+        let changed = digest(copy.path());
+        assert_ne!(changed, want, "flipping one bit of {rel} must change the digest");
+        bytes[last] ^= 0x01;
+        std::fs::write(&path, &bytes).unwrap();
+        assert_eq!(digest(copy.path()), want, "restoring {rel} restores the digest");
+    }
+}
+
+#[test]
+fn json_report_lists_files_units_and_sizes() {
+    let test = Test::sample();
+    let report = render_json(test.path());
+    let paths: Vec<&str> = report["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["path"].as_str().unwrap())
+        .collect();
+    for want in [
+        "/etc/systemd/system/hello-health.service",
+        "/etc/systemd/system/hello-reporter.service",
+        "/opt/hello/health.py",
+        "/opt/hello/reporter.sh",
+        "/usr/lib/respot/deploy-log",
+        "/etc/respot/probes",
+    ] {
+        assert!(paths.contains(&want), "files lack {want}: {paths:?}");
+    }
+    let reporter = report["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["path"] == "/opt/hello/reporter.sh")
+        .unwrap();
+    assert_eq!(reporter["mode"], "0755");
+    assert_eq!(
+        report["units"],
+        serde_json::json!(["hello-health.service", "hello-reporter.service"])
+    );
+    assert_eq!(report["gzipped"], false);
+    assert!(report["raw_bytes"].as_u64().unwrap() > 1000);
+    assert_eq!(report["git_dirty"], false, "a folder outside git is not dirty");
+    let redacted = redact(report);
+    insta::assert_json_snapshot!("render_json", redacted);
+}
+
+fn redact(mut report: serde_json::Value) -> serde_json::Value {
+    report["digest"] = "[digest]".into();
+    report["version"] = "[version]".into();
+    report["document"] = "[document]".into();
+    report["raw_bytes"] = "[bytes]".into();
+    report["packed_bytes"] = "[bytes]".into();
+    for file in report["files"].as_array_mut().unwrap() {
+        file["sha256"] = "[sha256]".into();
+        file["bytes"] = "[bytes]".into();
+    }
+    report
+}
+
+/// Deterministic bytes that do not compress: a 64-bit LCG.
+fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut state = seed;
+    (0..len)
+        .map(|_| {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (state >> 33) as u8
+        })
+        .collect()
+}
+
+#[test]
+fn large_blueprints_are_gzipped_and_round_trip() {
+    let text: String = (0..800)
+        .map(|i| format!("line {i}: the same words again and again\n"))
+        .collect();
+    let test = Test::sample().write("instance/files/opt/hello/big.txt", &text);
+    let packed_path = test.path().join("user-data.bin");
+    let out = respot_cmd(test.path())
+        .args(["render", "--output", "json", "--user-data-out"])
+        .arg(&packed_path)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["gzipped"], true);
+    assert!(report["raw_bytes"].as_u64().unwrap() > 16384);
+    assert!(report["packed_bytes"].as_u64().unwrap() <= 16384);
+    let packed = std::fs::read(&packed_path).unwrap();
+    assert_eq!(packed.len() as u64, report["packed_bytes"].as_u64().unwrap());
+    let mut unpacked = String::new();
+    flate2::read::GzDecoder::new(&packed[..])
+        .read_to_string(&mut unpacked)
+        .unwrap();
+    let document = report["document"].as_str().unwrap();
+    assert!(
+        unpacked.starts_with(document),
+        "the packed user-data starts with the blueprint document"
+    );
+    assert!(
+        unpacked.contains("# ---- respot launch material"),
+        "and carries the launch part"
+    );
+}
+
+#[test]
+fn too_large_even_gzipped_names_the_largest_files() {
+    let test = Test::sample();
+    std::fs::write(
+        test.path().join("instance/files/opt/hello/noise.bin"),
+        noise(30_000, 7),
+    )
+    .unwrap();
+    std::fs::write(
+        test.path().join("instance/files/opt/hello/small-noise.bin"),
+        noise(9_000, 9),
+    )
+    .unwrap();
+    test
+        .args(["render"])
+        .status(2)
+        .stderr_contains("even gzipped, over EC2's limit of 16384")
+        .stderr_contains("the largest files are: `instance/files/opt/hello/noise.bin` (30000 bytes), `instance/files/opt/hello/small-noise.bin` (9000 bytes)")
+        .run();
+}
+
+#[test]
+fn sample_passes_cloud_init_schema() {
+    Test::sample()
+        .args(["render", "--check"])
+        .status(0)
+        .stderr_contains("schema   cloud-init schema: ")
+        .stderr_contains("Valid")
+        .run();
+}
+
+#[test]
+fn broken_template_fails_with_cloud_inits_message() {
+    Test::sample()
+        .write(
+            "templates/cloud-init.yaml",
+            "#cloud-config\nwrite_files: 5\nruncmd: [[echo, {{ deployment.name }}]]\n",
+        )
+        .args(["render", "--check"])
+        .status(2)
+        .stderr_contains("fails cloud-init's schema check")
+        .stderr_contains("write_files: 5 is not of type 'array'")
+        .run();
+}
+
+#[test]
+fn template_errors_name_the_file_and_line() {
+    let cases: &[(&str, &str, &[&str])] = &[
+        (
+            "undefined variable",
+            "#cloud-config\nruncmd:\n  - [echo, {{ deployment.nmae }}]\n",
+            &["templates/cloud-init.yaml`: line 3:", "undefined"],
+        ),
+        (
+            "reserved key",
+            "#cloud-config\nbootcmd:\n  - [echo, hi]\n",
+            &["sets the top-level key `bootcmd`"],
+        ),
+        (
+            "no header",
+            "runcmd: []\n",
+            &["must start with the line `#cloud-config`"],
+        ),
+        (
+            "syntax",
+            "#cloud-config\n{% for x in %}\n",
+            &["templates/cloud-init.yaml`: line 2:"],
+        ),
+    ];
+    for (name, template, want) in cases {
+        let mut test = Test::sample()
+            .write("templates/cloud-init.yaml", template)
+            .args(["render"])
+            .status(2);
+        for fragment in *want {
+            test = test.stderr_contains(fragment);
+        }
+        eprintln!("case: {name}");
+        test.run();
+    }
+}
+
+#[test]
+fn instance_files_outside_the_convention_are_refused() {
+    Test::sample()
+        .write("instance/notes.txt", "hi\n")
+        .args(["render"])
+        .status(2)
+        .stderr_contains("instance/notes.txt`: expected under `units/` (systemd units) or `files/`")
+        .run();
+    Test::sample()
+        .write(
+            "instance/files/usr/lib/respot/deploy-log",
+            "#!/bin/sh\nrm -rf /\n",
+        )
+        .args(["render"])
+        .status(2)
+        .stderr_contains("belongs to respot and must be identical")
+        .run();
+}
+
+#[test]
+fn dirty_git_tree_is_flagged() {
+    let test = Test::sample();
+    let git = |args: &[&str]| {
+        let ok = std::process::Command::new("git")
+            .args(["-c", "user.email=t@example.invalid", "-c", "user.name=t"])
+            .args(args)
+            .current_dir(test.path())
+            .output()
+            .unwrap()
+            .status
+            .success();
+        assert!(ok, "git {args:?}");
+    };
+    git(&["init", "-q"]);
+    git(&["add", "."]);
+    git(&["commit", "-q", "-m", "sample"]);
+    let clean = render_json(test.path());
+    assert_eq!(clean["git_dirty"], false);
+    assert_eq!(clean["git_commit"].as_str().unwrap().len(), 40);
+    let version = clean["version"].as_str().unwrap();
+    assert!(
+        version.starts_with(&clean["digest"].as_str().unwrap()[..12]),
+        "{version}"
+    );
+    assert!(version.contains('@') && !version.ends_with("-dirty"), "{version}");
+
+    std::fs::write(test.path().join("instance/files/opt/hello/new.txt"), "new\n").unwrap();
+    let dirty = render_json(test.path());
+    assert_eq!(dirty["git_dirty"], true);
+    assert!(
+        dirty["git_commit"].is_null(),
+        "no commit is recorded for a dirty tree"
+    );
+    assert!(dirty["version"].as_str().unwrap().ends_with("-dirty"));
+    test.args(["render"])
+        .status(0)
+        .stderr_contains("the git tree is dirty")
+        .run();
+}
+
+#[test]
+fn help_lists_commands_and_exit_codes() {
+    let (out, _) = Test::new().args(["--help"]).status(0).run();
+    insta::assert_snapshot!("help", String::from_utf8_lossy(&out.stdout));
+}
+
+#[test]
+fn init_refuses_to_overwrite() {
+    let test = Test::sample();
+    let before = std::fs::read(test.path().join("respot.toml")).unwrap();
+    let (_, test) = test
+        .args(["init", ".", "--name", "other"])
+        .status(2)
+        .stderr_contains("refusing to overwrite existing files")
+        .run();
+    assert_eq!(
+        std::fs::read(test.path().join("respot.toml")).unwrap(),
+        before,
+        "nothing was overwritten"
+    );
+}
+
+#[test]
+fn init_names_the_deployment() {
+    let (_, test) = Test::new()
+        .args(["init", "fleet", "--name", "edge-1"])
+        .status(0)
+        .run();
+    let toml = std::fs::read_to_string(test.path().join("fleet/respot.toml")).unwrap();
+    assert!(toml.contains("name = \"edge-1\""), "{toml}");
+    let report = render_json(&test.path().join("fleet"));
+    assert_eq!(report["deployment"], "edge-1");
+}
