@@ -7,5 +7,6 @@
 pub mod config;
 pub mod error;
 pub mod output;
+pub mod provider;
 pub mod scaffold;
 pub mod template;

@@ -1,0 +1,198 @@
+//! Where instances run: the `Provider` trait and the types it speaks.
+//!
+//! A provider launches, lists and terminates the instances of one
+//! deployment, and nothing else. Tags (AWS) or the state directory (local)
+//! are its only state. It knows nothing about verification; the engine hands
+//! the instances it returns to `verify`. Provider-specific types (SDK
+//! structs, QEMU arguments) never leave their submodule.
+
+
+use std::fmt;
+use std::time::SystemTime;
+
+use serde::Serialize;
+
+use crate::template::{Digest, UserData};
+
+/// Tag keys, the same on AWS and in the local provider's state.
+pub mod tag {
+    pub const DEPLOYMENT: &str = "respot:deployment";
+    pub const DIGEST: &str = "respot:digest";
+    pub const VERSION: &str = "respot:version";
+    pub const GENERATION: &str = "respot:generation";
+    pub const CREATED_AT: &str = "respot:created-at";
+    pub const CREATED_BY: &str = "respot:created-by";
+    pub const NAME: &str = "Name";
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(transparent)]
+pub struct InstanceId(pub String);
+
+impl fmt::Display for InstanceId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Lifecycle {
+    Spot,
+    OnDemand,
+    /// A local QEMU virtual machine.
+    Vm,
+}
+
+impl fmt::Display for Lifecycle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Lifecycle::Spot => "spot",
+            Lifecycle::OnDemand => "on-demand",
+            Lifecycle::Vm => "vm",
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum InstanceState {
+    Pending,
+    Running,
+    Stopping,
+    Stopped,
+    ShuttingDown,
+    Terminated,
+    /// A local VM whose process is gone.
+    Dead,
+}
+
+impl InstanceState {
+    /// Live instances count against `create` and are what `destroy` ends.
+    pub fn is_live(&self) -> bool {
+        !matches!(self, InstanceState::Terminated)
+    }
+}
+
+impl fmt::Display for InstanceState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            InstanceState::Pending => "pending",
+            InstanceState::Running => "running",
+            InstanceState::Stopping => "stopping",
+            InstanceState::Stopped => "stopped",
+            InstanceState::ShuttingDown => "shutting-down",
+            InstanceState::Terminated => "terminated",
+            InstanceState::Dead => "dead",
+        })
+    }
+}
+
+/// Where respot's verification reaches an instance's sshd.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SshEndpoint {
+    pub host: String,
+    pub port: u16,
+}
+
+/// One managed instance, as read back from the provider.
+#[derive(Debug, Clone, Serialize)]
+pub struct Instance {
+    pub id: InstanceId,
+    pub name: String,
+    /// AWS region, or `local`.
+    pub region: String,
+    pub zone: Option<String>,
+    pub instance_type: String,
+    pub lifecycle: Lifecycle,
+    pub state: InstanceState,
+    /// Why the provider stopped or terminated it (e.g. a spot interruption).
+    pub state_reason: Option<String>,
+    pub public_ip: Option<String>,
+    pub ssh: Option<SshEndpoint>,
+    pub digest: Option<String>,
+    pub version: Option<String>,
+    pub generation: Option<u64>,
+    #[serde(serialize_with = "serialize_time")]
+    pub launched_at: Option<SystemTime>,
+}
+
+fn serialize_time<S: serde::Serializer>(time: &Option<SystemTime>, s: S) -> Result<S::Ok, S::Error> {
+    match time {
+        Some(t) => s.serialize_str(&humantime::format_rfc3339_seconds(*t).to_string()),
+        None => s.serialize_none(),
+    }
+}
+
+/// Everything a provider needs to launch one generation.
+#[derive(Debug, Clone)]
+pub struct LaunchRequest {
+    pub deployment: String,
+    pub digest: Digest,
+    pub version: String,
+    pub generation: u64,
+    pub user_data: UserData,
+}
+
+impl LaunchRequest {
+    /// The tags every launched resource carries, `Name` included.
+    pub fn tags(&self, name: &str, created_at: SystemTime) -> Vec<(String, String)> {
+        vec![
+            (tag::DEPLOYMENT.to_string(), self.deployment.clone()),
+            (tag::DIGEST.to_string(), self.digest.to_string()),
+            (tag::VERSION.to_string(), self.version.clone()),
+            (tag::GENERATION.to_string(), self.generation.to_string()),
+            (
+                tag::CREATED_AT.to_string(),
+                humantime::format_rfc3339_seconds(created_at).to_string(),
+            ),
+            (tag::NAME.to_string(), name.to_string()),
+        ]
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProviderError {
+    /// The provider cannot be used at all (credentials, a missing QEMU or image).
+    #[error("{0}")]
+    Unavailable(String),
+    /// An API or process call failed.
+    #[error("{0}")]
+    Api(String),
+    /// No capacity, a quota, or a price cap stopped the launch.
+    #[error("{0}")]
+    Capacity(String),
+    /// The launch did not finish (a region failed, a wait timed out).
+    #[error("{0}")]
+    Launch(String),
+}
+
+pub type Result<T, E = ProviderError> = std::result::Result<T, E>;
+
+/// What `destroy` did, for the report.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct DestroyReport {
+    pub terminated: Vec<InstanceId>,
+    /// Other resources removed (security groups, spot requests, state dirs).
+    pub cleaned: Vec<String>,
+    /// What could not be removed; a non-empty list fails the command.
+    pub left_behind: Vec<String>,
+}
+
+/// A place instances run. Implementations bound their own concurrency.
+#[allow(async_fn_in_trait)]
+pub trait Provider {
+    /// Managed instances of `deployment`, including recently terminated
+    /// ones (so a user sees why a fleet is short). Never anything untagged.
+    async fn list(&self, deployment: &str) -> Result<Vec<Instance>>;
+
+    /// Launches one generation and waits until every instance is running
+    /// and reachable. Every resource is tagged at creation, so if this
+    /// future is dropped halfway, `list` still finds what it launched.
+    async fn launch(&self, request: &LaunchRequest) -> Result<Vec<Instance>>;
+
+    /// Terminates `instances`; then, when the deployment has no other live
+    /// instance, removes what the provider created for it (security group,
+    /// spot requests, state). Idempotent.
+    async fn destroy(&self, deployment: &str, instances: &[Instance], wait: bool) -> Result<DestroyReport>;
+}
