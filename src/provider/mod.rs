@@ -6,6 +6,7 @@
 //! the instances it returns to `verify`. Provider-specific types (SDK
 //! structs, QEMU arguments) never leave their submodule.
 
+pub mod aws;
 
 use std::fmt;
 use std::time::SystemTime;
