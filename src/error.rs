@@ -5,6 +5,8 @@
 //! the table printed in `--help`, so the two cannot drift apart.
 
 use crate::config::ConfigError;
+use crate::engine::EngineError;
+use crate::provider::ProviderError;
 use crate::template::TemplateError;
 
 /// The exit-code contract shared by every command (see BRIEF.md).
@@ -45,6 +47,13 @@ pub enum Error {
     Config(#[from] ConfigError),
     #[error(transparent)]
     Template(#[from] TemplateError),
+    #[error(transparent)]
+    Provider(#[from] ProviderError),
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    /// The command ran, and what it checked failed (verification).
+    #[error("{0}")]
+    Failed(String),
     /// A command-line or environment problem found before anything was touched.
     #[error("{0}")]
     Usage(String),
@@ -61,8 +70,27 @@ impl Error {
         match self {
             Error::Config(_) | Error::Template(_) | Error::Usage(_) => EXIT_USAGE,
             Error::Tool(_) => EXIT_PROVIDER,
-            Error::Output(_) => EXIT_FAILED,
+            Error::Provider(err) => provider_exit_code(err),
+            Error::Engine(err) => match err {
+                EngineError::Dirty | EngineError::NeedsConfirmation { .. } | EngineError::Template(_) => {
+                    EXIT_USAGE
+                }
+                EngineError::Keys(_) => EXIT_PROVIDER,
+                EngineError::Provider(err) => provider_exit_code(err),
+                EngineError::AlreadyLive { .. }
+                | EngineError::RolledBack { .. }
+                | EngineError::Kept { .. }
+                | EngineError::LeftBehind(_) => EXIT_FAILED,
+            },
+            Error::Failed(_) | Error::Output(_) => EXIT_FAILED,
         }
+    }
+}
+
+fn provider_exit_code(err: &ProviderError) -> u8 {
+    match err {
+        ProviderError::Unavailable(_) | ProviderError::Api(_) => EXIT_PROVIDER,
+        ProviderError::Capacity(_) | ProviderError::Launch(_) => EXIT_FAILED,
     }
 }
 

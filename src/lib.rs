@@ -5,6 +5,7 @@
 //! `scaffold` new blueprints, `output` what reaches the terminal.
 
 pub mod config;
+pub mod engine;
 pub mod error;
 pub mod output;
 pub mod provider;

@@ -53,9 +53,50 @@ const ID_BATCH: usize = 1000;
 /// Attempts for throttled or transient calls. The SDK default of 3 gives
 /// up too early for fleets that share an account's request budget.
 const MIN_ATTEMPTS: u32 = 5;
-/// Tag holding the image alias an instance was launched from (the AMI id is
-/// an attribute of the instance already).
+/// Tag holding the AMI id the image alias resolved to.
 const TAG_IMAGE: &str = "respot:image";
+/// Regions known when this was written. A configured region outside this
+/// list costs one `DescribeRegions` to tell a new region from a typo; one
+/// inside it costs nothing.
+const KNOWN_REGIONS: &[&str] = &[
+    "af-south-1",
+    "ap-east-1",
+    "ap-east-2",
+    "ap-northeast-1",
+    "ap-northeast-2",
+    "ap-northeast-3",
+    "ap-south-1",
+    "ap-south-2",
+    "ap-southeast-1",
+    "ap-southeast-2",
+    "ap-southeast-3",
+    "ap-southeast-4",
+    "ap-southeast-5",
+    "ap-southeast-7",
+    "ca-central-1",
+    "ca-west-1",
+    "eu-central-1",
+    "eu-central-2",
+    "eu-north-1",
+    "eu-south-1",
+    "eu-south-2",
+    "eu-west-1",
+    "eu-west-2",
+    "eu-west-3",
+    "il-central-1",
+    "me-central-1",
+    "me-south-1",
+    "mx-central-1",
+    "sa-east-1",
+    "us-east-1",
+    "us-east-2",
+    "us-west-1",
+    "us-west-2",
+    "us-gov-east-1",
+    "us-gov-west-1",
+    "cn-north-1",
+    "cn-northwest-1",
+];
 
 /// Capacity errors of one pool (instance type × zone): try the next pool.
 const POOL_ERRORS: &[&str] = &[
@@ -175,6 +216,26 @@ impl AwsProvider {
         } else {
             configured.iter().map(|r| r.name.clone()).collect()
         };
+        let unknown: Vec<&String> = names
+            .iter()
+            .filter(|n| !KNOWN_REGIONS.contains(&n.as_str()))
+            .collect();
+        if !unknown.is_empty() {
+            // Ask a region that certainly exists which regions there are.
+            let anchor = if KNOWN_REGIONS.contains(&home_region.as_str()) {
+                home_region.as_str()
+            } else {
+                "us-east-1"
+            };
+            let all = all_regions(&ec2_client(&sdk, anchor), anchor, &credentials_hint).await?;
+            if let Some(bad) = unknown.iter().find(|n| !all.contains(n)) {
+                return Err(ProviderError::Unavailable(format!(
+                    "`{bad}` is not an AWS region; fix `aws.regions` in respot.toml or `--region`; \
+                     regions: {}",
+                    all.join(", ")
+                )));
+            }
+        }
         let regions = names
             .into_iter()
             .map(|name| {
@@ -323,8 +384,17 @@ fn valid_region(name: &str) -> bool {
 }
 
 async fn enabled_regions(ec2: &aws_sdk_ec2::Client, home: &str, hint: &str) -> Result<Vec<String>> {
+    region_names(ec2, home, hint, false).await
+}
+
+async fn all_regions(ec2: &aws_sdk_ec2::Client, home: &str, hint: &str) -> Result<Vec<String>> {
+    region_names(ec2, home, hint, true).await
+}
+
+async fn region_names(ec2: &aws_sdk_ec2::Client, home: &str, hint: &str, all: bool) -> Result<Vec<String>> {
     let out = ec2
         .describe_regions()
+        .all_regions(all)
         .send()
         .await
         .map_err(|err| api_error(home, "DescribeRegions", &err, hint))?;
@@ -959,7 +1029,7 @@ impl AwsProvider {
             .map(|(k, v)| ec2_tag(k, v))
             .collect();
         tags.push(ec2_tag(tag::CREATED_BY, &prepared.caller));
-        tags.push(ec2_tag(TAG_IMAGE, &self.image));
+        tags.push(ec2_tag(TAG_IMAGE, &prepared.image));
         let nonce = created_at
             .duration_since(SystemTime::UNIX_EPOCH)
             .map(|d| d.as_millis())

@@ -7,6 +7,7 @@
 //! structs, QEMU arguments) never leave their submodule.
 
 pub mod aws;
+pub mod local;
 
 use std::fmt;
 use std::time::SystemTime;
@@ -196,4 +197,35 @@ pub trait Provider {
     /// instance, removes what the provider created for it (security group,
     /// spot requests, state). Idempotent.
     async fn destroy(&self, deployment: &str, instances: &[Instance], wait: bool) -> Result<DestroyReport>;
+}
+
+/// The provider a command runs against, picked from `respot.toml` or
+/// `--provider`. An enum rather than a trait object: `Provider` has async
+/// methods, and the set of providers is closed.
+pub enum AnyProvider {
+    Local(local::LocalProvider),
+    Aws(Box<aws::AwsProvider>),
+}
+
+impl Provider for AnyProvider {
+    async fn list(&self, deployment: &str) -> Result<Vec<Instance>> {
+        match self {
+            AnyProvider::Local(p) => p.list(deployment).await,
+            AnyProvider::Aws(p) => p.list(deployment).await,
+        }
+    }
+
+    async fn launch(&self, request: &LaunchRequest) -> Result<Vec<Instance>> {
+        match self {
+            AnyProvider::Local(p) => p.launch(request).await,
+            AnyProvider::Aws(p) => p.launch(request).await,
+        }
+    }
+
+    async fn destroy(&self, deployment: &str, instances: &[Instance], wait: bool) -> Result<DestroyReport> {
+        match self {
+            AnyProvider::Local(p) => p.destroy(deployment, instances, wait).await,
+            AnyProvider::Aws(p) => p.destroy(deployment, instances, wait).await,
+        }
+    }
 }
