@@ -25,6 +25,7 @@ use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
 use aws_config::{BehaviorVersion, Region};
+use aws_credential_types::provider::error::CredentialsError;
 use aws_sdk_ec2::config::retry::{ClassifyRetry, RetryAction, RetryConfig};
 use aws_sdk_ec2::config::{ProvideCredentials, interceptors::InterceptorContext};
 use aws_sdk_ec2::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
@@ -179,7 +180,14 @@ impl AwsProvider {
         }
         let mut loader = aws_config::defaults(BehaviorVersion::latest());
         if let Some(profile) = &options.profile {
-            loader = loader.profile_name(profile);
+            // An explicit profile wins over AWS_ACCESS_KEY_ID in the
+            // environment, as with the AWS CLI; the default chain would
+            // silently prefer the environment.
+            loader = loader.profile_name(profile).credentials_provider(
+                aws_config::profile::ProfileFileCredentialsProvider::builder()
+                    .profile_name(profile)
+                    .build(),
+            );
         }
         let home_region = options
             .region
@@ -195,9 +203,15 @@ impl AwsProvider {
             )));
         };
         if let Err(err) = credentials.provide_credentials().await {
+            let why = match &err {
+                CredentialsError::CredentialsNotLoaded(_) => {
+                    "none found (tried the environment, profiles, SSO, web identity, ECS and instance metadata)"
+                        .to_string()
+                }
+                other => DisplayErrorContext(other).to_string(),
+            };
             return Err(ProviderError::Unavailable(format!(
-                "cannot load AWS credentials: {}; {credentials_hint}",
-                DisplayErrorContext(&err)
+                "cannot load AWS credentials: {why}; {credentials_hint}"
             )));
         }
         let Some(home_region) = sdk.region().map(|r| r.to_string()) else {
@@ -1049,6 +1063,10 @@ impl AwsProvider {
                         break 'markets;
                     }
                     attempt += 1;
+                    // All or nothing per pool: a pool that cannot hold the
+                    // whole batch fails with a capacity error and the next
+                    // pool gets the batch (moto also launches MinCount).
+                    let batch = i32::try_from(remaining).unwrap_or(i32::MAX);
                     let mut specs = vec![
                         tag_spec(ec2::ResourceType::Instance, &tags),
                         tag_spec(ec2::ResourceType::Volume, &tags),
@@ -1064,8 +1082,8 @@ impl AwsProvider {
                         .run_instances()
                         .image_id(&prepared.image)
                         .instance_type(ec2::InstanceType::from(itype.as_str()))
-                        .min_count(1)
-                        .max_count(i32::try_from(remaining).unwrap_or(i32::MAX))
+                        .min_count(batch)
+                        .max_count(batch)
                         .subnet_id(subnet)
                         .security_group_ids(&prepared.group_id)
                         .user_data(&user_data)

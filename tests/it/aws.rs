@@ -1,0 +1,624 @@
+//! The AWS provider through the real binary, against moto on loopback with
+//! the fault proxy in front. Each test owns its regions of the shared moto
+//! (see `support::moto`) and its own proxy, and seeds foreign instances
+//! (untagged, and another respot deployment) that must survive every command.
+
+use std::collections::BTreeMap;
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use aws_sdk_ec2::config::{BehaviorVersion, Credentials, Region};
+use aws_sdk_ec2::types as ec2;
+use serde_json::{Value, json};
+
+use crate::support::moto::{self, Proxy};
+use crate::support::respot_cmd;
+
+const CIDR: &str = "198.51.100.0/24";
+const TAG_KEYS: &[&str] = &[
+    "respot:deployment",
+    "respot:digest",
+    "respot:version",
+    "respot:generation",
+    "respot:created-at",
+    "respot:created-by",
+    "Name",
+];
+
+fn block_on<F: std::future::Future>(future: F) -> F::Output {
+    static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+    RUNTIME
+        .get_or_init(|| {
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .expect("a tokio runtime for the test helpers")
+        })
+        .block_on(future)
+}
+
+/// A client straight to moto (not through the proxy, so it is not counted).
+fn ec2_client(region: &str) -> aws_sdk_ec2::Client {
+    let config = aws_sdk_ec2::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new(region.to_string()))
+        .endpoint_url(moto::moto_url())
+        .credentials_provider(Credentials::new("testing", "testing", None, None, "tests"))
+        .build();
+    aws_sdk_ec2::Client::from_conf(config)
+}
+
+fn tags_of(tags: &[ec2::Tag]) -> BTreeMap<String, String> {
+    tags.iter()
+        .filter_map(|t| Some((t.key()?.to_string(), t.value()?.to_string())))
+        .collect()
+}
+
+/// Every instance in `region`, foreign ones included: (id, state, tags).
+fn all_instances(region: &str) -> Vec<(String, String, BTreeMap<String, String>)> {
+    let out = block_on(ec2_client(region).describe_instances().send()).expect("describe instances");
+    out.reservations()
+        .iter()
+        .flat_map(|r| r.instances())
+        .map(|i| {
+            (
+                i.instance_id().unwrap_or_default().to_string(),
+                i.state()
+                    .and_then(|s| s.name())
+                    .map(|n| n.as_str().to_string())
+                    .unwrap_or_default(),
+                tags_of(i.tags()),
+            )
+        })
+        .collect()
+}
+
+fn al2023(region: &str) -> String {
+    let out = block_on(
+        ec2_client(region)
+            .describe_images()
+            .owners("amazon")
+            .filters(
+                ec2::Filter::builder()
+                    .name("name")
+                    .values("al2023-ami-2023*-x86_64")
+                    .build(),
+            )
+            .send(),
+    )
+    .expect("describe images");
+    out.images()
+        .iter()
+        .filter_map(|i| i.image_id())
+        .next()
+        .expect("moto has al2023 images in every region")
+        .to_string()
+}
+
+/// Launches instances respot must never touch: one untagged, one of another
+/// respot deployment. Returns their ids.
+fn seed_foreign(region: &str) -> Vec<String> {
+    let client = ec2_client(region);
+    let image = al2023(region);
+    let mut ids = Vec::new();
+    for tags in [vec![], vec![("respot:deployment", "other"), ("Name", "other")]] {
+        let mut call = client
+            .run_instances()
+            .image_id(&image)
+            .instance_type(ec2::InstanceType::T3Micro)
+            .min_count(1)
+            .max_count(1);
+        if !tags.is_empty() {
+            let mut spec = ec2::TagSpecification::builder().resource_type(ec2::ResourceType::Instance);
+            for (k, v) in tags {
+                spec = spec.tags(ec2::Tag::builder().key(k).value(v).build());
+            }
+            call = call.tag_specifications(spec.build());
+        }
+        let out = block_on(call.send()).expect("seed a foreign instance");
+        ids.extend(
+            out.instances()
+                .iter()
+                .filter_map(|i| i.instance_id().map(str::to_string)),
+        );
+    }
+    ids
+}
+
+/// A blueprint deployed to AWS regions of the shared moto, through a proxy.
+struct AwsTest {
+    dir: tempfile::TempDir,
+    proxy: Proxy,
+    deployment: String,
+    regions: Vec<String>,
+    foreign: Vec<(String, Vec<String>)>,
+}
+
+impl AwsTest {
+    fn new(deployment: &str, regions: usize) -> AwsTest {
+        AwsTest::with(deployment, regions, 2, "")
+    }
+
+    /// `count` instances per region; `extra` is appended to `[aws]`.
+    fn with(deployment: &str, regions: usize, count: u32, extra: &str) -> AwsTest {
+        let regions = moto::regions(regions);
+        let proxy = Proxy::start(0);
+        let dir = tempfile::Builder::new()
+            .prefix("respot-aws-")
+            .tempdir()
+            .expect("tempdir");
+        let out = respot_cmd(dir.path())
+            .args(["init", ".", "--name", deployment])
+            .output()
+            .expect("run respot init");
+        assert!(
+            out.status.success(),
+            "init: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let sample = std::fs::read_to_string(dir.path().join("respot.toml")).expect("sample respot.toml");
+        let head = &sample[..sample.find("[ssh]").expect("sample has [ssh]")];
+        let tail = &sample[sample.find("[local]").expect("sample has [local]")..];
+        let mut aws = format!(
+            "[ssh]\nuser = \"respot\"\nallow_cidr = \"{CIDR}\"\n\n[aws]\nimage = \"al2023\"\n\
+             instance_types = [\"t3.small\", \"t3a.small\"]\nmax_price = 0.05\n{extra}\n"
+        );
+        for region in &regions {
+            aws.push_str(&format!(
+                "[[aws.regions]]\nname = \"{region}\"\ncount = {count}\n\n"
+            ));
+        }
+        let text = format!(
+            "{}{aws}{tail}",
+            head.replace("provider = \"local\"", "provider = \"aws\"")
+        );
+        std::fs::write(dir.path().join("respot.toml"), text).expect("write respot.toml");
+        let foreign = regions.iter().map(|r| (r.clone(), seed_foreign(r))).collect();
+        AwsTest {
+            dir,
+            proxy,
+            deployment: deployment.to_string(),
+            regions,
+            foreign,
+        }
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(assert_cmd::cargo::cargo_bin("respot"));
+        cmd.args(args)
+            .current_dir(self.dir.path())
+            .env("NO_COLOR", "1")
+            .env_remove("RUST_LOG")
+            .env("HOME", self.dir.path())
+            .env("AWS_ENDPOINT_URL", self.proxy.endpoint())
+            .env("AWS_ACCESS_KEY_ID", "testing")
+            .env("AWS_SECRET_ACCESS_KEY", "testing")
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .env("AWS_CONFIG_FILE", self.dir.path().join("no-aws-config"))
+            .env(
+                "AWS_SHARED_CREDENTIALS_FILE",
+                self.dir.path().join("no-aws-credentials"),
+            )
+            .env_remove("AWS_PROFILE")
+            .env_remove("AWS_REGION")
+            .env_remove("AWS_DEFAULT_REGION")
+            .env_remove("AWS_SESSION_TOKEN")
+            .stdin(Stdio::null());
+        cmd
+    }
+
+    /// Runs respot and checks the exit code; returns the output.
+    fn run(&self, args: &[&str], want: i32) -> Output {
+        let out = self.command(args).output().expect("run respot");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.code() == Some(want),
+            "respot {args:?}: want exit {want}, got {:?}\n--- stdout ---\n{}\n--- stderr ---\n{stderr}",
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout),
+        );
+        assert!(
+            !stderr.contains("panicked"),
+            "respot {args:?} panicked:\n{stderr}"
+        );
+        out
+    }
+
+    /// Our instances in every region, straight from moto: (region, id, state, tags).
+    fn ours(&self) -> Vec<(String, String, String, BTreeMap<String, String>)> {
+        self.regions
+            .iter()
+            .flat_map(|r| {
+                all_instances(r)
+                    .into_iter()
+                    .filter(|(_, _, tags)| tags.get("respot:deployment") == Some(&self.deployment))
+                    .map(move |(id, state, tags)| (r.clone(), id, state, tags))
+            })
+            .collect()
+    }
+
+    fn live_ours(&self) -> usize {
+        self.ours()
+            .iter()
+            .filter(|(_, _, state, _)| state != "terminated")
+            .count()
+    }
+
+    /// Foreign instances are running with their tags, and every instance in
+    /// our regions is either foreign or tagged as ours (never untagged).
+    fn assert_foreign_untouched(&self) {
+        for (region, ids) in &self.foreign {
+            let all = all_instances(region);
+            for id in ids {
+                let (_, state, tags) = all
+                    .iter()
+                    .find(|(i, _, _)| i == id)
+                    .expect("foreign instance exists");
+                assert_eq!(state, "running", "{region}: foreign {id} was touched");
+                let want_deployment = tags.get("respot:deployment").map(String::as_str);
+                assert!(
+                    want_deployment.is_none() || want_deployment == Some("other"),
+                    "{region}: foreign {id} tags changed: {tags:?}"
+                );
+            }
+            for (id, _, tags) in &all {
+                assert!(
+                    ids.contains(id) || tags.get("respot:deployment") == Some(&self.deployment),
+                    "{region}: instance {id} is neither foreign nor tagged as ours: {tags:?}"
+                );
+            }
+        }
+    }
+
+    fn security_groups(&self, region: &str) -> Vec<ec2::SecurityGroup> {
+        let out = block_on(
+            ec2_client(region)
+                .describe_security_groups()
+                .filters(
+                    ec2::Filter::builder()
+                        .name("group-name")
+                        .values(format!("respot-{}", self.deployment))
+                        .build(),
+                )
+                .send(),
+        )
+        .expect("describe security groups");
+        out.security_groups().to_vec()
+    }
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).to_string()
+}
+
+#[test]
+fn create_list_destroy_across_three_regions() {
+    let t = AwsTest::new("fleet", 3);
+    t.run(&["create", "--no-verify"], 0);
+    t.assert_foreign_untouched();
+
+    let ours = t.ours();
+    assert_eq!(ours.len(), 6, "2 instances in each of 3 regions: {ours:?}");
+    for region in &t.regions {
+        assert_eq!(ours.iter().filter(|(r, ..)| r == region).count(), 2, "{region}");
+    }
+    for (region, id, state, tags) in &ours {
+        assert_eq!(state, "running", "{region} {id}");
+        for key in TAG_KEYS {
+            assert!(tags.contains_key(*key), "{region} {id} lacks tag {key}: {tags:?}");
+        }
+        assert_eq!(tags["respot:generation"], "1");
+        assert!(tags["respot:created-by"].starts_with("arn:aws:"), "{tags:?}");
+        assert!(tags["respot:image"].starts_with("ami-"), "{tags:?}");
+    }
+    // Volumes are tagged at launch too.
+    for region in &t.regions {
+        let volumes = block_on(
+            ec2_client(region)
+                .describe_volumes()
+                .filters(
+                    ec2::Filter::builder()
+                        .name("tag:respot:deployment")
+                        .values("fleet")
+                        .build(),
+                )
+                .send(),
+        )
+        .expect("describe volumes");
+        assert_eq!(volumes.volumes().len(), 2, "{region}: tagged volumes");
+        for volume in volumes.volumes() {
+            let tags = tags_of(volume.tags());
+            assert_eq!(
+                tags.get("respot:generation").map(String::as_str),
+                Some("1"),
+                "{tags:?}"
+            );
+        }
+        let groups = t.security_groups(region);
+        assert_eq!(groups.len(), 1, "{region}: one respot-fleet group");
+        let ports: Vec<(Option<i32>, Vec<&str>)> = groups[0]
+            .ip_permissions()
+            .iter()
+            .map(|p| {
+                (
+                    p.from_port(),
+                    p.ip_ranges().iter().filter_map(|r| r.cidr_ip()).collect(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            ports,
+            [(Some(22), vec![CIDR])],
+            "{region}: SSH only from allow_cidr"
+        );
+    }
+    // One RunInstances per region (one pool fits all), no tagging afterwards.
+    let stats = t.proxy.stats();
+    assert_eq!(stats["by_action"]["RunInstances"], 3, "{stats}");
+    assert!(
+        stats["by_action"]["CreateTags"].is_null(),
+        "never tag after launch: {stats}"
+    );
+    let params: Vec<Value> = t
+        .proxy
+        .requests()
+        .into_iter()
+        .filter(|r| r["action"] == "RunInstances")
+        .map(|r| r["params"].clone())
+        .collect();
+    for p in &params {
+        assert_eq!(p["MinCount"], "2");
+        assert_eq!(p["MaxCount"], "2");
+        assert_eq!(p["InstanceMarketOptions.MarketType"], "spot");
+        assert_eq!(
+            p["InstanceMarketOptions.SpotOptions.SpotInstanceType"],
+            "one-time"
+        );
+        assert_eq!(
+            p["InstanceMarketOptions.SpotOptions.InstanceInterruptionBehavior"],
+            "terminate"
+        );
+        assert_eq!(p["InstanceMarketOptions.SpotOptions.MaxPrice"], "0.05");
+    }
+
+    // list: every instance, as JSON.
+    let out = t.run(&["list", "--output", "json"], 0);
+    let listed: Vec<Value> = serde_json::from_slice(&out.stdout).expect("list JSON");
+    assert_eq!(listed.len(), 6, "{listed:?}");
+    for row in &listed {
+        assert_eq!(row["state"], "running", "{row}");
+        assert_eq!(row["lifecycle"], "spot", "{row}");
+        assert_eq!(row["generation"], 1, "{row}");
+        assert_eq!(row["stale"], false, "{row}");
+        assert!(row["public_ip"].is_string(), "{row}");
+    }
+    t.assert_foreign_untouched();
+
+    // A second create is refused: partial deployments are never patched.
+    let out = t.run(&["create", "--no-verify"], 1);
+    assert!(stderr(&out).contains("respot destroy"), "{}", stderr(&out));
+    assert_eq!(t.ours().len(), 6, "the refused create launched nothing");
+
+    // The group deletion meets DependencyViolation twice while ENIs detach.
+    t.proxy.reset();
+    t.proxy.faults(json!([
+        {"action": "DeleteSecurityGroup", "region": t.regions[0], "code": "DependencyViolation", "times": 2}
+    ]));
+    let out = t.run(&["destroy", "--yes"], 0);
+    assert!(stderr(&out).contains("terminated 6"), "{}", stderr(&out));
+    assert_eq!(t.live_ours(), 0, "every instance of ours is terminated");
+    for region in &t.regions {
+        assert!(
+            t.security_groups(region).is_empty(),
+            "{region}: the group is gone"
+        );
+    }
+    let stats = t.proxy.stats();
+    assert_eq!(
+        stats["faults_injected"]["DeleteSecurityGroup:DependencyViolation"], 2,
+        "{stats}"
+    );
+    t.assert_foreign_untouched();
+
+    // Idempotent.
+    let out = t.run(&["destroy", "--yes"], 0);
+    assert!(stderr(&out).contains("nothing to do"), "{}", stderr(&out));
+    t.assert_foreign_untouched();
+
+    // Terminated instances still show in `list`, with AWS's reason.
+    let out = t.run(&["list", "--output", "json"], 0);
+    let listed: Vec<Value> = serde_json::from_slice(&out.stdout).expect("list JSON");
+    assert!(listed.iter().all(|r| r["state"] == "terminated"), "{listed:?}");
+}
+
+#[test]
+fn no_capacity_for_the_first_type_launches_the_second() {
+    let t = AwsTest::with("fallback", 1, 2, "");
+    let region = &t.regions[0];
+    t.proxy.faults(json!([
+        {"action": "RunInstances", "match": {"InstanceType": "t3.small"}, "code": "InsufficientInstanceCapacity"}
+    ]));
+    let zones = block_on(ec2_client(region).describe_subnets().send())
+        .expect("subnets")
+        .subnets()
+        .iter()
+        .filter(|s| s.default_for_az() == Some(true))
+        .count() as u64;
+    t.run(&["create", "--no-verify"], 0);
+    let ours = t.ours();
+    assert_eq!(ours.len(), 2, "{ours:?}");
+    let types: Vec<String> = block_on(ec2_client(region).describe_instances().send())
+        .expect("describe")
+        .reservations()
+        .iter()
+        .flat_map(|r| r.instances())
+        .filter(|i| tags_of(i.tags()).get("respot:deployment").map(String::as_str) == Some("fallback"))
+        .filter_map(|i| i.instance_type().map(|t| t.as_str().to_string()))
+        .collect();
+    assert_eq!(types, ["t3a.small", "t3a.small"]);
+    // Each empty pool cost exactly one call: the SDK did not retry it.
+    let stats = t.proxy.stats();
+    assert_eq!(
+        stats["faults_injected"]["RunInstances:InsufficientInstanceCapacity"], zones,
+        "{stats}"
+    );
+    assert_eq!(stats["by_action"]["RunInstances"], zones + 1, "{stats}");
+    t.assert_foreign_untouched();
+    t.run(&["destroy", "--yes"], 0);
+    t.assert_foreign_untouched();
+}
+
+#[test]
+fn a_quota_error_in_one_region_rolls_back_every_region() {
+    let t = AwsTest::new("quota", 3);
+    t.proxy.faults(json!([
+        {"action": "RunInstances", "region": t.regions[1], "code": "MaxSpotInstanceCountExceeded"}
+    ]));
+    let out = t.run(&["create", "--no-verify"], 1);
+    let err = stderr(&out);
+    assert!(err.contains("rolled back"), "{err}");
+    assert!(
+        err.contains("Service Quotas") && err.contains(&t.regions[1]),
+        "{err}"
+    );
+    assert_eq!(
+        t.live_ours(),
+        0,
+        "everything of the run is terminated: {:?}",
+        t.ours()
+    );
+    assert_eq!(t.ours().len(), 4, "the two healthy regions had launched");
+    for region in &t.regions {
+        assert!(
+            t.security_groups(region).is_empty(),
+            "{region}: the group is gone"
+        );
+    }
+    t.assert_foreign_untouched();
+}
+
+#[test]
+fn on_demand_fallback_when_spot_quota_is_used_up() {
+    let t = AwsTest::with("ondemand", 1, 2, "fallback = \"on-demand\"");
+    t.proxy.faults(json!([
+        {"action": "RunInstances", "match": {"InstanceMarketOptions.MarketType": "spot"},
+         "code": "MaxSpotInstanceCountExceeded"}
+    ]));
+    let out = t.run(&["list", "--output", "json"], 0);
+    let listed: Vec<Value> = serde_json::from_slice(&out.stdout).expect("list JSON");
+    assert!(listed.is_empty(), "{listed:?}");
+    t.run(&["create", "--no-verify"], 0);
+    let out = t.run(&["list", "--output", "json"], 0);
+    let listed: Vec<Value> = serde_json::from_slice(&out.stdout).expect("list JSON");
+    assert_eq!(listed.len(), 2);
+    assert!(listed.iter().all(|r| r["lifecycle"] == "on-demand"), "{listed:?}");
+    t.run(&["destroy", "--yes"], 0);
+    t.assert_foreign_untouched();
+}
+
+#[test]
+fn throttling_is_retried_until_it_passes() {
+    let t = AwsTest::new("throttle", 1);
+    t.proxy.faults(json!([
+        {"action": "RunInstances", "code": "RequestLimitExceeded", "times": 2},
+        {"action": "DescribeInstances", "code": "RequestLimitExceeded", "times": 2}
+    ]));
+    t.run(&["create", "--no-verify"], 0);
+    let stats = t.proxy.stats();
+    assert_eq!(
+        stats["faults_injected"]["RunInstances:RequestLimitExceeded"], 2,
+        "{stats}"
+    );
+    assert_eq!(
+        stats["faults_injected"]["DescribeInstances:RequestLimitExceeded"], 2,
+        "{stats}"
+    );
+    assert_eq!(t.live_ours(), 2);
+    t.run(&["destroy", "--yes"], 0);
+    assert_eq!(t.live_ours(), 0);
+    t.assert_foreign_untouched();
+}
+
+#[test]
+fn sigint_mid_launch_leaves_nothing_running_and_nothing_untagged() {
+    let t = AwsTest::new("interrupt", 2);
+    // Hold the wait for `running` (it filters on instance-id) so Ctrl-C
+    // lands after RunInstances has launched instances.
+    t.proxy.faults(json!([
+        {"action": "DescribeInstances", "match": {"Filter.*.Name": "instance-id"}, "delay_ms": 20000}
+    ]));
+    let child = t
+        .command(&["create", "--no-verify"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while t.live_ours() < 4 {
+        assert!(Instant::now() < deadline, "the launch never reached RunInstances");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    t.assert_foreign_untouched();
+    // SAFETY: signalling the child we spawned, by its pid.
+    unsafe {
+        libc::kill(child.id() as libc::pid_t, libc::SIGINT);
+    }
+    let out = child.wait_with_output().expect("respot exits");
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("interrupted"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    assert_eq!(
+        t.live_ours(),
+        0,
+        "nothing of the run is left running: {:?}",
+        t.ours()
+    );
+    t.assert_foreign_untouched();
+}
+
+#[test]
+fn missing_credentials_fail_with_the_command_to_run() {
+    let t = AwsTest::new("nocreds", 1);
+    let out = t
+        .command(&["list"])
+        .env_remove("AWS_ACCESS_KEY_ID")
+        .env_remove("AWS_SECRET_ACCESS_KEY")
+        .output()
+        .expect("run respot");
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(err.contains("aws sso login"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    assert_eq!(
+        t.proxy.stats()["total"],
+        0,
+        "no call was made without credentials"
+    );
+
+    let out = t
+        .command(&["list", "--profile", "nosuch"])
+        .output()
+        .expect("run respot");
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(err.contains("aws sso login --profile nosuch"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+#[test]
+fn a_bad_region_fails_clearly() {
+    let t = AwsTest::new("badregion", 1);
+    let out = t.run(&["list", "--region", "xx-nowhere-1"], 3);
+    let err = stderr(&out);
+    assert!(err.contains("`xx-nowhere-1` is not an AWS region"), "{err}");
+    let out = t.run(&["list", "--region", "nowhere"], 3);
+    assert!(
+        stderr(&out).contains("not an AWS region name"),
+        "{}",
+        stderr(&out)
+    );
+    t.assert_foreign_untouched();
+}

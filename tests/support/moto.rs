@@ -1,0 +1,279 @@
+//! moto (an EC2 emulator) and the fault proxy, for the AWS tests.
+//!
+//! One moto server serves the whole test process: it takes seconds to start
+//! and its regions are isolated from each other, so every test takes its own
+//! regions from [`regions`] instead of resetting shared state. Each test gets
+//! its own [`Proxy`] (fast to start) in front of moto, so fault rules and
+//! request counts never leak between tests. Both listen on 127.0.0.1 only.
+//!
+//! moto is spawned from a thread that lives as long as the process, with
+//! `PR_SET_PDEATHSIG`, so it dies with the test process even though a
+//! `static` is never dropped. The proxy is a per-test guard stopped in `Drop`.
+
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+/// Regions moto serves with a default VPC and Amazon Linux 2023 images.
+/// Tests draw disjoint sets from it.
+const REGION_POOL: &[&str] = &[
+    "us-east-1",
+    "eu-west-1",
+    "ap-southeast-2",
+    "us-east-2",
+    "us-west-1",
+    "us-west-2",
+    "eu-west-2",
+    "eu-west-3",
+    "eu-central-1",
+    "eu-north-1",
+    "ap-southeast-1",
+    "ap-northeast-1",
+    "ap-northeast-2",
+    "ap-northeast-3",
+    "ap-south-1",
+    "ca-central-1",
+    "sa-east-1",
+    "eu-south-1",
+    "af-south-1",
+    "me-south-1",
+    "ap-east-1",
+    "eu-central-2",
+    "eu-south-2",
+    "ap-south-2",
+    "ap-southeast-3",
+    "me-central-1",
+    "il-central-1",
+    "ca-west-1",
+];
+
+static NEXT_REGION: AtomicUsize = AtomicUsize::new(0);
+
+/// `n` regions no other test in this process uses.
+pub fn regions(n: usize) -> Vec<String> {
+    let start = NEXT_REGION.fetch_add(n, Ordering::SeqCst);
+    assert!(
+        start + n <= REGION_POOL.len(),
+        "the tests need more regions than REGION_POOL has; add some"
+    );
+    REGION_POOL[start..start + n]
+        .iter()
+        .map(|r| r.to_string())
+        .collect()
+}
+
+/// The `moto_server` executable: `RESPOT_MOTO_SERVER`, else the venv that
+/// `scripts/setup` creates.
+pub fn moto_server_path() -> PathBuf {
+    if let Some(path) = std::env::var_os("RESPOT_MOTO_SERVER") {
+        return PathBuf::from(path);
+    }
+    let cache = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .expect("HOME or XDG_CACHE_HOME is set");
+    cache.join("respot/venv/bin/moto_server")
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("bind a free loopback port")
+}
+
+/// Kills the child when the thread that spawned it ends (see module docs).
+fn die_with_parent(cmd: &mut Command) {
+    // SAFETY: prctl is async-signal-safe and touches no memory of ours.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+            Ok(())
+        });
+    }
+}
+
+/// The shared moto server of this test process; its `http://127.0.0.1:PORT`.
+pub fn moto_url() -> &'static str {
+    static MOTO: OnceLock<String> = OnceLock::new();
+    MOTO.get_or_init(|| {
+        let server = moto_server_path();
+        assert!(
+            server.is_file(),
+            "moto_server not found at `{}`; run `scripts/setup` or set RESPOT_MOTO_SERVER",
+            server.display()
+        );
+        let port = free_port();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut cmd = Command::new(&server);
+            cmd.args(["-H", "127.0.0.1", "-p", &port.to_string()])
+                .env("MOTO_ENABLE_AMI_VALIDATION", "1")
+                .env("MOTO_EC2_ENABLE_INSTANCE_TYPE_VALIDATION", "1")
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null());
+            die_with_parent(&mut cmd);
+            let child = cmd.spawn();
+            let started = child.is_ok();
+            tx.send(child.map(|c| c.id()).map_err(|e| e.to_string()))
+                .expect("the test thread waits for moto");
+            if started {
+                // This thread must outlive every test: its end kills moto.
+                loop {
+                    std::thread::park();
+                }
+            }
+        });
+        let pid = rx.recv().expect("moto spawner answers");
+        pid.unwrap_or_else(|e| panic!("cannot start `{}`: {e}", moto_server_path().display()));
+        let url = format!("http://127.0.0.1:{port}");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while http(port, "GET", "/moto-api/data.json", None).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "moto did not answer on port {port} within 60 s"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        url
+    })
+}
+
+/// A minimal HTTP/1.0 client for the control APIs; returns (status, body).
+pub fn http(port: u16, method: &str, path: &str, body: Option<&str>) -> std::io::Result<(u16, String)> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port))?;
+    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+    let body = body.unwrap_or("");
+    write!(
+        stream,
+        "{method} {path} HTTP/1.0\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    Ok((status, body))
+}
+
+/// The fault proxy in front of the shared moto, stopped on drop.
+pub struct Proxy {
+    child: Child,
+    pub port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Proxy {
+    pub fn start(latency_ms: u64) -> Proxy {
+        let upstream = moto_url();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let port_file = dir.path().join("proxy.port");
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/fault_proxy.py");
+        let mut cmd = Command::new("python3");
+        cmd.arg(&script)
+            .args(["--listen-port", "0", "--upstream", upstream])
+            .arg("--port-file")
+            .arg(&port_file)
+            .args(["--latency-ms", &latency_ms.to_string()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        die_with_parent(&mut cmd);
+        let child = cmd.spawn().expect("start tests/support/fault_proxy.py");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let port = loop {
+            if let Some(port) = std::fs::read_to_string(&port_file)
+                .ok()
+                .and_then(|s| s.trim().parse().ok())
+            {
+                break port;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the fault proxy did not start within 20 s"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        Proxy {
+            child,
+            port,
+            _dir: dir,
+        }
+    }
+
+    /// What respot's `AWS_ENDPOINT_URL` is set to.
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    fn control(&self, method: &str, path: &str, body: Option<&str>) -> serde_json::Value {
+        let (status, body) = http(self.port, method, path, body).expect("reach the fault proxy");
+        assert_eq!(status, 200, "proxy {method} {path}: {body}");
+        serde_json::from_str(&body).expect("the proxy answers JSON")
+    }
+
+    /// Replaces the fault rules (see tests/support/README.md).
+    pub fn faults(&self, rules: serde_json::Value) {
+        self.control(
+            "POST",
+            "/__proxy/faults",
+            Some(&serde_json::json!({ "rules": rules }).to_string()),
+        );
+    }
+
+    pub fn stats(&self) -> serde_json::Value {
+        self.control("GET", "/__proxy/stats", None)
+    }
+
+    /// Clears counters, rules and the request log.
+    pub fn reset(&self) {
+        self.control("POST", "/__proxy/reset", None);
+    }
+
+    pub fn requests(&self) -> Vec<serde_json::Value> {
+        self.control("GET", "/__proxy/requests", None)["requests"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Requests of `action`, as counted by the proxy.
+    pub fn calls(&self, action: &str) -> u64 {
+        self.stats()["by_action"][action].as_u64().unwrap_or(0)
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        // SAFETY: signalling our own child by its pid.
+        unsafe {
+            libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM);
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        // It ignored SIGTERM; the kill is harmless if it exits meanwhile.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
