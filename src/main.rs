@@ -64,7 +64,7 @@ enum Command {
 /// AWS-only choices; the local provider ignores them.
 #[derive(Debug, Args)]
 struct AwsArgs {
-    /// AWS: the named profile to use (SSO and credential_process work) [env: AWS_PROFILE]
+    /// AWS: the named profile to use instead of AWS_PROFILE (SSO and credential_process work)
     #[arg(long, global = true, value_name = "NAME")]
     profile: Option<String>,
     /// AWS: work in this region only
