@@ -6,6 +6,7 @@
 
 use crate::config::ConfigError;
 use crate::template::TemplateError;
+use crate::verify::VerifyError;
 
 /// The exit-code contract shared by every command (see BRIEF.md).
 pub const EXIT_CODES: &[(u8, &str)] = &[
@@ -45,6 +46,8 @@ pub enum Error {
     Config(#[from] ConfigError),
     #[error(transparent)]
     Template(#[from] TemplateError),
+    #[error(transparent)]
+    Verify(#[from] VerifyError),
     /// A command-line or environment problem found before anything was touched.
     #[error("{0}")]
     Usage(String),
@@ -62,6 +65,12 @@ impl Error {
             Error::Config(_) | Error::Template(_) | Error::Usage(_) => EXIT_USAGE,
             Error::Tool(_) => EXIT_PROVIDER,
             Error::Output(_) => EXIT_FAILED,
+            Error::Verify(err) => match err {
+                VerifyError::State { .. } => EXIT_USAGE,
+                VerifyError::Tool { .. } => EXIT_PROVIDER,
+                // Unreachable, mismatched, refused: the operation failed.
+                _ => EXIT_FAILED,
+            },
         }
     }
 }

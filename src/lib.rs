@@ -6,7 +6,9 @@
 
 pub mod config;
 pub mod error;
+pub mod keys;
 pub mod output;
 pub mod provider;
 pub mod scaffold;
 pub mod template;
+pub mod verify;

@@ -6,7 +6,6 @@
 //! the instances it returns to `verify`. Provider-specific types (SDK
 //! structs, QEMU arguments) never leave their submodule.
 
-
 use std::fmt;
 use std::time::SystemTime;
 
