@@ -8,10 +8,13 @@ use clap::{Args, Parser, Subcommand};
 use serde::Serialize;
 
 use respot::config::Config;
-use respot::error::{Error, Result, exit_code_help};
+use respot::error::{EXIT_FAILED, EXIT_OK, Error, Result, exit_code_help};
+use respot::keys::KeyStore;
 use respot::output::{Format, Printer};
+use respot::provider::SshEndpoint;
 use respot::scaffold;
 use respot::template::{self, Blueprint, InstanceFile, LaunchMaterial};
+use respot::verify::{self, Expected, Section, Target, VerifySettings};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -44,6 +47,61 @@ enum Command {
     Render(RenderArgs),
     /// Create a new blueprint folder from the embedded sample
     Init(InitArgs),
+    /// Check live instances read-only over SSH; exit 0 only when every check passes
+    Verify(VerifyArgs),
+    /// A read-only inspection report for one instance
+    Debug(DebugArgs),
+}
+
+#[derive(Debug, Args)]
+struct VerifyArgs {
+    /// An instance's SSH endpoint, HOST:PORT (repeatable)
+    #[arg(long = "target", value_name = "HOST:PORT", value_parser = parse_endpoint)]
+    targets: Vec<SshEndpoint>,
+    /// Fail on warnings too (cloud-init degraded, a check the instance cannot answer)
+    #[arg(long)]
+    strict: bool,
+    /// Seconds to wait for each instance, boot included [default: verify.timeout_secs]
+    #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
+    timeout: Option<u64>,
+}
+
+#[derive(Debug, Args)]
+struct DebugArgs {
+    /// The instance's SSH endpoint, HOST:PORT
+    #[arg(value_name = "HOST:PORT", value_parser = parse_endpoint)]
+    target: SshEndpoint,
+    /// Only these parts of the report (repeatable) [default: all]
+    #[arg(long = "section", value_enum, value_name = "SECTION")]
+    sections: Vec<Section>,
+    /// Seconds to wait for the instance [default: verify.timeout_secs]
+    #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
+    timeout: Option<u64>,
+}
+
+/// `HOST:PORT`, `[v6]:PORT`; the host may use only hostname/IP characters.
+fn parse_endpoint(text: &str) -> std::result::Result<SshEndpoint, String> {
+    let (host, port) = text
+        .rsplit_once(':')
+        .ok_or_else(|| format!("`{text}`: expected HOST:PORT"))?;
+    let host = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
+    let port: u16 = port
+        .parse()
+        .ok()
+        .filter(|p| *p > 0)
+        .ok_or_else(|| format!("`{text}`: `{port}` is not a port number"))?;
+    let valid_host = !host.is_empty()
+        && !host.starts_with('-')
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':'));
+    if !valid_host {
+        return Err(format!("`{text}`: `{host}` is not a host name or IP address"));
+    }
+    Ok(SshEndpoint {
+        host: host.to_string(),
+        port,
+    })
 }
 
 #[derive(Debug, Args)]
@@ -116,7 +174,93 @@ fn run(cli: &Cli, printer: &Printer) -> Result<u8> {
             let config = load_config(cli.config.as_deref())?;
             render(&config, args, printer)
         }
+        Command::Verify(args) => {
+            let config = load_config(cli.config.as_deref())?;
+            runtime()?.block_on(verify_command(&config, args, printer))
+        }
+        Command::Debug(args) => {
+            let config = load_config(cli.config.as_deref())?;
+            runtime()?.block_on(debug_command(&config, args, printer))
+        }
     }
+}
+
+/// The one tokio runtime, for commands that talk to instances or clouds.
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::Tool(format!("cannot start the async runtime: {e}")))
+}
+
+/// Which instances to talk to. Without a provider lookup, the endpoints
+/// given on the command line are the instances.
+fn resolve_targets(endpoints: &[SshEndpoint]) -> Result<Vec<Target>> {
+    if endpoints.is_empty() {
+        return Err(Error::Usage(
+            "no instances to verify: pass `--target HOST:PORT` (repeatable)".to_string(),
+        ));
+    }
+    Ok(endpoints
+        .iter()
+        .map(|endpoint| {
+            let shown = format!("{}:{}", endpoint.host, endpoint.port);
+            Target {
+                instance: shown.clone(),
+                name: shown,
+                endpoint: endpoint.clone(),
+            }
+        })
+        .collect())
+}
+
+fn verify_settings(config: &Config, timeout: Option<u64>, strict: bool) -> VerifySettings {
+    VerifySettings {
+        user: config.ssh.user.clone(),
+        timeout: std::time::Duration::from_secs(timeout.unwrap_or(config.verify.timeout_secs)),
+        strict,
+        host_keys: config.ssh.host_keys,
+    }
+}
+
+async fn verify_command(config: &Config, args: &VerifyArgs, printer: &Printer) -> Result<u8> {
+    let blueprint = Blueprint::render(config)?;
+    let targets = resolve_targets(&args.targets)?;
+    let keys = KeyStore::open(&blueprint.deployment)?;
+    let settings = verify_settings(config, args.timeout, args.strict);
+    let expected = Expected {
+        digest: blueprint.digest.clone(),
+    };
+    let report = verify::verify_fleet(&keys, &targets, &expected, &settings, printer).await;
+    if printer.is_json() {
+        printer.json(&report).map_err(Error::Output)?;
+    } else {
+        printer.data(&report.table().render()).map_err(Error::Output)?;
+    }
+    if report.passed() {
+        printer.info(&report.summary());
+        Ok(EXIT_OK)
+    } else {
+        printer.error(&format!(
+            "{}; failed: {}",
+            report.summary(),
+            report.failed_instances.join(", ")
+        ));
+        Ok(EXIT_FAILED)
+    }
+}
+
+async fn debug_command(config: &Config, args: &DebugArgs, printer: &Printer) -> Result<u8> {
+    let targets = resolve_targets(std::slice::from_ref(&args.target))?;
+    let keys = KeyStore::open(&config.deployment.name)?;
+    let settings = verify_settings(config, args.timeout, false);
+    let report = verify::debug_report(&keys, &targets[0], &args.sections, &settings).await?;
+    if printer.is_json() {
+        printer.json(&report).map_err(Error::Output)?;
+    } else {
+        printer.data(&report.render_text()).map_err(Error::Output)?;
+    }
+    Ok(EXIT_OK)
 }
 
 fn load_config(explicit: Option<&Path>) -> Result<Config> {
