@@ -84,7 +84,10 @@ fn parse_endpoint(text: &str) -> std::result::Result<SshEndpoint, String> {
     let (host, port) = text
         .rsplit_once(':')
         .ok_or_else(|| format!("`{text}`: expected HOST:PORT"))?;
-    let host = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
+    let host = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
     let port: u16 = port
         .parse()
         .ok()

@@ -51,7 +51,7 @@ pub enum VerifyError {
          `host_keys = \"record-on-first-use\"` in respot.toml)"
     )]
     NotPinned { endpoint: String },
-    #[error("`{endpoint}` did not become reachable in {} ({attempts} attempts); last error: {last}", humantime::format_duration(*waited))]
+    #[error("`{endpoint}` did not become reachable in {} ({attempts} attempts); last error: {last}", humantime::format_duration(std::time::Duration::from_millis(waited.as_millis() as u64 / 100 * 100)))]
     Unreachable {
         endpoint: String,
         waited: Duration,

@@ -55,7 +55,12 @@ fn current_user() -> String {
             return me;
         }
         let name = "respot-fx";
-        let exists = Command::new("id").arg(name).output().expect("id").status.success();
+        let exists = Command::new("id")
+            .arg(name)
+            .output()
+            .expect("id")
+            .status
+            .success();
         if !exists {
             let status = Command::new("useradd")
                 .args(["--system", "--no-create-home", "--shell", "/bin/sh", name])
@@ -63,7 +68,10 @@ fn current_user() -> String {
                 .expect("useradd");
             assert!(status.success(), "useradd {name}");
         }
-        let status = Command::new("usermod").args(["-p", "*", name]).status().expect("usermod");
+        let status = Command::new("usermod")
+            .args(["-p", "*", name])
+            .status()
+            .expect("usermod");
         assert!(status.success(), "usermod -p * {name}");
         name.to_string()
     })
@@ -138,7 +146,12 @@ impl Fixture {
     }
 
     fn sshd(&self, name: &str, ports: &[u16]) -> Sshd {
-        Sshd::start(&self.test.path().join(name), &self.host_key.0, &self.keys_dir, ports)
+        Sshd::start(
+            &self.test.path().join(name),
+            &self.host_key.0,
+            &self.keys_dir,
+            ports,
+        )
     }
 
     fn sshd_with_key(&self, name: &str, private: &str, ports: &[u16]) -> Sshd {
@@ -270,7 +283,10 @@ fn verify_passes_on_the_fixture_where_systemd_and_cloud_init_are_unavailable() {
     let report = json(&out);
     assert_eq!(report["cloud_init"]["status"], "unavailable");
     assert_eq!(report["units"]["systemd"], "unavailable");
-    assert_eq!(report["log"]["lines"][0], "2025-01-01T00:00:00Z runcmd: fixture deployed");
+    assert_eq!(
+        report["log"]["lines"][0],
+        "2025-01-01T00:00:00Z runcmd: fixture deployed"
+    );
     assert_eq!(report["drift"]["drifted"].as_array().unwrap().len(), 0);
     assert_eq!(report["drift"]["generation"], 1);
     assert_eq!(report["health"]["probes"][0]["got"], "200");
@@ -279,7 +295,10 @@ fn verify_passes_on_the_fixture_where_systemd_and_cloud_init_are_unavailable() {
     assert_eq!(out.status.code(), Some(0), "{}", explain(&out));
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("== facts") && !text.contains("== units"), "{text}");
-    assert!(text.trim_end().ends_with("never fix a live instance by hand"), "{text}");
+    assert!(
+        text.trim_end().ends_with("never fix a live instance by hand"),
+        "{text}"
+    );
     assert!(text.contains("then `respot deploy`"), "{text}");
 }
 
@@ -293,13 +312,38 @@ fn the_inspector_refuses_free_commands_and_changes_nothing() {
     let before = fx.snapshot();
     let ssh = |command: &str| -> Output {
         Command::new("ssh")
-            .args(["-F", "/dev/null", "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes", "-o", "IdentityAgent=none"])
+            .args([
+                "-F",
+                "/dev/null",
+                "-o",
+                "BatchMode=yes",
+                "-o",
+                "IdentitiesOnly=yes",
+                "-o",
+                "IdentityAgent=none",
+            ])
             .arg("-o")
-            .arg(format!("UserKnownHostsFile={}", fx.keys.known_hosts_path().display()))
-            .args(["-o", "StrictHostKeyChecking=yes", "-o", "GlobalKnownHostsFile=/dev/null"])
+            .arg(format!(
+                "UserKnownHostsFile={}",
+                fx.keys.known_hosts_path().display()
+            ))
+            .args([
+                "-o",
+                "StrictHostKeyChecking=yes",
+                "-o",
+                "GlobalKnownHostsFile=/dev/null",
+            ])
             .arg("-i")
             .arg(fx.keys.verify_key_path().unwrap())
-            .args(["-p", &port.to_string(), "-l", &current_user(), "127.0.0.1", "--", command])
+            .args([
+                "-p",
+                &port.to_string(),
+                "-l",
+                &current_user(),
+                "127.0.0.1",
+                "--",
+                command,
+            ])
             .stdin(Stdio::null())
             .output()
             .expect("run ssh")
@@ -314,7 +358,12 @@ fn the_inspector_refuses_free_commands_and_changes_nothing() {
         "sh -c id",
     ] {
         let out = ssh(command);
-        assert_eq!(out.status.code(), Some(64), "{command:?} must be refused: {}", explain(&out));
+        assert_eq!(
+            out.status.code(),
+            Some(64),
+            "{command:?} must be refused: {}",
+            explain(&out)
+        );
         assert!(out.stdout.is_empty(), "{command:?}: {}", explain(&out));
         assert!(
             String::from_utf8_lossy(&out.stderr).contains("refused"),
@@ -331,7 +380,11 @@ fn the_inspector_refuses_free_commands_and_changes_nothing() {
     assert_eq!(out.status.code(), Some(0), "{}", explain(&out));
     assert!(String::from_utf8_lossy(&out.stdout).contains("status\tjournal\tunavailable"));
 
-    assert_eq!(Path::new("/tmp/x").exists(), tmp_x_existed, "/tmp/x must not be created");
+    assert_eq!(
+        Path::new("/tmp/x").exists(),
+        tmp_x_existed,
+        "/tmp/x must not be created"
+    );
     assert!(fx.snapshot() == before, "the fixture root changed");
 }
 
@@ -358,7 +411,9 @@ fn drift_fails_on_exactly_the_changed_file_and_debug_shows_it() {
     assert_eq!(failed.len(), 1, "{failed:?}");
     assert_eq!(failed[0].0, "files");
     assert!(
-        failed[0].2.starts_with("`/opt/hello/reporter.sh` changed on the instance"),
+        failed[0]
+            .2
+            .starts_with("`/opt/hello/reporter.sh` changed on the instance"),
         "{failed:?}"
     );
 
@@ -367,7 +422,10 @@ fn drift_fails_on_exactly_the_changed_file_and_debug_shows_it() {
     let text = String::from_utf8_lossy(&out.stdout);
     let drift_lines: Vec<&str> = text.lines().filter(|l| l.starts_with("DRIFT ")).collect();
     assert_eq!(drift_lines.len(), 1, "{text}");
-    assert!(drift_lines[0].starts_with("DRIFT /opt/hello/reporter.sh: recorded "), "{text}");
+    assert!(
+        drift_lines[0].starts_with("DRIFT /opt/hello/reporter.sh: recorded "),
+        "{text}"
+    );
 
     std::fs::remove_file(fx.root.join("opt/hello/health.py")).unwrap();
     let out = fx.run(&["verify", "--target", &target, "--output", "json"]);
@@ -376,12 +434,11 @@ fn drift_fails_on_exactly_the_changed_file_and_debug_shows_it() {
         .filter(|(_, result, _)| result == "fail")
         .map(|(_, _, d)| d)
         .collect();
-    assert_eq!(
-        details.len(),
-        2,
+    assert_eq!(details.len(), 2, "{details:?}");
+    assert!(
+        details.iter().any(|d| d == "`/opt/hello/health.py` is missing"),
         "{details:?}"
     );
-    assert!(details.iter().any(|d| d == "`/opt/hello/health.py` is missing"), "{details:?}");
 }
 
 #[test]
@@ -409,9 +466,16 @@ fn a_changed_host_key_is_refused_as_a_mismatch_without_logging_in() {
     let rows = rows(&json(&out), &target);
     assert_eq!(results(&rows), vec![("reachable", "fail")]);
     assert!(rows[0].2.starts_with("HOST KEY MISMATCH"), "{rows:?}");
-    assert!(String::from_utf8_lossy(&out.stderr).contains("man-in-the-middle"), "{}", explain(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("man-in-the-middle"),
+        "{}",
+        explain(&out)
+    );
     let log = sshd.log();
-    assert!(!log.contains("Accepted publickey"), "respot must not log in:\n{log}");
+    assert!(
+        !log.contains("Accepted publickey"),
+        "respot must not log in:\n{log}"
+    );
 
     let out = fx.run(&["debug", &target]);
     assert_eq!(out.status.code(), Some(1), "{}", explain(&out));
@@ -433,7 +497,9 @@ fn an_unpinned_endpoint_is_refused_and_record_on_first_use_records_it() {
     );
 
     let fx = Fixture::new("record-on-first-use");
-    let _sshd = fx.sshd("sshd", &[port + 0]).ports.clone();
+    let port = free_port();
+    let _sshd = fx.sshd("sshd", &[port]);
+    let target = format!("127.0.0.1:{port}");
     let endpoint = SshEndpoint {
         host: "127.0.0.1".into(),
         port,
@@ -460,7 +526,15 @@ fn verify_waits_for_an_instance_that_boots_late() {
         .current_dir(fx.test.path())
         .env("NO_COLOR", "1")
         .env("XDG_STATE_HOME", fx.test.path().join("state"))
-        .args(["verify", "--target", &target, "--timeout", "30", "--output", "json"])
+        .args([
+            "verify",
+            "--target",
+            &target,
+            "--timeout",
+            "30",
+            "--output",
+            "json",
+        ])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -470,7 +544,11 @@ fn verify_waits_for_an_instance_that_boots_late() {
     let out = child.wait_with_output().expect("wait for respot");
     assert_eq!(out.status.code(), Some(0), "{}", explain(&out));
     assert!(started.elapsed() >= Duration::from_secs(5));
-    assert!(started.elapsed() < Duration::from_secs(25), "took {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(25),
+        "took {:?}",
+        started.elapsed()
+    );
     assert_eq!(json(&out)["passed"], true);
 }
 
@@ -481,7 +559,15 @@ fn verify_fails_cleanly_when_the_timeout_runs_out() {
     fx.pin("127.0.0.1", port);
     let target = format!("127.0.0.1:{port}");
     let started = Instant::now();
-    let out = fx.run(&["verify", "--target", &target, "--timeout", "2", "--output", "json"]);
+    let out = fx.run(&[
+        "verify",
+        "--target",
+        &target,
+        "--timeout",
+        "2",
+        "--output",
+        "json",
+    ]);
     let elapsed = started.elapsed();
     assert_eq!(out.status.code(), Some(1), "{}", explain(&out));
     assert!(elapsed < Duration::from_secs(6), "took {elapsed:?}");
@@ -511,7 +597,13 @@ fn forty_targets_on_one_sshd_all_verify_without_maxstartups_drops() {
     assert_eq!(targets.len(), 40);
     let started = Instant::now();
     let out = fx.cmd().args(&args).output().expect("run respot");
-    assert_eq!(out.status.code(), Some(0), "{}\n--- sshd ---\n{}", explain(&out), sshd.log());
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}\n--- sshd ---\n{}",
+        explain(&out),
+        sshd.log()
+    );
     let report = json(&out);
     assert_eq!(report["instances"], 40);
     for target in &targets {
@@ -521,7 +613,14 @@ fn forty_targets_on_one_sshd_all_verify_without_maxstartups_drops() {
     }
     let log = sshd.log();
     assert!(!log.contains("MaxStartups"), "sshd throttled:\n{log}");
-    assert!(!log.contains("drop connection"), "sshd dropped connections:\n{log}");
-    assert_eq!(log.matches("Accepted publickey").count(), 40, "one login per target");
+    assert!(
+        !log.contains("drop connection"),
+        "sshd dropped connections:\n{log}"
+    );
+    assert_eq!(
+        log.matches("Accepted publickey").count(),
+        40,
+        "one login per target"
+    );
     eprintln!("40 targets verified in {:?}", started.elapsed());
 }

@@ -85,7 +85,11 @@ impl Sshd {
                 if let Ok(Some(status)) = self.child.try_wait() {
                     panic!("sshd exited with {status}:\n{}", self.log());
                 }
-                assert!(Instant::now() < deadline, "sshd did not listen on {port}:\n{}", self.log());
+                assert!(
+                    Instant::now() < deadline,
+                    "sshd did not listen on {port}:\n{}",
+                    self.log()
+                );
                 std::thread::sleep(Duration::from_millis(50));
             }
         }
