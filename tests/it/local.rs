@@ -65,8 +65,12 @@ impl Fleet {
         let needle = self.state.display().to_string();
         let mut pids = Vec::new();
         for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-            let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else { continue };
-            let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else { continue };
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+                continue;
+            };
+            let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+                continue;
+            };
             let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
             if cmdline.contains("qemu-system-x86_64") && cmdline.contains(&needle) {
                 pids.push(pid);
@@ -133,19 +137,45 @@ fn sample_deploys_verifies_refuses_writes_and_destroys() {
     assert_eq!(verified["passed"], true, "{verified}");
     for i in instances {
         let id = i["id"].as_str().unwrap();
-        for name in ["cloud-init", "digest", "files", "unit hello-health.service", "unit hello-reporter.service"] {
-            assert_eq!(check(&verified, id, name)["result"], "pass", "{name} on {id}: {verified}");
+        for name in [
+            "cloud-init",
+            "digest",
+            "files",
+            "unit hello-health.service",
+            "unit hello-reporter.service",
+        ] {
+            assert_eq!(
+                check(&verified, id, name)["result"],
+                "pass",
+                "{name} on {id}: {verified}"
+            );
         }
     }
     let health = fleet.json(&["debug", &first, "--section", "health"]);
-    assert!(health.to_string().contains(&digest), "/health answers with the digest: {health}");
+    assert!(
+        health.to_string().contains(&digest),
+        "/health answers with the digest: {health}"
+    );
 
     // Through the verification key, nothing but the inspector runs.
     let key = fleet.state.join("respot/hello/verify_ed25519");
     let known_hosts = fleet.state.join("respot/hello/known_hosts");
-    for attempt in ["touch /tmp/respot-was-here", "systemctl stop hello-health.service", "sh -c 'rm -rf /opt/hello'"] {
+    for attempt in [
+        "touch /tmp/respot-was-here",
+        "systemctl stop hello-health.service",
+        "sh -c 'rm -rf /opt/hello'",
+    ] {
         let out = std::process::Command::new("ssh")
-            .args(["-F", "/dev/null", "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes", "-o", "StrictHostKeyChecking=yes"])
+            .args([
+                "-F",
+                "/dev/null",
+                "-o",
+                "BatchMode=yes",
+                "-o",
+                "IdentitiesOnly=yes",
+                "-o",
+                "StrictHostKeyChecking=yes",
+            ])
             .arg("-o")
             .arg(format!("UserKnownHostsFile={}", known_hosts.display()))
             .arg("-i")
@@ -153,11 +183,18 @@ fn sample_deploys_verifies_refuses_writes_and_destroys() {
             .args(["-p", &port.to_string(), "respot@127.0.0.1", attempt])
             .output()
             .unwrap();
-        assert!(!out.status.success(), "`{attempt}` must be refused: {}", String::from_utf8_lossy(&out.stdout));
+        assert!(
+            !out.status.success(),
+            "`{attempt}` must be refused: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
     }
     let after = fleet.json(&["verify", "--instance", &first]);
     assert_eq!(after["passed"], true, "the instance is unchanged: {after}");
-    assert_eq!(check(&after, &first, "unit hello-health.service")["result"], "pass");
+    assert_eq!(
+        check(&after, &first, "unit hello-health.service")["result"],
+        "pass"
+    );
     assert_eq!(check(&after, &first, "files")["result"], "pass");
 
     // Kill one VM behind respot's back; destroy still cleans up everything.
@@ -166,14 +203,31 @@ fn sample_deploys_verifies_refuses_writes_and_destroys() {
     unsafe { libc::kill(victim, libc::SIGKILL) };
     std::thread::sleep(std::time::Duration::from_millis(500));
     let listed = fleet.json(&["list"]);
-    let states: Vec<&str> = listed.as_array().unwrap().iter().map(|i| i["state"].as_str().unwrap()).collect();
+    let states: Vec<&str> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["state"].as_str().unwrap())
+        .collect();
     assert!(states.contains(&"dead"), "a killed VM shows as dead: {states:?}");
 
     let destroyed = fleet.respot(&["destroy", "--yes"]);
-    assert_eq!(destroyed.status.code(), Some(0), "destroy: {}", stderr(&destroyed));
+    assert_eq!(
+        destroyed.status.code(),
+        Some(0),
+        "destroy: {}",
+        stderr(&destroyed)
+    );
     assert!(fleet.our_qemu_pids().is_empty(), "no qemu left");
-    assert!(fleet.instance_dirs().is_empty(), "no state left: {:?}", fleet.instance_dirs());
-    assert!(!fleet.state.join("respot/local/hello").exists(), "the deployment dir is gone");
+    assert!(
+        fleet.instance_dirs().is_empty(),
+        "no state left: {:?}",
+        fleet.instance_dirs()
+    );
+    assert!(
+        !fleet.state.join("respot/local/hello").exists(),
+        "the deployment dir is gone"
+    );
     let again = fleet.respot(&["destroy", "--yes"]);
     assert_eq!(again.status.code(), Some(0));
     assert!(stderr(&again).contains("nothing to do"));
@@ -190,7 +244,11 @@ fn broken_unit_rolls_back_or_is_kept_for_debug() {
     )
     .unwrap();
     let script = fleet.path().join("instance/files/opt/hello/broken.sh");
-    std::fs::write(&script, "#!/bin/sh\necho 'broken: intentional failure 4242' >&2\nexit 1\n").unwrap();
+    std::fs::write(
+        &script,
+        "#!/bin/sh\necho 'broken: intentional failure 4242' >&2\nexit 1\n",
+    )
+    .unwrap();
     std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
 
     let kept = fleet.respot(&["create", "--keep-on-failure"]);
@@ -200,15 +258,25 @@ fn broken_unit_rolls_back_or_is_kept_for_debug() {
     let id = listed[0]["id"].as_str().unwrap().to_string();
     let report = fleet.json(&["debug", &id]);
     let text = report.to_string();
-    assert!(text.contains("hello-broken.service"), "debug names the unit: {text}");
-    assert!(text.contains("intentional failure 4242"), "debug shows the journal: {text}");
+    assert!(
+        text.contains("hello-broken.service"),
+        "debug names the unit: {text}"
+    );
+    assert!(
+        text.contains("intentional failure 4242"),
+        "debug shows the journal: {text}"
+    );
     let destroyed = fleet.respot(&["destroy", "--yes"]);
     assert_eq!(destroyed.status.code(), Some(0));
 
     let rolled = fleet.respot(&["create"]);
     assert_eq!(rolled.status.code(), Some(1), "{}", stderr(&rolled));
     assert!(stderr(&rolled).contains("rolled back"), "{}", stderr(&rolled));
-    assert!(stderr(&rolled).contains("hello-broken.service"), "the failed check is shown: {}", stderr(&rolled));
+    assert!(
+        stderr(&rolled).contains("hello-broken.service"),
+        "the failed check is shown: {}",
+        stderr(&rolled)
+    );
     assert!(fleet.our_qemu_pids().is_empty(), "rollback leaves no VM");
     assert!(fleet.instance_dirs().is_empty(), "rollback leaves no state");
 }

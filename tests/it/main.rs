@@ -4,4 +4,6 @@
 mod support;
 
 mod config;
+mod local;
 mod render;
+mod verify;

@@ -7,6 +7,8 @@
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
+pub mod sshd;
+
 /// One run of the `respot` binary and what it must produce.
 pub struct Test {
     dir: tempfile::TempDir,
