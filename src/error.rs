@@ -8,6 +8,7 @@ use crate::config::ConfigError;
 use crate::engine::EngineError;
 use crate::provider::ProviderError;
 use crate::template::TemplateError;
+use crate::verify::VerifyError;
 
 /// The exit-code contract shared by every command (see BRIEF.md).
 pub const EXIT_CODES: &[(u8, &str)] = &[
@@ -54,6 +55,8 @@ pub enum Error {
     /// The command ran, and what it checked failed (verification).
     #[error("{0}")]
     Failed(String),
+    #[error(transparent)]
+    Verify(#[from] VerifyError),
     /// A command-line or environment problem found before anything was touched.
     #[error("{0}")]
     Usage(String),
@@ -83,6 +86,12 @@ impl Error {
                 | EngineError::LeftBehind(_) => EXIT_FAILED,
             },
             Error::Failed(_) | Error::Output(_) => EXIT_FAILED,
+            Error::Verify(err) => match err {
+                VerifyError::State { .. } => EXIT_USAGE,
+                VerifyError::Tool { .. } => EXIT_PROVIDER,
+                // Unreachable, mismatched, refused: the operation failed.
+                _ => EXIT_FAILED,
+            },
         }
     }
 }

@@ -7,7 +7,9 @@
 pub mod config;
 pub mod engine;
 pub mod error;
+pub mod keys;
 pub mod output;
 pub mod provider;
 pub mod scaffold;
 pub mod template;
+pub mod verify;

@@ -7,15 +7,18 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 use serde::Serialize;
 
-use respot::config::{Accel, Config, ProviderKind};
-use respot::engine::{self, CreateOptions, DestroyOptions, Verdict, Verification};
-use respot::error::{Error, Result, exit_code_help};
+use respot::config::{Accel, Config, HostKeyPolicy, ProviderKind};
+use respot::engine::{self, CreateOptions, DestroyOptions};
+use respot::error::{EXIT_FAILED, EXIT_OK, Error, Result, exit_code_help};
+use respot::keys::KeyStore;
 use respot::output::{Format, Printer, Table};
 use respot::provider::aws::{AwsOptions, AwsProvider};
 use respot::provider::local::LocalProvider;
-use respot::provider::{AnyProvider, Instance, Provider};
+use respot::provider::{AnyProvider, Instance, Provider, SshEndpoint};
 use respot::scaffold;
 use respot::template::{self, Blueprint, InstanceFile, LaunchMaterial};
+use respot::verify::fleet::SshVerification;
+use respot::verify::{self, Expected, Section, Target, VerifySettings};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -59,6 +62,10 @@ enum Command {
     Create(CreateArgs),
     /// Terminate every instance of the deployment and clean up what respot created
     Destroy(DestroyArgs),
+    /// Check live instances read-only over SSH; exit 0 only when every check passes
+    Verify(VerifyArgs),
+    /// A read-only inspection report for one instance
+    Debug(DebugArgs),
 }
 
 /// AWS-only choices; the local provider ignores them.
@@ -102,6 +109,64 @@ struct DestroyArgs {
     /// Return once termination has started
     #[arg(long)]
     no_wait: bool,
+}
+
+#[derive(Debug, Args)]
+struct VerifyArgs {
+    /// Only these live instances, by id, name or IP (repeatable) [default: all]
+    #[arg(long = "instance", value_name = "ID")]
+    instances: Vec<String>,
+    /// Verify this SSH endpoint, HOST:PORT, as an instance of the deployment
+    /// without asking the provider (repeatable)
+    #[arg(long = "target", value_name = "HOST:PORT", value_parser = parse_endpoint, conflicts_with = "instances")]
+    targets: Vec<SshEndpoint>,
+    /// Fail on warnings too (cloud-init degraded, a check the instance cannot answer)
+    #[arg(long)]
+    strict: bool,
+    /// Seconds to wait for each instance, boot included [default: verify.timeout_secs]
+    #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
+    timeout: Option<u64>,
+}
+
+#[derive(Debug, Args)]
+struct DebugArgs {
+    /// The instance: its id, name, IP, or an SSH endpoint HOST:PORT
+    #[arg(value_name = "INSTANCE")]
+    target: String,
+    /// Only these parts of the report (repeatable) [default: all]
+    #[arg(long = "section", value_enum, value_name = "SECTION")]
+    sections: Vec<Section>,
+    /// Seconds to wait for the instance [default: verify.timeout_secs]
+    #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
+    timeout: Option<u64>,
+}
+
+/// `HOST:PORT`, `[v6]:PORT`; the host may use only hostname/IP characters.
+fn parse_endpoint(text: &str) -> std::result::Result<SshEndpoint, String> {
+    let (host, port) = text
+        .rsplit_once(':')
+        .ok_or_else(|| format!("`{text}`: expected HOST:PORT"))?;
+    let host = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    let port: u16 = port
+        .parse()
+        .ok()
+        .filter(|p| *p > 0)
+        .ok_or_else(|| format!("`{text}`: `{port}` is not a port number"))?;
+    let valid_host = !host.is_empty()
+        && !host.starts_with('-')
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':'));
+    if !valid_host {
+        return Err(format!("`{text}`: `{host}` is not a host name or IP address"));
+    }
+    Ok(SshEndpoint {
+        host: host.to_string(),
+        port,
+    })
 }
 
 #[derive(Debug, Args)]
@@ -174,29 +239,31 @@ fn run(cli: &Cli, printer: &Printer) -> Result<u8> {
             let config = load_config(cli.config.as_deref())?;
             render(&config, args, printer)
         }
-        Command::List | Command::Create(_) | Command::Destroy(_) => {
+        Command::List | Command::Create(_) | Command::Destroy(_) | Command::Verify(_) | Command::Debug(_) => {
             let config = load_config(cli.config.as_deref())?;
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-                .map_err(|e| Error::Usage(format!("cannot start the async runtime: {e}")))?;
-            runtime.block_on(run_async(cli, &config, printer))
+            runtime()?.block_on(run_async(cli, &config, printer))
         }
     }
 }
 
 async fn run_async(cli: &Cli, config: &Config, printer: &Printer) -> Result<u8> {
+    if let Command::Verify(args) = &cli.command
+        && !args.targets.is_empty()
+    {
+        return verify_command(None::<&AnyProvider>, config, args, printer).await;
+    }
     let accel = match &cli.command {
         Command::Create(args) => args.accel,
         _ => None,
     };
     let provider = connect(cli, config, accel).await?;
-    let verification = NoVerification;
+    let keys = KeyStore::open(&config.deployment.name)?;
     match &cli.command {
         Command::List => list(&provider, config, printer).await,
-        Command::Create(args) => create(&provider, &verification, config, args, printer).await,
-        Command::Destroy(args) => destroy(&provider, &verification, config, args, printer).await,
+        Command::Create(args) => create(&provider, &keys, config, args, printer).await,
+        Command::Destroy(args) => destroy(&provider, &keys, config, args, printer).await,
+        Command::Verify(args) => verify_command(Some(&provider), config, args, printer).await,
+        Command::Debug(args) => debug_command(&provider, config, args, printer).await,
         Command::Render(_) | Command::Init(_) => unreachable!("synchronous commands are dispatched in `run`"),
     }
 }
@@ -221,6 +288,234 @@ async fn connect(cli: &Cli, config: &Config, accel: Option<Accel>) -> Result<Any
             )))
         }
     }
+}
+
+/// The one tokio runtime, for commands that talk to instances or clouds.
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::Tool(format!("cannot start the async runtime: {e}")))
+}
+
+/// The endpoints given with `--target`, as instances of their own.
+fn endpoint_targets(endpoints: &[SshEndpoint]) -> Vec<Target> {
+    endpoints
+        .iter()
+        .map(|endpoint| {
+            let shown = format!("{}:{}", endpoint.host, endpoint.port);
+            Target {
+                instance: shown.clone(),
+                name: shown,
+                endpoint: endpoint.clone(),
+            }
+        })
+        .collect()
+}
+
+/// The live instances `wanted` names (by id, name, IP or HOST:PORT), or all
+/// live instances when `wanted` is empty.
+async fn live_instances<P: Provider>(
+    provider: &P,
+    config: &Config,
+    wanted: &[String],
+) -> Result<Vec<Instance>> {
+    let live: Vec<Instance> = provider
+        .list(&config.deployment.name)
+        .await?
+        .into_iter()
+        .filter(|i| i.state.is_live())
+        .collect();
+    if wanted.is_empty() {
+        return Ok(live);
+    }
+    let mut chosen = Vec::new();
+    for want in wanted {
+        let found = live.iter().find(|i| {
+            i.id.0 == *want
+                || i.name == *want
+                || i.public_ip.as_deref() == Some(want.as_str())
+                || i.ssh
+                    .as_ref()
+                    .is_some_and(|e| format!("{}:{}", e.host, e.port) == *want)
+        });
+        match found {
+            Some(instance) => chosen.push(instance.clone()),
+            None => {
+                return Err(Error::Usage(format!(
+                    "no live instance of `{}` is `{want}`; `respot list` shows them",
+                    config.deployment.name
+                )));
+            }
+        }
+    }
+    Ok(chosen)
+}
+
+fn verify_settings(config: &Config, timeout: Option<u64>, strict: bool) -> VerifySettings {
+    VerifySettings {
+        user: config.ssh.user.clone(),
+        timeout: std::time::Duration::from_secs(timeout.unwrap_or(config.verify.timeout_secs)),
+        strict,
+        host_keys: config.ssh.host_keys,
+    }
+}
+
+/// The digest the instances must report: the one they were launched with,
+/// when they agree, else the current render's.
+fn expected_digest(instances: &[Instance], blueprint: &Blueprint) -> Expected {
+    let mut digests = instances.iter().filter_map(|i| i.digest.as_deref());
+    let digest = match digests.next() {
+        Some(first) if digests.all(|d| d == first) => template::Digest::parse(first),
+        _ => None,
+    };
+    Expected {
+        digest: digest.unwrap_or_else(|| blueprint.digest.clone()),
+    }
+}
+
+async fn verify_command<P: Provider>(
+    provider: Option<&P>,
+    config: &Config,
+    args: &VerifyArgs,
+    printer: &Printer,
+) -> Result<u8> {
+    let blueprint = Blueprint::render(config)?;
+    let keys = KeyStore::open(&blueprint.deployment)?;
+    let settings = verify_settings(config, args.timeout, args.strict);
+    let (targets, expected) = match provider {
+        None => (
+            endpoint_targets(&args.targets),
+            Expected {
+                digest: blueprint.digest.clone(),
+            },
+        ),
+        Some(provider) => {
+            let instances = live_instances(provider, config, &args.instances).await?;
+            if instances.is_empty() {
+                return Err(Error::Failed(format!(
+                    "`{}` has no live instances to verify; `respot create` makes some",
+                    config.deployment.name
+                )));
+            }
+            if config.ssh.host_keys == HostKeyPolicy::Pinned {
+                let unpinned = verify::fleet::pin_host_keys(&keys, &instances);
+                if !unpinned.is_empty() {
+                    printer.warn(&format!(
+                        "this machine holds no pinned host key for {}; they will fail as not pinned",
+                        unpinned.join(", ")
+                    ));
+                }
+            }
+            let expected = expected_digest(&instances, &blueprint);
+            if expected.digest != blueprint.digest {
+                printer.warn(&format!(
+                    "the instances run digest {}, not the current render's {}: they are stale; \
+                     `respot destroy` then `respot create` ships the change",
+                    expected.digest.short(),
+                    blueprint.digest.short()
+                ));
+            }
+            (verify::fleet::targets(&instances), expected)
+        }
+    };
+    let report = verify::verify_fleet(&keys, &targets, &expected, &settings, printer).await;
+    if printer.is_json() {
+        printer.json(&report).map_err(Error::Output)?;
+    } else {
+        printer.data(&report.table().render()).map_err(Error::Output)?;
+    }
+    if report.passed() {
+        printer.info(&report.summary());
+        Ok(EXIT_OK)
+    } else {
+        printer.error(&format!(
+            "{}; failed: {}",
+            report.summary(),
+            report.failed_instances.join(", ")
+        ));
+        Ok(EXIT_FAILED)
+    }
+}
+
+async fn debug_command(
+    provider: &AnyProvider,
+    config: &Config,
+    args: &DebugArgs,
+    printer: &Printer,
+) -> Result<u8> {
+    let keys = KeyStore::open(&config.deployment.name)?;
+    let settings = verify_settings(config, args.timeout, false);
+    let (target, instance) = match parse_endpoint(&args.target) {
+        Ok(endpoint) if !provider_knows(provider, config, &args.target).await => {
+            (endpoint_targets(&[endpoint]).remove(0), None)
+        }
+        _ => {
+            let instances = live_instances(provider, config, std::slice::from_ref(&args.target)).await?;
+            if config.ssh.host_keys == HostKeyPolicy::Pinned {
+                verify::fleet::pin_host_keys(&keys, &instances);
+            }
+            let instance = instances
+                .into_iter()
+                .next()
+                .expect("live_instances finds one per name or fails");
+            let Some(target) = verify::fleet::targets(std::slice::from_ref(&instance)).pop() else {
+                return Err(Error::Failed(format!(
+                    "instance `{}` has no SSH endpoint yet (no public IP)",
+                    instance.id
+                )));
+            };
+            (target, Some(instance))
+        }
+    };
+    let report = verify::debug_report(&keys, &target, &args.sections, &settings).await?;
+    let console = match (provider, &instance) {
+        (AnyProvider::Local(local), Some(instance)) if args.sections.is_empty() => Some(tail_lines(
+            &local.console_log(&config.deployment.name, &instance.id),
+            40,
+        )),
+        _ => None,
+    };
+    if printer.is_json() {
+        let mut value = serde_json::to_value(&report).map_err(|e| Error::Output(std::io::Error::other(e)))?;
+        if let (Some(lines), Some(object)) = (&console, value.as_object_mut()) {
+            object.insert("console_tail".to_string(), serde_json::json!(lines));
+        }
+        printer.json(&value).map_err(Error::Output)?;
+    } else {
+        let mut text = String::new();
+        if let Some(lines) = &console {
+            text.push_str("== serial console (last 40 lines) ==\n");
+            for line in lines {
+                text.push_str(line);
+                text.push('\n');
+            }
+            text.push('\n');
+        }
+        text.push_str(&report.render_text());
+        printer.data(&text).map_err(Error::Output)?;
+    }
+    Ok(EXIT_OK)
+}
+
+/// Whether `text` names one of the provider's instances (else a bare
+/// HOST:PORT is taken as an endpoint of its own).
+async fn provider_knows(provider: &AnyProvider, config: &Config, text: &str) -> bool {
+    live_instances(provider, config, &[text.to_string()])
+        .await
+        .is_ok()
+}
+
+/// The last `n` lines of a text file, control characters removed.
+fn tail_lines(path: &Path, n: usize) -> Vec<String> {
+    let text = std::fs::read(path)
+        .map(|b| String::from_utf8_lossy(&b).to_string())
+        .unwrap_or_default();
+    let lines: Vec<String> = text
+        .lines()
+        .map(|l| l.chars().filter(|c| !c.is_control() || *c == '\t').collect())
+        .collect();
+    lines[lines.len().saturating_sub(n)..].to_vec()
 }
 
 fn load_config(explicit: Option<&Path>) -> Result<Config> {
@@ -357,30 +652,6 @@ fn render(config: &Config, args: &RenderArgs, printer: &Printer) -> Result<u8> {
     Ok(0)
 }
 
-/// Until SSH verification is wired in, only `--no-verify` creates exist:
-/// no verification key or pinned host key goes into the user-data.
-struct NoVerification;
-
-impl Verification for NoVerification {
-    fn launch_material(&self, generation: u64) -> std::result::Result<LaunchMaterial, String> {
-        Ok(LaunchMaterial {
-            generation,
-            ..LaunchMaterial::default()
-        })
-    }
-
-    async fn verify(&self, _instances: &[Instance]) -> Verdict {
-        Verdict {
-            passed: false,
-            summary: "SSH verification is not available in this build; pass --no-verify".to_string(),
-            report: serde_json::Value::Null,
-            table: String::new(),
-        }
-    }
-
-    fn forget(&self, _instances: &[Instance]) {}
-}
-
 /// "42s", "12m", "3h", "2d".
 fn short_age(launched: Option<std::time::SystemTime>) -> String {
     let Some(secs) = launched.and_then(|t| t.elapsed().ok()).map(|d| d.as_secs()) else {
@@ -490,14 +761,19 @@ async fn list<P: Provider>(provider: &P, config: &Config, printer: &Printer) -> 
     Ok(0)
 }
 
-async fn create<P: Provider, V: Verification>(
+async fn create<P: Provider>(
     provider: &P,
-    verification: &V,
+    keys: &KeyStore,
     config: &Config,
     args: &CreateArgs,
     printer: &Printer,
 ) -> Result<u8> {
     let blueprint = Blueprint::render(config)?;
+    let expected = Expected {
+        digest: blueprint.digest.clone(),
+    };
+    let verification = SshVerification::new(keys, verify_settings(config, None, false), expected, printer);
+    let verification = &verification;
     let options = CreateOptions {
         allow_dirty: args.allow_dirty,
         keep_on_failure: args.keep_on_failure,
@@ -542,14 +818,21 @@ async fn create<P: Provider, V: Verification>(
     Ok(0)
 }
 
-async fn destroy<P: Provider, V: Verification>(
+async fn destroy<P: Provider>(
     provider: &P,
-    verification: &V,
+    keys: &KeyStore,
     config: &Config,
     args: &DestroyArgs,
     printer: &Printer,
 ) -> Result<u8> {
     use std::io::IsTerminal;
+    let blueprint_digest = Blueprint::render(config).map(|b| b.digest).ok();
+    let expected = Expected {
+        digest: blueprint_digest
+            .unwrap_or_else(|| template::Digest::parse(&"0".repeat(64)).expect("64 hex digits")),
+    };
+    let verification = SshVerification::new(keys, verify_settings(config, None, false), expected, printer);
+    let verification = &verification;
     let options = DestroyOptions {
         yes: args.yes,
         dry_run: args.dry_run,

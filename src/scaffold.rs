@@ -47,6 +47,11 @@ pub const SAMPLE: &[(&str, &str, bool)] = &[
         include_str!("../instance/files/usr/lib/respot/deploy-log"),
         true,
     ),
+    (
+        "instance/files/usr/lib/respot/inspect",
+        include_str!("../instance/files/usr/lib/respot/inspect"),
+        true,
+    ),
 ];
 
 const SAMPLE_NAME_LINE: &str = "name = \"hello\"";

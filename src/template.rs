@@ -51,6 +51,10 @@ const FRAMEWORK_FILES: &[(&str, &str)] = &[
         include_str!("../instance/files/usr/lib/respot/deploy-log"),
     ),
     (
+        INSPECTOR_PATH,
+        include_str!("../instance/files/usr/lib/respot/inspect"),
+    ),
+    (
         "/etc/ssh/sshd_config.d/60-respot.conf",
         include_str!("../instance/files/etc/ssh/sshd_config.d/60-respot.conf"),
     ),

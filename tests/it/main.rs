@@ -5,4 +5,6 @@ mod support;
 
 mod aws;
 mod config;
+mod local;
 mod render;
+mod verify;

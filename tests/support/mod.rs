@@ -9,6 +9,8 @@ pub mod moto;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
+pub mod sshd;
+
 /// One run of the `respot` binary and what it must produce.
 pub struct Test {
     dir: tempfile::TempDir,

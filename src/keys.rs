@@ -1,0 +1,344 @@
+//! respot's SSH key material for one deployment, kept on the operator's
+//! machine under `$XDG_STATE_HOME/respot/<deployment>/` (fallback
+//! `$HOME/.local/state/respot/<deployment>/`):
+//!
+//! - `verify_ed25519` (+ `.pub`): the verification key. Generated once per
+//!   deployment; only its public half travels (in user-data, as a
+//!   `restrict,command=` forced-command key). The private half never leaves.
+//! - `host_ed25519_g<N>` (+ `.pub`): the SSH host key of generation N,
+//!   injected through cloud-init so it is known before the first connection.
+//! - `known_hosts`: respot's own, never the user's. Entries are per
+//!   `[host]:port`, written by `pin` (or by ssh itself under
+//!   record-on-first-use) and removed by `forget` when instances go away.
+//! - `ssh_config`: options every respot ssh process uses.
+//!
+//! Keys are made by the system `ssh-keygen`, so no crypto lives here. This
+//! module never connects anywhere.
+
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::provider::SshEndpoint;
+use crate::verify::VerifyError;
+
+const VERIFY_KEY_FILE: &str = "verify_ed25519";
+const KNOWN_HOSTS_FILE: &str = "known_hosts";
+const SSH_CONFIG_FILE: &str = "ssh_config";
+
+/// Options for every ssh process respot starts. Command-line options from
+/// the transport (host key checking, identity, known_hosts) come on top.
+/// Nothing here may weaken host key checking.
+const SSH_CONFIG: &str = "\
+# Written by respot; used only for respot's read-only verification.
+GlobalKnownHostsFile /dev/null
+HashKnownHosts no
+CheckHostIP no
+UpdateHostKeys no
+IdentityAgent none
+AddKeysToAgent no
+ForwardAgent no
+ForwardX11 no
+ClearAllForwardings yes
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+PubkeyAuthentication yes
+HostKeyAlgorithms ssh-ed25519
+LogLevel ERROR
+";
+
+/// The key material of one deployment. Cheap to clone: it is only paths.
+#[derive(Debug, Clone)]
+pub struct KeyStore {
+    dir: PathBuf,
+    deployment: String,
+}
+
+impl KeyStore {
+    /// The store of `deployment` under the user's state directory, created
+    /// (mode 0700) if needed.
+    pub fn open(deployment: &str) -> Result<KeyStore, VerifyError> {
+        let base = match std::env::var_os("XDG_STATE_HOME").filter(|v| !v.is_empty()) {
+            Some(state) => PathBuf::from(state),
+            None => match std::env::var_os("HOME").filter(|v| !v.is_empty()) {
+                Some(home) => PathBuf::from(home).join(".local/state"),
+                None => {
+                    return Err(VerifyError::State {
+                        path: "$XDG_STATE_HOME".to_string(),
+                        message: "neither XDG_STATE_HOME nor HOME is set; set one of them".to_string(),
+                    });
+                }
+            },
+        };
+        KeyStore::at(&base.join("respot").join(deployment), deployment)
+    }
+
+    /// A store in an explicit directory (tests, or a custom layout).
+    pub fn at(dir: &Path, deployment: &str) -> Result<KeyStore, VerifyError> {
+        std::fs::create_dir_all(dir).map_err(|e| state_err(dir, e))?;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            .map_err(|e| state_err(dir, e))?;
+        let store = KeyStore {
+            dir: dir.to_path_buf(),
+            deployment: deployment.to_string(),
+        };
+        write_private(&store.ssh_config_path(), SSH_CONFIG.as_bytes())?;
+        Ok(store)
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn deployment(&self) -> &str {
+        &self.deployment
+    }
+
+    /// The private verification key; generated on first use.
+    pub fn verify_key_path(&self) -> Result<PathBuf, VerifyError> {
+        let path = self.dir.join(VERIFY_KEY_FILE);
+        ensure_key(&path, &format!("respot-verify@{}", self.deployment))?;
+        Ok(path)
+    }
+
+    /// The verification key's public line (`ssh-ed25519 AAAA… comment`), for
+    /// `LaunchMaterial::verify_key`.
+    pub fn verify_public_key(&self) -> Result<String, VerifyError> {
+        let path = self.verify_key_path()?;
+        read_public(&path)
+    }
+
+    /// The host key of `generation`: (OpenSSH private key text, public line).
+    /// Generated on first use and kept, so a later `pin` or a re-verify of
+    /// the same generation uses the same key.
+    pub fn host_key(&self, generation: u64) -> Result<(String, String), VerifyError> {
+        let path = self.dir.join(format!("host_ed25519_g{generation}"));
+        ensure_key(&path, &format!("respot-host@{}-g{generation}", self.deployment))?;
+        let private = std::fs::read_to_string(&path).map_err(|e| state_err(&path, e))?;
+        Ok((private, read_public(&path)?))
+    }
+
+    /// A new host key for `generation`, replacing any older one of the same
+    /// number (generation numbers restart once a fleet is fully gone), so
+    /// no two fleets ever share a host key.
+    pub fn fresh_host_key(&self, generation: u64) -> Result<(String, String), VerifyError> {
+        let path = self.dir.join(format!("host_ed25519_g{generation}"));
+        for stale in [path.clone(), path.with_extension("pub")] {
+            match std::fs::remove_file(&stale) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(state_err(&stale, e)),
+            }
+        }
+        self.host_key(generation)
+    }
+
+    /// Whether this machine holds the host key of `generation`.
+    pub fn has_host_key(&self, generation: u64) -> bool {
+        self.dir.join(format!("host_ed25519_g{generation}")).is_file()
+    }
+
+    pub fn known_hosts_path(&self) -> PathBuf {
+        self.dir.join(KNOWN_HOSTS_FILE)
+    }
+
+    pub fn ssh_config_path(&self) -> PathBuf {
+        self.dir.join(SSH_CONFIG_FILE)
+    }
+
+    /// Pins `public_line` as the only host key of `endpoint`, replacing any
+    /// earlier entry for it.
+    pub fn pin(&self, endpoint: &SshEndpoint, public_line: &str) -> Result<(), VerifyError> {
+        let mut fields = public_line.split_whitespace();
+        let (Some(kind), Some(key)) = (fields.next(), fields.next()) else {
+            return Err(VerifyError::State {
+                path: self.known_hosts_path().display().to_string(),
+                message: format!("cannot pin `{public_line}`: expected `<type> <base64> [comment]`"),
+            });
+        };
+        let pattern = known_hosts_pattern(endpoint);
+        self.rewrite_known_hosts(|lines| {
+            lines.retain(|line| line.split_whitespace().next() != Some(pattern.as_str()));
+            lines.push(format!("{pattern} {kind} {key}"));
+        })
+    }
+
+    /// Removes every entry of `endpoints` (their instances are gone; the
+    /// address may come back with another key).
+    pub fn forget(&self, endpoints: &[SshEndpoint]) -> Result<(), VerifyError> {
+        let patterns: Vec<String> = endpoints.iter().map(known_hosts_pattern).collect();
+        self.rewrite_known_hosts(|lines| {
+            lines.retain(|line| {
+                line.split_whitespace()
+                    .next()
+                    .is_none_or(|host| !patterns.iter().any(|p| p == host))
+            });
+        })
+    }
+
+    /// Whether respot's known_hosts holds a key for `endpoint`.
+    pub fn is_known(&self, endpoint: &SshEndpoint) -> bool {
+        let pattern = known_hosts_pattern(endpoint);
+        std::fs::read_to_string(self.known_hosts_path())
+            .map(|text| {
+                text.lines()
+                    .any(|l| l.split_whitespace().next() == Some(pattern.as_str()))
+            })
+            .unwrap_or(false)
+    }
+
+    fn rewrite_known_hosts(&self, edit: impl FnOnce(&mut Vec<String>)) -> Result<(), VerifyError> {
+        let path = self.known_hosts_path();
+        let text = match std::fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+            Err(e) => return Err(state_err(&path, e)),
+        };
+        let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
+        edit(&mut lines);
+        let mut out = lines.join("\n");
+        if !out.is_empty() {
+            out.push('\n');
+        }
+        // Write then rename, so a concurrent ssh never reads half a file.
+        let tmp = self
+            .dir
+            .join(format!(".{KNOWN_HOSTS_FILE}.{}", std::process::id()));
+        write_private(&tmp, out.as_bytes())?;
+        std::fs::rename(&tmp, &path).map_err(|e| state_err(&path, e))
+    }
+}
+
+/// How ssh names an endpoint in known_hosts: `host` on port 22, else
+/// `[host]:port`.
+pub fn known_hosts_pattern(endpoint: &SshEndpoint) -> String {
+    if endpoint.port == 22 {
+        endpoint.host.clone()
+    } else {
+        format!("[{}]:{}", endpoint.host, endpoint.port)
+    }
+}
+
+fn state_err(path: &Path, e: std::io::Error) -> VerifyError {
+    VerifyError::State {
+        path: path.display().to_string(),
+        message: e.to_string(),
+    }
+}
+
+fn write_private(path: &Path, content: &[u8]) -> Result<(), VerifyError> {
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| state_err(path, e))?;
+    file.write_all(content).map_err(|e| state_err(path, e))
+}
+
+fn read_public(private: &Path) -> Result<String, VerifyError> {
+    let path = public_path(private);
+    let text = std::fs::read_to_string(&path).map_err(|e| state_err(&path, e))?;
+    Ok(text.trim().to_string())
+}
+
+fn public_path(private: &Path) -> PathBuf {
+    let mut name = private.as_os_str().to_owned();
+    name.push(".pub");
+    PathBuf::from(name)
+}
+
+/// Generates an ed25519 key at `path` unless both halves exist.
+fn ensure_key(path: &Path, comment: &str) -> Result<(), VerifyError> {
+    if path.is_file() && public_path(path).is_file() {
+        return Ok(());
+    }
+    // A half-written pair from an interrupted run: start over.
+    for stale in [path.to_path_buf(), public_path(path)] {
+        match std::fs::remove_file(&stale) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(state_err(&stale, e)),
+        }
+    }
+    let output = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-C", comment, "-f"])
+        .arg(path)
+        .output()
+        .map_err(|e| VerifyError::Tool {
+            tool: "ssh-keygen".to_string(),
+            message: format!("{e}; install OpenSSH's client tools (apt-get install openssh-client)"),
+        })?;
+    if !output.status.success() {
+        return Err(VerifyError::Tool {
+            tool: "ssh-keygen".to_string(),
+            message: format!(
+                "generating `{}` failed: {}",
+                path.display(),
+                String::from_utf8_lossy(&output.stderr).trim()
+            ),
+        });
+    }
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(|e| state_err(path, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn endpoint(host: &str, port: u16) -> SshEndpoint {
+        SshEndpoint {
+            host: host.to_string(),
+            port,
+        }
+    }
+
+    #[test]
+    fn keys_are_generated_once_and_private() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = KeyStore::at(&dir.path().join("d"), "demo").unwrap();
+        let public = store.verify_public_key().unwrap();
+        assert!(public.starts_with("ssh-ed25519 AAAA"), "{public}");
+        assert!(public.ends_with("respot-verify@demo"), "{public}");
+        assert_eq!(store.verify_public_key().unwrap(), public, "generated once");
+        let mode = std::fs::metadata(store.verify_key_path().unwrap())
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let dir_mode = std::fs::metadata(store.dir()).unwrap().permissions().mode();
+        assert_eq!(dir_mode & 0o777, 0o700);
+
+        let (private, host_public) = store.host_key(3).unwrap();
+        assert!(private.starts_with("-----BEGIN OPENSSH PRIVATE KEY-----"));
+        assert_eq!(store.host_key(3).unwrap().1, host_public);
+        assert_ne!(
+            store.host_key(4).unwrap().1,
+            host_public,
+            "one key per generation"
+        );
+        assert_ne!(host_public, public);
+    }
+
+    #[test]
+    fn pin_replaces_and_forget_removes_per_endpoint() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = KeyStore::at(dir.path(), "demo").unwrap();
+        let a = endpoint("127.0.0.1", 2201);
+        let b = endpoint("10.0.0.5", 22);
+        store.pin(&a, "ssh-ed25519 AAAAone c").unwrap();
+        store.pin(&b, "ssh-ed25519 AAAAtwo").unwrap();
+        store.pin(&a, "ssh-ed25519 AAAAthree").unwrap();
+        let text = std::fs::read_to_string(store.known_hosts_path()).unwrap();
+        assert_eq!(
+            text,
+            "10.0.0.5 ssh-ed25519 AAAAtwo\n[127.0.0.1]:2201 ssh-ed25519 AAAAthree\n"
+        );
+        assert!(store.is_known(&a) && store.is_known(&b));
+        store.forget(std::slice::from_ref(&a)).unwrap();
+        assert!(!store.is_known(&a) && store.is_known(&b));
+        assert!(store.pin(&a, "garbage").is_err());
+    }
+}

@@ -1,0 +1,538 @@
+//! From inspector answers to pass/warn/fail rows, one concern per row.
+//!
+//! The evaluation functions are pure (replies in, rows out), so they are
+//! unit-tested without SSH.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio::time::Instant;
+
+use super::query::{Query, Reply};
+use super::transport::{Connection, Transport};
+use super::{Expected, Target, VerifyError, VerifySettings};
+use crate::keys::KeyStore;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Outcome {
+    Pass,
+    Warn,
+    Fail,
+}
+
+impl fmt::Display for Outcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Outcome::Pass => "pass",
+            Outcome::Warn => "warn",
+            Outcome::Fail => "fail",
+        })
+    }
+}
+
+/// One row of the verification table.
+#[derive(Debug, Clone, Serialize)]
+pub struct CheckRow {
+    pub instance: String,
+    pub name: String,
+    /// `reachable`, `cloud-init`, `unit <name>`, `units`, `digest`,
+    /// `files`, `health <port><path>`.
+    pub check: String,
+    pub result: Outcome,
+    pub detail: String,
+    /// The host presented an unexpected key (possible MITM).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub mismatch: bool,
+}
+
+impl CheckRow {
+    pub(crate) fn new(target: &Target, check: &str, result: Outcome, detail: impl Into<String>) -> CheckRow {
+        CheckRow {
+            instance: target.instance.clone(),
+            name: target.name.clone(),
+            check: check.to_string(),
+            result,
+            detail: detail.into(),
+            mismatch: false,
+        }
+    }
+}
+
+/// Pass/fail/warn for one instance; a warning fails under `--strict`.
+fn warn_or_fail(strict: bool) -> Outcome {
+    if strict { Outcome::Fail } else { Outcome::Warn }
+}
+
+/// While cloud-init still runs, ask again this often.
+const CLOUD_INIT_POLL: Duration = Duration::from_secs(2);
+
+pub(crate) async fn verify_target(
+    transport: &Transport,
+    keys: &KeyStore,
+    target: &Target,
+    expected: &Expected,
+    settings: &VerifySettings,
+    deadline: Instant,
+) -> Vec<CheckRow> {
+    let _slot = transport.host_slot(&target.endpoint.host).await;
+    let connection = match transport.connect(keys, target, settings, deadline).await {
+        Ok(c) => c,
+        Err(err) => {
+            let mut row = CheckRow::new(target, "reachable", Outcome::Fail, err.to_string());
+            row.mismatch = err.is_host_key_mismatch();
+            return vec![row];
+        }
+    };
+    let mut rows = vec![CheckRow::new(
+        target,
+        "reachable",
+        Outcome::Pass,
+        format!(
+            "ssh {}@{}:{} (host key pinned)",
+            settings.user, target.endpoint.host, target.endpoint.port
+        ),
+    )];
+    rows.extend(checks_over(&connection, target, expected, settings, deadline).await);
+    connection.close().await;
+    rows
+}
+
+async fn checks_over(
+    connection: &Connection,
+    target: &Target,
+    expected: &Expected,
+    settings: &VerifySettings,
+    deadline: Instant,
+) -> Vec<CheckRow> {
+    let mut rows = Vec::new();
+    // cloud-init may still be running on a fresh instance: wait for it.
+    let cloud_init = loop {
+        let reply = connection.run(&Query::CloudInit).await;
+        let still_running =
+            matches!(&reply, Ok(r) if matches!(r.status("cloud-init"), Some("running" | "not-run")));
+        if !still_running || Instant::now() + CLOUD_INIT_POLL >= deadline {
+            break reply;
+        }
+        tokio::time::sleep(CLOUD_INIT_POLL).await;
+    };
+    // Three channels on one master: far below sshd's `MaxSessions 10`.
+    let (units, manifest, health) = tokio::join!(
+        connection.run(&Query::Units),
+        connection.run(&Query::Manifest),
+        connection.run(&Query::Health),
+    );
+    let strict = settings.strict;
+    rows.extend(answer_or_fail(target, "cloud-init", cloud_init, |r| {
+        eval_cloud_init(target, r, strict)
+    }));
+    rows.extend(answer_or_fail(target, "units", units, |r| {
+        eval_units(target, r, strict)
+    }));
+    rows.extend(answer_or_fail(target, "digest", manifest, |r| {
+        eval_manifest(target, r, expected)
+    }));
+    rows.extend(answer_or_fail(target, "health", health, |r| {
+        eval_health(target, r, strict)
+    }));
+    rows
+}
+
+fn answer_or_fail(
+    target: &Target,
+    check: &str,
+    reply: Result<Reply, VerifyError>,
+    eval: impl FnOnce(&Reply) -> Vec<CheckRow>,
+) -> Vec<CheckRow> {
+    match reply {
+        Ok(reply) => eval(&reply),
+        Err(err) => vec![CheckRow::new(target, check, Outcome::Fail, err.to_string())],
+    }
+}
+
+pub(crate) fn eval_cloud_init(target: &Target, reply: &Reply, strict: bool) -> Vec<CheckRow> {
+    let status = reply.status("cloud-init").unwrap_or("unknown");
+    let json: Option<serde_json::Value> = serde_json::from_str(&reply.text("status-json").join("\n")).ok();
+    let errors = json
+        .as_ref()
+        .and_then(|j| j.get("errors"))
+        .and_then(|e| e.as_array())
+        .map(|errs| {
+            errs.iter()
+                .map(|e| e.as_str().map_or_else(|| e.to_string(), str::to_string))
+                .collect::<Vec<_>>()
+                .join("; ")
+        })
+        .unwrap_or_default();
+    let (outcome, detail) = match status {
+        "done" => (Outcome::Pass, "done".to_string()),
+        "degraded" => (
+            warn_or_fail(strict),
+            format!(
+                "degraded (exit 2){}",
+                if errors.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {errors}")
+                }
+            ),
+        ),
+        "error" => (
+            Outcome::Fail,
+            format!(
+                "error{}",
+                if errors.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {errors}")
+                }
+            ),
+        ),
+        "running" | "not-run" => (Outcome::Fail, format!("still {status} when the timeout ran out")),
+        "unavailable" => (
+            warn_or_fail(strict),
+            "unavailable: cloud-init has not run on this host; not checked".to_string(),
+        ),
+        other => (Outcome::Fail, format!("unexpected status `{other}`")),
+    };
+    vec![CheckRow::new(target, "cloud-init", outcome, detail)]
+}
+
+pub(crate) fn eval_units(target: &Target, reply: &Reply, strict: bool) -> Vec<CheckRow> {
+    if reply.status("systemd") != Some("available") {
+        return vec![CheckRow::new(
+            target,
+            "units",
+            warn_or_fail(strict),
+            "unavailable: systemd is not running on this host; units not checked",
+        )];
+    }
+    let mut rows: Vec<CheckRow> = reply
+        .units()
+        .into_iter()
+        .map(|(unit, state)| {
+            let outcome = if state == "active" {
+                Outcome::Pass
+            } else {
+                Outcome::Fail
+            };
+            CheckRow::new(target, &format!("unit {unit}"), outcome, state)
+        })
+        .collect();
+    let failed: Vec<String> = reply
+        .text("failed")
+        .into_iter()
+        .filter(|l| !l.trim().is_empty())
+        .collect();
+    if failed.is_empty() {
+        rows.push(CheckRow::new(target, "units", Outcome::Pass, "no failed units"));
+    } else {
+        let names: Vec<&str> = failed
+            .iter()
+            .filter_map(|l| l.split_whitespace().next())
+            .collect();
+        rows.push(CheckRow::new(
+            target,
+            "units",
+            Outcome::Fail,
+            format!("failed units: {}", names.join(", ")),
+        ));
+    }
+    rows
+}
+
+pub(crate) fn eval_manifest(target: &Target, reply: &Reply, expected: &Expected) -> Vec<CheckRow> {
+    if reply.status("manifest") != Some("present") {
+        return vec![CheckRow::new(
+            target,
+            "digest",
+            Outcome::Fail,
+            "no manifest at /etc/respot/manifest.json: not launched by respot, or its launch part failed",
+        )];
+    }
+    let manifest: serde_json::Value = match serde_json::from_str(&reply.text("manifest").join("\n")) {
+        Ok(v) => v,
+        Err(e) => {
+            return vec![CheckRow::new(
+                target,
+                "digest",
+                Outcome::Fail,
+                format!("the manifest is not JSON: {e}"),
+            )];
+        }
+    };
+    let mut rows = Vec::new();
+    let digest = manifest.get("digest").and_then(|d| d.as_str()).unwrap_or("");
+    let generation = manifest
+        .get("generation")
+        .map_or_else(String::new, |g| g.to_string());
+    if digest == expected.digest.as_str() {
+        rows.push(CheckRow::new(
+            target,
+            "digest",
+            Outcome::Pass,
+            format!("{} (generation {generation})", expected.digest.short()),
+        ));
+    } else {
+        rows.push(CheckRow::new(
+            target,
+            "digest",
+            Outcome::Fail,
+            format!(
+                "instance runs `{}`, expected `{}`: it is stale; `respot deploy` replaces it",
+                if digest.is_empty() {
+                    "(none)"
+                } else {
+                    digest.get(..12).unwrap_or(digest)
+                },
+                expected.digest.short()
+            ),
+        ));
+    }
+    rows.extend(drift_rows(target, &manifest, reply));
+    rows
+}
+
+/// A file that is not as the manifest recorded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Drift {
+    pub path: String,
+    pub recorded: String,
+    /// The live sha256, `missing`, or `unchecked`.
+    pub live: String,
+}
+
+/// Files whose live sha256 differs from the manifest's. The JSON manifest
+/// is the record; the `sha256sum` list only says which files to hash, so a
+/// file missing from that list counts as drift too.
+pub(crate) fn drift(manifest: &serde_json::Value, reply: &Reply) -> (usize, Vec<Drift>) {
+    let live: HashMap<String, (String, String)> = reply
+        .files()
+        .into_iter()
+        .map(|(path, recorded, live)| (path, (recorded, live)))
+        .collect();
+    let files = manifest
+        .get("files")
+        .and_then(|f| f.as_array())
+        .cloned()
+        .unwrap_or_default();
+    let mut drifted = Vec::new();
+    for file in &files {
+        let path = file
+            .get("path")
+            .and_then(|p| p.as_str())
+            .unwrap_or("")
+            .to_string();
+        let recorded = file
+            .get("sha256")
+            .and_then(|p| p.as_str())
+            .unwrap_or("")
+            .to_string();
+        match live.get(&path) {
+            Some((listed, now)) if *listed == recorded && *now == recorded => {}
+            Some((_, now)) => drifted.push(Drift {
+                path,
+                recorded,
+                live: now.clone(),
+            }),
+            None => drifted.push(Drift {
+                path,
+                recorded,
+                live: "unchecked".to_string(),
+            }),
+        }
+    }
+    (files.len(), drifted)
+}
+
+fn drift_rows(target: &Target, manifest: &serde_json::Value, reply: &Reply) -> Vec<CheckRow> {
+    let (total, drifted) = drift(manifest, reply);
+    if drifted.is_empty() {
+        return vec![CheckRow::new(
+            target,
+            "files",
+            Outcome::Pass,
+            format!("{total} files match their recorded sha256"),
+        )];
+    }
+    drifted
+        .iter()
+        .map(|d| {
+            let what = match d.live.as_str() {
+                "missing" => "is missing".to_string(),
+                "unchecked" => "is not in /etc/respot/manifest.sha256, so it was not checked".to_string(),
+                live => format!(
+                    "changed on the instance: recorded {}, live {}",
+                    d.recorded.get(..12).unwrap_or(&d.recorded),
+                    live.get(..12).unwrap_or(live)
+                ),
+            };
+            CheckRow::new(target, "files", Outcome::Fail, format!("`{}` {what}", d.path))
+        })
+        .collect()
+}
+
+pub(crate) fn eval_health(target: &Target, reply: &Reply, strict: bool) -> Vec<CheckRow> {
+    let probes = reply.probes();
+    if reply.status("health") != Some("available") {
+        return vec![CheckRow::new(
+            target,
+            "health",
+            warn_or_fail(strict),
+            "unavailable: neither curl nor python3 on the instance; probes not run",
+        )];
+    }
+    probes
+        .into_iter()
+        .map(|p| {
+            let check = format!("health :{}{}", p.port, p.path);
+            if p.got == p.want {
+                CheckRow::new(target, &check, Outcome::Pass, format!("HTTP {}", p.got))
+            } else if p.got == "none" {
+                CheckRow::new(
+                    target,
+                    &check,
+                    Outcome::Fail,
+                    format!("no answer (want HTTP {})", p.want),
+                )
+            } else {
+                CheckRow::new(
+                    target,
+                    &check,
+                    Outcome::Fail,
+                    format!("HTTP {} (want {}): {}", p.got, p.want, p.body.trim()),
+                )
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::provider::SshEndpoint;
+    use crate::template::Digest;
+
+    fn target() -> Target {
+        Target {
+            instance: "i-1".into(),
+            name: "n".into(),
+            endpoint: SshEndpoint {
+                host: "127.0.0.1".into(),
+                port: 22,
+            },
+        }
+    }
+
+    fn reply(query: &Query, body: &str) -> Reply {
+        let text = format!("respot-inspect\t1\t{}\n{body}end\tok\n", query.name());
+        Reply::parse(query, &text).unwrap()
+    }
+
+    fn outcomes(rows: &[CheckRow]) -> Vec<(String, Outcome)> {
+        rows.iter().map(|r| (r.check.clone(), r.result)).collect()
+    }
+
+    #[test]
+    fn cloud_init_statuses() {
+        let cases = [
+            ("done", false, Outcome::Pass),
+            ("degraded", false, Outcome::Warn),
+            ("degraded", true, Outcome::Fail),
+            ("error", false, Outcome::Fail),
+            ("running", false, Outcome::Fail),
+            ("unavailable", false, Outcome::Warn),
+            ("unavailable", true, Outcome::Fail),
+            ("weird", false, Outcome::Fail),
+        ];
+        for (status, strict, want) in cases {
+            let r = reply(
+                &Query::CloudInit,
+                &format!("status\tcloud-init\t{status}\ntext\tstatus-json\t{{\"errors\": [\"boom\"]}}\n"),
+            );
+            let rows = eval_cloud_init(&target(), &r, strict);
+            assert_eq!(rows[0].result, want, "{status} strict={strict}");
+        }
+        let r = reply(
+            &Query::CloudInit,
+            "status\tcloud-init\terror\ntext\tstatus-json\t{\"errors\": [\"boom\"]}\n",
+        );
+        assert!(eval_cloud_init(&target(), &r, false)[0].detail.contains("boom"));
+    }
+
+    #[test]
+    fn units_must_be_active_and_none_failed() {
+        let r = reply(
+            &Query::Units,
+            "status\tsystemd\tavailable\nunit\ta.service\tactive\nunit\tb.service\tfailed\ntext\tfailed\tb.service loaded failed failed B\n",
+        );
+        assert_eq!(
+            outcomes(&eval_units(&target(), &r, false)),
+            vec![
+                ("unit a.service".to_string(), Outcome::Pass),
+                ("unit b.service".to_string(), Outcome::Fail),
+                ("units".to_string(), Outcome::Fail),
+            ]
+        );
+        let r = reply(&Query::Units, "status\tsystemd\tunavailable\n");
+        assert_eq!(
+            outcomes(&eval_units(&target(), &r, false)),
+            vec![("units".to_string(), Outcome::Warn)]
+        );
+    }
+
+    #[test]
+    fn manifest_digest_and_drift() {
+        let digest = "a".repeat(64);
+        let expected = Expected {
+            digest: Digest::parse(&digest).unwrap(),
+        };
+        let manifest = format!(
+            "{{\"digest\": \"{digest}\", \"generation\": 2, \"files\": [{{\"path\": \"/a\", \"sha256\": \"11\"}}, {{\"path\": \"/b\", \"sha256\": \"22\"}}, {{\"path\": \"/c\", \"sha256\": \"33\"}}]}}"
+        );
+        let body = format!(
+            "status\tmanifest\tpresent\ntext\tmanifest\t{manifest}\nfile\t/a\t11\t11\nfile\t/b\t22\t99\nfile\t/c\t33\tmissing\n"
+        );
+        let rows = eval_manifest(&target(), &reply(&Query::Manifest, &body), &expected);
+        assert_eq!(rows[0].result, Outcome::Pass);
+        let failed: Vec<&str> = rows
+            .iter()
+            .filter(|r| r.result == Outcome::Fail)
+            .map(|r| r.detail.as_str())
+            .collect();
+        assert_eq!(failed.len(), 2, "{rows:?}");
+        assert!(failed[0].starts_with("`/b` changed"), "{failed:?}");
+        assert!(failed[1].starts_with("`/c` is missing"), "{failed:?}");
+
+        let other = Expected {
+            digest: Digest::parse(&"b".repeat(64)).unwrap(),
+        };
+        let rows = eval_manifest(&target(), &reply(&Query::Manifest, &body), &other);
+        assert_eq!(rows[0].result, Outcome::Fail);
+        assert!(rows[0].detail.contains("stale"));
+        let rows = eval_manifest(
+            &target(),
+            &reply(&Query::Manifest, "status\tmanifest\tmissing\n"),
+            &expected,
+        );
+        assert_eq!(outcomes(&rows), vec![("digest".to_string(), Outcome::Fail)]);
+    }
+
+    #[test]
+    fn health_probes() {
+        let r = reply(
+            &Query::Health,
+            "status\thealth\tavailable\nprobe\t8080\t/health\t200\t200\tok\nprobe\t8081\t/\t200\t503\tdown\nprobe\t8082\t/\t200\tnone\t\n",
+        );
+        assert_eq!(
+            outcomes(&eval_health(&target(), &r, false)),
+            vec![
+                ("health :8080/health".to_string(), Outcome::Pass),
+                ("health :8081/".to_string(), Outcome::Fail),
+                ("health :8082/".to_string(), Outcome::Fail),
+            ]
+        );
+    }
+}

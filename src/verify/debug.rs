@@ -1,0 +1,342 @@
+//! `respot debug`: a read-only report on one instance, built from the same
+//! queries as `verify`. It shows; it never fixes. The fix path is always
+//! the source and a new deployment.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use serde::Serialize;
+use tokio::time::Instant;
+
+use super::checks::{Drift, drift};
+use super::query::{JournalLines, ProbeResult, Query, Reply, UnitName};
+use super::transport::{Connection, Transport};
+use super::{Target, VerifyError, VerifySettings};
+use crate::keys::KeyStore;
+
+pub const FIX_PATH: &str = "fix path: change the blueprint (respot.toml, templates/, instance/), \
+                            commit, then `respot deploy`; never fix a live instance by hand";
+
+/// Journal lines shown for each unit that is not active.
+const JOURNAL_TAIL: u16 = 50;
+
+/// A part of the debug report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, clap::ValueEnum)]
+pub enum Section {
+    CloudInit,
+    Units,
+    Log,
+    Drift,
+    Health,
+    Facts,
+}
+
+impl Section {
+    pub const ALL: &'static [Section] = &[
+        Section::CloudInit,
+        Section::Units,
+        Section::Log,
+        Section::Drift,
+        Section::Health,
+        Section::Facts,
+    ];
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct DebugReport {
+    pub instance: String,
+    pub name: String,
+    pub endpoint: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cloud_init: Option<CloudInitPart>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub units: Option<UnitsPart>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log: Option<LogPart>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub drift: Option<DriftPart>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub health: Option<HealthPart>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub facts: Option<BTreeMap<String, String>>,
+    pub fix_path: &'static str,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CloudInitPart {
+    /// done, degraded, error, running, not-run, disabled, unavailable, unknown.
+    pub status: String,
+    pub exit_code: Option<i32>,
+    pub errors: Vec<String>,
+    pub status_json: Option<serde_json::Value>,
+    pub output_log_tail: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct UnitsPart {
+    /// `available` or `unavailable`.
+    pub systemd: String,
+    pub units: Vec<UnitPart>,
+    pub failed: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct UnitPart {
+    pub name: String,
+    pub state: String,
+    /// The journal tail, for units that are not active.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub journal: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct LogPart {
+    pub present: bool,
+    pub lines: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct DriftPart {
+    pub manifest_present: bool,
+    pub digest: Option<String>,
+    pub generation: Option<serde_json::Value>,
+    pub version: Option<String>,
+    pub commit: Option<String>,
+    pub files: usize,
+    /// Files changed since launch, missing, or unchecked.
+    pub drifted: Vec<Drift>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct HealthPart {
+    pub available: bool,
+    pub probes: Vec<ProbeResult>,
+}
+
+/// Connects to `target` (waiting for boot up to `settings.timeout`) and
+/// gathers `sections` (all when empty).
+pub async fn debug_report(
+    keys: &KeyStore,
+    target: &Target,
+    sections: &[Section],
+    settings: &VerifySettings,
+) -> Result<DebugReport, VerifyError> {
+    let sections: &[Section] = if sections.is_empty() {
+        Section::ALL
+    } else {
+        sections
+    };
+    let transport = Transport::new()?;
+    let deadline = Instant::now() + settings.timeout;
+    let connection = transport.connect(keys, target, settings, deadline).await?;
+    let report = gather(&connection, target, sections).await;
+    connection.close().await;
+    report
+}
+
+async fn gather(
+    connection: &Connection,
+    target: &Target,
+    sections: &[Section],
+) -> Result<DebugReport, VerifyError> {
+    let mut report = DebugReport {
+        instance: target.instance.clone(),
+        name: target.name.clone(),
+        endpoint: format!("{}:{}", target.endpoint.host, target.endpoint.port),
+        cloud_init: None,
+        units: None,
+        log: None,
+        drift: None,
+        health: None,
+        facts: None,
+        fix_path: FIX_PATH,
+    };
+    for section in sections {
+        match section {
+            Section::CloudInit => {
+                report.cloud_init = Some(cloud_init_part(&connection.run(&Query::CloudInit).await?))
+            }
+            Section::Units => report.units = Some(units_part(connection).await?),
+            Section::Log => {
+                let reply = connection.run(&Query::Log).await?;
+                report.log = Some(LogPart {
+                    present: reply.status("log") == Some("present"),
+                    lines: reply.text("log"),
+                });
+            }
+            Section::Drift => report.drift = Some(drift_part(&connection.run(&Query::Manifest).await?)),
+            Section::Health => {
+                let reply = connection.run(&Query::Health).await?;
+                report.health = Some(HealthPart {
+                    available: reply.status("health") == Some("available"),
+                    probes: reply.probes(),
+                });
+            }
+            Section::Facts => {
+                report.facts = Some(connection.run(&Query::Facts).await?.kvs().into_iter().collect());
+            }
+        }
+    }
+    Ok(report)
+}
+
+fn cloud_init_part(reply: &Reply) -> CloudInitPart {
+    let status_json: Option<serde_json::Value> =
+        serde_json::from_str(&reply.text("status-json").join("\n")).ok();
+    let errors = status_json
+        .as_ref()
+        .and_then(|j| j.get("errors"))
+        .and_then(|e| e.as_array())
+        .map(|errs| {
+            errs.iter()
+                .map(|e| e.as_str().map_or_else(|| e.to_string(), str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    CloudInitPart {
+        status: reply.status("cloud-init").unwrap_or("unknown").to_string(),
+        exit_code: reply.kv("exit").and_then(|c| c.parse().ok()),
+        errors,
+        status_json,
+        output_log_tail: reply.text("output-log"),
+    }
+}
+
+async fn units_part(connection: &Connection) -> Result<UnitsPart, VerifyError> {
+    let reply = connection.run(&Query::Units).await?;
+    let mut units = Vec::new();
+    for (name, state) in reply.units() {
+        let mut journal = Vec::new();
+        if state != "active"
+            && let Some(unit) = UnitName::parse(&name)
+        {
+            let query = Query::Journal {
+                unit,
+                lines: JournalLines::clamped(JOURNAL_TAIL),
+            };
+            journal = connection.run(&query).await?.text("journal");
+        }
+        units.push(UnitPart { name, state, journal });
+    }
+    Ok(UnitsPart {
+        systemd: reply.status("systemd").unwrap_or("unknown").to_string(),
+        units,
+        failed: reply
+            .text("failed")
+            .into_iter()
+            .filter(|l| !l.trim().is_empty())
+            .collect(),
+    })
+}
+
+fn drift_part(reply: &Reply) -> DriftPart {
+    let manifest: Option<serde_json::Value> = serde_json::from_str(&reply.text("manifest").join("\n")).ok();
+    let get = |key: &str| manifest.as_ref().and_then(|m| m.get(key)).cloned();
+    let as_string = |v: Option<serde_json::Value>| v.and_then(|v| v.as_str().map(str::to_string));
+    let (files, drifted) = match &manifest {
+        Some(m) => drift(m, reply),
+        None => (0, Vec::new()),
+    };
+    DriftPart {
+        manifest_present: reply.status("manifest") == Some("present"),
+        digest: as_string(get("digest")),
+        generation: get("generation"),
+        version: as_string(get("version")),
+        commit: as_string(get("commit")),
+        files,
+        drifted,
+    }
+}
+
+impl DebugReport {
+    /// The report for people.
+    pub fn render_text(&self) -> String {
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "instance {} ({}) at {}",
+            self.instance, self.name, self.endpoint
+        );
+        if let Some(c) = &self.cloud_init {
+            let _ = writeln!(out, "\n== cloud-init\nstatus: {}", c.status);
+            if let Some(code) = c.exit_code {
+                let _ = writeln!(out, "exit code: {code}");
+            }
+            for e in &c.errors {
+                let _ = writeln!(out, "error: {e}");
+            }
+            if !c.output_log_tail.is_empty() {
+                let _ = writeln!(out, "output log (tail):");
+                for l in &c.output_log_tail {
+                    let _ = writeln!(out, "  {l}");
+                }
+            }
+        }
+        if let Some(u) = &self.units {
+            let _ = writeln!(out, "\n== units");
+            if u.systemd != "available" {
+                let _ = writeln!(out, "systemd: {}", u.systemd);
+            }
+            for unit in &u.units {
+                let _ = writeln!(out, "{}: {}", unit.name, unit.state);
+                for l in &unit.journal {
+                    let _ = writeln!(out, "  | {l}");
+                }
+            }
+            for f in &u.failed {
+                let _ = writeln!(out, "failed: {f}");
+            }
+        }
+        if let Some(l) = &self.log {
+            let _ = writeln!(out, "\n== deployment log");
+            if !l.present {
+                let _ = writeln!(out, "(no /var/log/respot/deploy.log)");
+            }
+            for line in &l.lines {
+                let _ = writeln!(out, "{line}");
+            }
+        }
+        if let Some(d) = &self.drift {
+            let _ = writeln!(out, "\n== drift");
+            if !d.manifest_present {
+                let _ = writeln!(out, "no manifest at /etc/respot/manifest.json");
+            }
+            if let Some(digest) = &d.digest {
+                let _ = writeln!(
+                    out,
+                    "digest {digest}, generation {}, version {}, commit {}",
+                    d.generation.as_ref().map_or("?".to_string(), |g| g.to_string()),
+                    d.version.as_deref().unwrap_or("?"),
+                    d.commit.as_deref().unwrap_or("(dirty or none)")
+                );
+            }
+            if d.drifted.is_empty() {
+                let _ = writeln!(out, "no drift: {} files match their recorded sha256", d.files);
+            }
+            for f in &d.drifted {
+                let _ = writeln!(out, "DRIFT {}: recorded {}, live {}", f.path, f.recorded, f.live);
+            }
+        }
+        if let Some(h) = &self.health {
+            let _ = writeln!(out, "\n== health");
+            if !h.available {
+                let _ = writeln!(out, "unavailable (no curl or python3 on the instance)");
+            }
+            for p in &h.probes {
+                let _ = writeln!(
+                    out,
+                    ":{}{} want {} got {} {}",
+                    p.port, p.path, p.want, p.got, p.body
+                );
+            }
+        }
+        if let Some(f) = &self.facts {
+            let _ = writeln!(out, "\n== facts");
+            for (k, v) in f {
+                let _ = writeln!(out, "{k}: {v}");
+            }
+        }
+        let _ = writeln!(out, "\n{}", self.fix_path);
+        out
+    }
+}

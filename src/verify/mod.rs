@@ -1,0 +1,202 @@
+//! Read-only verification of live instances over SSH.
+//!
+//! The only way this module (and so respot) talks to an instance is a
+//! closed `Query` enum, answered by the inspector installed as the forced
+//! command of respot's verification key (see `query`). The transport pins
+//! host keys and bounds its own concurrency (see `transport`). `checks`
+//! turns answers into pass/warn/fail rows; `debug` into a report.
+//!
+//! Nothing here knows a provider: targets are endpoints. Nothing here can
+//! change an instance.
+
+mod checks;
+mod debug;
+pub mod fleet;
+pub mod query;
+mod transport;
+
+use std::time::Duration;
+
+use futures::stream::{self, StreamExt};
+use serde::Serialize;
+use tokio::time::Instant;
+
+pub use checks::{CheckRow, Outcome};
+pub use debug::{DebugReport, Section, debug_report};
+pub use query::{Query, UnitName};
+
+use crate::config::HostKeyPolicy;
+use crate::keys::KeyStore;
+use crate::output::{Printer, Table};
+use crate::provider::SshEndpoint;
+use crate::template::Digest;
+use transport::Transport;
+
+#[derive(Debug, thiserror::Error)]
+pub enum VerifyError {
+    /// respot's state directory (keys, known_hosts) cannot be used.
+    #[error("`{path}`: {message}")]
+    State { path: String, message: String },
+    /// A local tool (`ssh-keygen`, `ssh`) is missing or failed.
+    #[error("`{tool}`: {message}")]
+    Tool { tool: String, message: String },
+    #[error(
+        "HOST KEY MISMATCH for `{endpoint}`: it presented a key other than the one respot pinned \
+         ({detail}). This may be a man-in-the-middle; respot did not log in. If the instance was \
+         really replaced, recreate it with `respot deploy` so its new key is pinned"
+    )]
+    HostKeyMismatch { endpoint: String, detail: String },
+    #[error(
+        "no host key is pinned for `{endpoint}` and `ssh.host_keys = \"pinned\"`; respot pins keys \
+         when it launches instances, so this endpoint is not one of them (or set \
+         `host_keys = \"record-on-first-use\"` in respot.toml)"
+    )]
+    NotPinned { endpoint: String },
+    #[error("`{endpoint}` did not become reachable in {} ({attempts} attempts); last error: {last}", humantime::format_duration(std::time::Duration::from_millis(waited.as_millis() as u64 / 100 * 100)))]
+    Unreachable {
+        endpoint: String,
+        waited: Duration,
+        attempts: u32,
+        last: String,
+    },
+    #[error("`{target}`: `{query}` failed over ssh: {message}")]
+    Session {
+        target: String,
+        query: String,
+        message: String,
+    },
+    #[error("the inspector refused `{query}`: {reason}")]
+    Refused { query: String, reason: String },
+    #[error("`{query}`: unexpected answer from the inspector: {message}")]
+    Protocol { query: String, message: String },
+}
+
+impl VerifyError {
+    /// True for a possible man in the middle.
+    pub fn is_host_key_mismatch(&self) -> bool {
+        matches!(self, VerifyError::HostKeyMismatch { .. })
+    }
+}
+
+/// One instance to verify.
+#[derive(Debug, Clone, Serialize)]
+pub struct Target {
+    /// The instance id (or, without a provider, the endpoint).
+    pub instance: String,
+    /// The instance's name, for people.
+    pub name: String,
+    pub endpoint: SshEndpoint,
+}
+
+/// What the instance must report.
+#[derive(Debug, Clone)]
+pub struct Expected {
+    pub digest: Digest,
+}
+
+#[derive(Debug, Clone)]
+pub struct VerifySettings {
+    /// The login user whose verification key the inspector answers.
+    pub user: String,
+    /// How long to wait for each instance (boot included).
+    pub timeout: Duration,
+    /// Warnings (cloud-init degraded, nothing to check) fail.
+    pub strict: bool,
+    pub host_keys: HostKeyPolicy,
+}
+
+/// Every check of every instance.
+#[derive(Debug, Clone, Serialize)]
+pub struct FleetReport {
+    pub passed: bool,
+    pub instances: usize,
+    pub failed_instances: Vec<String>,
+    pub checks: Vec<CheckRow>,
+}
+
+impl FleetReport {
+    fn new(instances: usize, checks: Vec<CheckRow>) -> FleetReport {
+        let mut failed_instances: Vec<String> = checks
+            .iter()
+            .filter(|c| c.result == Outcome::Fail)
+            .map(|c| c.instance.clone())
+            .collect();
+        failed_instances.dedup();
+        FleetReport {
+            passed: failed_instances.is_empty() && instances > 0,
+            instances,
+            failed_instances,
+            checks,
+        }
+    }
+
+    pub fn passed(&self) -> bool {
+        self.passed
+    }
+
+    pub fn table(&self) -> Table {
+        let mut table = Table::new(["instance", "check", "result", "detail"]);
+        for row in &self.checks {
+            table.row([
+                row.instance.clone(),
+                row.check.clone(),
+                row.result.to_string(),
+                row.detail.clone(),
+            ]);
+        }
+        table
+    }
+
+    /// One line for people, e.g. `verified 2/2 instances`.
+    pub fn summary(&self) -> String {
+        let ok = self.instances - self.failed_instances.len();
+        format!("verified {ok}/{} instances", self.instances)
+    }
+}
+
+/// Verifies every target: connects (waiting for boot up to
+/// `settings.timeout`), asks the inspector, and checks the answers. Never
+/// fails as a whole: an unreachable instance or a host key mismatch is a
+/// failed check of that instance, and the others still run.
+pub async fn verify_fleet(
+    keys: &KeyStore,
+    targets: &[Target],
+    expected: &Expected,
+    settings: &VerifySettings,
+    printer: &Printer,
+) -> FleetReport {
+    let transport = match Transport::new() {
+        Ok(t) => t,
+        Err(err) => {
+            let rows = targets
+                .iter()
+                .map(|t| CheckRow::new(t, "reachable", Outcome::Fail, err.to_string()))
+                .collect();
+            return FleetReport::new(targets.len(), rows);
+        }
+    };
+    let deadline = Instant::now() + settings.timeout;
+    let done = std::sync::atomic::AtomicUsize::new(0);
+    let total = targets.len();
+    let per_target: Vec<(usize, Vec<CheckRow>)> = stream::iter(targets.iter().enumerate())
+        .map(|(i, target)| {
+            let transport = &transport;
+            let done = &done;
+            async move {
+                let rows = checks::verify_target(transport, keys, target, expected, settings, deadline).await;
+                for row in rows.iter().filter(|r| r.mismatch) {
+                    printer.error(&row.detail);
+                }
+                let n = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+                printer.progress(&format!("verified {n}/{total}: {}", target.name));
+                (i, rows)
+            }
+        })
+        .buffer_unordered(transport::MAX_TARGETS)
+        .collect()
+        .await;
+    let mut per_target = per_target;
+    per_target.sort_by_key(|(i, _)| *i);
+    let rows = per_target.into_iter().flat_map(|(_, rows)| rows).collect();
+    FleetReport::new(targets.len(), rows)
+}

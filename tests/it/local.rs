@@ -1,0 +1,282 @@
+//! End to end on the local provider: real QEMU VMs (TCG here) running real
+//! cloud-init and systemd, verified over real SSH. Few and meaningful: each
+//! VM boot costs a minute or two.
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use crate::support::{Test, respot_cmd};
+
+/// A sample blueprint with its own respot state directory. Dropping it
+/// destroys whatever VMs the test left, and as a last resort kills qemu
+/// processes whose command line names this state directory (ours only).
+struct Fleet {
+    test: Test,
+    state: PathBuf,
+}
+
+impl Fleet {
+    fn new(count: u32) -> Fleet {
+        let test = Test::sample();
+        let toml = std::fs::read_to_string(test.path().join("respot.toml")).unwrap();
+        let toml = toml.replace("[local]\ncount = 2", &format!("[local]\ncount = {count}"));
+        std::fs::write(test.path().join("respot.toml"), toml).unwrap();
+        let state = test.path().join("state");
+        Fleet { test, state }
+    }
+
+    fn path(&self) -> &Path {
+        self.test.path()
+    }
+
+    fn respot(&self, args: &[&str]) -> Output {
+        let out = respot_cmd(self.path())
+            .env("XDG_STATE_HOME", &self.state)
+            .args(args)
+            .output()
+            .expect("run respot");
+        eprintln!(
+            "respot {args:?} -> {:?}\n--- stdout ---\n{}\n--- stderr ---\n{}",
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    }
+
+    fn json(&self, args: &[&str]) -> serde_json::Value {
+        let mut all = args.to_vec();
+        all.extend(["--output", "json"]);
+        let out = self.respot(&all);
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("respot {args:?}: not JSON ({e})"))
+    }
+
+    fn instance_dirs(&self) -> Vec<PathBuf> {
+        let root = self.state.join("respot/local/hello");
+        match std::fs::read_dir(&root) {
+            Ok(entries) => entries.map(|e| e.unwrap().path()).collect(),
+            Err(_) => Vec::new(),
+        }
+    }
+
+    /// qemu processes started for this test (their command line names our
+    /// state directory).
+    fn our_qemu_pids(&self) -> Vec<i32> {
+        let needle = self.state.display().to_string();
+        let mut pids = Vec::new();
+        for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+                continue;
+            };
+            let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+                continue;
+            };
+            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            if cmdline.contains("qemu-system-x86_64") && cmdline.contains(&needle) {
+                pids.push(pid);
+            }
+        }
+        pids
+    }
+}
+
+impl Drop for Fleet {
+    fn drop(&mut self) {
+        let _ = respot_cmd(self.path())
+            .env("XDG_STATE_HOME", &self.state)
+            .args(["destroy", "--yes"])
+            .output();
+        for pid in self.our_qemu_pids() {
+            // SAFETY: kill(2) on a qemu whose command line names this test's state dir.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+    }
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).to_string()
+}
+
+fn check<'a>(report: &'a serde_json::Value, instance: &str, name: &str) -> &'a serde_json::Value {
+    report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["instance"] == instance && c["check"] == name)
+        .unwrap_or_else(|| panic!("no check {name} for {instance} in {report}"))
+}
+
+/// Happy path, the read-only guarantee on a real instance, and a destroy
+/// after one VM was killed out of band, on one fleet of 2 VMs.
+#[test]
+fn sample_deploys_verifies_refuses_writes_and_destroys() {
+    let fleet = Fleet::new(2);
+    let digest = {
+        let render = fleet.json(&["render"]);
+        render["digest"].as_str().unwrap().to_string()
+    };
+
+    let created = fleet.respot(&["create"]);
+    assert_eq!(created.status.code(), Some(0), "create: {}", stderr(&created));
+    assert!(stderr(&created).contains("verified"), "{}", stderr(&created));
+
+    let listed = fleet.json(&["list"]);
+    let instances = listed.as_array().unwrap();
+    assert_eq!(instances.len(), 2, "{listed}");
+    for i in instances {
+        assert_eq!(i["state"], "running");
+        assert_eq!(i["digest"], digest.as_str());
+        assert_eq!(i["stale"], false);
+        assert_eq!(i["generation"], 1);
+        assert!(i["version"].as_str().unwrap().starts_with(&digest[..12]));
+    }
+    let first = instances[0]["id"].as_str().unwrap().to_string();
+    let port = instances[0]["ssh"]["port"].as_u64().unwrap();
+
+    let verified = fleet.json(&["verify"]);
+    assert_eq!(verified["passed"], true, "{verified}");
+    for i in instances {
+        let id = i["id"].as_str().unwrap();
+        for name in [
+            "cloud-init",
+            "digest",
+            "files",
+            "unit hello-health.service",
+            "unit hello-reporter.service",
+        ] {
+            assert_eq!(
+                check(&verified, id, name)["result"],
+                "pass",
+                "{name} on {id}: {verified}"
+            );
+        }
+    }
+    let health = fleet.json(&["debug", &first, "--section", "health"]);
+    assert!(
+        health.to_string().contains(&digest),
+        "/health answers with the digest: {health}"
+    );
+
+    // Through the verification key, nothing but the inspector runs.
+    let key = fleet.state.join("respot/hello/verify_ed25519");
+    let known_hosts = fleet.state.join("respot/hello/known_hosts");
+    for attempt in [
+        "touch /tmp/respot-was-here",
+        "systemctl stop hello-health.service",
+        "sh -c 'rm -rf /opt/hello'",
+    ] {
+        let out = std::process::Command::new("ssh")
+            .args([
+                "-F",
+                "/dev/null",
+                "-o",
+                "BatchMode=yes",
+                "-o",
+                "IdentitiesOnly=yes",
+                "-o",
+                "StrictHostKeyChecking=yes",
+            ])
+            .arg("-o")
+            .arg(format!("UserKnownHostsFile={}", known_hosts.display()))
+            .arg("-i")
+            .arg(&key)
+            .args(["-p", &port.to_string(), "respot@127.0.0.1", attempt])
+            .output()
+            .unwrap();
+        assert!(
+            !out.status.success(),
+            "`{attempt}` must be refused: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+    let after = fleet.json(&["verify", "--instance", &first]);
+    assert_eq!(after["passed"], true, "the instance is unchanged: {after}");
+    assert_eq!(
+        check(&after, &first, "unit hello-health.service")["result"],
+        "pass"
+    );
+    assert_eq!(check(&after, &first, "files")["result"], "pass");
+
+    // Kill one VM behind respot's back; destroy still cleans up everything.
+    let victim = fleet.our_qemu_pids()[0];
+    // SAFETY: a qemu this test started.
+    unsafe { libc::kill(victim, libc::SIGKILL) };
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let listed = fleet.json(&["list"]);
+    let states: Vec<&str> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["state"].as_str().unwrap())
+        .collect();
+    assert!(states.contains(&"dead"), "a killed VM shows as dead: {states:?}");
+
+    let destroyed = fleet.respot(&["destroy", "--yes"]);
+    assert_eq!(
+        destroyed.status.code(),
+        Some(0),
+        "destroy: {}",
+        stderr(&destroyed)
+    );
+    assert!(fleet.our_qemu_pids().is_empty(), "no qemu left");
+    assert!(
+        fleet.instance_dirs().is_empty(),
+        "no state left: {:?}",
+        fleet.instance_dirs()
+    );
+    assert!(
+        !fleet.state.join("respot/local/hello").exists(),
+        "the deployment dir is gone"
+    );
+    let again = fleet.respot(&["destroy", "--yes"]);
+    assert_eq!(again.status.code(), Some(0));
+    assert!(stderr(&again).contains("nothing to do"));
+}
+
+/// A unit that exits 1: create fails verification and rolls back; with
+/// --keep-on-failure, debug names the unit and shows its error.
+#[test]
+fn broken_unit_rolls_back_or_is_kept_for_debug() {
+    let fleet = Fleet::new(1);
+    std::fs::write(
+        fleet.path().join("instance/units/hello-broken.service"),
+        "[Unit]\nDescription=fails on purpose\n\n[Service]\nType=simple\nExecStart=/opt/hello/broken.sh\n\n[Install]\nWantedBy=multi-user.target\n",
+    )
+    .unwrap();
+    let script = fleet.path().join("instance/files/opt/hello/broken.sh");
+    std::fs::write(
+        &script,
+        "#!/bin/sh\necho 'broken: intentional failure 4242' >&2\nexit 1\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+
+    let kept = fleet.respot(&["create", "--keep-on-failure"]);
+    assert_eq!(kept.status.code(), Some(1), "{}", stderr(&kept));
+    assert!(stderr(&kept).contains("kept 1 instance(s)"), "{}", stderr(&kept));
+    let listed = fleet.json(&["list"]);
+    let id = listed[0]["id"].as_str().unwrap().to_string();
+    let report = fleet.json(&["debug", &id]);
+    let text = report.to_string();
+    assert!(
+        text.contains("hello-broken.service"),
+        "debug names the unit: {text}"
+    );
+    assert!(
+        text.contains("intentional failure 4242"),
+        "debug shows the journal: {text}"
+    );
+    let destroyed = fleet.respot(&["destroy", "--yes"]);
+    assert_eq!(destroyed.status.code(), Some(0));
+
+    let rolled = fleet.respot(&["create"]);
+    assert_eq!(rolled.status.code(), Some(1), "{}", stderr(&rolled));
+    assert!(stderr(&rolled).contains("rolled back"), "{}", stderr(&rolled));
+    assert!(
+        stderr(&rolled).contains("hello-broken.service"),
+        "the failed check is shown: {}",
+        stderr(&rolled)
+    );
+    assert!(fleet.our_qemu_pids().is_empty(), "rollback leaves no VM");
+    assert!(fleet.instance_dirs().is_empty(), "rollback leaves no state");
+}
