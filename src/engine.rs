@@ -178,13 +178,14 @@ pub async fn create<P: Provider, V: Verification>(
                 options,
                 printer,
                 err.to_string(),
+                false,
             )
             .await);
         }
         Outcome::Interrupted => {
             printer.warn("interrupted: rolling back what this run launched");
             let reason = "interrupted by Ctrl-C during launch".to_string();
-            return Err(fail_create(provider, verification, &request, options, printer, reason).await);
+            return Err(fail_create(provider, verification, &request, options, printer, reason, true).await);
         }
     };
     printer.info(&format!("{} instance(s) running", instances.len()));
@@ -195,7 +196,9 @@ pub async fn create<P: Provider, V: Verification>(
             Outcome::Interrupted => {
                 printer.warn("interrupted: rolling back what this run launched");
                 let reason = "interrupted by Ctrl-C during verification".to_string();
-                return Err(fail_create(provider, verification, &request, options, printer, reason).await);
+                return Err(
+                    fail_create(provider, verification, &request, options, printer, reason, true).await,
+                );
             }
         };
         if !verdict.passed {
@@ -204,7 +207,7 @@ pub async fn create<P: Provider, V: Verification>(
                 eprint!("{}", verdict.table);
             }
             let reason = format!("verification failed: {}", verdict.summary);
-            return Err(fail_create(provider, verification, &request, options, printer, reason).await);
+            return Err(fail_create(provider, verification, &request, options, printer, reason, false).await);
         }
         Some(verdict)
     } else {
@@ -231,6 +234,7 @@ async fn fail_create<P: Provider, V: Verification>(
     options: &CreateOptions,
     printer: &Printer,
     reason: String,
+    interrupted: bool,
 ) -> EngineError {
     let launched = match generation_instances(provider, request).await {
         Ok(instances) => instances,
@@ -262,12 +266,22 @@ async fn fail_create<P: Provider, V: Verification>(
         },
     };
     verification.forget(&launched);
-    // A launch call dropped mid-flight may still complete on the provider's
-    // side: look once more for stragglers of this generation.
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    if let Ok(stragglers) = generation_instances(provider, request).await
-        && !stragglers.is_empty()
-    {
+    // A launch call dropped mid-flight (Ctrl-C) may still complete on the
+    // provider's side after the first listing: look again for stragglers of
+    // this generation, for longer than one API call takes to land.
+    let pauses: &[u64] = if interrupted { &[500, 2_500, 5_000] } else { &[500] };
+    for pause in pauses {
+        tokio::time::sleep(Duration::from_millis(*pause)).await;
+        let Ok(stragglers) = generation_instances(provider, request).await else {
+            continue;
+        };
+        if stragglers.is_empty() {
+            continue;
+        }
+        printer.info(&format!(
+            "rolling back {} straggler instance(s)",
+            stragglers.len()
+        ));
         match provider.destroy(&request.deployment, &stragglers, true).await {
             Ok(report) => {
                 cleanup.terminated.extend(report.terminated);
