@@ -154,18 +154,7 @@ fn answer_or_fail(
 
 pub(crate) fn eval_cloud_init(target: &Target, reply: &Reply, strict: bool) -> Vec<CheckRow> {
     let status = reply.status("cloud-init").unwrap_or("unknown");
-    let json: Option<serde_json::Value> = serde_json::from_str(&reply.text("status-json").join("\n")).ok();
-    let errors = json
-        .as_ref()
-        .and_then(|j| j.get("errors"))
-        .and_then(|e| e.as_array())
-        .map(|errs| {
-            errs.iter()
-                .map(|e| e.as_str().map_or_else(|| e.to_string(), str::to_string))
-                .collect::<Vec<_>>()
-                .join("; ")
-        })
-        .unwrap_or_default();
+    let errors = reply.cloud_init_errors().join("; ");
     let (outcome, detail) = match status {
         "done" => (Outcome::Pass, "done".to_string()),
         "degraded" => (

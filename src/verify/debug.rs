@@ -181,18 +181,8 @@ async fn gather(
 }
 
 fn cloud_init_part(reply: &Reply) -> CloudInitPart {
-    let status_json: Option<serde_json::Value> =
-        serde_json::from_str(&reply.text("status-json").join("\n")).ok();
-    let errors = status_json
-        .as_ref()
-        .and_then(|j| j.get("errors"))
-        .and_then(|e| e.as_array())
-        .map(|errs| {
-            errs.iter()
-                .map(|e| e.as_str().map_or_else(|| e.to_string(), str::to_string))
-                .collect()
-        })
-        .unwrap_or_default();
+    let status_json = reply.cloud_init_json();
+    let errors = reply.cloud_init_errors();
     CloudInitPart {
         status: reply.status("cloud-init").unwrap_or("unknown").to_string(),
         exit_code: reply.kv("exit").and_then(|c| c.parse().ok()),

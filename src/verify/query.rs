@@ -164,6 +164,25 @@ impl Reply {
             .collect()
     }
 
+    /// cloud-init's `status --format json` (from the `cloud-init` query).
+    pub fn cloud_init_json(&self) -> Option<serde_json::Value> {
+        serde_json::from_str(&self.text("status-json").join("\n")).ok()
+    }
+
+    /// The errors cloud-init lists in its status JSON.
+    pub fn cloud_init_errors(&self) -> Vec<String> {
+        self.cloud_init_json()
+            .as_ref()
+            .and_then(|j| j.get("errors"))
+            .and_then(|e| e.as_array())
+            .map(|errs| {
+                errs.iter()
+                    .map(|e| e.as_str().map_or_else(|| e.to_string(), str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     /// `unit` records: (name, active state).
     pub fn units(&self) -> Vec<(String, String)> {
         self.of_kind("unit").map(|r| (field(r, 0), field(r, 1))).collect()
