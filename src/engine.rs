@@ -37,6 +37,8 @@ pub enum EngineError {
          stdin is not a terminal; pass --yes"
     )]
     NeedsConfirmation { deployment: String, count: usize },
+    #[error("cancelled: nothing was changed")]
+    Declined,
     #[error("{0}")]
     Keys(String),
     #[error(transparent)]
@@ -150,7 +152,22 @@ pub async fn create<P: Provider, V: Verification>(
             regions: count_by(live.iter().map(|i| i.region.as_str())),
         });
     }
-    let generation = next_generation(&existing);
+    launch_generation(provider, verification, blueprint, &existing, options, printer).await
+}
+
+/// Launches and verifies the generation after `existing`'s, rolling back
+/// only that generation on failure: live instances of older generations
+/// (blue-green) are never touched here.
+async fn launch_generation<P: Provider, V: Verification>(
+    provider: &P,
+    verification: &V,
+    blueprint: &Blueprint,
+    existing: &[Instance],
+    options: &CreateOptions,
+    printer: &Printer,
+) -> Result<CreateReport, EngineError> {
+    let deployment = &blueprint.deployment;
+    let generation = next_generation(existing);
     let material = verification
         .launch_material(generation)
         .map_err(EngineError::Keys)?;
@@ -307,6 +324,130 @@ async fn generation_instances<P: Provider>(
         .into_iter()
         .filter(|i| i.state.is_live() && i.generation == Some(request.generation))
         .collect())
+}
+
+/// How `deploy` replaces a live generation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Strategy {
+    /// Destroy the live generation, then create the new one (downtime,
+    /// never two generations at once).
+    #[default]
+    Recreate,
+    /// Create and verify the new generation next to the old one, then
+    /// destroy the old one; a failed new generation is rolled back and the
+    /// old one keeps running.
+    BlueGreen,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct DeployOptions {
+    pub strategy: Strategy,
+    pub create: CreateOptions,
+    /// Replace live instances without asking.
+    pub yes: bool,
+}
+
+#[derive(Debug, Serialize)]
+pub struct DeployReport {
+    pub strategy: Strategy,
+    /// The generations that were live before, now destroyed.
+    pub replaced: Vec<Instance>,
+    pub created: CreateReport,
+    pub destroyed: Option<DestroyReport>,
+}
+
+/// Ships the current blueprint: a fresh generation replaces the live one.
+/// Nothing live is ever modified; old instances are only terminated.
+pub async fn deploy<P: Provider, V: Verification>(
+    provider: &P,
+    verification: &V,
+    blueprint: &Blueprint,
+    deploy: &DeployOptions,
+    confirm: Option<Confirm<'_>>,
+    printer: &Printer,
+) -> Result<DeployReport, EngineError> {
+    let (strategy, options, yes) = (deploy.strategy, &deploy.create, deploy.yes);
+    if blueprint.git.dirty && !options.allow_dirty {
+        return Err(EngineError::Dirty);
+    }
+    let deployment = &blueprint.deployment;
+    let existing = provider.list(deployment).await?;
+    let old: Vec<Instance> = existing.iter().filter(|i| i.state.is_live()).cloned().collect();
+    if !old.is_empty() {
+        printer.info(&format!(
+            "`{deployment}`: {} live instance(s) will be replaced ({}): {}",
+            old.len(),
+            match strategy {
+                Strategy::Recreate => "recreate: destroyed first",
+                Strategy::BlueGreen => "blue-green: destroyed once the new generation is verified",
+            },
+            count_by(old.iter().map(|i| i.region.as_str()))
+        ));
+        if !yes {
+            let question = format!("replace {} instance(s) of `{deployment}`?", old.len());
+            let confirmed = match confirm {
+                Some(ask) => ask(&question).unwrap_or(false),
+                None => {
+                    return Err(EngineError::NeedsConfirmation {
+                        deployment: deployment.clone(),
+                        count: old.len(),
+                    });
+                }
+            };
+            if !confirmed {
+                return Err(EngineError::Declined);
+            }
+        }
+    }
+    match strategy {
+        Strategy::Recreate => {
+            let destroyed = if old.is_empty() {
+                None
+            } else {
+                let report = provider.destroy(deployment, &old, true).await?;
+                verification.forget(&old);
+                if !report.left_behind.is_empty() {
+                    return Err(EngineError::LeftBehind(report.left_behind));
+                }
+                Some(report)
+            };
+            let existing = provider.list(deployment).await?;
+            let created =
+                launch_generation(provider, verification, blueprint, &existing, options, printer).await?;
+            Ok(DeployReport {
+                strategy,
+                replaced: old,
+                created,
+                destroyed,
+            })
+        }
+        Strategy::BlueGreen => {
+            let created =
+                launch_generation(provider, verification, blueprint, &existing, options, printer).await?;
+            let destroyed = if old.is_empty() {
+                None
+            } else {
+                printer.info(&format!(
+                    "generation {} is up; destroying the {} old instance(s)",
+                    created.generation,
+                    old.len()
+                ));
+                let report = provider.destroy(deployment, &old, true).await?;
+                verification.forget(&old);
+                if !report.left_behind.is_empty() {
+                    return Err(EngineError::LeftBehind(report.left_behind));
+                }
+                Some(report)
+            };
+            Ok(DeployReport {
+                strategy,
+                replaced: old,
+                created,
+                destroyed,
+            })
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default)]

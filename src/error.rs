@@ -81,6 +81,7 @@ impl Error {
                 EngineError::Keys(_) => EXIT_PROVIDER,
                 EngineError::Provider(err) => provider_exit_code(err),
                 EngineError::AlreadyLive { .. }
+                | EngineError::Declined
                 | EngineError::RolledBack { .. }
                 | EngineError::Kept { .. }
                 | EngineError::LeftBehind(_) => EXIT_FAILED,

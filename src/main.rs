@@ -62,6 +62,8 @@ enum Command {
     Create(CreateArgs),
     /// Terminate every instance of the deployment and clean up what respot created
     Destroy(DestroyArgs),
+    /// Ship the current blueprint: a fresh, verified generation replaces the live one
+    Deploy(DeployArgs),
     /// Check live instances read-only over SSH; exit 0 only when every check passes
     Verify(VerifyArgs),
     /// A read-only inspection report for one instance
@@ -96,6 +98,18 @@ struct CreateArgs {
     /// Local provider: CPU acceleration [default: from respot.toml, auto]
     #[arg(long, value_enum)]
     accel: Option<Accel>,
+}
+
+#[derive(Debug, Args)]
+struct DeployArgs {
+    /// recreate: destroy, then create; blue-green: create and verify, then destroy the old
+    #[arg(long, value_enum, default_value_t = engine::Strategy::Recreate)]
+    strategy: engine::Strategy,
+    /// Do not ask before replacing live instances
+    #[arg(long, short = 'y')]
+    yes: bool,
+    #[command(flatten)]
+    create: CreateArgs,
 }
 
 #[derive(Debug, Args)]
@@ -239,7 +253,12 @@ fn run(cli: &Cli, printer: &Printer) -> Result<u8> {
             let config = load_config(cli.config.as_deref())?;
             render(&config, args, printer)
         }
-        Command::List | Command::Create(_) | Command::Destroy(_) | Command::Verify(_) | Command::Debug(_) => {
+        Command::List
+        | Command::Create(_)
+        | Command::Destroy(_)
+        | Command::Deploy(_)
+        | Command::Verify(_)
+        | Command::Debug(_) => {
             let config = load_config(cli.config.as_deref())?;
             runtime()?.block_on(run_async(cli, &config, printer))
         }
@@ -254,6 +273,7 @@ async fn run_async(cli: &Cli, config: &Config, printer: &Printer) -> Result<u8> 
     }
     let accel = match &cli.command {
         Command::Create(args) => args.accel,
+        Command::Deploy(args) => args.create.accel,
         _ => None,
     };
     let provider = connect(cli, config, accel).await?;
@@ -262,6 +282,7 @@ async fn run_async(cli: &Cli, config: &Config, printer: &Printer) -> Result<u8> 
         Command::List => list(&provider, config, printer).await,
         Command::Create(args) => create(&provider, &keys, config, args, printer).await,
         Command::Destroy(args) => destroy(&provider, &keys, config, args, printer).await,
+        Command::Deploy(args) => deploy(&provider, &keys, config, args, printer).await,
         Command::Verify(args) => verify_command(Some(&provider), config, args, printer).await,
         Command::Debug(args) => debug_command(&provider, config, args, printer).await,
         Command::Render(_) | Command::Init(_) => unreachable!("synchronous commands are dispatched in `run`"),
@@ -774,46 +795,109 @@ async fn create<P: Provider>(
     };
     let verification = SshVerification::new(keys, verify_settings(config, None, false), expected, printer);
     let verification = &verification;
-    let options = CreateOptions {
-        allow_dirty: args.allow_dirty,
-        keep_on_failure: args.keep_on_failure,
-        verify: !args.no_verify,
-    };
-    let report = engine::create(provider, verification, &blueprint, &options, printer).await?;
+    let report = engine::create(provider, verification, &blueprint, &create_options(args), printer).await?;
     if printer.is_json() {
         printer.json(&report).map_err(Error::Output)?;
     } else {
-        let mut table = Table::new(["REGION", "ID", "NAME", "TYPE", "LIFECYCLE", "ADDRESS"]);
-        for i in &report.instances {
-            let address = match &i.ssh {
-                Some(ssh) => format!("{}:{}", ssh.host, ssh.port),
-                None => i.public_ip.clone().unwrap_or_else(|| "-".to_string()),
-            };
-            table.row([
-                i.region.clone(),
-                i.id.to_string(),
-                i.name.clone(),
-                i.instance_type.clone(),
-                i.lifecycle.to_string(),
-                address,
-            ]);
+        print_created(&report, printer)?;
+    }
+    Ok(0)
+}
+
+fn create_options(args: &CreateArgs) -> CreateOptions {
+    CreateOptions {
+        allow_dirty: args.allow_dirty,
+        keep_on_failure: args.keep_on_failure,
+        verify: !args.no_verify,
+    }
+}
+
+fn print_created(report: &engine::CreateReport, printer: &Printer) -> Result<()> {
+    let mut table = Table::new(["REGION", "ID", "NAME", "TYPE", "LIFECYCLE", "ADDRESS"]);
+    for i in &report.instances {
+        let address = match &i.ssh {
+            Some(ssh) => format!("{}:{}", ssh.host, ssh.port),
+            None => i.public_ip.clone().unwrap_or_else(|| "-".to_string()),
+        };
+        table.row([
+            i.region.clone(),
+            i.id.to_string(),
+            i.name.clone(),
+            i.instance_type.clone(),
+            i.lifecycle.to_string(),
+            address,
+        ]);
+    }
+    printer.data(&table.render()).map_err(Error::Output)?;
+    if let Some(verdict) = &report.verification {
+        printer.data(&verdict.table).map_err(Error::Output)?;
+    }
+    printer.info(&format!(
+        "created generation {} of `{}` ({}): {} instance(s){}",
+        report.generation,
+        report.deployment,
+        report.version,
+        report.instances.len(),
+        if report.verification.is_some() {
+            ", verified"
+        } else {
+            ", not verified (--no-verify)"
         }
-        printer.data(&table.render()).map_err(Error::Output)?;
-        if let Some(verdict) = &report.verification {
-            printer.data(&verdict.table).map_err(Error::Output)?;
+    ));
+    Ok(())
+}
+
+/// Asks on the terminal; `None` when stdin is not one (scripts must pass --yes).
+fn terminal_confirm() -> Option<fn(&str) -> std::io::Result<bool>> {
+    use std::io::IsTerminal;
+    fn ask(question: &str) -> std::io::Result<bool> {
+        eprint!("{question} [y/N] ");
+        let mut answer = String::new();
+        std::io::stdin().read_line(&mut answer)?;
+        Ok(matches!(answer.trim(), "y" | "Y" | "yes"))
+    }
+    std::io::stdin()
+        .is_terminal()
+        .then_some(ask as fn(&str) -> std::io::Result<bool>)
+}
+
+async fn deploy<P: Provider>(
+    provider: &P,
+    keys: &KeyStore,
+    config: &Config,
+    args: &DeployArgs,
+    printer: &Printer,
+) -> Result<u8> {
+    let blueprint = Blueprint::render(config)?;
+    let expected = Expected {
+        digest: blueprint.digest.clone(),
+    };
+    let verification = SshVerification::new(keys, verify_settings(config, None, false), expected, printer);
+    let ask = terminal_confirm();
+    let confirm: Option<engine::Confirm> = ask.as_ref().map(|f| f as engine::Confirm);
+    let report = engine::deploy(
+        provider,
+        &verification,
+        &blueprint,
+        &engine::DeployOptions {
+            strategy: args.strategy,
+            create: create_options(&args.create),
+            yes: args.yes,
+        },
+        confirm,
+        printer,
+    )
+    .await?;
+    if printer.is_json() {
+        printer.json(&report).map_err(Error::Output)?;
+    } else {
+        print_created(&report.created, printer)?;
+        if let Some(destroyed) = &report.destroyed {
+            printer.info(&format!(
+                "replaced {} instance(s) of the previous generation",
+                destroyed.terminated.len()
+            ));
         }
-        printer.info(&format!(
-            "created generation {} of `{}` ({}): {} instance(s){}",
-            report.generation,
-            report.deployment,
-            report.version,
-            report.instances.len(),
-            if report.verification.is_some() {
-                ", verified"
-            } else {
-                ", not verified (--no-verify)"
-            }
-        ));
     }
     Ok(0)
 }
@@ -825,7 +909,6 @@ async fn destroy<P: Provider>(
     args: &DestroyArgs,
     printer: &Printer,
 ) -> Result<u8> {
-    use std::io::IsTerminal;
     let blueprint_digest = Blueprint::render(config).map(|b| b.digest).ok();
     let expected = Expected {
         digest: blueprint_digest
@@ -838,17 +921,8 @@ async fn destroy<P: Provider>(
         dry_run: args.dry_run,
         wait: !args.no_wait,
     };
-    let ask = |question: &str| -> std::io::Result<bool> {
-        eprint!("{question} [y/N] ");
-        let mut answer = String::new();
-        std::io::stdin().read_line(&mut answer)?;
-        Ok(matches!(answer.trim(), "y" | "Y" | "yes"))
-    };
-    let confirm: Option<engine::Confirm> = if std::io::stdin().is_terminal() {
-        Some(&ask)
-    } else {
-        None
-    };
+    let ask = terminal_confirm();
+    let confirm: Option<engine::Confirm> = ask.as_ref().map(|f| f as engine::Confirm);
     let plan = engine::destroy(
         provider,
         verification,

@@ -622,3 +622,81 @@ fn a_bad_region_fails_clearly() {
     );
     t.assert_foreign_untouched();
 }
+
+/// The generation tag of each of our live instances.
+fn live_generations(t: &AwsTest) -> Vec<String> {
+    let mut generations: Vec<String> = t
+        .ours()
+        .into_iter()
+        .filter(|(_, _, state, _)| state != "terminated")
+        .map(|(_, _, _, tags)| tags.get("respot:generation").cloned().unwrap_or_default())
+        .collect();
+    generations.sort();
+    generations
+}
+
+#[test]
+fn deploy_blue_green_replaces_the_generation_and_keeps_it_on_failure() {
+    let t = AwsTest::new("bluegreen", 2);
+    t.run(&["create", "--no-verify"], 0);
+    assert_eq!(live_generations(&t), ["1", "1", "1", "1"]);
+
+    // Without a terminal and without --yes nothing is replaced.
+    let out = t.run(&["deploy", "--strategy", "blue-green", "--no-verify"], 2);
+    assert!(stderr(&out).contains("pass --yes"), "{}", stderr(&out));
+    assert_eq!(live_generations(&t), ["1", "1", "1", "1"]);
+
+    // A failed new generation is rolled back; the old one keeps running.
+    std::fs::write(t.dir.path().join("instance/files/opt/hello/version.txt"), "2\n").unwrap();
+    t.proxy.faults(json!([
+        {"action": "RunInstances", "region": t.regions[1], "code": "VcpuLimitExceeded"}
+    ]));
+    let out = t.run(&["deploy", "--strategy", "blue-green", "--yes", "--no-verify"], 1);
+    assert!(stderr(&out).contains("rolled back"), "{}", stderr(&out));
+    assert_eq!(
+        live_generations(&t),
+        ["1", "1", "1", "1"],
+        "the old generation is untouched"
+    );
+    t.assert_foreign_untouched();
+
+    t.proxy.faults(json!([]));
+    t.run(&["deploy", "--strategy", "blue-green", "--yes", "--no-verify"], 0);
+    assert_eq!(
+        live_generations(&t),
+        ["3", "3", "3", "3"],
+        "only the new generation is live"
+    );
+    let digests: std::collections::BTreeSet<String> = t
+        .ours()
+        .into_iter()
+        .filter(|(_, _, state, _)| state != "terminated")
+        .map(|(_, _, _, tags)| tags["respot:digest"].clone())
+        .collect();
+    assert_eq!(digests.len(), 1, "{digests:?}");
+    t.assert_foreign_untouched();
+    t.run(&["destroy", "--yes"], 0);
+    assert_eq!(t.live_ours(), 0);
+    for region in &t.regions {
+        assert!(
+            t.security_groups(region).is_empty(),
+            "{region}: security group left"
+        );
+    }
+}
+
+#[test]
+fn deploy_recreate_destroys_first_then_creates() {
+    let t = AwsTest::with("recreate", 1, 2, "");
+    t.run(&["create", "--no-verify"], 0);
+    std::fs::write(t.dir.path().join("instance/files/opt/hello/version.txt"), "2\n").unwrap();
+    let out = t.run(&["deploy", "--yes", "--no-verify", "--output", "json"], 0);
+    let report: Value = serde_json::from_slice(&out.stdout).expect("deploy --output json");
+    assert_eq!(report["strategy"], "recreate");
+    assert_eq!(report["replaced"].as_array().unwrap().len(), 2);
+    assert_eq!(report["destroyed"]["terminated"].as_array().unwrap().len(), 2);
+    assert_eq!(report["created"]["generation"], 2);
+    assert_eq!(live_generations(&t), ["2", "2"]);
+    t.assert_foreign_untouched();
+    t.run(&["destroy", "--yes"], 0);
+}
