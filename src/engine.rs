@@ -13,7 +13,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::output::Printer;
-use crate::provider::{DestroyReport, Instance, LaunchRequest, Provider, ProviderError};
+use crate::provider::{DestroyReport, Instance, LaunchRequest, Lifecycle, Provider, ProviderError};
 use crate::template::{Blueprint, LaunchMaterial, TemplateError};
 
 #[derive(Debug, thiserror::Error)]
@@ -448,6 +448,107 @@ pub async fn deploy<P: Provider, V: Verification>(
             })
         }
     }
+}
+
+/// One region of a plan: what `deploy` would destroy and create there.
+#[derive(Debug, Serialize)]
+pub struct PlanRegion {
+    pub region: String,
+    pub destroy: usize,
+    /// The digests the instances to destroy run (short form).
+    pub destroy_digests: Vec<String>,
+    pub create: u32,
+    pub instance_type: String,
+    pub lifecycle: Option<Lifecycle>,
+    pub price_per_hour: Option<f64>,
+    /// `create × price_per_hour`.
+    pub cost_per_hour: Option<f64>,
+    pub price_note: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Plan {
+    pub deployment: String,
+    pub strategy: Strategy,
+    pub digest: String,
+    pub version: String,
+    /// `new` (nothing live), `unchanged` (the live fleet runs this digest:
+    /// deploy would still replace it) or `changed`.
+    pub change: &'static str,
+    pub regions: Vec<PlanRegion>,
+    /// The sum over regions, when every region has a price.
+    pub cost_per_hour: Option<f64>,
+}
+
+/// What `deploy` would do, computed from reads only.
+pub async fn plan<P: Provider>(
+    provider: &P,
+    blueprint: &Blueprint,
+    strategy: Strategy,
+) -> Result<Plan, EngineError> {
+    let deployment = &blueprint.deployment;
+    let (listed, planned) = tokio::join!(provider.list(deployment), provider.capacity_plan());
+    let live: Vec<Instance> = listed?.into_iter().filter(|i| i.state.is_live()).collect();
+    let planned = planned?;
+    let mut names: Vec<String> = planned.iter().map(|p| p.region.clone()).collect();
+    for instance in &live {
+        if !names.contains(&instance.region) {
+            names.push(instance.region.clone());
+        }
+    }
+    let regions: Vec<PlanRegion> = names
+        .into_iter()
+        .map(|region| {
+            let here: Vec<&Instance> = live.iter().filter(|i| i.region == region).collect();
+            let mut digests: Vec<String> = here
+                .iter()
+                .map(|i| {
+                    i.digest
+                        .as_deref()
+                        .map_or("-", |d| &d[..d.len().min(12)])
+                        .to_string()
+                })
+                .collect();
+            digests.sort();
+            digests.dedup();
+            let pool = planned.iter().find(|p| p.region == region);
+            PlanRegion {
+                destroy: here.len(),
+                destroy_digests: digests,
+                create: pool.map_or(0, |p| p.count),
+                instance_type: pool.map_or_else(|| "-".to_string(), |p| p.instance_type.clone()),
+                lifecycle: pool.map(|p| p.lifecycle),
+                price_per_hour: pool.and_then(|p| p.price_per_hour),
+                cost_per_hour: pool.and_then(|p| p.price_per_hour.map(|price| price * f64::from(p.count))),
+                price_note: pool.and_then(|p| p.price_note.clone()),
+                region,
+            }
+        })
+        .collect();
+    let change = if live.is_empty() {
+        "new"
+    } else if live
+        .iter()
+        .all(|i| i.digest.as_deref() == Some(blueprint.digest.as_str()))
+    {
+        "unchanged"
+    } else {
+        "changed"
+    };
+    let cost_per_hour = regions
+        .iter()
+        .filter(|r| r.create > 0)
+        .map(|r| r.cost_per_hour)
+        .sum::<Option<f64>>();
+    Ok(Plan {
+        deployment: deployment.clone(),
+        strategy,
+        digest: blueprint.digest.to_string(),
+        version: blueprint.version.clone(),
+        change,
+        regions,
+        cost_per_hour,
+    })
 }
 
 #[derive(Debug, Clone, Default)]

@@ -58,6 +58,8 @@ enum Command {
     Init(InitArgs),
     /// List the deployment's instances, marking those stale against the current render
     List,
+    /// Show what `deploy` would destroy and create per region, the digest change and the price
+    Plan(PlanArgs),
     /// Launch a fresh generation, wait for it, verify it; roll back on failure
     Create(CreateArgs),
     /// Terminate every instance of the deployment and clean up what respot created
@@ -98,6 +100,13 @@ struct CreateArgs {
     /// Local provider: CPU acceleration [default: from respot.toml, auto]
     #[arg(long, value_enum)]
     accel: Option<Accel>,
+}
+
+#[derive(Debug, Args)]
+struct PlanArgs {
+    /// The strategy `deploy` would use
+    #[arg(long, value_enum, default_value_t = engine::Strategy::Recreate)]
+    strategy: engine::Strategy,
 }
 
 #[derive(Debug, Args)]
@@ -254,6 +263,7 @@ fn run(cli: &Cli, printer: &Printer) -> Result<u8> {
             render(&config, args, printer)
         }
         Command::List
+        | Command::Plan(_)
         | Command::Create(_)
         | Command::Destroy(_)
         | Command::Deploy(_)
@@ -280,6 +290,7 @@ async fn run_async(cli: &Cli, config: &Config, printer: &Printer) -> Result<u8> 
     let keys = KeyStore::open(&config.deployment.name)?;
     match &cli.command {
         Command::List => list(&provider, config, printer).await,
+        Command::Plan(args) => plan(&provider, config, args, printer).await,
         Command::Create(args) => create(&provider, &keys, config, args, printer).await,
         Command::Destroy(args) => destroy(&provider, &keys, config, args, printer).await,
         Command::Deploy(args) => deploy(&provider, &keys, config, args, printer).await,
@@ -859,6 +870,67 @@ fn terminal_confirm() -> Option<fn(&str) -> std::io::Result<bool>> {
     std::io::stdin()
         .is_terminal()
         .then_some(ask as fn(&str) -> std::io::Result<bool>)
+}
+
+async fn plan<P: Provider>(provider: &P, config: &Config, args: &PlanArgs, printer: &Printer) -> Result<u8> {
+    let blueprint = Blueprint::render(config)?;
+    let plan = engine::plan(provider, &blueprint, args.strategy).await?;
+    if printer.is_json() {
+        printer.json(&plan).map_err(Error::Output)?;
+        return Ok(0);
+    }
+    let money = |value: Option<f64>| value.map_or_else(|| "?".to_string(), |v| format!("${v:.4}"));
+    let mut table = Table::new([
+        "REGION",
+        "DESTROY",
+        "RUNNING",
+        "CREATE",
+        "TYPE",
+        "LIFECYCLE",
+        "PRICE/H",
+        "COST/H",
+    ]);
+    for r in &plan.regions {
+        table.row([
+            r.region.clone(),
+            r.destroy.to_string(),
+            if r.destroy_digests.is_empty() {
+                "-".to_string()
+            } else {
+                r.destroy_digests.join(",")
+            },
+            r.create.to_string(),
+            r.instance_type.clone(),
+            r.lifecycle.map_or_else(|| "-".to_string(), |l| l.to_string()),
+            money(r.price_per_hour),
+            money(r.cost_per_hour),
+        ]);
+    }
+    printer.data(&table.render()).map_err(Error::Output)?;
+    for r in &plan.regions {
+        if let Some(note) = &r.price_note {
+            printer.warn(&format!("{}: {note}", r.region));
+        }
+    }
+    printer.info(&format!(
+        "digest {} ({}): {}; strategy {}",
+        blueprint.digest.short(),
+        plan.version,
+        match plan.change {
+            "new" => "nothing is live, deploy would create",
+            "unchanged" => "the live fleet already runs it; deploy would still replace every instance",
+            _ => "changed against the live fleet",
+        },
+        match plan.strategy {
+            engine::Strategy::Recreate => "recreate (destroy, then create)",
+            engine::Strategy::BlueGreen => "blue-green (create and verify, then destroy)",
+        }
+    ));
+    printer.info(&format!(
+        "estimated cost {} per hour at current spot prices (billing may differ)",
+        money(plan.cost_per_hour)
+    ));
+    Ok(0)
 }
 
 async fn deploy<P: Provider>(

@@ -35,8 +35,8 @@ use base64::Engine as _;
 use futures::stream::{self, StreamExt};
 
 use super::{
-    DestroyReport, Instance, InstanceId, InstanceState, LaunchRequest, Lifecycle, Provider, ProviderError,
-    Result, SshEndpoint, tag,
+    DestroyReport, Instance, InstanceId, InstanceState, LaunchRequest, Lifecycle, PlannedRegion, Provider,
+    ProviderError, Result, SshEndpoint, tag,
 };
 use crate::config::{Config, Fallback};
 
@@ -675,6 +675,39 @@ impl Provider for AwsProvider {
         Ok(launched)
     }
 
+    async fn capacity_plan(&self) -> Result<Vec<PlannedRegion>> {
+        let launching: Vec<RegionTarget> = self.regions.iter().filter(|r| r.count > 0).cloned().collect();
+        let results = per_region(launching, |target| async move {
+            let priced = self.spot_price(&target).await;
+            (target.count, priced)
+        })
+        .await;
+        let first_type = self.instance_types.first().cloned().unwrap_or_default();
+        Ok(results
+            .into_iter()
+            .map(|(region, (count, priced))| {
+                let (price_per_hour, price_note) = match priced {
+                    Ok(Some(price)) => {
+                        let note = self.max_price.filter(|cap| price > *cap).map(|cap| {
+                            format!("above max_price {cap}: expect the next pool or SpotMaxPriceTooLow")
+                        });
+                        (Some(price), note)
+                    }
+                    Ok(None) => (None, Some(format!("no spot price for {first_type} in {region}"))),
+                    Err(err) => (None, Some(format!("spot price unavailable: {err}"))),
+                };
+                PlannedRegion {
+                    region,
+                    count,
+                    instance_type: first_type.clone(),
+                    lifecycle: Lifecycle::Spot,
+                    price_per_hour,
+                    price_note,
+                }
+            })
+            .collect())
+    }
+
     async fn destroy(&self, deployment: &str, instances: &[Instance], wait: bool) -> Result<DestroyReport> {
         let mut by_region: BTreeMap<String, Vec<String>> = BTreeMap::new();
         for instance in instances {
@@ -728,6 +761,40 @@ struct Prepared {
 }
 
 impl AwsProvider {
+    /// The lowest current Linux spot price of the first instance type over
+    /// the region's (configured) zones: one DescribeSpotPriceHistory call.
+    async fn spot_price(&self, target: &RegionTarget) -> Result<Option<f64>> {
+        let Some(itype) = self.instance_types.first() else {
+            return Ok(None);
+        };
+        let out = target
+            .ec2
+            .describe_spot_price_history()
+            .instance_types(ec2::InstanceType::from(itype.as_str()))
+            .start_time(aws_sdk_ec2::primitives::DateTime::from(SystemTime::now()))
+            .max_results(100)
+            .send()
+            .await
+            .map_err(|err| self.api_error(&target.name, "DescribeSpotPriceHistory", &err))?;
+        let lowest = out
+            .spot_price_history()
+            .iter()
+            .filter(|p| {
+                p.product_description()
+                    .is_some_and(|d| d.as_str().starts_with("Linux/UNIX"))
+            })
+            .filter(|p| {
+                target.zones.is_empty()
+                    || p.availability_zone()
+                        .is_some_and(|z| target.zones.iter().any(|c| c == z))
+            })
+            .filter_map(|p| p.spot_price()?.parse::<f64>().ok())
+            .fold(None, |low: Option<f64>, price| {
+                Some(low.map_or(price, |l| l.min(price)))
+            });
+        Ok(lowest)
+    }
+
     async fn list_region(
         &self,
         target: &RegionTarget,

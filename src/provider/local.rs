@@ -19,8 +19,8 @@ use std::time::{Duration, Instant, SystemTime};
 use serde::{Deserialize, Serialize};
 
 use super::{
-    DestroyReport, Instance, InstanceId, InstanceState, LaunchRequest, Lifecycle, Provider, ProviderError,
-    Result, SshEndpoint,
+    DestroyReport, Instance, InstanceId, InstanceState, LaunchRequest, Lifecycle, PlannedRegion, Provider,
+    ProviderError, Result, SshEndpoint,
 };
 use crate::config::{Accel, Config};
 
@@ -366,6 +366,22 @@ impl Provider for LocalProvider {
             )));
         }
         Ok(instances)
+    }
+
+    async fn capacity_plan(&self) -> Result<Vec<PlannedRegion>> {
+        Ok(vec![PlannedRegion {
+            region: "local".to_string(),
+            count: self.count,
+            instance_type: format!(
+                "qemu-{}cpu-{}m-{}",
+                self.cpus,
+                self.memory_mib,
+                self.resolved_accel()
+            ),
+            lifecycle: Lifecycle::Vm,
+            price_per_hour: Some(0.0),
+            price_note: None,
+        }])
     }
 
     async fn destroy(&self, deployment: &str, instances: &[Instance], _wait: bool) -> Result<DestroyReport> {

@@ -181,6 +181,20 @@ pub struct DestroyReport {
     pub left_behind: Vec<String>,
 }
 
+/// What `create` would launch in one region, for `plan`.
+#[derive(Debug, Clone, Serialize)]
+pub struct PlannedRegion {
+    pub region: String,
+    pub count: u32,
+    /// The first pool tried (`aws.instance_types[0]`, or the VM shape).
+    pub instance_type: String,
+    pub lifecycle: Lifecycle,
+    /// USD per instance-hour right now, when the provider can tell.
+    pub price_per_hour: Option<f64>,
+    /// Why the price is missing or what qualifies it.
+    pub price_note: Option<String>,
+}
+
 /// A place instances run. Implementations bound their own concurrency.
 #[allow(async_fn_in_trait)]
 pub trait Provider {
@@ -197,6 +211,10 @@ pub trait Provider {
     /// instance, removes what the provider created for it (security group,
     /// spot requests, state). Idempotent.
     async fn destroy(&self, deployment: &str, instances: &[Instance], wait: bool) -> Result<DestroyReport>;
+
+    /// What `launch` would create, per region, with current prices. Only
+    /// reads; never creates anything.
+    async fn capacity_plan(&self) -> Result<Vec<PlannedRegion>>;
 }
 
 /// The provider a command runs against, picked from `respot.toml` or
@@ -219,6 +237,13 @@ impl Provider for AnyProvider {
         match self {
             AnyProvider::Local(p) => p.launch(request).await,
             AnyProvider::Aws(p) => p.launch(request).await,
+        }
+    }
+
+    async fn capacity_plan(&self) -> Result<Vec<PlannedRegion>> {
+        match self {
+            AnyProvider::Local(p) => p.capacity_plan().await,
+            AnyProvider::Aws(p) => p.capacity_plan().await,
         }
     }
 

@@ -700,3 +700,48 @@ fn deploy_recreate_destroys_first_then_creates() {
     t.assert_foreign_untouched();
     t.run(&["destroy", "--yes"], 0);
 }
+
+#[test]
+fn plan_shows_destroy_create_and_price_and_changes_nothing() {
+    let t = AwsTest::new("planned", 2);
+    let fresh: Value =
+        serde_json::from_slice(&t.run(&["plan", "--output", "json"], 0).stdout).expect("plan json");
+    assert_eq!(fresh["change"], "new", "{fresh}");
+    for region in fresh["regions"].as_array().unwrap() {
+        assert_eq!(region["destroy"], 0);
+        assert_eq!(region["create"], 2);
+        assert_eq!(region["instance_type"], "t3.small");
+        assert!(
+            region["price_per_hour"].as_f64().is_some(),
+            "moto has spot prices: {region}"
+        );
+    }
+    assert!(fresh["cost_per_hour"].as_f64().is_some(), "{fresh}");
+
+    t.run(&["create", "--no-verify"], 0);
+    std::fs::write(t.dir.path().join("instance/files/opt/hello/version.txt"), "2\n").unwrap();
+    t.proxy.reset();
+    let out = t.run(&["plan", "--strategy", "blue-green"], 0);
+    let table = String::from_utf8_lossy(&out.stdout);
+    for region in &t.regions {
+        assert!(
+            table
+                .lines()
+                .any(|l| l.starts_with(region.as_str()) && l.contains(" 2 ")),
+            "{table}"
+        );
+    }
+    assert!(
+        stderr(&out).contains("changed against the live fleet"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(stderr(&out).contains("blue-green"), "{}", stderr(&out));
+    // Reads only: every call plan made is a Describe.
+    let stats = t.proxy.stats();
+    for (action, _) in stats["by_action"].as_object().unwrap() {
+        assert!(action.starts_with("Describe"), "plan called {action}: {stats}");
+    }
+    assert_eq!(live_generations(&t), ["1", "1", "1", "1"]);
+    t.run(&["destroy", "--yes"], 0);
+}

@@ -280,3 +280,19 @@ fn broken_unit_rolls_back_or_is_kept_for_debug() {
     assert!(fleet.our_qemu_pids().is_empty(), "rollback leaves no VM");
     assert!(fleet.instance_dirs().is_empty(), "rollback leaves no state");
 }
+
+#[test]
+fn plan_for_a_new_local_fleet_creates_the_configured_count() {
+    let fleet = Fleet::new(2);
+    let plan = fleet.json(&["plan"]);
+    assert_eq!(plan["change"], "new", "{plan}");
+    assert_eq!(plan["strategy"], "recreate");
+    let regions = plan["regions"].as_array().unwrap();
+    assert_eq!(regions.len(), 1, "{plan}");
+    assert_eq!(regions[0]["region"], "local");
+    assert_eq!(regions[0]["create"], 2);
+    assert_eq!(regions[0]["destroy"], 0);
+    assert_eq!(regions[0]["lifecycle"], "vm");
+    assert!(fleet.our_qemu_pids().is_empty(), "plan starts nothing");
+    assert!(fleet.instance_dirs().is_empty(), "plan writes no instance state");
+}
