@@ -981,12 +981,9 @@ async fn destroy<P: Provider>(
     args: &DestroyArgs,
     printer: &Printer,
 ) -> Result<u8> {
-    let blueprint_digest = Blueprint::render(config).map(|b| b.digest).ok();
-    let expected = Expected {
-        digest: blueprint_digest
-            .unwrap_or_else(|| template::Digest::parse(&"0".repeat(64)).expect("64 hex digits")),
-    };
-    let verification = SshVerification::new(keys, verify_settings(config, None, false), expected, printer);
+    // Destroy must work even when the blueprint no longer renders: it only
+    // needs the key store, to forget the destroyed instances' host keys.
+    let verification = SshVerification::cleanup_only(keys, verify_settings(config, None, false), printer);
     let verification = &verification;
     let options = DestroyOptions {
         yes: args.yes,

@@ -17,7 +17,9 @@ use super::{Expected, Target, VerifySettings, verify_fleet};
 pub struct SshVerification<'a> {
     keys: &'a KeyStore,
     settings: VerifySettings,
-    expected: Expected,
+    /// `None` for commands that only forget instances (destroy), which must
+    /// work even when the blueprint no longer renders.
+    expected: Option<Expected>,
     printer: &'a Printer,
 }
 
@@ -31,7 +33,17 @@ impl<'a> SshVerification<'a> {
         SshVerification {
             keys,
             settings,
-            expected,
+            expected: Some(expected),
+            printer,
+        }
+    }
+
+    /// For `destroy`: key cleanup only; `verify` always fails.
+    pub fn cleanup_only(keys: &'a KeyStore, settings: VerifySettings, printer: &'a Printer) -> Self {
+        SshVerification {
+            keys,
+            settings,
+            expected: None,
             printer,
         }
     }
@@ -89,11 +101,19 @@ impl Verification for SshVerification<'_> {
     }
 
     async fn verify(&self, instances: &[Instance]) -> Verdict {
+        let Some(expected) = &self.expected else {
+            return Verdict {
+                passed: false,
+                summary: "no expected digest to verify against".to_string(),
+                report: serde_json::Value::Null,
+                table: String::new(),
+            };
+        };
         if self.settings.host_keys == HostKeyPolicy::Pinned {
             pin_host_keys(self.keys, instances);
         }
         let targets = targets(instances);
-        let report = verify_fleet(self.keys, &targets, &self.expected, &self.settings, self.printer).await;
+        let report = verify_fleet(self.keys, &targets, expected, &self.settings, self.printer).await;
         let mut summary = report.summary();
         let failed: Vec<String> = report
             .checks
