@@ -525,6 +525,9 @@ async fn debug_command(
             text.push('\n');
         }
         text.push_str(&report.render_text());
+        if !text.ends_with('\n') {
+            text.push('\n');
+        }
         printer.data(&text).map_err(Error::Output)?;
     }
     Ok(EXIT_OK)

@@ -699,7 +699,11 @@ fn deploy_recreate_destroys_first_then_creates() {
     assert_eq!(live_generations(&t), ["2", "2"]);
     t.assert_foreign_untouched();
     // A blueprint that no longer renders must not keep its fleet alive.
-    std::fs::write(t.dir.path().join("templates/cloud-init.yaml"), "#cloud-config\n{{ nope }}\n").unwrap();
+    std::fs::write(
+        t.dir.path().join("templates/cloud-init.yaml"),
+        "#cloud-config\n{{ nope }}\n",
+    )
+    .unwrap();
     t.run(&["render"], 2);
     t.run(&["destroy", "--yes"], 0);
     assert_eq!(t.live_ours(), 0);
