@@ -384,34 +384,14 @@ pub async fn deploy<P: Provider, V: Verification>(
             },
             count_by(old.iter().map(|i| i.region.as_str()))
         ));
-        if !yes {
-            let question = format!("replace {} instance(s) of `{deployment}`?", old.len());
-            let confirmed = match confirm {
-                Some(ask) => ask(&question).unwrap_or(false),
-                None => {
-                    return Err(EngineError::NeedsConfirmation {
-                        deployment: deployment.clone(),
-                        count: old.len(),
-                    });
-                }
-            };
-            if !confirmed {
-                return Err(EngineError::Declined);
-            }
+        let question = format!("replace {} instance(s) of `{deployment}`?", old.len());
+        if !yes && !confirmed(confirm, &question, deployment, old.len())? {
+            return Err(EngineError::Declined);
         }
     }
     match strategy {
         Strategy::Recreate => {
-            let destroyed = if old.is_empty() {
-                None
-            } else {
-                let report = provider.destroy(deployment, &old, true).await?;
-                verification.forget(&old);
-                if !report.left_behind.is_empty() {
-                    return Err(EngineError::LeftBehind(report.left_behind));
-                }
-                Some(report)
-            };
+            let destroyed = destroy_old(provider, verification, deployment, &old).await?;
             let existing = provider.list(deployment).await?;
             let created =
                 launch_generation(provider, verification, blueprint, &existing, options, printer).await?;
@@ -425,21 +405,14 @@ pub async fn deploy<P: Provider, V: Verification>(
         Strategy::BlueGreen => {
             let created =
                 launch_generation(provider, verification, blueprint, &existing, options, printer).await?;
-            let destroyed = if old.is_empty() {
-                None
-            } else {
+            if !old.is_empty() {
                 printer.info(&format!(
                     "generation {} is up; destroying the {} old instance(s)",
                     created.generation,
                     old.len()
                 ));
-                let report = provider.destroy(deployment, &old, true).await?;
-                verification.forget(&old);
-                if !report.left_behind.is_empty() {
-                    return Err(EngineError::LeftBehind(report.left_behind));
-                }
-                Some(report)
-            };
+            }
+            let destroyed = destroy_old(provider, verification, deployment, &old).await?;
             Ok(DeployReport {
                 strategy,
                 replaced: old,
@@ -447,6 +420,42 @@ pub async fn deploy<P: Provider, V: Verification>(
                 destroyed,
             })
         }
+    }
+}
+
+/// Terminates the replaced generation (waiting for it) and forgets its host
+/// keys; `None` when nothing was live.
+async fn destroy_old<P: Provider, V: Verification>(
+    provider: &P,
+    verification: &V,
+    deployment: &str,
+    old: &[Instance],
+) -> Result<Option<DestroyReport>, EngineError> {
+    if old.is_empty() {
+        return Ok(None);
+    }
+    let report = provider.destroy(deployment, old, true).await?;
+    verification.forget(old);
+    if !report.left_behind.is_empty() {
+        return Err(EngineError::LeftBehind(report.left_behind));
+    }
+    Ok(Some(report))
+}
+
+/// Asks `question` when a person can answer; without a terminal, refuses
+/// (scripts must pass --yes).
+fn confirmed(
+    confirm: Option<Confirm<'_>>,
+    question: &str,
+    deployment: &str,
+    count: usize,
+) -> Result<bool, EngineError> {
+    match confirm {
+        Some(ask) => Ok(ask(question).unwrap_or(false)),
+        None => Err(EngineError::NeedsConfirmation {
+            deployment: deployment.to_string(),
+            count,
+        }),
     }
 }
 
@@ -602,26 +611,15 @@ pub async fn destroy<P: Provider, V: Verification>(
             report: None,
         });
     }
-    if !live.is_empty() && !options.yes {
-        let question = format!("terminate {} instance(s) of `{deployment}`?", live.len());
-        let confirmed = match confirm {
-            Some(ask) => ask(&question).unwrap_or(false),
-            None => {
-                return Err(EngineError::NeedsConfirmation {
-                    deployment: deployment.to_string(),
-                    count: live.len(),
-                });
-            }
-        };
-        if !confirmed {
-            printer.info("cancelled: nothing was changed");
-            return Ok(DestroyPlan {
-                deployment: deployment.to_string(),
-                instances: live,
-                dry_run: true,
-                report: None,
-            });
-        }
+    let question = format!("terminate {} instance(s) of `{deployment}`?", live.len());
+    if !live.is_empty() && !options.yes && !confirmed(confirm, &question, deployment, live.len())? {
+        printer.info("cancelled: nothing was changed");
+        return Ok(DestroyPlan {
+            deployment: deployment.to_string(),
+            instances: live,
+            dry_run: true,
+            report: None,
+        });
     }
     let report = provider.destroy(deployment, &live, options.wait).await?;
     verification.forget(&live);

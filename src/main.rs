@@ -478,19 +478,17 @@ async fn debug_command(
 ) -> Result<u8> {
     let keys = KeyStore::open(&config.deployment.name)?;
     let settings = verify_settings(config, args.timeout, false);
-    let (target, instance) = match parse_endpoint(&args.target) {
-        Ok(endpoint) if !provider_knows(provider, config, &args.target).await => {
-            (endpoint_targets(&[endpoint]).remove(0), None)
-        }
-        _ => {
-            let instances = live_instances(provider, config, std::slice::from_ref(&args.target)).await?;
+    // A name the provider knows wins; otherwise a HOST:PORT is an endpoint
+    // of its own.
+    let found = live_instances(provider, config, std::slice::from_ref(&args.target)).await;
+    let (target, instance) = match (found, parse_endpoint(&args.target)) {
+        (Ok(instances), _) => {
             if config.ssh.host_keys == HostKeyPolicy::Pinned {
                 verify::fleet::pin_host_keys(&keys, &instances);
             }
-            let instance = instances
-                .into_iter()
-                .next()
-                .expect("live_instances finds one per name or fails");
+            let Some(instance) = instances.into_iter().next() else {
+                return Err(Error::Usage(format!("no live instance is `{}`", args.target)));
+            };
             let Some(target) = verify::fleet::targets(std::slice::from_ref(&instance)).pop() else {
                 return Err(Error::Failed(format!(
                     "instance `{}` has no SSH endpoint yet (no public IP)",
@@ -499,6 +497,8 @@ async fn debug_command(
             };
             (target, Some(instance))
         }
+        (Err(_), Ok(endpoint)) => (endpoint_targets(&[endpoint]).remove(0), None),
+        (Err(err), Err(_)) => return Err(err),
     };
     let report = verify::debug_report(&keys, &target, &args.sections, &settings).await?;
     let console = match (provider, &instance) {
@@ -531,14 +531,6 @@ async fn debug_command(
         printer.data(&text).map_err(Error::Output)?;
     }
     Ok(EXIT_OK)
-}
-
-/// Whether `text` names one of the provider's instances (else a bare
-/// HOST:PORT is taken as an endpoint of its own).
-async fn provider_knows(provider: &AnyProvider, config: &Config, text: &str) -> bool {
-    live_instances(provider, config, &[text.to_string()])
-        .await
-        .is_ok()
 }
 
 /// The last `n` lines of a text file, control characters removed.
@@ -783,14 +775,7 @@ async fn list<P: Provider>(provider: &P, config: &Config, printer: &Printer) -> 
         printer.info(&format!(
             "{} instance(s): {}",
             instances.len(),
-            engine::count_by(instances.iter().map(|i| match i.state.to_string().as_str() {
-                "running" => "running",
-                "pending" => "pending",
-                "terminated" => "terminated",
-                "dead" => "dead",
-                "shutting-down" => "shutting-down",
-                _ => "other",
-            }))
+            engine::count_by(instances.iter().map(|i| i.state.as_str()))
         ));
     }
     Ok(0)
@@ -804,18 +789,35 @@ async fn create<P: Provider>(
     printer: &Printer,
 ) -> Result<u8> {
     let blueprint = Blueprint::render(config)?;
-    let expected = Expected {
-        digest: blueprint.digest.clone(),
-    };
-    let verification = SshVerification::new(keys, verify_settings(config, None, false), expected, printer);
-    let verification = &verification;
-    let report = engine::create(provider, verification, &blueprint, &create_options(args), printer).await?;
+    let verification = launch_verification(keys, config, &blueprint, printer);
+    let report = engine::create(
+        provider,
+        &verification,
+        &blueprint,
+        &create_options(args),
+        printer,
+    )
+    .await?;
     if printer.is_json() {
         printer.json(&report).map_err(Error::Output)?;
     } else {
         print_created(&report, printer)?;
     }
     Ok(0)
+}
+
+/// Verification of a generation launched from `blueprint`: it must report
+/// that blueprint's digest.
+fn launch_verification<'a>(
+    keys: &'a KeyStore,
+    config: &Config,
+    blueprint: &Blueprint,
+    printer: &'a Printer,
+) -> SshVerification<'a> {
+    let expected = Expected {
+        digest: blueprint.digest.clone(),
+    };
+    SshVerification::new(keys, verify_settings(config, None, false), expected, printer)
 }
 
 fn create_options(args: &CreateArgs) -> CreateOptions {
@@ -944,10 +946,7 @@ async fn deploy<P: Provider>(
     printer: &Printer,
 ) -> Result<u8> {
     let blueprint = Blueprint::render(config)?;
-    let expected = Expected {
-        digest: blueprint.digest.clone(),
-    };
-    let verification = SshVerification::new(keys, verify_settings(config, None, false), expected, printer);
+    let verification = launch_verification(keys, config, &blueprint, printer);
     let ask = terminal_confirm();
     let confirm: Option<engine::Confirm> = ask.as_ref().map(|f| f as engine::Confirm);
     let report = engine::deploy(
@@ -987,7 +986,6 @@ async fn destroy<P: Provider>(
     // Destroy must work even when the blueprint no longer renders: it only
     // needs the key store, to forget the destroyed instances' host keys.
     let verification = SshVerification::cleanup_only(keys, verify_settings(config, None, false), printer);
-    let verification = &verification;
     let options = DestroyOptions {
         yes: args.yes,
         dry_run: args.dry_run,
@@ -997,7 +995,7 @@ async fn destroy<P: Provider>(
     let confirm: Option<engine::Confirm> = ask.as_ref().map(|f| f as engine::Confirm);
     let plan = engine::destroy(
         provider,
-        verification,
+        &verification,
         &config.deployment.name,
         &options,
         confirm,

@@ -74,11 +74,10 @@ impl InstanceState {
     pub fn is_live(&self) -> bool {
         !matches!(self, InstanceState::Terminated)
     }
-}
 
-impl fmt::Display for InstanceState {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
+    /// The EC2 state name (plus `dead` for a local VM whose process is gone).
+    pub fn as_str(&self) -> &'static str {
+        match self {
             InstanceState::Pending => "pending",
             InstanceState::Running => "running",
             InstanceState::Stopping => "stopping",
@@ -86,7 +85,13 @@ impl fmt::Display for InstanceState {
             InstanceState::ShuttingDown => "shutting-down",
             InstanceState::Terminated => "terminated",
             InstanceState::Dead => "dead",
-        })
+        }
+    }
+}
+
+impl fmt::Display for InstanceState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 

@@ -180,3 +180,22 @@ pub fn copy_tree_reversed(from: &Path, to: &Path) {
         }
     }
 }
+
+/// Stops a child we spawned, by its PID: SIGTERM, then SIGKILL once `grace`
+/// has passed. Used by the `Drop` guards of every server the tests start.
+pub fn stop_child(child: &mut std::process::Child, grace: std::time::Duration) {
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe {
+        libc::kill(child.id() as libc::pid_t, libc::SIGTERM);
+    }
+    let deadline = std::time::Instant::now() + grace;
+    while std::time::Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    // It ignored SIGTERM; the kill is harmless if it exits meanwhile.
+    let _ = child.kill();
+    let _ = child.wait();
+}

@@ -103,18 +103,6 @@ impl Sshd {
 impl Drop for Sshd {
     fn drop(&mut self) {
         // Only our own child, by PID: TERM, then KILL if it lingers.
-        let pid = self.child.id() as libc::pid_t;
-        unsafe {
-            libc::kill(pid, libc::SIGTERM);
-        }
-        let deadline = Instant::now() + Duration::from_secs(3);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        super::stop_child(&mut self.child, Duration::from_secs(3));
     }
 }
