@@ -7,6 +7,7 @@
 pub mod config;
 pub mod engine;
 pub mod error;
+pub mod exit;
 pub mod keys;
 pub mod output;
 pub mod provider;
