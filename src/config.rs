@@ -53,7 +53,7 @@ fn format_invalid(file: &str, location: &Option<(usize, usize)>, key: &str, mess
 }
 
 /// Which backend runs the instances.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum ProviderKind {
     Local,
@@ -89,7 +89,7 @@ pub enum Fallback {
     OnDemand,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Accel {
     /// KVM where it really works, TCG otherwise.
@@ -575,18 +575,7 @@ impl Config {
 
 /// Expands a leading `~/` and resolves relative paths against `base`.
 pub fn resolve_path(base: &Path, raw: &str) -> PathBuf {
-    let expanded = match raw.strip_prefix("~/") {
-        Some(rest) => match std::env::var_os("HOME") {
-            Some(home) => PathBuf::from(home).join(rest),
-            None => PathBuf::from(raw),
-        },
-        None => PathBuf::from(raw),
-    };
-    if expanded.is_absolute() {
-        expanded
-    } else {
-        base.join(expanded)
-    }
+    crate::paths::resolve(base, raw)
 }
 
 pub fn valid_deployment_name(name: &str) -> bool {

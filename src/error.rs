@@ -1,46 +1,19 @@
-//! The top-level error and the exit-code contract.
-//!
-//! Every module has its own error enum; they meet here. `Error::exit_code`
-//! is the only place that decides a process exit code, and `EXIT_CODES` is
-//! the table printed in `--help`, so the two cannot drift apart.
+//! The top-level error: every module's error enum meets here, plus the few
+//! failures that belong to the commands themselves. `Error::exit_status` is
+//! the only place that decides a process exit code, and each module's error
+//! decides its own part of it.
+
+use std::path::PathBuf;
 
 use crate::config::ConfigError;
 use crate::engine::EngineError;
+use crate::exit::ExitStatus;
+use crate::keys::KeyError;
+use crate::paths::PathsError;
 use crate::provider::ProviderError;
+use crate::scaffold::ScaffoldError;
 use crate::template::TemplateError;
 use crate::verify::VerifyError;
-
-/// The exit-code contract shared by every command (see BRIEF.md).
-pub const EXIT_CODES: &[(u8, &str)] = &[
-    (0, "done; every check passed"),
-    (
-        1,
-        "the operation failed: a verification check failed, a create was rolled back, \
-         a destroy left something behind",
-    ),
-    (
-        2,
-        "usage or configuration error (bad flag, bad respot.toml, bad template): nothing was touched",
-    ),
-    (
-        3,
-        "the cloud or provider could not be used: credentials, API errors, quotas, a missing tool",
-    ),
-];
-
-pub const EXIT_OK: u8 = 0;
-pub const EXIT_FAILED: u8 = 1;
-pub const EXIT_USAGE: u8 = 2;
-pub const EXIT_PROVIDER: u8 = 3;
-
-/// Renders `EXIT_CODES` for the `--help` footer.
-pub fn exit_code_help() -> String {
-    let mut help = String::from("Exit codes:\n");
-    for (code, meaning) in EXIT_CODES {
-        help.push_str(&format!("  {code}  {meaning}\n"));
-    }
-    help
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -49,58 +22,85 @@ pub enum Error {
     #[error(transparent)]
     Template(#[from] TemplateError),
     #[error(transparent)]
+    Scaffold(#[from] ScaffoldError),
+    #[error(transparent)]
     Provider(#[from] ProviderError),
     #[error(transparent)]
     Engine(#[from] EngineError),
-    /// The command ran, and what it checked failed (verification).
-    #[error("{0}")]
-    Failed(String),
     #[error(transparent)]
     Verify(#[from] VerifyError),
-    /// A command-line or environment problem found before anything was touched.
-    #[error("{0}")]
-    Usage(String),
-    /// A required local tool is missing or unusable (cloud-init, qemu, ssh-keygen).
-    #[error("{0}")]
-    Tool(String),
+    #[error(transparent)]
+    Keys(#[from] KeyError),
+    #[error(transparent)]
+    Paths(#[from] PathsError),
+    #[error(
+        "`--all-regions` works with `list`, `destroy`, `verify` and `debug`; \
+         `{command}` works in the regions of `aws.regions` (or `--region`)"
+    )]
+    AllRegions { command: &'static str },
+    #[error("no live instance of `{deployment}` is `{wanted}`; `respot list` shows them")]
+    NoSuchInstance { deployment: String, wanted: String },
+    #[error("`{deployment}` has no live instances to verify; `respot create` makes some")]
+    NoLiveInstances { deployment: String },
+    #[error("instance `{instance}` has no SSH endpoint yet (no public IP)")]
+    NoEndpoint { instance: String },
+    #[error("{purpose} needs `{tool}`, which is not installed; install it with {install}")]
+    ToolMissing {
+        tool: &'static str,
+        purpose: &'static str,
+        install: &'static str,
+    },
+    #[error("cannot write `{}`: {source}", path.display())]
+    WriteFile {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot read the current directory: {0}")]
+    CurrentDir(#[source] std::io::Error),
     /// Writing to stdout failed for a reason other than a closed pipe.
     #[error("cannot write output: {0}")]
     Output(#[source] std::io::Error),
 }
 
 impl Error {
-    pub fn exit_code(&self) -> u8 {
+    pub fn exit_status(&self) -> ExitStatus {
         match self {
-            Error::Config(_) | Error::Template(_) | Error::Usage(_) => EXIT_USAGE,
-            Error::Tool(_) => EXIT_PROVIDER,
-            Error::Provider(err) => provider_exit_code(err),
-            Error::Engine(err) => match err {
-                EngineError::Dirty | EngineError::NeedsConfirmation { .. } | EngineError::Template(_) => {
-                    EXIT_USAGE
-                }
-                EngineError::Keys(_) => EXIT_PROVIDER,
-                EngineError::Provider(err) => provider_exit_code(err),
-                EngineError::AlreadyLive { .. }
-                | EngineError::Declined
-                | EngineError::RolledBack { .. }
-                | EngineError::Kept { .. }
-                | EngineError::LeftBehind(_) => EXIT_FAILED,
-            },
-            Error::Failed(_) | Error::Output(_) => EXIT_FAILED,
-            Error::Verify(err) => match err {
-                VerifyError::State { .. } => EXIT_USAGE,
-                VerifyError::Tool { .. } => EXIT_PROVIDER,
-                // Unreachable, mismatched, refused: the operation failed.
-                _ => EXIT_FAILED,
-            },
+            Error::Config(_) | Error::Template(_) => ExitStatus::Usage,
+            Error::Scaffold(err) => err.exit_status(),
+            Error::Provider(err) => err.exit_status(),
+            Error::Engine(err) => err.exit_status(),
+            Error::Verify(err) => err.exit_status(),
+            Error::Keys(err) => err.exit_status(),
+            Error::Paths(_)
+            | Error::AllRegions { .. }
+            | Error::NoSuchInstance { .. }
+            | Error::WriteFile { .. }
+            | Error::CurrentDir(_) => ExitStatus::Usage,
+            Error::ToolMissing { .. } => ExitStatus::Provider,
+            Error::NoLiveInstances { .. } | Error::NoEndpoint { .. } | Error::Output(_) => {
+                ExitStatus::Failure
+            }
         }
     }
-}
 
-fn provider_exit_code(err: &ProviderError) -> u8 {
-    match err {
-        ProviderError::Unavailable(_) | ProviderError::Api(_) => EXIT_PROVIDER,
-        ProviderError::Capacity(_) | ProviderError::Launch(_) => EXIT_FAILED,
+    /// A closed stdout (`respot list | head`) is not a failure.
+    pub fn is_broken_pipe(&self) -> bool {
+        matches!(self, Error::Output(err) if err.kind() == std::io::ErrorKind::BrokenPipe)
+    }
+
+    /// The message and every cause that adds something, on one line.
+    pub fn chain(&self) -> String {
+        let mut text = self.to_string();
+        let mut source = std::error::Error::source(self);
+        while let Some(cause) = source {
+            let cause_text = cause.to_string();
+            if !text.contains(&cause_text) {
+                text.push_str(&format!(": {cause_text}"));
+            }
+            source = cause.source();
+        }
+        text
     }
 }
 

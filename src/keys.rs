@@ -1,6 +1,6 @@
 //! respot's SSH key material for one deployment, kept on the operator's
-//! machine under `$XDG_STATE_HOME/respot/<deployment>/` (fallback
-//! `$HOME/.local/state/respot/<deployment>/`):
+//! machine under `paths::Paths::keys_dir` (`$XDG_STATE_HOME/respot/keys/<deployment>/`,
+//! fallback `$HOME/.local/state/respot/keys/<deployment>/`):
 //!
 //! - `verify_ed25519` (+ `.pub`): the verification key. Generated once per
 //!   deployment; only its public half travels (in user-data, as a
@@ -13,15 +13,17 @@
 //! - `ssh_config`: options every respot ssh process uses.
 //!
 //! Keys are made by the system `ssh-keygen`, so no crypto lives here. This
-//! module never connects anywhere.
+//! module never connects anywhere, and opening a store writes nothing: the
+//! directory is made (0700) on the first write.
 
 use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use crate::exit::ExitStatus;
+use crate::paths::{Paths, PathsError};
 use crate::provider::SshEndpoint;
-use crate::verify::VerifyError;
 
 const VERIFY_KEY_FILE: &str = "verify_ed25519";
 const KNOWN_HOSTS_FILE: &str = "known_hosts";
@@ -48,6 +50,42 @@ HostKeyAlgorithms ssh-ed25519
 LogLevel ERROR
 ";
 
+/// Why the key store cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error(transparent)]
+    Paths(#[from] PathsError),
+    /// respot's state directory (keys, known_hosts) cannot be read or written.
+    #[error("`{}`: {source}; check that respot's state directory is writable", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot pin `{line}` in `{}`: expected `<type> <base64> [comment]`", path.display())]
+    BadPublicKey { path: PathBuf, line: String },
+    #[error(
+        "`ssh-keygen` cannot run: {source}; install OpenSSH's client tools (apt-get install openssh-client)"
+    )]
+    KeygenMissing {
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("`ssh-keygen` failed generating `{}`: {stderr}", path.display())]
+    KeygenFailed { path: PathBuf, stderr: String },
+}
+
+impl KeyError {
+    /// A missing or broken `ssh-keygen` is a missing tool (provider); a
+    /// state directory respot cannot use is the environment's configuration.
+    pub fn exit_status(&self) -> ExitStatus {
+        match self {
+            KeyError::Paths(_) | KeyError::Io { .. } | KeyError::BadPublicKey { .. } => ExitStatus::Usage,
+            KeyError::KeygenMissing { .. } | KeyError::KeygenFailed { .. } => ExitStatus::Provider,
+        }
+    }
+}
+
 /// The key material of one deployment. Cheap to clone: it is only paths.
 #[derive(Debug, Clone)]
 pub struct KeyStore {
@@ -56,35 +94,35 @@ pub struct KeyStore {
 }
 
 impl KeyStore {
-    /// The store of `deployment` under the user's state directory, created
-    /// (mode 0700) if needed.
-    pub fn open(deployment: &str) -> Result<KeyStore, VerifyError> {
-        let base = match std::env::var_os("XDG_STATE_HOME").filter(|v| !v.is_empty()) {
-            Some(state) => PathBuf::from(state),
-            None => match std::env::var_os("HOME").filter(|v| !v.is_empty()) {
-                Some(home) => PathBuf::from(home).join(".local/state"),
-                None => {
-                    return Err(VerifyError::State {
-                        path: "$XDG_STATE_HOME".to_string(),
-                        message: "neither XDG_STATE_HOME nor HOME is set; set one of them".to_string(),
-                    });
-                }
-            },
-        };
-        KeyStore::at(&base.join("respot").join(deployment), deployment)
+    /// The store of `deployment` under the user's state directory. Writes
+    /// nothing, except moving a store from where respot kept it before keys
+    /// had a root of their own (once).
+    pub fn open(paths: &Paths, deployment: &str) -> Result<KeyStore, KeyError> {
+        let dir = paths.keys_dir(deployment)?;
+        if let Some(legacy) = paths.legacy_keys_dir(deployment)
+            && !dir.exists()
+            && legacy.join(VERIFY_KEY_FILE).is_file()
+        {
+            let parent = dir.parent().unwrap_or(&dir);
+            std::fs::create_dir_all(parent).map_err(|e| state_err(parent, e))?;
+            std::fs::rename(&legacy, &dir).map_err(|e| state_err(&legacy, e))?;
+        }
+        Ok(KeyStore::at(&dir, deployment))
     }
 
     /// A store in an explicit directory (tests, or a custom layout).
-    pub fn at(dir: &Path, deployment: &str) -> Result<KeyStore, VerifyError> {
-        std::fs::create_dir_all(dir).map_err(|e| state_err(dir, e))?;
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
-            .map_err(|e| state_err(dir, e))?;
-        let store = KeyStore {
+    pub fn at(dir: &Path, deployment: &str) -> KeyStore {
+        KeyStore {
             dir: dir.to_path_buf(),
             deployment: deployment.to_string(),
-        };
-        write_private(&store.ssh_config_path(), SSH_CONFIG.as_bytes())?;
-        Ok(store)
+        }
+    }
+
+    /// Creates the store's directory (0700) before the first write.
+    fn ensure_dir(&self) -> Result<(), KeyError> {
+        std::fs::create_dir_all(&self.dir).map_err(|e| state_err(&self.dir, e))?;
+        std::fs::set_permissions(&self.dir, std::fs::Permissions::from_mode(0o700))
+            .map_err(|e| state_err(&self.dir, e))
     }
 
     pub fn dir(&self) -> &Path {
@@ -96,7 +134,8 @@ impl KeyStore {
     }
 
     /// The private verification key; generated on first use.
-    pub fn verify_key_path(&self) -> Result<PathBuf, VerifyError> {
+    pub fn verify_key_path(&self) -> Result<PathBuf, KeyError> {
+        self.ensure_dir()?;
         let path = self.dir.join(VERIFY_KEY_FILE);
         ensure_key(&path, &format!("respot-verify@{}", self.deployment))?;
         Ok(path)
@@ -104,7 +143,7 @@ impl KeyStore {
 
     /// The verification key's public line (`ssh-ed25519 AAAA… comment`), for
     /// `LaunchMaterial::verify_key`.
-    pub fn verify_public_key(&self) -> Result<String, VerifyError> {
+    pub fn verify_public_key(&self) -> Result<String, KeyError> {
         let path = self.verify_key_path()?;
         read_public(&path)
     }
@@ -112,7 +151,8 @@ impl KeyStore {
     /// The host key of `generation`: (OpenSSH private key text, public line).
     /// Generated on first use and kept, so a later `pin` or a re-verify of
     /// the same generation uses the same key.
-    pub fn host_key(&self, generation: u64) -> Result<(String, String), VerifyError> {
+    pub fn host_key(&self, generation: u64) -> Result<(String, String), KeyError> {
+        self.ensure_dir()?;
         let path = self.dir.join(format!("host_ed25519_g{generation}"));
         ensure_key(&path, &format!("respot-host@{}-g{generation}", self.deployment))?;
         let private = std::fs::read_to_string(&path).map_err(|e| state_err(&path, e))?;
@@ -122,7 +162,7 @@ impl KeyStore {
     /// A new host key for `generation`, replacing any older one of the same
     /// number (generation numbers restart once a fleet is fully gone), so
     /// no two fleets ever share a host key.
-    pub fn fresh_host_key(&self, generation: u64) -> Result<(String, String), VerifyError> {
+    pub fn fresh_host_key(&self, generation: u64) -> Result<(String, String), KeyError> {
         let path = self.dir.join(format!("host_ed25519_g{generation}"));
         for stale in [path.clone(), path.with_extension("pub")] {
             match std::fs::remove_file(&stale) {
@@ -143,18 +183,23 @@ impl KeyStore {
         self.dir.join(KNOWN_HOSTS_FILE)
     }
 
-    pub fn ssh_config_path(&self) -> PathBuf {
-        self.dir.join(SSH_CONFIG_FILE)
+    /// The options file every respot ssh process uses, (re)written now so
+    /// that it always matches this binary.
+    pub fn ssh_config(&self) -> Result<PathBuf, KeyError> {
+        self.ensure_dir()?;
+        let path = self.dir.join(SSH_CONFIG_FILE);
+        write_private(&path, SSH_CONFIG.as_bytes())?;
+        Ok(path)
     }
 
     /// Pins `public_line` as the only host key of `endpoint`, replacing any
     /// earlier entry for it.
-    pub fn pin(&self, endpoint: &SshEndpoint, public_line: &str) -> Result<(), VerifyError> {
+    pub fn pin(&self, endpoint: &SshEndpoint, public_line: &str) -> Result<(), KeyError> {
         let mut fields = public_line.split_whitespace();
         let (Some(kind), Some(key)) = (fields.next(), fields.next()) else {
-            return Err(VerifyError::State {
-                path: self.known_hosts_path().display().to_string(),
-                message: format!("cannot pin `{public_line}`: expected `<type> <base64> [comment]`"),
+            return Err(KeyError::BadPublicKey {
+                path: self.known_hosts_path(),
+                line: public_line.to_string(),
             });
         };
         let pattern = known_hosts_pattern(endpoint);
@@ -166,7 +211,7 @@ impl KeyStore {
 
     /// Removes every entry of `endpoints` (their instances are gone; the
     /// address may come back with another key).
-    pub fn forget(&self, endpoints: &[SshEndpoint]) -> Result<(), VerifyError> {
+    pub fn forget(&self, endpoints: &[SshEndpoint]) -> Result<(), KeyError> {
         let patterns: Vec<String> = endpoints.iter().map(known_hosts_pattern).collect();
         self.rewrite_known_hosts(|lines| {
             lines.retain(|line| {
@@ -188,7 +233,7 @@ impl KeyStore {
             .unwrap_or(false)
     }
 
-    fn rewrite_known_hosts(&self, edit: impl FnOnce(&mut Vec<String>)) -> Result<(), VerifyError> {
+    fn rewrite_known_hosts(&self, edit: impl FnOnce(&mut Vec<String>)) -> Result<(), KeyError> {
         let path = self.known_hosts_path();
         let text = match std::fs::read_to_string(&path) {
             Ok(text) => text,
@@ -196,7 +241,12 @@ impl KeyStore {
             Err(e) => return Err(state_err(&path, e)),
         };
         let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
+        let before = lines.clone();
         edit(&mut lines);
+        if lines == before {
+            return Ok(());
+        }
+        self.ensure_dir()?;
         let mut out = lines.join("\n");
         if !out.is_empty() {
             out.push('\n');
@@ -220,14 +270,14 @@ pub fn known_hosts_pattern(endpoint: &SshEndpoint) -> String {
     }
 }
 
-fn state_err(path: &Path, e: std::io::Error) -> VerifyError {
-    VerifyError::State {
-        path: path.display().to_string(),
-        message: e.to_string(),
+fn state_err(path: &Path, source: std::io::Error) -> KeyError {
+    KeyError::Io {
+        path: path.to_path_buf(),
+        source,
     }
 }
 
-fn write_private(path: &Path, content: &[u8]) -> Result<(), VerifyError> {
+fn write_private(path: &Path, content: &[u8]) -> Result<(), KeyError> {
     let mut file = std::fs::OpenOptions::new()
         .write(true)
         .create(true)
@@ -238,7 +288,7 @@ fn write_private(path: &Path, content: &[u8]) -> Result<(), VerifyError> {
     file.write_all(content).map_err(|e| state_err(path, e))
 }
 
-fn read_public(private: &Path) -> Result<String, VerifyError> {
+fn read_public(private: &Path) -> Result<String, KeyError> {
     let path = public_path(private);
     let text = std::fs::read_to_string(&path).map_err(|e| state_err(&path, e))?;
     Ok(text.trim().to_string())
@@ -251,7 +301,7 @@ fn public_path(private: &Path) -> PathBuf {
 }
 
 /// Generates an ed25519 key at `path` unless both halves exist.
-fn ensure_key(path: &Path, comment: &str) -> Result<(), VerifyError> {
+fn ensure_key(path: &Path, comment: &str) -> Result<(), KeyError> {
     if path.is_file() && public_path(path).is_file() {
         return Ok(());
     }
@@ -267,18 +317,11 @@ fn ensure_key(path: &Path, comment: &str) -> Result<(), VerifyError> {
         .args(["-q", "-t", "ed25519", "-N", "", "-C", comment, "-f"])
         .arg(path)
         .output()
-        .map_err(|e| VerifyError::Tool {
-            tool: "ssh-keygen".to_string(),
-            message: format!("{e}; install OpenSSH's client tools (apt-get install openssh-client)"),
-        })?;
+        .map_err(|source| KeyError::KeygenMissing { source })?;
     if !output.status.success() {
-        return Err(VerifyError::Tool {
-            tool: "ssh-keygen".to_string(),
-            message: format!(
-                "generating `{}` failed: {}",
-                path.display(),
-                String::from_utf8_lossy(&output.stderr).trim()
-            ),
+        return Err(KeyError::KeygenFailed {
+            path: path.to_path_buf(),
+            stderr: String::from_utf8_lossy(&output.stderr).trim().to_string(),
         });
     }
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(|e| state_err(path, e))
@@ -298,7 +341,7 @@ mod tests {
     #[test]
     fn keys_are_generated_once_and_private() {
         let dir = tempfile::tempdir().unwrap();
-        let store = KeyStore::at(&dir.path().join("d"), "demo").unwrap();
+        let store = KeyStore::at(&dir.path().join("d"), "demo");
         let public = store.verify_public_key().unwrap();
         assert!(public.starts_with("ssh-ed25519 AAAA"), "{public}");
         assert!(public.ends_with("respot-verify@demo"), "{public}");
@@ -323,9 +366,35 @@ mod tests {
     }
 
     #[test]
+    fn opening_and_forgetting_nothing_write_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = Paths::from_vars(|name| (name == "HOME").then(|| dir.path().into()));
+        let store = KeyStore::open(&paths, "demo").unwrap();
+        store.forget(&[endpoint("127.0.0.1", 2201)]).unwrap();
+        assert!(!store.is_known(&endpoint("127.0.0.1", 2201)));
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            0,
+            "nothing written"
+        );
+    }
+
+    #[test]
+    fn a_store_from_before_the_keys_root_is_moved_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = Paths::from_vars(|name| (name == "HOME").then(|| dir.path().into()));
+        let legacy = KeyStore::at(&paths.legacy_keys_dir("demo").unwrap(), "demo");
+        let public = legacy.verify_public_key().unwrap();
+        let store = KeyStore::open(&paths, "demo").unwrap();
+        assert_eq!(store.dir(), paths.keys_dir("demo").unwrap());
+        assert_eq!(store.verify_public_key().unwrap(), public);
+        assert!(!paths.legacy_keys_dir("demo").unwrap().exists());
+    }
+
+    #[test]
     fn pin_replaces_and_forget_removes_per_endpoint() {
         let dir = tempfile::tempdir().unwrap();
-        let store = KeyStore::at(dir.path(), "demo").unwrap();
+        let store = KeyStore::at(dir.path(), "demo");
         let a = endpoint("127.0.0.1", 2201);
         let b = endpoint("10.0.0.5", 22);
         store.pin(&a, "ssh-ed25519 AAAAone c").unwrap();

@@ -1,16 +1,24 @@
 //! respot: EC2 spot fleets, the immutable way.
 //!
-//! The binary (`main.rs`) wires the CLI to these modules. Each owns one
-//! concept: `config` the blueprint settings, `template` the user-data,
-//! `scaffold` new blueprints, `output` what reaches the terminal.
+//! The binary (`main.rs`) parses the command line (`cli`), resolves it into
+//! options (`settings`) and hands them to one command (`commands`). Each
+//! other module owns one concept: `config` the blueprint settings,
+//! `template` the user-data, `engine` the lifecycle against any provider,
+//! `provider` where instances run, `verify` read-only checks over SSH,
+//! `keys` the operator's SSH material, `paths` where respot keeps things,
+//! `output` what reaches the terminal, `exit` the exit-status contract.
 
+pub mod cli;
+pub mod commands;
 pub mod config;
 pub mod engine;
 pub mod error;
 pub mod exit;
 pub mod keys;
 pub mod output;
+pub mod paths;
 pub mod provider;
 pub mod scaffold;
+pub mod settings;
 pub mod template;
 pub mod verify;

@@ -1,15 +1,29 @@
-//! What reaches stdout and stderr: tables, JSON, progress and warnings.
+//! What reaches stdout and stderr: tables, JSON, progress, warnings and
+//! the confirmation prompt.
 //!
-//! One `Printer` decides, so commands never `println!`. stdout carries data
-//! only (a table or one JSON document); everything for people goes to
-//! stderr. Progress is shown only on a terminal, and not with `--quiet` or
-//! in verbose mode, where it would interleave with logs.
+//! One `Printer` decides, and it is the only writer to stdout and stderr
+//! (tracing's log lines aside). stdout carries data only (a table or one
+//! JSON document); everything for people goes to stderr. Progress is shown
+//! only on a terminal, and not with `--quiet` or in verbose mode, where it
+//! would interleave with logs.
 
+use std::fmt;
 use std::io::{IsTerminal, Write};
 
 use serde::Serialize;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+/// `Count(2, "instance")` shows `2 instances`; `Count(1, "instance")` shows
+/// `1 instance`. Nouns here all take a plain `s`.
+pub struct Count<'a>(pub usize, pub &'a str);
+
+impl fmt::Display for Count<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let Count(n, noun) = *self;
+        write!(f, "{n} {noun}{}", if n == 1 { "" } else { "s" })
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Format {
     #[default]
     Table,
@@ -77,6 +91,30 @@ impl Printer {
         }
     }
 
+    /// Text that explains a failure (a table of failed checks) on stderr;
+    /// never hidden, since the error that follows refers to it. Not in JSON
+    /// mode, where the report travels in the JSON document.
+    pub fn evidence(&self, text: &str) {
+        if !self.is_json() {
+            eprint!("{text}");
+        }
+    }
+
+    /// Whether a person can answer `ask` (stdin is a terminal).
+    pub fn can_ask(&self) -> bool {
+        std::io::stdin().is_terminal()
+    }
+
+    /// Asks a yes/no question on stderr and reads the answer from stdin;
+    /// only `y` or `yes` is a yes.
+    pub fn ask(&self, question: &str) -> std::io::Result<bool> {
+        eprint!("{question} [y/N] ");
+        std::io::stderr().flush()?;
+        let mut answer = String::new();
+        std::io::stdin().read_line(&mut answer)?;
+        Ok(matches!(answer.trim(), "y" | "Y" | "yes"))
+    }
+
     /// An error on stderr.
     pub fn error(&self, message: &str) {
         if self.color {
@@ -142,6 +180,14 @@ impl Table {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn counts_pick_singular_or_plural() {
+        let cases = [(0, "0 instances"), (1, "1 instance"), (2, "2 instances")];
+        for (n, want) in cases {
+            assert_eq!(Count(n, "instance").to_string(), want);
+        }
+    }
 
     #[test]
     fn tables_align_columns() {

@@ -5,7 +5,31 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use crate::config::valid_deployment_name;
-use crate::error::{Error, Result};
+use crate::exit::ExitStatus;
+
+/// Why `init` wrote nothing (or stopped).
+#[derive(Debug, thiserror::Error)]
+pub enum ScaffoldError {
+    #[error("`--name {name}`: expected 1 to 40 characters of [a-z0-9-], not starting or ending with `-`")]
+    InvalidName { name: String },
+    #[error("refusing to overwrite existing files: {}; choose an empty directory", .existing.join(", "))]
+    Exists { existing: Vec<String> },
+    #[error("cannot write `{}`: {source}", path.display())]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl ScaffoldError {
+    pub fn exit_status(&self) -> ExitStatus {
+        match self {
+            ScaffoldError::InvalidName { .. } | ScaffoldError::Exists { .. } => ExitStatus::Usage,
+            ScaffoldError::Write { .. } => ExitStatus::Failure,
+        }
+    }
+}
 
 /// The sample blueprint of this repository: (relative path, content, executable).
 /// A unit test checks this list against the files in the repository, so the
@@ -58,11 +82,11 @@ const SAMPLE_NAME_LINE: &str = "name = \"hello\"";
 
 /// Writes the sample into `dir`, naming the deployment `name`. Checks every
 /// target first, so a refusal leaves the folder untouched.
-pub fn init(dir: &Path, name: &str) -> Result<Vec<PathBuf>> {
+pub fn init(dir: &Path, name: &str) -> Result<Vec<PathBuf>, ScaffoldError> {
     if !valid_deployment_name(name) {
-        return Err(Error::Usage(format!(
-            "`--name {name}`: expected 1 to 40 characters of [a-z0-9-], not starting or ending with `-`"
-        )));
+        return Err(ScaffoldError::InvalidName {
+            name: name.to_string(),
+        });
     }
     let existing: Vec<String> = SAMPLE
         .iter()
@@ -71,15 +95,15 @@ pub fn init(dir: &Path, name: &str) -> Result<Vec<PathBuf>> {
         .map(|p| format!("`{}`", p.display()))
         .collect();
     if !existing.is_empty() {
-        return Err(Error::Usage(format!(
-            "refusing to overwrite existing files: {}; choose an empty directory",
-            existing.join(", ")
-        )));
+        return Err(ScaffoldError::Exists { existing });
     }
     let mut written = Vec::new();
     for (rel, content, executable) in SAMPLE {
         let path = dir.join(rel);
-        let io_err = |e: std::io::Error| Error::Usage(format!("cannot write `{}`: {e}", path.display()));
+        let io_err = |source| ScaffoldError::Write {
+            path: path.clone(),
+            source,
+        };
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent).map_err(io_err)?;
         }

@@ -39,6 +39,7 @@ use super::{
     ProviderError, Result, SshEndpoint, tag,
 };
 use crate::config::{Config, Fallback};
+use crate::template::Digest;
 
 /// Regions contacted at once. Every region is a separate endpoint, so this
 /// bounds sockets and memory rather than load on any one server.
@@ -535,7 +536,7 @@ fn convert(region: &str, deployment: &str, raw: &ec2::Instance) -> Option<Instan
         state,
         state_reason,
         public_ip,
-        digest: tag_value(tags, tag::DIGEST).map(str::to_string),
+        digest: tag_value(tags, tag::DIGEST).and_then(Digest::parse),
         version: tag_value(tags, tag::VERSION).map(str::to_string),
         generation: tag_value(tags, tag::GENERATION).and_then(|g| g.parse().ok()),
         launched_at: raw.launch_time().and_then(|t| SystemTime::try_from(*t).ok()),

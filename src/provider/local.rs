@@ -23,6 +23,7 @@ use super::{
     ProviderError, Result, SshEndpoint,
 };
 use crate::config::{Accel, Config};
+use crate::template::Digest;
 
 const QEMU: &str = "qemu-system-x86_64";
 /// How long a guest gets to power off through ACPI before it is killed.
@@ -173,7 +174,7 @@ impl LocalProvider {
                 host: "127.0.0.1".to_string(),
                 port: record.ssh_port,
             }),
-            digest: Some(record.digest.clone()),
+            digest: Digest::parse(&record.digest),
             version: Some(record.version.clone()),
             generation: Some(record.generation),
             launched_at: humantime::parse_rfc3339(&record.created_at).ok(),

@@ -102,6 +102,48 @@ pub struct SshEndpoint {
     pub port: u16,
 }
 
+impl SshEndpoint {
+    /// `HOST:PORT` or `[v6]:PORT`; the host may use only hostname and IP
+    /// characters, so it can never be read as an ssh option.
+    pub fn parse(text: &str) -> std::result::Result<SshEndpoint, String> {
+        let (host, port) = text
+            .rsplit_once(':')
+            .ok_or_else(|| format!("`{text}`: expected HOST:PORT"))?;
+        let host = host
+            .strip_prefix('[')
+            .and_then(|h| h.strip_suffix(']'))
+            .unwrap_or(host);
+        let port: u16 = port
+            .parse()
+            .ok()
+            .filter(|p| *p > 0)
+            .ok_or_else(|| format!("`{text}`: `{port}` is not a port number"))?;
+        let valid_host = !host.is_empty()
+            && !host.starts_with('-')
+            && host
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':'));
+        if !valid_host {
+            return Err(format!("`{text}`: `{host}` is not a host name or IP address"));
+        }
+        Ok(SshEndpoint {
+            host: host.to_string(),
+            port,
+        })
+    }
+}
+
+/// `host:port`, with an IPv6 host in brackets.
+impl fmt::Display for SshEndpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.host.contains(':') {
+            write!(f, "[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{}:{}", self.host, self.port)
+        }
+    }
+}
+
 /// One managed instance, as read back from the provider.
 #[derive(Debug, Clone, Serialize)]
 pub struct Instance {
@@ -117,7 +159,9 @@ pub struct Instance {
     pub state_reason: Option<String>,
     pub public_ip: Option<String>,
     pub ssh: Option<SshEndpoint>,
-    pub digest: Option<String>,
+    /// The digest it was launched from; `None` when the tag is missing or
+    /// not a digest.
+    pub digest: Option<Digest>,
     pub version: Option<String>,
     pub generation: Option<u64>,
     #[serde(serialize_with = "serialize_time")]
@@ -172,6 +216,15 @@ pub enum ProviderError {
     /// The launch did not finish (a region failed, a wait timed out).
     #[error("{0}")]
     Launch(String),
+}
+
+impl ProviderError {
+    pub fn exit_status(&self) -> crate::exit::ExitStatus {
+        match self {
+            ProviderError::Unavailable(_) | ProviderError::Api(_) => crate::exit::ExitStatus::Provider,
+            ProviderError::Capacity(_) | ProviderError::Launch(_) => crate::exit::ExitStatus::Failure,
+        }
+    }
 }
 
 pub type Result<T, E = ProviderError> = std::result::Result<T, E>;

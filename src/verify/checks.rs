@@ -49,7 +49,7 @@ pub struct CheckRow {
 }
 
 impl CheckRow {
-    pub(crate) fn new(target: &Target, check: &str, result: Outcome, detail: impl Into<String>) -> CheckRow {
+    pub fn new(target: &Target, check: &str, result: Outcome, detail: impl Into<String>) -> CheckRow {
         CheckRow {
             instance: target.instance.clone(),
             name: target.name.clone(),

@@ -3,7 +3,7 @@
 //! the source and a new deployment.
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
+use std::fmt;
 
 use serde::Serialize;
 use tokio::time::Instant;
@@ -21,7 +21,7 @@ pub const FIX_PATH: &str = "fix path: change the blueprint (respot.toml, templat
 const JOURNAL_TAIL: u16 = 50;
 
 /// A part of the debug report.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Section {
     CloudInit,
     Units,
@@ -238,95 +238,130 @@ fn drift_part(reply: &Reply) -> DriftPart {
     }
 }
 
-impl DebugReport {
-    /// The report for people.
-    pub fn render_text(&self) -> String {
-        let mut out = String::new();
-        let _ = writeln!(
-            out,
+/// The report for people; ends with a newline.
+impl fmt::Display for DebugReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
             "instance {} ({}) at {}",
             self.instance, self.name, self.endpoint
-        );
-        if let Some(c) = &self.cloud_init {
-            let _ = writeln!(out, "\n== cloud-init\nstatus: {}", c.status);
-            if let Some(code) = c.exit_code {
-                let _ = writeln!(out, "exit code: {code}");
-            }
-            for e in &c.errors {
-                let _ = writeln!(out, "error: {e}");
-            }
-            if !c.output_log_tail.is_empty() {
-                let _ = writeln!(out, "output log (tail):");
-                for l in &c.output_log_tail {
-                    let _ = writeln!(out, "  {l}");
-                }
+        )?;
+        if let Some(part) = &self.cloud_init {
+            write!(f, "{part}")?;
+        }
+        if let Some(part) = &self.units {
+            write!(f, "{part}")?;
+        }
+        if let Some(part) = &self.log {
+            write!(f, "{part}")?;
+        }
+        if let Some(part) = &self.drift {
+            write!(f, "{part}")?;
+        }
+        if let Some(part) = &self.health {
+            write!(f, "{part}")?;
+        }
+        if let Some(facts) = &self.facts {
+            writeln!(f, "\n== facts")?;
+            for (k, v) in facts {
+                writeln!(f, "{k}: {v}")?;
             }
         }
-        if let Some(u) = &self.units {
-            let _ = writeln!(out, "\n== units");
-            if u.systemd != "available" {
-                let _ = writeln!(out, "systemd: {}", u.systemd);
-            }
-            for unit in &u.units {
-                let _ = writeln!(out, "{}: {}", unit.name, unit.state);
-                for l in &unit.journal {
-                    let _ = writeln!(out, "  | {l}");
-                }
-            }
-            for f in &u.failed {
-                let _ = writeln!(out, "failed: {f}");
+        writeln!(f, "\n{}", self.fix_path)
+    }
+}
+
+impl fmt::Display for CloudInitPart {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "\n== cloud-init\nstatus: {}", self.status)?;
+        if let Some(code) = self.exit_code {
+            writeln!(f, "exit code: {code}")?;
+        }
+        for e in &self.errors {
+            writeln!(f, "error: {e}")?;
+        }
+        if !self.output_log_tail.is_empty() {
+            writeln!(f, "output log (tail):")?;
+            for l in &self.output_log_tail {
+                writeln!(f, "  {l}")?;
             }
         }
-        if let Some(l) = &self.log {
-            let _ = writeln!(out, "\n== deployment log");
-            if !l.present {
-                let _ = writeln!(out, "(no /var/log/respot/deploy.log)");
-            }
-            for line in &l.lines {
-                let _ = writeln!(out, "{line}");
+        Ok(())
+    }
+}
+
+impl fmt::Display for UnitsPart {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "\n== units")?;
+        if self.systemd != "available" {
+            writeln!(f, "systemd: {}", self.systemd)?;
+        }
+        for unit in &self.units {
+            writeln!(f, "{}: {}", unit.name, unit.state)?;
+            for l in &unit.journal {
+                writeln!(f, "  | {l}")?;
             }
         }
-        if let Some(d) = &self.drift {
-            let _ = writeln!(out, "\n== drift");
-            if !d.manifest_present {
-                let _ = writeln!(out, "no manifest at /etc/respot/manifest.json");
-            }
-            if let Some(digest) = &d.digest {
-                let _ = writeln!(
-                    out,
-                    "digest {digest}, generation {}, version {}, commit {}",
-                    d.generation.as_ref().map_or("?".to_string(), |g| g.to_string()),
-                    d.version.as_deref().unwrap_or("?"),
-                    d.commit.as_deref().unwrap_or("(dirty or none)")
-                );
-            }
-            if d.drifted.is_empty() {
-                let _ = writeln!(out, "no drift: {} files match their recorded sha256", d.files);
-            }
-            for f in &d.drifted {
-                let _ = writeln!(out, "DRIFT {}: recorded {}, live {}", f.path, f.recorded, f.live);
-            }
+        for failed in &self.failed {
+            writeln!(f, "failed: {failed}")?;
         }
-        if let Some(h) = &self.health {
-            let _ = writeln!(out, "\n== health");
-            if !h.available {
-                let _ = writeln!(out, "unavailable (no curl or python3 on the instance)");
-            }
-            for p in &h.probes {
-                let _ = writeln!(
-                    out,
-                    ":{}{} want {} got {} {}",
-                    p.port, p.path, p.want, p.got, p.body
-                );
-            }
+        Ok(())
+    }
+}
+
+impl fmt::Display for LogPart {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "\n== deployment log")?;
+        if !self.present {
+            writeln!(f, "(no /var/log/respot/deploy.log)")?;
         }
-        if let Some(f) = &self.facts {
-            let _ = writeln!(out, "\n== facts");
-            for (k, v) in f {
-                let _ = writeln!(out, "{k}: {v}");
-            }
+        for line in &self.lines {
+            writeln!(f, "{line}")?;
         }
-        let _ = writeln!(out, "\n{}", self.fix_path);
-        out
+        Ok(())
+    }
+}
+
+impl fmt::Display for DriftPart {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "\n== drift")?;
+        if !self.manifest_present {
+            writeln!(f, "no manifest at /etc/respot/manifest.json")?;
+        }
+        if let Some(digest) = &self.digest {
+            writeln!(
+                f,
+                "digest {digest}, generation {}, version {}, commit {}",
+                self.generation
+                    .as_ref()
+                    .map_or("?".to_string(), |g| g.to_string()),
+                self.version.as_deref().unwrap_or("?"),
+                self.commit.as_deref().unwrap_or("(dirty or none)")
+            )?;
+        }
+        if self.drifted.is_empty() {
+            writeln!(f, "no drift: {} files match their recorded sha256", self.files)?;
+        }
+        for d in &self.drifted {
+            writeln!(f, "DRIFT {}: recorded {}, live {}", d.path, d.recorded, d.live)?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Display for HealthPart {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "\n== health")?;
+        if !self.available {
+            writeln!(f, "unavailable (no curl or python3 on the instance)")?;
+        }
+        for p in &self.probes {
+            writeln!(
+                f,
+                ":{}{} want {} got {} {}",
+                p.port, p.path, p.want, p.got, p.body
+            )?;
+        }
+        Ok(())
     }
 }

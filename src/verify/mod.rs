@@ -11,7 +11,6 @@
 
 mod checks;
 mod debug;
-pub mod fleet;
 pub mod query;
 mod transport;
 
@@ -26,7 +25,8 @@ pub use debug::{DebugReport, Section, debug_report};
 pub use query::{Query, UnitName};
 
 use crate::config::HostKeyPolicy;
-use crate::keys::KeyStore;
+use crate::exit::ExitStatus;
+use crate::keys::{KeyError, KeyStore};
 use crate::output::{Printer, Table};
 use crate::provider::SshEndpoint;
 use crate::template::Digest;
@@ -34,12 +34,12 @@ use transport::Transport;
 
 #[derive(Debug, thiserror::Error)]
 pub enum VerifyError {
-    /// respot's state directory (keys, known_hosts) cannot be used.
-    #[error("`{path}`: {message}")]
-    State { path: String, message: String },
-    /// A local tool (`ssh-keygen`, `ssh`) is missing or failed.
-    #[error("`{tool}`: {message}")]
-    Tool { tool: String, message: String },
+    /// The key store (keys, known_hosts, ssh options) cannot be used.
+    #[error(transparent)]
+    Keys(#[from] KeyError),
+    /// The directory for ssh's control sockets cannot be made.
+    #[error("cannot create ssh's control socket directory in `/tmp`: {0}")]
+    ControlDir(#[source] std::io::Error),
     #[error(
         "HOST KEY MISMATCH for `{endpoint}`: it presented a key other than the one respot pinned \
          ({detail}). This may be a man-in-the-middle; respot did not log in. If the instance was \
@@ -72,6 +72,21 @@ pub enum VerifyError {
 }
 
 impl VerifyError {
+    /// Key-store problems keep their own status; anything that went wrong
+    /// talking to an instance means the verification failed.
+    pub fn exit_status(&self) -> ExitStatus {
+        match self {
+            VerifyError::Keys(err) => err.exit_status(),
+            VerifyError::ControlDir(_) => ExitStatus::Usage,
+            VerifyError::HostKeyMismatch { .. }
+            | VerifyError::NotPinned { .. }
+            | VerifyError::Unreachable { .. }
+            | VerifyError::Session { .. }
+            | VerifyError::Refused { .. }
+            | VerifyError::Protocol { .. } => ExitStatus::Failure,
+        }
+    }
+
     /// True for a possible man in the middle.
     pub fn is_host_key_mismatch(&self) -> bool {
         matches!(self, VerifyError::HostKeyMismatch { .. })
@@ -115,7 +130,9 @@ pub struct FleetReport {
 }
 
 impl FleetReport {
-    fn new(instances: usize, checks: Vec<CheckRow>) -> FleetReport {
+    /// The report of `instances` instances from their check rows; it passes
+    /// when there was something to check and no row failed.
+    pub fn new(instances: usize, checks: Vec<CheckRow>) -> FleetReport {
         let mut failed_instances: Vec<String> = checks
             .iter()
             .filter(|c| c.result == Outcome::Fail)
@@ -145,6 +162,15 @@ impl FleetReport {
             ]);
         }
         table
+    }
+
+    /// `name check: detail` of every failed row.
+    pub fn failures(&self) -> Vec<String> {
+        self.checks
+            .iter()
+            .filter(|c| c.result == Outcome::Fail)
+            .map(|c| format!("{} {}: {}", c.name, c.check, c.detail))
+            .collect()
     }
 
     /// One line for people, e.g. `verified 2/2 instances`.

@@ -8,6 +8,7 @@
 
 use std::collections::HashMap;
 use std::num::NonZeroUsize;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -50,10 +51,7 @@ impl Transport {
         let control_dir = tempfile::Builder::new()
             .prefix("respot-")
             .tempdir_in("/tmp")
-            .map_err(|e| VerifyError::State {
-                path: "/tmp".to_string(),
-                message: format!("cannot create the ssh control directory: {e}"),
-            })?;
+            .map_err(VerifyError::ControlDir)?;
         Ok(Transport {
             handshakes: Arc::new(Semaphore::new(MAX_HANDSHAKES)),
             per_host: Mutex::new(HashMap::new()),
@@ -87,7 +85,11 @@ impl Transport {
         deadline: Instant,
     ) -> Result<Connection, VerifyError> {
         let endpoint = known_hosts_pattern(&target.endpoint);
-        let identity = keys.verify_key_path()?;
+        let files = SshFiles {
+            identity: keys.verify_key_path()?,
+            config: keys.ssh_config()?,
+            known_hosts: keys.known_hosts_path(),
+        };
         let started = Instant::now();
         let mut backoff = FIRST_BACKOFF;
         let mut attempts = 0u32;
@@ -108,7 +110,7 @@ impl Transport {
                     .acquire()
                     .await
                     .expect("the handshake semaphore is never closed");
-                let builder = self.builder(keys, &identity, target, settings, check, remaining);
+                let builder = self.builder(&files, target, settings, check, remaining);
                 tokio::time::timeout(
                     remaining.max(Duration::from_millis(1)),
                     builder.connect_mux(&target.endpoint.host),
@@ -154,8 +156,7 @@ impl Transport {
 
     fn builder(
         &self,
-        keys: &KeyStore,
-        identity: &std::path::Path,
+        files: &SshFiles,
         target: &Target,
         settings: &VerifySettings,
         check: KnownHosts,
@@ -165,10 +166,10 @@ impl Transport {
         builder
             .user(settings.user.clone())
             .port(target.endpoint.port)
-            .keyfile(identity)
+            .keyfile(&files.identity)
             .known_hosts_check(check)
-            .user_known_hosts_file(keys.known_hosts_path())
-            .config_file(keys.ssh_config_path())
+            .user_known_hosts_file(&files.known_hosts)
+            .config_file(&files.config)
             .control_directory(self.control_dir.path())
             .control_persist(ControlPersist::IdleFor(
                 NonZeroUsize::new(CONTROL_PERSIST_SECS).expect("a non-zero constant"),
@@ -177,6 +178,13 @@ impl Transport {
             .server_alive_interval(Duration::from_secs(5));
         builder
     }
+}
+
+/// The key store's files every ssh process of one connection uses.
+struct SshFiles {
+    identity: PathBuf,
+    config: PathBuf,
+    known_hosts: PathBuf,
 }
 
 /// One verified-host-key master connection.

@@ -121,7 +121,7 @@ impl Fixture {
         )
         .unwrap();
 
-        let keys = KeyStore::at(&test.path().join("state/respot/hello"), "hello").unwrap();
+        let keys = KeyStore::at(&test.path().join("state/respot/keys/hello"), "hello");
         let verify_key = keys.verify_public_key().unwrap();
         let keys_dir = test.path().join("verify_keys");
         std::fs::create_dir_all(&keys_dir).unwrap();
@@ -453,7 +453,7 @@ fn a_changed_host_key_is_refused_as_a_mismatch_without_logging_in() {
         assert_eq!(out.status.code(), Some(0), "{}", explain(&out));
     }
     // The "same" instance comes back with another host key.
-    let other = KeyStore::at(&fx.test.path().join("other-keys"), "other").unwrap();
+    let other = KeyStore::at(&fx.test.path().join("other-keys"), "other");
     let (other_private, _) = other.host_key(1).unwrap();
     let sshd = fx.sshd_with_key("sshd2", &other_private, &[port]);
     let started = Instant::now();

@@ -1,0 +1,218 @@
+//! The command line, as clap types only. Nothing here does work: the
+//! `settings` module turns a parsed `Cli` into the options commands take,
+//! and commands never see these types. The value enums below mirror domain
+//! enums (`ProviderKind`, `Accel`, `Strategy`, `Section`), which stay free
+//! of clap.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::exit::ExitStatus;
+use crate::provider::SshEndpoint;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "respot",
+    version,
+    about = "Run fleets of EC2 spot instances the immutable way: never change a live \
+             instance, recreate it from a versioned blueprint, then prove it read-only over SSH.",
+    after_help = ExitStatus::help_footer()
+)]
+pub struct Cli {
+    /// The blueprint settings file [default: respot.toml in the current directory]
+    #[arg(long, global = true, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+    /// Output for scripts (json) or people (table)
+    #[arg(long, global = true, value_enum, default_value_t = OutputArg::Table)]
+    pub output: OutputArg,
+    /// More logs on stderr (-v info, -vv debug); RUST_LOG overrides
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Only errors and warnings on stderr
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+    /// Run against this provider instead of `deployment.provider`
+    #[arg(long, global = true, value_enum)]
+    pub provider: Option<ProviderArg>,
+    #[command(flatten)]
+    pub aws: AwsArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Print the rendered user-data (stdout); digest, version and sizes go to stderr
+    Render(RenderArgs),
+    /// Create a new blueprint folder from the embedded sample
+    Init(InitArgs),
+    /// List the deployment's instances, marking those stale against the current render
+    List,
+    /// Show what `deploy` would destroy and create per region, the digest change and the price
+    Plan(PlanArgs),
+    /// Launch a fresh generation, wait for it, verify it; roll back on failure
+    Create(CreateArgs),
+    /// Terminate every instance of the deployment and clean up what respot created
+    Destroy(DestroyArgs),
+    /// Ship the current blueprint: a fresh, verified generation replaces the live one
+    Deploy(DeployArgs),
+    /// Check live instances read-only over SSH; exit 0 only when every check passes
+    Verify(VerifyArgs),
+    /// A read-only inspection report for one instance
+    Debug(DebugArgs),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputArg {
+    Table,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ProviderArg {
+    Local,
+    Aws,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum AccelArg {
+    /// KVM where it really works, TCG otherwise.
+    Auto,
+    Kvm,
+    Tcg,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum StrategyArg {
+    /// Destroy the live generation, then create the new one (downtime,
+    /// never two generations at once).
+    Recreate,
+    /// Create and verify the new generation next to the old one, then
+    /// destroy the old one; a failed new generation is rolled back and the
+    /// old one keeps running.
+    BlueGreen,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SectionArg {
+    CloudInit,
+    Units,
+    Log,
+    Drift,
+    Health,
+    Facts,
+}
+
+/// AWS-only choices; the local provider ignores them.
+#[derive(Debug, Args)]
+pub struct AwsArgs {
+    /// AWS: the named profile to use instead of AWS_PROFILE (SSO and credential_process work)
+    #[arg(long, global = true, value_name = "NAME")]
+    pub profile: Option<String>,
+    /// AWS: work in this region only
+    #[arg(long, global = true, value_name = "REGION")]
+    pub region: Option<String>,
+    /// AWS: list, destroy, verify or debug in every region enabled for the account
+    #[arg(long, global = true, conflicts_with = "region")]
+    pub all_regions: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct CreateArgs {
+    /// Create even though the blueprint's git tree has uncommitted changes
+    #[arg(long)]
+    pub allow_dirty: bool,
+    /// On failure keep the instances (still tagged) for `respot debug`
+    #[arg(long)]
+    pub keep_on_failure: bool,
+    /// Wait for running instances but skip SSH verification
+    #[arg(long)]
+    pub no_verify: bool,
+    /// Local provider: CPU acceleration [default: from respot.toml, auto]
+    #[arg(long, value_enum)]
+    pub accel: Option<AccelArg>,
+}
+
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    /// The strategy `deploy` would use
+    #[arg(long, value_enum, default_value_t = StrategyArg::Recreate)]
+    pub strategy: StrategyArg,
+}
+
+#[derive(Debug, Args)]
+pub struct DeployArgs {
+    /// recreate: destroy, then create; blue-green: create and verify, then destroy the old
+    #[arg(long, value_enum, default_value_t = StrategyArg::Recreate)]
+    pub strategy: StrategyArg,
+    /// Do not ask before replacing live instances
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+    #[command(flatten)]
+    pub create: CreateArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct DestroyArgs {
+    /// Do not ask for confirmation
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+    /// Show what would be destroyed, change nothing
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Return once termination has started
+    #[arg(long)]
+    pub no_wait: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// Only these live instances, by id, name or IP (repeatable) [default: all]
+    #[arg(long = "instance", value_name = "ID")]
+    pub instances: Vec<String>,
+    /// Verify this SSH endpoint, HOST:PORT, as an instance of the deployment
+    /// without asking the provider (repeatable)
+    #[arg(long = "target", value_name = "HOST:PORT", value_parser = SshEndpoint::parse, conflicts_with = "instances")]
+    pub targets: Vec<SshEndpoint>,
+    /// Fail on warnings too (cloud-init degraded, a check the instance cannot answer)
+    #[arg(long)]
+    pub strict: bool,
+    /// Seconds to wait for each instance, boot included [default: verify.timeout_secs]
+    #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub timeout: Option<u64>,
+}
+
+#[derive(Debug, Args)]
+pub struct DebugArgs {
+    /// The instance: its id, name, IP, or an SSH endpoint HOST:PORT
+    #[arg(value_name = "INSTANCE")]
+    pub target: String,
+    /// Only these parts of the report (repeatable) [default: all]
+    #[arg(long = "section", value_enum, value_name = "SECTION")]
+    pub sections: Vec<SectionArg>,
+    /// Seconds to wait for the instance [default: verify.timeout_secs]
+    #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub timeout: Option<u64>,
+}
+
+#[derive(Debug, Args)]
+pub struct RenderArgs {
+    /// Also validate the user-data with `cloud-init schema`
+    #[arg(long)]
+    pub check: bool,
+    /// Also write the packed user-data (raw or gzip), exactly as a launch
+    /// would send it with sample key material, to this file
+    #[arg(long, value_name = "PATH")]
+    pub user_data_out: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// Where to create the blueprint
+    #[arg(default_value = ".")]
+    pub dir: PathBuf,
+    /// The deployment name written into respot.toml
+    #[arg(long, default_value = "hello")]
+    pub name: String,
+}

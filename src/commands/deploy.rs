@@ -1,0 +1,46 @@
+//! `respot deploy`: ship the current blueprint; a fresh, verified
+//! generation replaces the live one (recreate or blue-green).
+
+use super::create::{launch_verification, print_created, show_failed_checks};
+use super::{Context, ExitStatus};
+use crate::engine::{self, Confirm, DeployOptions};
+use crate::error::{Error, Result};
+use crate::output::Count;
+use crate::template::Blueprint;
+
+#[derive(Debug, Clone, Default)]
+pub struct DeployCommand {
+    pub deploy: DeployOptions,
+}
+
+pub async fn deploy(context: &Context<'_>, options: &DeployCommand) -> Result<ExitStatus> {
+    let (config, printer) = (context.config()?, context.printer);
+    let provider = context.connect().await?;
+    let keys = context.keys()?;
+    let blueprint = Blueprint::render(config)?;
+    let verification = launch_verification(context, &keys, &blueprint)?;
+    let ask = |question: &str| printer.ask(question);
+    let confirm: Option<Confirm> = printer.can_ask().then_some(&ask);
+    let result = engine::deploy(
+        &provider,
+        &verification,
+        &blueprint,
+        &options.deploy,
+        confirm,
+        printer,
+    )
+    .await;
+    let report = show_failed_checks(result, printer)?;
+    if printer.is_json() {
+        printer.json(&report).map_err(Error::Output)?;
+        return Ok(ExitStatus::Success);
+    }
+    print_created(&report.created, printer)?;
+    if let Some(destroyed) = &report.destroyed {
+        printer.info(&format!(
+            "replaced {} of the previous generation",
+            Count(destroyed.terminated.len(), "instance")
+        ));
+    }
+    Ok(ExitStatus::Success)
+}

@@ -1,0 +1,147 @@
+//! `respot list`: the deployment's instances in every configured region,
+//! marked stale when they run another digest than the current render.
+//! Reads only, from the provider; writes nothing to disk.
+
+use serde::Serialize;
+
+use super::{Context, ExitStatus};
+use crate::engine::count_by;
+use crate::error::{Error, Result};
+use crate::output::{Count, Table};
+use crate::provider::{Instance, Provider};
+use crate::template::{Blueprint, Digest};
+
+#[derive(Serialize)]
+struct ListedInstance<'a> {
+    #[serde(flatten)]
+    instance: &'a Instance,
+    age_secs: Option<u64>,
+    /// True when the instance runs another digest than the current render;
+    /// `None` when the blueprint does not render.
+    stale: Option<bool>,
+}
+
+impl<'a> ListedInstance<'a> {
+    fn new(instance: &'a Instance, current: Option<&Digest>) -> Self {
+        ListedInstance {
+            instance,
+            age_secs: instance
+                .launched_at
+                .and_then(|t| t.elapsed().ok())
+                .map(|d| d.as_secs()),
+            stale: current.map(|digest| instance.digest.as_ref() != Some(digest)),
+        }
+    }
+}
+
+pub async fn list(context: &Context<'_>) -> Result<ExitStatus> {
+    let (config, printer) = (context.config()?, context.printer);
+    let provider = context.connect().await?;
+    let current = match Blueprint::render(config) {
+        Ok(blueprint) => Some(blueprint.digest),
+        Err(err) => {
+            printer.warn(&format!(
+                "cannot render the blueprint, so staleness is unknown: {err}"
+            ));
+            None
+        }
+    };
+    let instances = provider.list(&config.deployment.name).await?;
+    let rows: Vec<ListedInstance> = instances
+        .iter()
+        .map(|i| ListedInstance::new(i, current.as_ref()))
+        .collect();
+    if printer.is_json() {
+        printer.json(&rows).map_err(Error::Output)?;
+    } else if rows.is_empty() {
+        printer.info(&format!("`{}` has no instances", config.deployment.name));
+    } else {
+        printer.data(&table(&rows).render()).map_err(Error::Output)?;
+        printer.info(&format!(
+            "{}: {}",
+            Count(instances.len(), "instance"),
+            count_by(instances.iter().map(|i| i.state.as_str()))
+        ));
+    }
+    Ok(ExitStatus::Success)
+}
+
+fn table(rows: &[ListedInstance]) -> Table {
+    let mut table = Table::new([
+        "REGION",
+        "ZONE",
+        "ID",
+        "NAME",
+        "TYPE",
+        "LIFECYCLE",
+        "STATE",
+        "ADDRESS",
+        "VERSION",
+        "GEN",
+        "AGE",
+        "STALE",
+    ]);
+    for row in rows {
+        let i = row.instance;
+        let address = match (&i.ssh, &i.public_ip) {
+            (Some(ssh), _) if ssh.port != 22 => ssh.to_string(),
+            (_, Some(ip)) => ip.clone(),
+            _ => "-".to_string(),
+        };
+        let state = match &i.state_reason {
+            Some(reason) => format!("{} ({reason})", i.state),
+            None => i.state.to_string(),
+        };
+        table.row([
+            i.region.clone(),
+            i.zone.clone().unwrap_or_else(|| "-".to_string()),
+            i.id.to_string(),
+            i.name.clone(),
+            i.instance_type.clone(),
+            i.lifecycle.to_string(),
+            state,
+            address,
+            i.version.clone().unwrap_or_else(|| "-".to_string()),
+            i.generation.map_or_else(|| "-".to_string(), |g| g.to_string()),
+            short_age(row.age_secs),
+            match row.stale {
+                Some(true) => "stale".to_string(),
+                Some(false) => String::new(),
+                None => "?".to_string(),
+            },
+        ]);
+    }
+    table
+}
+
+/// "42s", "12m", "3h", "2d".
+fn short_age(secs: Option<u64>) -> String {
+    match secs {
+        None => "-".to_string(),
+        Some(secs @ 0..60) => format!("{secs}s"),
+        Some(secs @ 60..3600) => format!("{}m", secs / 60),
+        Some(secs @ 3600..86400) => format!("{}h", secs / 3600),
+        Some(secs) => format!("{}d", secs / 86400),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ages_use_the_largest_whole_unit() {
+        let cases = [
+            (None, "-"),
+            (Some(0), "0s"),
+            (Some(59), "59s"),
+            (Some(60), "1m"),
+            (Some(3599), "59m"),
+            (Some(3600), "1h"),
+            (Some(86_400 * 3 + 5), "3d"),
+        ];
+        for (secs, want) in cases {
+            assert_eq!(short_age(secs), want, "{secs:?}");
+        }
+    }
+}

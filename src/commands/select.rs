@@ -1,0 +1,124 @@
+//! Which instances a command works on, and what they must report: the
+//! selection `verify`, `debug` and launch verification share.
+
+use std::time::Duration;
+
+use crate::config::{Config, HostKeyPolicy};
+use crate::error::{Error, Result};
+use crate::keys::KeyStore;
+use crate::provider::{Instance, Provider, SshEndpoint};
+use crate::template::{Blueprint, Digest};
+use crate::verify::{Expected, Target, VerifySettings};
+
+/// The live instances `wanted` names (by id, name, IP or HOST:PORT), or all
+/// live instances when `wanted` is empty. A name that matches nothing is an
+/// error that says how to see what exists.
+pub async fn live_instances<P: Provider>(
+    provider: &P,
+    config: &Config,
+    wanted: &[String],
+) -> Result<Vec<Instance>> {
+    let live: Vec<Instance> = provider
+        .list(&config.deployment.name)
+        .await?
+        .into_iter()
+        .filter(|i| i.state.is_live())
+        .collect();
+    if wanted.is_empty() {
+        return Ok(live);
+    }
+    wanted
+        .iter()
+        .map(|want| {
+            live.iter()
+                .find(|i| is_named(i, want))
+                .cloned()
+                .ok_or_else(|| Error::NoSuchInstance {
+                    deployment: config.deployment.name.clone(),
+                    wanted: want.clone(),
+                })
+        })
+        .collect()
+}
+
+fn is_named(instance: &Instance, want: &str) -> bool {
+    instance.id.0 == want
+        || instance.name == want
+        || instance.public_ip.as_deref() == Some(want)
+        || instance
+            .ssh
+            .as_ref()
+            .is_some_and(|e| e.to_string() == want || format!("{}:{}", e.host, e.port) == want)
+}
+
+/// The instances respot can reach over SSH, as verification targets.
+pub fn targets(instances: &[Instance]) -> Vec<Target> {
+    instances
+        .iter()
+        .filter_map(|i| {
+            i.ssh.as_ref().map(|endpoint| Target {
+                instance: i.id.to_string(),
+                name: i.name.clone(),
+                endpoint: endpoint.clone(),
+            })
+        })
+        .collect()
+}
+
+/// An endpoint given on the command line, as an instance of its own.
+pub fn endpoint_target(endpoint: &SshEndpoint) -> Target {
+    Target {
+        instance: endpoint.to_string(),
+        name: endpoint.to_string(),
+        endpoint: endpoint.clone(),
+    }
+}
+
+/// Pins each instance's generation host key for its endpoint, so the first
+/// connection is already strict. Returns the instances whose key this
+/// machine does not hold (another operator created them). Does nothing
+/// under record-on-first-use.
+pub fn pin_host_keys(keys: &KeyStore, config: &Config, instances: &[Instance]) -> Vec<String> {
+    if config.ssh.host_keys != HostKeyPolicy::Pinned {
+        return Vec::new();
+    }
+    let mut unpinned = Vec::new();
+    for instance in instances {
+        let (Some(endpoint), Some(generation)) = (&instance.ssh, instance.generation) else {
+            continue;
+        };
+        let pinned = keys.has_host_key(generation)
+            && keys
+                .host_key(generation)
+                .and_then(|(_, public)| keys.pin(endpoint, &public))
+                .is_ok();
+        if !pinned {
+            unpinned.push(instance.id.to_string());
+        }
+    }
+    unpinned
+}
+
+/// The digest the instances must report: the one they were launched with,
+/// when they agree, else the current render's.
+pub fn expected_digest(instances: &[Instance], blueprint: &Blueprint) -> Expected {
+    let mut digests = instances.iter().map(|i| i.digest.as_ref());
+    let agreed: Option<&Digest> = match digests.next() {
+        Some(Some(first)) if digests.all(|d| d == Some(first)) => Some(first),
+        _ => None,
+    };
+    Expected {
+        digest: agreed.unwrap_or(&blueprint.digest).clone(),
+    }
+}
+
+/// How verification runs for this deployment; `timeout` overrides
+/// `verify.timeout_secs`.
+pub fn verify_settings(config: &Config, timeout: Option<u64>, strict: bool) -> VerifySettings {
+    VerifySettings {
+        user: config.ssh.user.clone(),
+        timeout: Duration::from_secs(timeout.unwrap_or(config.verify.timeout_secs)),
+        strict,
+        host_keys: config.ssh.host_keys,
+    }
+}

@@ -1,0 +1,93 @@
+//! `engine::Verification` over SSH: the adapter between the lifecycle and
+//! `verify`. The engine decides when to verify and when to roll back; this
+//! type knows which key material goes into a generation's user-data, which
+//! host keys to pin before connecting, and which known_hosts entries to drop
+//! when instances go away.
+
+use super::select::{pin_host_keys, targets};
+use crate::config::{Config, HostKeyPolicy};
+use crate::engine::{Forget, Verdict, Verification};
+use crate::keys::{KeyError, KeyStore};
+use crate::output::Printer;
+use crate::provider::Instance;
+use crate::template::LaunchMaterial;
+use crate::verify::{Expected, VerifySettings, verify_fleet};
+
+pub struct SshVerification<'a> {
+    keys: &'a KeyStore,
+    config: &'a Config,
+    settings: VerifySettings,
+    expected: Expected,
+    printer: &'a Printer,
+}
+
+impl<'a> SshVerification<'a> {
+    pub fn new(
+        keys: &'a KeyStore,
+        config: &'a Config,
+        settings: VerifySettings,
+        expected: Expected,
+        printer: &'a Printer,
+    ) -> Self {
+        SshVerification {
+            keys,
+            config,
+            settings,
+            expected,
+            printer,
+        }
+    }
+}
+
+impl Verification for SshVerification<'_> {
+    fn launch_material(&self, generation: u64) -> Result<LaunchMaterial, KeyError> {
+        let host_key = match self.settings.host_keys {
+            HostKeyPolicy::Pinned => Some(self.keys.fresh_host_key(generation)?),
+            HostKeyPolicy::RecordOnFirstUse => None,
+        };
+        Ok(LaunchMaterial {
+            generation,
+            host_key,
+            verify_key: Some(self.keys.verify_public_key()?),
+        })
+    }
+
+    async fn verify(&self, instances: &[Instance]) -> Verdict {
+        pin_host_keys(self.keys, self.config, instances);
+        let targets = targets(instances);
+        let report = verify_fleet(self.keys, &targets, &self.expected, &self.settings, self.printer).await;
+        Verdict {
+            report,
+            unreachable: instances.len() - targets.len(),
+        }
+    }
+}
+
+impl Forget for SshVerification<'_> {
+    fn forget(&self, instances: &[Instance]) {
+        HostKeys {
+            keys: self.keys,
+            printer: self.printer,
+        }
+        .forget(instances);
+    }
+}
+
+/// The known_hosts side alone, for `destroy`, which must work even when
+/// the blueprint no longer renders and so has nothing to verify against.
+pub struct HostKeys<'a> {
+    pub keys: &'a KeyStore,
+    pub printer: &'a Printer,
+}
+
+impl Forget for HostKeys<'_> {
+    /// Drops the entries of instances that are gone; a failure is a
+    /// warning (a stale entry is never trusted for a new key: pins replace).
+    fn forget(&self, instances: &[Instance]) {
+        let endpoints: Vec<_> = instances.iter().filter_map(|i| i.ssh.clone()).collect();
+        if let Err(err) = self.keys.forget(&endpoints) {
+            self.printer
+                .warn(&format!("could not drop known_hosts entries: {err}"));
+        }
+    }
+}

@@ -1,0 +1,144 @@
+//! `deploy`: a fresh generation replaces the live one. Nothing live is ever
+//! modified; old instances are only terminated.
+
+use serde::Serialize;
+
+use super::create::launch_generation;
+use super::{Confirm, CreateOptions, CreateReport, EngineError, Verification, confirm_or_refuse, count_by};
+use crate::output::{Count, Printer};
+use crate::provider::{DestroyReport, Instance, Provider};
+use crate::template::Blueprint;
+
+/// How `deploy` replaces a live generation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Strategy {
+    /// Destroy the live generation, then create the new one (downtime,
+    /// never two generations at once).
+    #[default]
+    Recreate,
+    /// Create and verify the new generation next to the old one, then
+    /// destroy the old one; a failed new generation is rolled back and the
+    /// old one keeps running.
+    BlueGreen,
+}
+
+impl Strategy {
+    /// For people: what the strategy does with the old generation.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Strategy::Recreate => "recreate (destroy, then create)",
+            Strategy::BlueGreen => "blue-green (create and verify, then destroy)",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct DeployOptions {
+    pub strategy: Strategy,
+    pub create: CreateOptions,
+    /// Replace live instances without asking.
+    pub yes: bool,
+}
+
+#[derive(Debug, Serialize)]
+pub struct DeployReport {
+    pub strategy: Strategy,
+    /// The generations that were live before, now destroyed.
+    pub replaced: Vec<Instance>,
+    pub created: CreateReport,
+    pub destroyed: Option<DestroyReport>,
+}
+
+/// Ships the current blueprint: a fresh generation replaces the live one.
+pub async fn deploy<P: Provider, V: Verification>(
+    provider: &P,
+    verification: &V,
+    blueprint: &Blueprint,
+    options: &DeployOptions,
+    confirm: Option<Confirm<'_>>,
+    printer: &Printer,
+) -> Result<DeployReport, EngineError> {
+    let strategy = options.strategy;
+    if blueprint.git.dirty && !options.create.allow_dirty {
+        return Err(EngineError::Dirty);
+    }
+    let deployment = &blueprint.deployment;
+    let existing = provider.list(deployment).await?;
+    let old: Vec<Instance> = existing.iter().filter(|i| i.state.is_live()).cloned().collect();
+    if !old.is_empty() {
+        printer.info(&format!(
+            "`{deployment}`: {} will be replaced ({}): {}",
+            Count(old.len(), "live instance"),
+            match strategy {
+                Strategy::Recreate => "recreate: destroyed first",
+                Strategy::BlueGreen => "blue-green: destroyed once the new generation is verified",
+            },
+            count_by(old.iter().map(|i| i.region.as_str()))
+        ));
+        if !options.yes {
+            confirm_or_refuse(confirm, "replace", deployment, old.len())?;
+        }
+    }
+    let (created, destroyed) = match strategy {
+        Strategy::Recreate => {
+            let destroyed = destroy_old(provider, verification, deployment, &old).await?;
+            let existing = provider.list(deployment).await?;
+            let created = launch_generation(
+                provider,
+                verification,
+                blueprint,
+                &existing,
+                &options.create,
+                printer,
+            )
+            .await?;
+            (created, destroyed)
+        }
+        Strategy::BlueGreen => {
+            let created = launch_generation(
+                provider,
+                verification,
+                blueprint,
+                &existing,
+                &options.create,
+                printer,
+            )
+            .await?;
+            if !old.is_empty() {
+                printer.info(&format!(
+                    "generation {} is up; destroying the {}",
+                    created.generation,
+                    Count(old.len(), "old instance")
+                ));
+            }
+            let destroyed = destroy_old(provider, verification, deployment, &old).await?;
+            (created, destroyed)
+        }
+    };
+    Ok(DeployReport {
+        strategy,
+        replaced: old,
+        created,
+        destroyed,
+    })
+}
+
+/// Terminates the replaced generation (waiting for it) and forgets its host
+/// keys; `None` when nothing was live.
+async fn destroy_old<P: Provider, V: Verification>(
+    provider: &P,
+    verification: &V,
+    deployment: &str,
+    old: &[Instance],
+) -> Result<Option<DestroyReport>, EngineError> {
+    if old.is_empty() {
+        return Ok(None);
+    }
+    let report = provider.destroy(deployment, old, true).await?;
+    verification.forget(old);
+    if !report.left_behind.is_empty() {
+        return Err(EngineError::LeftBehind(report.left_behind));
+    }
+    Ok(Some(report))
+}

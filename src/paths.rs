@@ -1,0 +1,176 @@
+//! Where respot keeps things on the operator's machine.
+//!
+//! The only code that reads `HOME` and the `XDG_*` variables. Key material
+//! and local VM state have separate roots, so no deployment name (not even
+//! `local` or `keys`) can make one land inside the other:
+//!
+//! - keys:  `$XDG_STATE_HOME/respot/keys/<deployment>/` (fallback
+//!   `~/.local/state`)
+//! - VMs:   `$XDG_STATE_HOME/respot/local/<deployment>/`
+//! - image: `$XDG_CACHE_HOME/respot/images/debian-12/` (fallback `~/.cache`)
+//!
+//! Nothing here creates a directory; callers that write create what they
+//! need, so read-only commands (`list`, `plan`) leave the disk untouched.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+
+/// The variables respot's paths depend on, read once.
+#[derive(Debug, Clone, Default)]
+pub struct Paths {
+    home: Option<PathBuf>,
+    state_home: Option<PathBuf>,
+    cache_home: Option<PathBuf>,
+}
+
+/// Why a path cannot be resolved.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "neither {variable} nor HOME is set, so respot does not know where to keep {what}; \
+     set HOME (or {variable})"
+)]
+pub struct PathsError {
+    pub variable: &'static str,
+    pub what: &'static str,
+}
+
+impl Paths {
+    /// Reads `HOME`, `XDG_STATE_HOME` and `XDG_CACHE_HOME` from the process
+    /// environment. Empty values count as unset (XDG base directory spec).
+    pub fn from_env() -> Paths {
+        Paths::from_vars(|name| std::env::var_os(name))
+    }
+
+    /// The same, from any lookup (tests).
+    pub fn from_vars(var: impl Fn(&str) -> Option<OsString>) -> Paths {
+        let path = |name: &str| var(name).filter(|v| !v.is_empty()).map(PathBuf::from);
+        Paths {
+            home: path("HOME"),
+            state_home: path("XDG_STATE_HOME"),
+            cache_home: path("XDG_CACHE_HOME"),
+        }
+    }
+
+    fn state_root(&self, what: &'static str) -> Result<PathBuf, PathsError> {
+        match (&self.state_home, &self.home) {
+            (Some(state), _) => Ok(state.join("respot")),
+            (None, Some(home)) => Ok(home.join(".local/state/respot")),
+            (None, None) => Err(PathsError {
+                variable: "XDG_STATE_HOME",
+                what,
+            }),
+        }
+    }
+
+    /// The key store of one deployment.
+    pub fn keys_dir(&self, deployment: &str) -> Result<PathBuf, PathsError> {
+        Ok(self.state_root("SSH keys")?.join("keys").join(deployment))
+    }
+
+    /// Where key stores lived before they had a root of their own
+    /// (`respot/<deployment>/`); `KeyStore::open` moves them once.
+    pub fn legacy_keys_dir(&self, deployment: &str) -> Option<PathBuf> {
+        self.state_root("SSH keys").ok().map(|root| root.join(deployment))
+    }
+
+    /// The root of the local provider's VM state.
+    pub fn vms_root(&self) -> Result<PathBuf, PathsError> {
+        Ok(self.state_root("local VM state")?.join("local"))
+    }
+
+    /// The default local VM image, built by `scripts/build-image`.
+    pub fn image_dir(&self) -> Result<PathBuf, PathsError> {
+        let cache = match (&self.cache_home, &self.home) {
+            (Some(cache), _) => cache.clone(),
+            (None, Some(home)) => home.join(".cache"),
+            (None, None) => {
+                return Err(PathsError {
+                    variable: "XDG_CACHE_HOME",
+                    what: "the local VM image",
+                });
+            }
+        };
+        Ok(cache.join("respot/images/debian-12"))
+    }
+
+    /// `~/rest` → `$HOME/rest`; any other path unchanged.
+    pub fn expand_tilde(&self, raw: &str) -> PathBuf {
+        match (raw.strip_prefix("~/"), &self.home) {
+            (Some(rest), Some(home)) => home.join(rest),
+            _ => PathBuf::from(raw),
+        }
+    }
+}
+
+/// `raw` relative to `base` unless absolute; `~/` expands to `HOME`.
+pub fn resolve(base: &Path, raw: &str) -> PathBuf {
+    let expanded = Paths::from_env().expand_tilde(raw);
+    if expanded.is_absolute() {
+        expanded
+    } else {
+        base.join(expanded)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn paths(vars: &[(&str, &str)]) -> Paths {
+        let vars: Vec<(String, String)> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        Paths::from_vars(move |name| {
+            vars.iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| OsString::from(v))
+        })
+    }
+
+    #[test]
+    fn keys_and_vms_never_share_a_directory() {
+        let p = paths(&[("HOME", "/h")]);
+        for name in ["local", "keys", "hello"] {
+            let keys = p.keys_dir(name).unwrap();
+            let vms = p.vms_root().unwrap();
+            assert!(!keys.starts_with(&vms), "{name}: {keys:?} inside {vms:?}");
+            assert!(!vms.starts_with(&keys), "{name}: {vms:?} inside {keys:?}");
+        }
+        assert_eq!(
+            p.keys_dir("a").unwrap(),
+            PathBuf::from("/h/.local/state/respot/keys/a")
+        );
+        assert_eq!(
+            p.vms_root().unwrap(),
+            PathBuf::from("/h/.local/state/respot/local")
+        );
+    }
+
+    #[test]
+    fn xdg_wins_and_empty_counts_as_unset() {
+        type Vars<'a> = &'a [(&'a str, &'a str)];
+        let cases: &[(&str, Vars, &str)] = &[
+            (
+                "xdg",
+                &[("HOME", "/h"), ("XDG_CACHE_HOME", "/c")],
+                "/c/respot/images/debian-12",
+            ),
+            (
+                "empty xdg",
+                &[("HOME", "/h"), ("XDG_CACHE_HOME", "")],
+                "/h/.cache/respot/images/debian-12",
+            ),
+        ];
+        for (name, vars, want) in cases {
+            assert_eq!(paths(vars).image_dir().unwrap(), PathBuf::from(want), "{name}");
+        }
+        let err = paths(&[]).keys_dir("a").unwrap_err();
+        assert!(err.to_string().contains("set HOME"), "{err}");
+    }
+
+    #[test]
+    fn tilde_expands_only_at_the_start() {
+        let p = paths(&[("HOME", "/h")]);
+        assert_eq!(p.expand_tilde("~/k.pub"), PathBuf::from("/h/k.pub"));
+        assert_eq!(p.expand_tilde("a/~/b"), PathBuf::from("a/~/b"));
+        assert_eq!(paths(&[]).expand_tilde("~/k"), PathBuf::from("~/k"));
+    }
+}
