@@ -2,12 +2,14 @@
 //!
 //! The binary (`main.rs`) wires the CLI to these modules. Each owns one
 //! concept: `config` the blueprint settings, `template` the user-data,
-//! `scaffold` new blueprints, `output` what reaches the terminal.
+//! `guest` respot's own files on the instance, `scaffold` new blueprints,
+//! `output` what reaches the terminal.
 
 pub mod config;
 pub mod engine;
 pub mod error;
 pub mod exit;
+pub mod guest;
 pub mod keys;
 pub mod output;
 pub mod provider;

@@ -16,7 +16,7 @@ use respot::provider::aws::{AwsOptions, AwsProvider};
 use respot::provider::local::LocalProvider;
 use respot::provider::{AnyProvider, Instance, Provider, SshEndpoint};
 use respot::scaffold;
-use respot::template::{self, Blueprint, InstanceFile, LaunchMaterial};
+use respot::template::{self, Blueprint, InstanceFile, LaunchMaterial, Origin};
 use respot::verify::fleet::SshVerification;
 use respot::verify::{self, Expected, Section, Target, VerifySettings};
 
@@ -591,6 +591,7 @@ struct RenderReport<'a> {
 struct FileReport<'a> {
     path: &'a str,
     source: &'a str,
+    origin: Origin,
     mode: &'a str,
     sha256: &'a str,
     bytes: usize,
@@ -601,6 +602,7 @@ impl<'a> From<&'a InstanceFile> for FileReport<'a> {
         FileReport {
             path: &f.path,
             source: &f.source,
+            origin: f.origin,
             mode: &f.mode,
             sha256: &f.sha256,
             bytes: f.content.len(),

@@ -9,7 +9,8 @@ use crate::error::{Error, Result};
 
 /// The sample blueprint of this repository: (relative path, content, executable).
 /// A unit test checks this list against the files in the repository, so the
-/// embedded copy cannot drift from the sample the README deploys.
+/// embedded copy cannot drift from the sample the README deploys. It holds
+/// the user's files only: respot's own (`crate::guest`) are added at render.
 pub const SAMPLE: &[(&str, &str, bool)] = &[
     ("respot.toml", include_str!("../respot.toml"), false),
     (
@@ -35,21 +36,6 @@ pub const SAMPLE: &[(&str, &str, bool)] = &[
     (
         "instance/files/opt/hello/reporter.sh",
         include_str!("../instance/files/opt/hello/reporter.sh"),
-        true,
-    ),
-    (
-        "instance/files/etc/ssh/sshd_config.d/60-respot.conf",
-        include_str!("../instance/files/etc/ssh/sshd_config.d/60-respot.conf"),
-        false,
-    ),
-    (
-        "instance/files/usr/lib/respot/deploy-log",
-        include_str!("../instance/files/usr/lib/respot/deploy-log"),
-        true,
-    ),
-    (
-        "instance/files/usr/lib/respot/inspect",
-        include_str!("../instance/files/usr/lib/respot/inspect"),
         true,
     ),
 ];
