@@ -7,6 +7,7 @@
 use crate::config::ConfigError;
 use crate::engine::EngineError;
 use crate::provider::ProviderError;
+use crate::scaffold::ScaffoldError;
 use crate::template::TemplateError;
 use crate::verify::VerifyError;
 
@@ -52,6 +53,8 @@ pub enum Error {
     Provider(#[from] ProviderError),
     #[error(transparent)]
     Engine(#[from] EngineError),
+    #[error(transparent)]
+    Scaffold(#[from] ScaffoldError),
     /// The command ran, and what it checked failed (verification).
     #[error("{0}")]
     Failed(String),
@@ -73,6 +76,7 @@ impl Error {
         match self {
             Error::Config(_) | Error::Template(_) | Error::Usage(_) => EXIT_USAGE,
             Error::Tool(_) => EXIT_PROVIDER,
+            Error::Scaffold(err) => err.exit_status().code(),
             Error::Provider(err) => provider_exit_code(err),
             Error::Engine(err) => match err {
                 EngineError::Dirty | EngineError::NeedsConfirmation { .. } | EngineError::Template(_) => {
