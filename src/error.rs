@@ -66,7 +66,8 @@ pub enum Error {
 impl Error {
     pub fn exit_status(&self) -> ExitStatus {
         match self {
-            Error::Config(_) | Error::Template(_) => ExitStatus::Usage,
+            Error::Config(_) => ExitStatus::Usage,
+            Error::Template(err) => err.exit_status(),
             Error::Scaffold(err) => err.exit_status(),
             Error::Provider(err) => err.exit_status(),
             Error::Engine(err) => err.exit_status(),

@@ -6,7 +6,8 @@
 //! `template` the user-data, `engine` the lifecycle against any provider,
 //! `provider` where instances run, `verify` read-only checks over SSH,
 //! `keys` the operator's SSH material, `paths` where respot keeps things,
-//! `output` what reaches the terminal, `exit` the exit-status contract.
+//! `output` what reaches the terminal, `exit` the exit-status contract,
+//! `guest` the files respot itself puts on every instance.
 
 pub mod cli;
 pub mod commands;
@@ -14,6 +15,7 @@ pub mod config;
 pub mod engine;
 pub mod error;
 pub mod exit;
+pub mod guest;
 pub mod keys;
 pub mod output;
 pub mod paths;

@@ -1,5 +1,6 @@
 //! `respot init`: a new blueprint folder from the sample embedded in the
 //! binary. It only ever creates files; it refuses to overwrite any.
+//! It has its own error type and knows nothing of the top-level `Error`.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -7,33 +8,10 @@ use std::path::{Path, PathBuf};
 use crate::config::valid_deployment_name;
 use crate::exit::ExitStatus;
 
-/// Why `init` wrote nothing (or stopped).
-#[derive(Debug, thiserror::Error)]
-pub enum ScaffoldError {
-    #[error("`--name {name}`: expected 1 to 40 characters of [a-z0-9-], not starting or ending with `-`")]
-    InvalidName { name: String },
-    #[error("refusing to overwrite existing files: {}; choose an empty directory", .existing.join(", "))]
-    Exists { existing: Vec<String> },
-    #[error("cannot write `{}`: {source}", path.display())]
-    Write {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-}
-
-impl ScaffoldError {
-    pub fn exit_status(&self) -> ExitStatus {
-        match self {
-            ScaffoldError::InvalidName { .. } | ScaffoldError::Exists { .. } => ExitStatus::Usage,
-            ScaffoldError::Write { .. } => ExitStatus::Failure,
-        }
-    }
-}
-
 /// The sample blueprint of this repository: (relative path, content, executable).
 /// A unit test checks this list against the files in the repository, so the
-/// embedded copy cannot drift from the sample the README deploys.
+/// embedded copy cannot drift from the sample the README deploys. It holds
+/// the user's files only: respot's own (`crate::guest`) are added at render.
 pub const SAMPLE: &[(&str, &str, bool)] = &[
     ("respot.toml", include_str!("../respot.toml"), false),
     (
@@ -61,24 +39,47 @@ pub const SAMPLE: &[(&str, &str, bool)] = &[
         include_str!("../instance/files/opt/hello/reporter.sh"),
         true,
     ),
-    (
-        "instance/files/etc/ssh/sshd_config.d/60-respot.conf",
-        include_str!("../instance/files/etc/ssh/sshd_config.d/60-respot.conf"),
-        false,
-    ),
-    (
-        "instance/files/usr/lib/respot/deploy-log",
-        include_str!("../instance/files/usr/lib/respot/deploy-log"),
-        true,
-    ),
-    (
-        "instance/files/usr/lib/respot/inspect",
-        include_str!("../instance/files/usr/lib/respot/inspect"),
-        true,
-    ),
 ];
 
 const SAMPLE_NAME_LINE: &str = "name = \"hello\"";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ScaffoldError {
+    #[error("`--name {name}`: expected 1 to 40 characters of [a-z0-9-], not starting or ending with `-`")]
+    InvalidName { name: String },
+    /// Sample files already in `dir`; `existing` is relative to it.
+    #[error(
+        "refusing to overwrite existing files in `{}`: {}; choose an empty directory",
+        .dir.display(),
+        quoted(.existing)
+    )]
+    Exists { dir: PathBuf, existing: Vec<PathBuf> },
+    #[error("cannot write `{}`: {source}", .path.display())]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl ScaffoldError {
+    /// A bad name or an existing file is a usage error (nothing was
+    /// written); a failed write is a failure (some files may exist).
+    pub fn exit_status(&self) -> ExitStatus {
+        match self {
+            ScaffoldError::InvalidName { .. } | ScaffoldError::Exists { .. } => ExitStatus::Usage,
+            ScaffoldError::Write { .. } => ExitStatus::Failure,
+        }
+    }
+}
+
+fn quoted(paths: &[PathBuf]) -> String {
+    paths
+        .iter()
+        .map(|p| format!("`{}`", p.display()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
 
 /// Writes the sample into `dir`, naming the deployment `name`. Checks every
 /// target first, so a refusal leaves the folder untouched.
@@ -88,33 +89,35 @@ pub fn init(dir: &Path, name: &str) -> Result<Vec<PathBuf>, ScaffoldError> {
             name: name.to_string(),
         });
     }
-    let existing: Vec<String> = SAMPLE
+    let existing: Vec<PathBuf> = SAMPLE
         .iter()
-        .map(|(rel, _, _)| dir.join(rel))
-        .filter(|p| p.exists())
-        .map(|p| format!("`{}`", p.display()))
+        .map(|(rel, _, _)| PathBuf::from(rel))
+        .filter(|rel| dir.join(rel).exists())
         .collect();
     if !existing.is_empty() {
-        return Err(ScaffoldError::Exists { existing });
+        return Err(ScaffoldError::Exists {
+            dir: dir.to_path_buf(),
+            existing,
+        });
     }
     let mut written = Vec::new();
     for (rel, content, executable) in SAMPLE {
         let path = dir.join(rel);
-        let io_err = |source| ScaffoldError::Write {
+        let write_err = |source| ScaffoldError::Write {
             path: path.clone(),
             source,
         };
         if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent).map_err(io_err)?;
+            std::fs::create_dir_all(parent).map_err(write_err)?;
         }
         let content = if *rel == "respot.toml" {
             content.replacen(SAMPLE_NAME_LINE, &format!("name = \"{name}\""), 1)
         } else {
             content.to_string()
         };
-        std::fs::write(&path, content).map_err(io_err)?;
+        std::fs::write(&path, content).map_err(write_err)?;
         let mode = if *executable { 0o755 } else { 0o644 };
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).map_err(io_err)?;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).map_err(write_err)?;
         written.push(path);
     }
     Ok(written)
@@ -152,6 +155,77 @@ mod tests {
         assert!(
             SAMPLE[0].1.contains(SAMPLE_NAME_LINE),
             "init renames the deployment through this line"
+        );
+    }
+
+    #[test]
+    fn init_writes_the_sample_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let written = init(dir.path(), "edge-1").unwrap();
+        assert_eq!(written.len(), SAMPLE.len());
+        let toml = std::fs::read_to_string(dir.path().join("respot.toml")).unwrap();
+        assert!(toml.contains("name = \"edge-1\""), "{toml}");
+        let mode = |rel: &str| {
+            std::fs::metadata(dir.path().join(rel))
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o777
+        };
+        assert_eq!(mode("instance/files/opt/hello/reporter.sh"), 0o755);
+        assert_eq!(mode("instance/files/opt/hello/health.py"), 0o644);
+
+        let err = init(dir.path(), "other").unwrap_err();
+        let ScaffoldError::Exists {
+            dir: in_dir,
+            existing,
+        } = &err
+        else {
+            panic!("expected Exists, got {err}");
+        };
+        assert_eq!(in_dir, dir.path());
+        assert_eq!(existing.len(), SAMPLE.len());
+        assert_eq!(existing[0], Path::new("respot.toml"));
+        assert_eq!(err.exit_status(), ExitStatus::Usage);
+        assert!(
+            err.to_string()
+                .starts_with("refusing to overwrite existing files in `"),
+            "{err}"
+        );
+        assert!(
+            err.to_string()
+                .contains("`respot.toml`, `templates/cloud-init.yaml`"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn bad_names_and_failed_writes_have_their_own_status() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = init(dir.path(), "Bad_Name").unwrap_err();
+        assert!(
+            matches!(&err, ScaffoldError::InvalidName { name } if name == "Bad_Name"),
+            "{err}"
+        );
+        assert_eq!(err.exit_status(), ExitStatus::Usage);
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            0,
+            "nothing written"
+        );
+
+        let file = dir.path().join("a-file");
+        std::fs::write(&file, "").unwrap();
+        let err = init(&file, "hello").unwrap_err();
+        let ScaffoldError::Write { path, .. } = &err else {
+            panic!("expected Write, got {err}");
+        };
+        assert_eq!(path, &file.join("respot.toml"));
+        assert_eq!(err.exit_status(), ExitStatus::Failure);
+        assert!(
+            err.to_string()
+                .starts_with(&format!("cannot write `{}", path.display())),
+            "{err}"
         );
     }
 }

@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use super::{Context, ExitStatus};
 use crate::error::{Error, Result};
-use crate::template::{self, Blueprint, InstanceFile, LaunchMaterial, UserData};
+use crate::template::{self, Blueprint, InstanceFile, LaunchMaterial, Origin, UserData};
 
 #[derive(Debug, Clone, Default)]
 pub struct RenderOptions {
@@ -37,6 +37,7 @@ struct RenderReport<'a> {
 struct FileReport<'a> {
     path: &'a str,
     source: &'a str,
+    origin: Origin,
     mode: &'a str,
     sha256: &'a str,
     bytes: usize,
@@ -47,6 +48,7 @@ impl<'a> From<&'a InstanceFile> for FileReport<'a> {
         FileReport {
             path: &f.path,
             source: &f.source,
+            origin: f.origin,
             mode: &f.mode,
             sha256: &f.sha256,
             bytes: f.content.len(),

@@ -97,7 +97,7 @@ impl EngineError {
         match self {
             EngineError::Dirty | EngineError::NeedsConfirmation { .. } => ExitStatus::Usage,
             EngineError::Keys(err) => err.exit_status(),
-            EngineError::Template(_) => ExitStatus::Usage,
+            EngineError::Template(err) => err.exit_status(),
             EngineError::Provider(err) => err.exit_status(),
             EngineError::AlreadyLive { .. }
             | EngineError::Declined

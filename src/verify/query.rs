@@ -230,7 +230,7 @@ mod tests {
     use super::*;
     use std::process::Command;
 
-    const INSPECTOR: &str = include_str!("../../instance/files/usr/lib/respot/inspect");
+    const INSPECTOR: &str = include_str!("../guest/inspect.sh");
 
     /// Every variant, through an exhaustive match: a new variant does not
     /// compile until it is listed here, and so checked below.

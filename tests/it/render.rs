@@ -98,6 +98,13 @@ fn json_report_lists_files_units_and_sizes() {
     ] {
         assert!(paths.contains(&want), "files lack {want}: {paths:?}");
     }
+    for file in report["files"].as_array().unwrap() {
+        let respots = file["path"] == "/etc/respot/probes"
+            || file["path"] == "/etc/ssh/sshd_config.d/60-respot.conf"
+            || file["path"].as_str().unwrap().starts_with("/usr/lib/respot/");
+        let want = if respots { "respot" } else { "blueprint" };
+        assert_eq!(file["origin"], want, "origin of {}", file["path"]);
+    }
     let reporter = report["files"]
         .as_array()
         .unwrap()
@@ -267,15 +274,43 @@ fn instance_files_outside_the_convention_are_refused() {
         .status(2)
         .stderr_contains("instance/notes.txt`: expected under `units/` (systemd units) or `files/`")
         .run();
-    Test::sample()
-        .write(
+}
+
+#[test]
+fn blueprint_files_at_respot_paths_are_refused() {
+    // (blueprint file, instance path); an identical copy of respot's own
+    // file is refused too.
+    let cases = [
+        (
             "instance/files/usr/lib/respot/deploy-log",
-            "#!/bin/sh\nrm -rf /\n",
-        )
-        .args(["render"])
-        .status(2)
-        .stderr_contains("belongs to respot and must be identical")
-        .run();
+            "/usr/lib/respot/deploy-log",
+        ),
+        ("instance/files/usr/lib/respot/inspect", "/usr/lib/respot/inspect"),
+        (
+            "instance/files/etc/ssh/sshd_config.d/60-respot.conf",
+            "/etc/ssh/sshd_config.d/60-respot.conf",
+        ),
+        ("instance/files/etc/respot/probes", "/etc/respot/probes"),
+        (
+            "instance/files/etc/respot/verify_keys/respot",
+            "/etc/respot/verify_keys/respot",
+        ),
+    ];
+    for (file, path) in cases {
+        let content = if path == "/usr/lib/respot/inspect" {
+            include_str!("../../src/guest/inspect.sh")
+        } else {
+            "#!/bin/sh\nrm -rf /\n"
+        };
+        eprintln!("case: {file}");
+        Test::sample()
+            .write(file, content)
+            .args(["render"])
+            .status(2)
+            .stderr_contains(&format!("`{file}`: `{path}` is respot's own"))
+            .stderr_contains(&format!("remove `{file}` from the blueprint"))
+            .run();
+    }
 }
 
 #[test]

@@ -1,0 +1,138 @@
+//! respot's own side of the instance: the files and paths respot itself puts
+//! on every instance, whatever the blueprint says.
+//!
+//! These are respot's, not the user's. They are versioned with the binary
+//! (embedded here with `include_str!`), added at render time, and they are
+//! what keeps verification read-only: the inspector is the only command
+//! respot's verification key can run, and `60-respot.conf` tells sshd where
+//! that key lives. So a blueprint may not ship a file at any of these paths,
+//! nor anything under `/etc/respot/` (see [`owns`]).
+//!
+//! This module only names and holds them; `template` renders them.
+
+use crate::config::HttpProbe;
+
+/// One of respot's own files, the same on every instance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GuestFile {
+    /// Absolute path on the instance.
+    pub path: &'static str,
+    /// Octal mode, as cloud-init's `write_files` takes it.
+    pub mode: &'static str,
+    pub content: &'static str,
+}
+
+/// Appends one timestamped line to the deployment log; the template's
+/// `runcmd` steps call it as `respot.deploy_log`.
+pub const DEPLOY_LOG_HELPER: GuestFile = GuestFile {
+    path: "/usr/lib/respot/deploy-log",
+    mode: "0755",
+    content: include_str!("deploy-log.sh"),
+};
+
+/// The read-only inspector: the forced command of the verification key.
+pub const INSPECTOR: GuestFile = GuestFile {
+    path: INSPECTOR_PATH,
+    mode: "0755",
+    content: include_str!("inspect.sh"),
+};
+
+/// Points sshd at `VERIFY_KEYS_DIR`, outside the login user's home.
+pub const SSHD_CONFIG: GuestFile = GuestFile {
+    path: "/etc/ssh/sshd_config.d/60-respot.conf",
+    mode: "0644",
+    content: include_str!("60-respot.conf"),
+};
+
+/// Every file respot ships as is.
+pub const FILES: [GuestFile; 3] = [DEPLOY_LOG_HELPER, INSPECTOR, SSHD_CONFIG];
+
+pub const INSPECTOR_PATH: &str = "/usr/lib/respot/inspect";
+/// respot's state on the instance. Everything below it is respot's.
+pub const STATE_DIR: &str = "/etc/respot";
+/// The manifest, written at launch (JSON).
+pub const MANIFEST_PATH: &str = "/etc/respot/manifest.json";
+/// The manifest's files in `sha256sum` format, written at launch.
+pub const SUMS_PATH: &str = "/etc/respot/manifest.sha256";
+/// The units to check, one per line, written at launch.
+pub const UNITS_PATH: &str = "/etc/respot/units";
+/// The `[verify]` health probes, written at render (see [`probes_file`]).
+pub const PROBES_PATH: &str = "/etc/respot/probes";
+/// sshd reads the verification key from here (see `60-respot.conf`).
+pub const VERIFY_KEYS_DIR: &str = "/etc/respot/verify_keys";
+/// The deployment log that `DEPLOY_LOG_HELPER` appends to.
+pub const DEPLOY_LOG_PATH: &str = "/var/log/respot/deploy.log";
+
+/// Whether `path` on the instance is respot's own: one of [`FILES`], a path
+/// below one of them, or anything in [`STATE_DIR`]. A blueprint file at such
+/// a path is refused at render.
+pub fn owns(path: &str) -> bool {
+    FILES
+        .iter()
+        .map(|f| f.path)
+        .chain([STATE_DIR])
+        .any(|owned| path == owned || path.strip_prefix(owned).is_some_and(|rest| rest.starts_with('/')))
+}
+
+/// The content of `PROBES_PATH`: one probe per line, `http PORT PATH STATUS`,
+/// so the POSIX-shell inspector reads it without a JSON parser. Config
+/// validation keeps every field free of spaces and shell metacharacters.
+pub fn probes_file(probes: &[HttpProbe]) -> String {
+    probes
+        .iter()
+        .map(|p| format!("http {} {} {}\n", p.port, p.path, p.expect_status))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn respot_owns_its_files_and_state_dir_only() {
+        let cases: &[(&str, bool)] = &[
+            ("/usr/lib/respot/inspect", true),
+            ("/usr/lib/respot/deploy-log", true),
+            ("/etc/ssh/sshd_config.d/60-respot.conf", true),
+            ("/usr/lib/respot/inspect/x", true),
+            ("/etc/respot", true),
+            ("/etc/respot/manifest.json", true),
+            ("/etc/respot/verify_keys/root", true),
+            ("/etc/respot/anything/else", true),
+            ("/etc/respotx", false),
+            ("/etc/respot.conf", false),
+            ("/usr/lib/respot/other", false),
+            ("/usr/lib/respot/inspect.bak", false),
+            ("/etc/ssh/sshd_config.d/50-mine.conf", false),
+            ("/opt/hello/health.py", false),
+        ];
+        for (path, want) in cases {
+            assert_eq!(owns(path), *want, "owns({path})");
+        }
+    }
+
+    #[test]
+    fn scripts_and_config_name_the_paths_respot_writes() {
+        for path in [MANIFEST_PATH, SUMS_PATH, UNITS_PATH, PROBES_PATH, DEPLOY_LOG_PATH] {
+            assert!(INSPECTOR.content.contains(path), "the inspector reads {path}");
+        }
+        assert!(DEPLOY_LOG_HELPER.content.contains(DEPLOY_LOG_PATH));
+        assert!(SSHD_CONFIG.content.contains(VERIFY_KEYS_DIR));
+        assert!(SSHD_CONFIG.content.contains(INSPECTOR_PATH));
+        for file in FILES {
+            assert!(owns(file.path), "{} is respot's", file.path);
+        }
+    }
+
+    #[test]
+    fn probes_file_has_one_line_per_probe() {
+        let probe = |port, path: &str, expect_status| HttpProbe {
+            port,
+            path: path.to_string(),
+            expect_status,
+        };
+        let text = probes_file(&[probe(8080, "/health", 200), probe(9000, "/", 204)]);
+        assert_eq!(text, "http 8080 /health 200\nhttp 9000 / 204\n");
+        assert_eq!(probes_file(&[]), "");
+    }
+}

@@ -1,0 +1,207 @@
+//! Rendering a blueprint into EC2/NoCloud user-data: render, digest, pack.
+//!
+//! The document has two parts:
+//!
+//! 1. The **blueprint** part: the Jinja template rendered with every file of
+//!    the instance directory, plus respot's own files (`crate::guest`). It
+//!    depends only on the blueprint folder and the respot version, so the
+//!    same inputs give the same bytes on any machine; its sha256 is the
+//!    deployment **digest**.
+//! 2. The **launch** part, appended at launch: per-generation material (the
+//!    pinned SSH host key, respot's verification key, the manifest naming the
+//!    digest and generation). It is outside the digest. It uses only top-level
+//!    keys the template may not use (`bootcmd`, `ssh_keys`, ...), so the two
+//!    parts join into one valid `#cloud-config` without merging.
+//!
+//! Rendering has two steps: [`load`] reads the blueprint from disk and git
+//! into a [`Source`] (all the I/O), and [`render`] turns a `Source` into a
+//! [`Blueprint`] without any I/O. [`Blueprint::render`] does both.
+//!
+//! This module knows no AWS, no QEMU and no SSH.
+
+mod launch;
+mod pack;
+mod render;
+mod schema;
+mod source;
+
+use std::fmt;
+
+use serde::Serialize;
+use sha2::{Digest as _, Sha256};
+
+use crate::config::Config;
+use crate::exit::ExitStatus;
+
+pub use self::pack::{USER_DATA_LIMIT, pack};
+pub use self::render::render;
+pub use self::schema::schema_check;
+pub use self::source::{GitInfo, Source, SourceFile, load};
+// The instance-side paths live with respot's instance files; these names
+// stay here for callers that knew them as `template::…`.
+pub use crate::guest::{
+    DEPLOY_LOG_PATH, INSPECTOR_PATH, MANIFEST_PATH, PROBES_PATH, SUMS_PATH, UNITS_PATH, VERIFY_KEYS_DIR,
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum TemplateError {
+    #[error("cannot read `{path}`: {source}")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("`{path}`: {problem}")]
+    InstanceFile { path: String, problem: String },
+    #[error(
+        "`{file}`: `{path}` is respot's own: respot ships it to every instance itself \
+         (its inspector, deploy-log, 60-respot.conf and everything under `/etc/respot/`); \
+         remove `{file}` from the blueprint"
+    )]
+    RespotPath { file: String, path: String },
+    #[error("`{path}`: {message}")]
+    Render { path: String, message: String },
+    #[error(
+        "`{path}`: the template sets the top-level key `{key}`, which respot adds at launch \
+         (reserved: {reserved}); remove it from the template"
+    )]
+    ReservedKey {
+        path: String,
+        key: String,
+        reserved: String,
+    },
+    #[error(
+        "user data is {packed} bytes even gzipped, over EC2's limit of {USER_DATA_LIMIT}; \
+         the largest files are: {largest}"
+    )]
+    TooLarge { packed: usize, largest: String },
+    #[error("`{path}` fails cloud-init's schema check:\n{output}")]
+    Schema { path: String, output: String },
+}
+
+impl TemplateError {
+    /// Every template error is the blueprint's: fix it and render again.
+    /// Nothing was touched.
+    pub fn exit_status(&self) -> ExitStatus {
+        match self {
+            TemplateError::Read { .. }
+            | TemplateError::InstanceFile { .. }
+            | TemplateError::RespotPath { .. }
+            | TemplateError::Render { .. }
+            | TemplateError::ReservedKey { .. }
+            | TemplateError::TooLarge { .. }
+            | TemplateError::Schema { .. } => ExitStatus::Usage,
+        }
+    }
+}
+
+/// The sha256 (hex) of the blueprint part of the user-data.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+#[serde(transparent)]
+pub struct Digest(String);
+
+impl Digest {
+    fn of(bytes: &[u8]) -> Digest {
+        Digest(hex::encode(Sha256::digest(bytes)))
+    }
+
+    pub fn parse(hex_text: &str) -> Option<Digest> {
+        (hex_text.len() == 64
+            && hex_text
+                .bytes()
+                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()))
+        .then(|| Digest(hex_text.to_string()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    pub fn short(&self) -> &str {
+        &self.0[..12]
+    }
+}
+
+impl fmt::Display for Digest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Who a file on the instance comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Origin {
+    /// The user's instance directory.
+    Blueprint,
+    /// respot itself: its own files (`crate::guest`) and the generated ones.
+    Respot,
+}
+
+/// One file the instance receives.
+#[derive(Debug, Clone, Serialize)]
+pub struct InstanceFile {
+    /// Absolute path on the instance.
+    pub path: String,
+    /// Where it came from: relative to the blueprint folder for blueprint
+    /// files, `respot` for respot's own.
+    pub source: String,
+    pub origin: Origin,
+    /// Octal mode such as `0644`.
+    pub mode: String,
+    pub sha256: String,
+    #[serde(skip)]
+    pub content: Vec<u8>,
+}
+
+impl InstanceFile {
+    fn new(path: String, source: String, origin: Origin, mode: &str, content: Vec<u8>) -> InstanceFile {
+        InstanceFile {
+            sha256: hex::encode(Sha256::digest(&content)),
+            path,
+            source,
+            origin,
+            mode: mode.to_string(),
+            content,
+        }
+    }
+}
+
+/// A rendered blueprint: the digest-covered part of the user-data.
+#[derive(Debug, Clone)]
+pub struct Blueprint {
+    pub deployment: String,
+    pub document: String,
+    pub digest: Digest,
+    pub version: String,
+    pub git: GitInfo,
+    /// Every file that lands, blueprint's and respot's, sorted by path.
+    pub files: Vec<InstanceFile>,
+    pub units: Vec<String>,
+    pub ssh_user: String,
+}
+
+impl Blueprint {
+    /// Loads and renders the blueprint named by `config`: `render(&load(config)?)`.
+    pub fn render(config: &Config) -> Result<Blueprint, TemplateError> {
+        render(&load(config)?)
+    }
+}
+
+/// Per-generation material appended at launch, outside the digest.
+#[derive(Debug, Clone, Default)]
+pub struct LaunchMaterial {
+    pub generation: u64,
+    /// The pinned host key: (OpenSSH private key text, public key line).
+    pub host_key: Option<(String, String)>,
+    /// respot's verification public key line (`ssh-ed25519 AAAA... comment`).
+    pub verify_key: Option<String>,
+}
+
+/// The user-data exactly as a provider hands it to an instance.
+#[derive(Debug, Clone)]
+pub struct UserData {
+    pub document: String,
+    pub packed: Vec<u8>,
+    pub gzipped: bool,
+}

@@ -1,0 +1,467 @@
+//! The pure render: a [`Source`] in, a [`Blueprint`] out. No disk, no git,
+//! no clock: the same `Source` always gives the same bytes, whatever the
+//! order of its files.
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+use serde::Serialize;
+
+use super::{Blueprint, Digest, InstanceFile, Origin, Source, SourceFile, TemplateError};
+use crate::config::HttpProbe;
+use crate::guest;
+
+/// Top-level cloud-config keys that belong to the launch part.
+const RESERVED_KEYS: &[&str] = &["bootcmd", "ssh_keys", "ssh_deletekeys", "ssh_genkeytypes"];
+
+const UNIT_SUFFIXES: &[&str] = &["service", "timer", "socket", "path", "target", "mount"];
+
+/// What the template sees of each file.
+#[derive(Serialize)]
+struct TemplateFile<'a> {
+    path: &'a str,
+    mode: &'a str,
+    content_b64: String,
+    sha256: &'a str,
+}
+
+/// Renders `source` into the digest-covered part of the user-data.
+pub fn render(source: &Source) -> Result<Blueprint, TemplateError> {
+    let files = instance_files(source)?;
+    let units = units_to_start(&files);
+    let document = render_document(source, &files, &units)?;
+    let digest = Digest::of(document.as_bytes());
+    let version = match &source.git.describe {
+        Some(describe) => format!("{}@{}", digest.short(), describe),
+        None => digest.short().to_string(),
+    };
+    Ok(Blueprint {
+        deployment: source.deployment.clone(),
+        document,
+        digest,
+        version,
+        git: source.git.clone(),
+        files,
+        units,
+        ssh_user: source.ssh_user.clone(),
+    })
+}
+
+/// The blueprint's files placed by the mapping convention, then respot's
+/// own, sorted by instance path. A blueprint file at one of respot's paths
+/// is refused, even an identical copy: those files are respot's alone.
+fn instance_files(source: &Source) -> Result<Vec<InstanceFile>, TemplateError> {
+    let mut ordered: Vec<&SourceFile> = source.files.iter().collect();
+    ordered.sort_by(|a, b| a.relative.cmp(&b.relative));
+    let mut files = Vec::new();
+    for file in ordered {
+        let shown = format!("{}/{}", source.instance_dir, file.relative);
+        let (path, mode) =
+            target_for(&file.relative, file.executable).map_err(|problem| TemplateError::InstanceFile {
+                path: shown.clone(),
+                problem,
+            })?;
+        if guest::owns(&path) {
+            return Err(TemplateError::RespotPath { file: shown, path });
+        }
+        files.push(InstanceFile::new(
+            path,
+            shown,
+            Origin::Blueprint,
+            mode,
+            file.content.clone(),
+        ));
+    }
+    files.extend(respot_files(&source.probes));
+    files.sort_by(|a, b| a.path.cmp(&b.path));
+    Ok(files)
+}
+
+/// respot's files as shipped, and the probe list generated from `[verify]`.
+fn respot_files(probes: &[HttpProbe]) -> Vec<InstanceFile> {
+    let shipped = guest::FILES
+        .iter()
+        .map(|f| (f.path, f.mode, f.content.as_bytes().to_vec()));
+    let generated = [(
+        guest::PROBES_PATH,
+        "0644",
+        guest::probes_file(probes).into_bytes(),
+    )];
+    shipped
+        .chain(generated)
+        .map(|(path, mode, content)| {
+            InstanceFile::new(
+                path.to_string(),
+                "respot".to_string(),
+                Origin::Respot,
+                mode,
+                content,
+            )
+        })
+        .collect()
+}
+
+/// The mapping convention (documented in the README):
+/// `units/<name>.<unit suffix>` → `/etc/systemd/system/<name>`, mode 0644;
+/// `files/<path>` → `/<path>`, mode 0755 when executable, else 0644.
+fn target_for(relative: &str, executable: bool) -> Result<(String, &'static str), String> {
+    if let Some(name) = relative.strip_prefix("units/") {
+        let suffix = name.rsplit_once('.').map(|(_, s)| s).unwrap_or("");
+        if name.contains('/') || !UNIT_SUFFIXES.contains(&suffix) {
+            return Err(format!(
+                "files under `units/` must be systemd units directly in it, ending in .{}",
+                UNIT_SUFFIXES.join(", .")
+            ));
+        }
+        return Ok((format!("/etc/systemd/system/{name}"), "0644"));
+    }
+    if let Some(path) = relative.strip_prefix("files/") {
+        let safe = path
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'/' | b'.' | b'_' | b'-' | b'@' | b'+'));
+        if !safe || path.split('/').any(|seg| seg == "..") {
+            return Err("file paths may use only [A-Za-z0-9/._@+-]".to_string());
+        }
+        return Ok((format!("/{path}"), if executable { "0755" } else { "0644" }));
+    }
+    Err("expected under `units/` (systemd units) or `files/` (files by absolute target path)".to_string())
+}
+
+/// Every unit is enabled and started, except a service activated by a
+/// timer, socket or path unit of the same name, and template units.
+fn units_to_start(files: &[InstanceFile]) -> Vec<String> {
+    let names: Vec<&str> = files
+        .iter()
+        .filter_map(|f| f.path.strip_prefix("/etc/systemd/system/"))
+        .filter(|name| !name.contains('/'))
+        .collect();
+    names
+        .iter()
+        .filter(|name| !name.contains("@."))
+        .filter(|name| match name.strip_suffix(".service") {
+            Some(stem) => !["timer", "socket", "path"]
+                .iter()
+                .any(|activator| names.contains(&format!("{stem}.{activator}").as_str())),
+            None => true,
+        })
+        .map(|name| name.to_string())
+        .collect()
+}
+
+fn render_document(
+    source: &Source,
+    files: &[InstanceFile],
+    units: &[String],
+) -> Result<String, TemplateError> {
+    let template_files: Vec<TemplateFile> = files
+        .iter()
+        .map(|f| TemplateFile {
+            path: &f.path,
+            mode: &f.mode,
+            content_b64: B64.encode(&f.content),
+            sha256: &f.sha256,
+        })
+        .collect();
+    let context = minijinja::context! {
+        deployment => minijinja::context! { name => &source.deployment },
+        ssh => minijinja::context! {
+            user => &source.ssh_user,
+            authorized_keys => &source.authorized_keys,
+        },
+        files => template_files,
+        units => units,
+        respot => minijinja::context! {
+            deploy_log => guest::DEPLOY_LOG_HELPER.path,
+            manifest => guest::MANIFEST_PATH,
+            log_file => guest::DEPLOY_LOG_PATH,
+        },
+    };
+    let document = render_template(&source.template_text, &source.template_path, context)?;
+    check_blueprint_document(&document, &source.template_path)?;
+    Ok(document)
+}
+
+fn render_template(text: &str, path: &str, context: minijinja::Value) -> Result<String, TemplateError> {
+    let mut env = minijinja::Environment::new();
+    env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
+    env.set_keep_trailing_newline(true);
+    let to_render_error = |err: minijinja::Error| {
+        let mut message = err.to_string();
+        if let Some(line) = err.line() {
+            message = format!("line {line}: {message}");
+        }
+        TemplateError::Render {
+            path: path.to_string(),
+            message,
+        }
+    };
+    env.add_template("cloud-init", text).map_err(to_render_error)?;
+    let template = env.get_template("cloud-init").map_err(to_render_error)?;
+    let mut document = template.render(context).map_err(to_render_error)?;
+    if !document.ends_with('\n') {
+        document.push('\n');
+    }
+    Ok(document)
+}
+
+fn check_blueprint_document(document: &str, path: &str) -> Result<(), TemplateError> {
+    if document.lines().next().map(str::trim_end) != Some("#cloud-config") {
+        return Err(TemplateError::Render {
+            path: path.to_string(),
+            message: "the rendered document must start with the line `#cloud-config`".to_string(),
+        });
+    }
+    for line in document.lines() {
+        for key in RESERVED_KEYS {
+            let Some(rest) = line.strip_prefix(key) else {
+                continue;
+            };
+            if rest.trim_start().starts_with(':') {
+                return Err(TemplateError::ReservedKey {
+                    path: path.to_string(),
+                    key: key.to_string(),
+                    reserved: RESERVED_KEYS.join(", "),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use sha2::{Digest as _, Sha256};
+
+    use super::*;
+    use crate::template::GitInfo;
+
+    fn file(relative: &str, executable: bool, content: &str) -> SourceFile {
+        SourceFile {
+            relative: relative.to_string(),
+            executable,
+            content: content.as_bytes().to_vec(),
+        }
+    }
+
+    /// The repository's sample, in memory.
+    fn sample() -> Source {
+        Source {
+            deployment: "hello".to_string(),
+            ssh_user: "respot".to_string(),
+            authorized_keys: vec!["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIA== me".to_string()],
+            probes: vec![HttpProbe {
+                port: 8080,
+                path: "/health".to_string(),
+                expect_status: 200,
+            }],
+            template_path: "templates/cloud-init.yaml".to_string(),
+            template_text: include_str!("../../templates/cloud-init.yaml").to_string(),
+            instance_dir: "instance".to_string(),
+            files: vec![
+                file(
+                    "units/hello-health.service",
+                    false,
+                    "[Service]\nExecStart=/opt/hello/health.py\n",
+                ),
+                file("files/opt/hello/health.py", true, "#!/usr/bin/env python3\n"),
+                file("files/opt/hello/hello.conf", false, "greeting = hi\n"),
+            ],
+            git: GitInfo::default(),
+        }
+    }
+
+    fn refusal(source: &Source) -> String {
+        match render(source) {
+            Err(err @ TemplateError::RespotPath { .. }) => err.to_string(),
+            Err(err) => panic!("expected a RespotPath refusal, got: {err}"),
+            Ok(blueprint) => panic!(
+                "expected a RespotPath refusal, got {} files",
+                blueprint.files.len()
+            ),
+        }
+    }
+
+    #[test]
+    fn render_is_deterministic_whatever_the_file_order() {
+        let source = sample();
+        let first = render(&source).unwrap();
+        let mut reversed = source.clone();
+        reversed.files.reverse();
+        let second = render(&reversed).unwrap();
+        assert_eq!(first.document, second.document);
+        assert_eq!(first.digest, second.digest);
+        assert_eq!(
+            first.digest.as_str(),
+            hex::encode(Sha256::digest(&first.document))
+        );
+        assert_eq!(first.version, first.digest.short(), "no git, no describe");
+        assert!(first.document.contains(&B64.encode(guest::INSPECTOR.content)));
+
+        let mut changed = source.clone();
+        changed.files[2].content.push(b'\n');
+        assert_ne!(
+            render(&changed).unwrap().digest,
+            first.digest,
+            "every byte counts"
+        );
+
+        let mut described = source;
+        described.git.describe = Some("abc1234-dirty".to_string());
+        let third = render(&described).unwrap();
+        assert_eq!(third.digest, first.digest, "git info is outside the digest");
+        assert_eq!(third.version, format!("{}@abc1234-dirty", first.digest.short()));
+    }
+
+    #[test]
+    fn every_file_carries_its_origin() {
+        let blueprint = render(&sample()).unwrap();
+        let got: Vec<(&str, Origin, &str, &str)> = blueprint
+            .files
+            .iter()
+            .map(|f| (f.path.as_str(), f.origin, f.source.as_str(), f.mode.as_str()))
+            .collect();
+        let want = vec![
+            ("/etc/respot/probes", Origin::Respot, "respot", "0644"),
+            (
+                "/etc/ssh/sshd_config.d/60-respot.conf",
+                Origin::Respot,
+                "respot",
+                "0644",
+            ),
+            (
+                "/etc/systemd/system/hello-health.service",
+                Origin::Blueprint,
+                "instance/units/hello-health.service",
+                "0644",
+            ),
+            (
+                "/opt/hello/health.py",
+                Origin::Blueprint,
+                "instance/files/opt/hello/health.py",
+                "0755",
+            ),
+            (
+                "/opt/hello/hello.conf",
+                Origin::Blueprint,
+                "instance/files/opt/hello/hello.conf",
+                "0644",
+            ),
+            ("/usr/lib/respot/deploy-log", Origin::Respot, "respot", "0755"),
+            ("/usr/lib/respot/inspect", Origin::Respot, "respot", "0755"),
+        ];
+        assert_eq!(got, want);
+        let probes = &blueprint.files[0];
+        assert_eq!(probes.content, b"http 8080 /health 200\n");
+        assert_eq!(blueprint.units, vec!["hello-health.service"]);
+    }
+
+    #[test]
+    fn respot_paths_are_refused_even_as_identical_copies() {
+        let cases: &[(&str, &str, &str)] = &[
+            (
+                "files/usr/lib/respot/inspect",
+                guest::INSPECTOR.content,
+                "/usr/lib/respot/inspect",
+            ),
+            (
+                "files/usr/lib/respot/deploy-log",
+                "#!/bin/sh\nrm -rf /\n",
+                "/usr/lib/respot/deploy-log",
+            ),
+            (
+                "files/etc/ssh/sshd_config.d/60-respot.conf",
+                guest::SSHD_CONFIG.content,
+                "/etc/ssh/sshd_config.d/60-respot.conf",
+            ),
+            ("files/etc/respot/probes", "", "/etc/respot/probes"),
+            (
+                "files/etc/respot/manifest.json",
+                "{}",
+                "/etc/respot/manifest.json",
+            ),
+            (
+                "files/etc/respot/verify_keys/root",
+                "ssh-ed25519 A",
+                "/etc/respot/verify_keys/root",
+            ),
+            ("files/etc/respot", "x", "/etc/respot"),
+        ];
+        for (relative, content, path) in cases {
+            let mut source = sample();
+            source.files.push(file(relative, true, content));
+            let message = refusal(&source);
+            for fragment in [
+                &format!("`instance/{relative}`"),
+                &format!("`{path}`"),
+                "respot's own",
+            ] {
+                assert!(
+                    message.contains(fragment),
+                    "case {relative}: `{fragment}` not in: {message}"
+                );
+            }
+        }
+        let mut neighbour = sample();
+        neighbour
+            .files
+            .push(file("files/etc/ssh/sshd_config.d/50-mine.conf", false, "x\n"));
+        neighbour
+            .files
+            .push(file("files/usr/lib/respot-tools/x", false, "x\n"));
+        let blueprint = render(&neighbour).unwrap();
+        assert_eq!(blueprint.files.len(), 9, "both neighbours land");
+    }
+
+    #[test]
+    fn mapping_convention() {
+        type Case = (&'static str, bool, Result<(&'static str, &'static str), ()>);
+        let cases: &[Case] = &[
+            (
+                "units/a.service",
+                false,
+                Ok(("/etc/systemd/system/a.service", "0644")),
+            ),
+            ("units/a.timer", true, Ok(("/etc/systemd/system/a.timer", "0644"))),
+            ("units/a.txt", false, Err(())),
+            ("units/sub/a.service", false, Err(())),
+            ("files/opt/x/run.sh", true, Ok(("/opt/x/run.sh", "0755"))),
+            ("files/etc/x.conf", false, Ok(("/etc/x.conf", "0644"))),
+            ("files/etc/x y", false, Err(())),
+            ("other/x", false, Err(())),
+        ];
+        for (input, exec, want) in cases {
+            let got = target_for(input, *exec);
+            match want {
+                Ok((path, mode)) => assert_eq!(got, Ok((path.to_string(), *mode)), "case {input}"),
+                Err(()) => assert!(got.is_err(), "case {input} should fail, got {got:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn activated_services_are_not_started_directly() {
+        let unit = |name: &str| {
+            InstanceFile::new(
+                format!("/etc/systemd/system/{name}"),
+                String::new(),
+                Origin::Blueprint,
+                "0644",
+                Vec::new(),
+            )
+        };
+        let files = vec![
+            unit("a.service"),
+            unit("b.service"),
+            unit("b.timer"),
+            unit("c@.service"),
+        ];
+        assert_eq!(units_to_start(&files), vec!["a.service", "b.timer"]);
+    }
+
+    #[test]
+    fn reserved_keys_are_refused() {
+        let err = check_blueprint_document("#cloud-config\nbootcmd:\n  - x\n", "t.yaml").unwrap_err();
+        assert!(err.to_string().contains("`bootcmd`"), "{err}");
+        check_blueprint_document("#cloud-config\nruncmd:\n  - [echo, bootcmd:]\n", "t.yaml").unwrap();
+        assert!(check_blueprint_document("write_files: []\n", "t.yaml").is_err());
+    }
+}
