@@ -14,6 +14,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::exit::ExitStatus;
+
 pub const DEFAULT_CONFIG_FILE: &str = "respot.toml";
 
 #[derive(Debug, thiserror::Error)]
@@ -38,6 +40,18 @@ pub enum ConfigError {
         key: String,
         message: String,
     },
+}
+
+impl ConfigError {
+    /// A missing, unreadable or invalid `respot.toml` is the user's to fix;
+    /// nothing was touched.
+    pub fn exit_status(&self) -> ExitStatus {
+        match self {
+            ConfigError::NotFound { .. } | ConfigError::Read { .. } | ConfigError::Invalid { .. } => {
+                ExitStatus::Usage
+            }
+        }
+    }
 }
 
 fn format_invalid(file: &str, location: &Option<(usize, usize)>, key: &str, message: &str) -> String {

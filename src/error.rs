@@ -66,7 +66,7 @@ pub enum Error {
 impl Error {
     pub fn exit_status(&self) -> ExitStatus {
         match self {
-            Error::Config(_) => ExitStatus::Usage,
+            Error::Config(err) => err.exit_status(),
             Error::Template(err) => err.exit_status(),
             Error::Scaffold(err) => err.exit_status(),
             Error::Provider(err) => err.exit_status(),

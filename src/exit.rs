@@ -94,4 +94,14 @@ mod tests {
         let codes: Vec<u8> = ExitStatus::ALL.iter().map(|s| s.code()).collect();
         assert_eq!(codes, vec![0, 1, 2, 3]);
     }
+
+    #[test]
+    fn the_readme_table_is_generated_from_the_enum() {
+        let readme = include_str!("../README.md");
+        assert!(
+            readme.contains(&ExitStatus::markdown_table()),
+            "README.md's exit code table differs from ExitStatus; paste this:\n{}",
+            ExitStatus::markdown_table()
+        );
+    }
 }

@@ -68,9 +68,16 @@ impl Paths {
     }
 
     /// Where key stores lived before they had a root of their own
-    /// (`respot/<deployment>/`); `KeyStore::open` moves them once.
+    /// (`respot/<deployment>/`); `KeyStore::open` moves them once. `None`
+    /// where that place is another root (a deployment named `local` shared
+    /// its directory with the VMs, which must never move).
     pub fn legacy_keys_dir(&self, deployment: &str) -> Option<PathBuf> {
-        self.state_root("SSH keys").ok().map(|root| root.join(deployment))
+        let legacy = self.state_root("SSH keys").ok()?.join(deployment);
+        let roots = [
+            self.vms_root().ok(),
+            self.state_root("SSH keys").ok().map(|r| r.join("keys")),
+        ];
+        (!roots.iter().flatten().any(|root| *root == legacy)).then_some(legacy)
     }
 
     /// The root of the local provider's VM state.
@@ -141,6 +148,17 @@ mod tests {
         assert_eq!(
             p.vms_root().unwrap(),
             PathBuf::from("/h/.local/state/respot/local")
+        );
+    }
+
+    #[test]
+    fn no_legacy_key_store_is_another_root() {
+        let p = paths(&[("HOME", "/h")]);
+        assert_eq!(p.legacy_keys_dir("local"), None, "the VM root must never move");
+        assert_eq!(p.legacy_keys_dir("keys"), None);
+        assert_eq!(
+            p.legacy_keys_dir("web"),
+            Some(PathBuf::from("/h/.local/state/respot/web"))
         );
     }
 

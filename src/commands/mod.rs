@@ -123,6 +123,7 @@ impl Context<'_> {
         match self.provider.kind.unwrap_or(config.deployment.provider) {
             ProviderKind::Local => Ok(AnyProvider::Local(LocalProvider::new(
                 config,
+                &self.paths,
                 self.provider.accel,
             )?)),
             ProviderKind::Aws => Ok(AnyProvider::Aws(Box::new(

@@ -80,31 +80,28 @@ pub async fn deploy<P: Provider, V: Verification>(
             confirm_or_refuse(confirm, "replace", deployment, old.len())?;
         }
     }
-    let (created, destroyed) = match strategy {
+    // Recreate: the old generation goes first, and the new one is numbered
+    // after a fresh listing. Blue-green: the old one stays until the new one
+    // is verified, and a failed new one is rolled back without touching it.
+    let (existing, destroyed_first) = match strategy {
         Strategy::Recreate => {
             let destroyed = destroy_old(provider, verification, deployment, &old).await?;
-            let existing = provider.list(deployment).await?;
-            let created = launch_generation(
-                provider,
-                verification,
-                blueprint,
-                &existing,
-                &options.create,
-                printer,
-            )
-            .await?;
-            (created, destroyed)
+            (provider.list(deployment).await?, destroyed)
         }
+        Strategy::BlueGreen => (existing, None),
+    };
+    let created = launch_generation(
+        provider,
+        verification,
+        blueprint,
+        &existing,
+        &options.create,
+        printer,
+    )
+    .await?;
+    let destroyed = match strategy {
+        Strategy::Recreate => destroyed_first,
         Strategy::BlueGreen => {
-            let created = launch_generation(
-                provider,
-                verification,
-                blueprint,
-                &existing,
-                &options.create,
-                printer,
-            )
-            .await?;
             if !old.is_empty() {
                 printer.info(&format!(
                     "generation {} is up; destroying the {}",
@@ -112,8 +109,7 @@ pub async fn deploy<P: Provider, V: Verification>(
                     Count(old.len(), "old instance")
                 ));
             }
-            let destroyed = destroy_old(provider, verification, deployment, &old).await?;
-            (created, destroyed)
+            destroy_old(provider, verification, deployment, &old).await?
         }
     };
     Ok(DeployReport {

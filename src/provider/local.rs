@@ -23,6 +23,7 @@ use super::{
     ProviderError, Result, SshEndpoint,
 };
 use crate::config::{Accel, Config};
+use crate::paths::{Paths, PathsError};
 use crate::template::Digest;
 
 const QEMU: &str = "qemu-system-x86_64";
@@ -59,36 +60,14 @@ pub struct LocalProvider {
     state_root: PathBuf,
 }
 
-/// `$XDG_STATE_HOME/respot`, or `~/.local/state/respot`.
-pub fn state_home() -> PathBuf {
-    match std::env::var_os("XDG_STATE_HOME") {
-        Some(dir) if !dir.is_empty() => PathBuf::from(dir).join("respot"),
-        _ => home().join(".local/state/respot"),
-    }
-}
-
-/// `$XDG_CACHE_HOME/respot/images/debian-12`, or under `~/.cache`.
-pub fn default_image_dir() -> PathBuf {
-    let cache = match std::env::var_os("XDG_CACHE_HOME") {
-        Some(dir) if !dir.is_empty() => PathBuf::from(dir),
-        _ => home().join(".cache"),
-    };
-    cache.join("respot/images/debian-12")
-}
-
-fn home() -> PathBuf {
-    std::env::var_os("HOME").map_or_else(|| PathBuf::from("/root"), PathBuf::from)
-}
-
 impl LocalProvider {
     /// Checks that QEMU and the image exist; touches nothing.
-    pub fn new(config: &Config, accel_override: Option<Accel>) -> Result<LocalProvider> {
-        let image_dir = config
-            .local
-            .image
-            .as_ref()
-            .map(|p| config.base_dir().join(p))
-            .unwrap_or_else(default_image_dir);
+    pub fn new(config: &Config, paths: &Paths, accel_override: Option<Accel>) -> Result<LocalProvider> {
+        let unusable = |err: PathsError| ProviderError::Unavailable(err.to_string());
+        let image_dir = match &config.local.image {
+            Some(image) => config.base_dir().join(image),
+            None => paths.image_dir().map_err(unusable)?,
+        };
         for file in ["disk.raw", "vmlinuz", "initrd.img"] {
             if !image_dir.join(file).is_file() {
                 return Err(ProviderError::Unavailable(format!(
@@ -113,7 +92,7 @@ impl LocalProvider {
             accel: accel_override.unwrap_or(config.local.accel),
             forward_ports: config.local.forward_ports.clone(),
             image_dir,
-            state_root: state_home().join("local"),
+            state_root: paths.vms_root().map_err(unusable)?,
         })
     }
 

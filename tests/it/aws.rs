@@ -12,8 +12,8 @@ use aws_sdk_ec2::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_ec2::types as ec2;
 use serde_json::{Value, json};
 
+use crate::support::TestContext;
 use crate::support::moto::{self, Proxy};
-use crate::support::respot_cmd;
 
 const CIDR: &str = "198.51.100.0/24";
 const TAG_KEYS: &[&str] = &[
@@ -129,7 +129,7 @@ fn seed_foreign(region: &str) -> Vec<String> {
 
 /// A blueprint deployed to AWS regions of the shared moto, through a proxy.
 struct AwsTest {
-    dir: tempfile::TempDir,
+    context: TestContext,
     proxy: Proxy,
     deployment: String,
     regions: Vec<String>,
@@ -145,11 +145,9 @@ impl AwsTest {
     fn with(deployment: &str, regions: usize, count: u32, extra: &str) -> AwsTest {
         let regions = moto::regions(regions);
         let proxy = Proxy::start(0);
-        let dir = tempfile::Builder::new()
-            .prefix("respot-aws-")
-            .tempdir()
-            .expect("tempdir");
-        let out = respot_cmd(dir.path())
+        let context = TestContext::new();
+        let out = context
+            .command()
             .args(["init", ".", "--name", deployment])
             .output()
             .expect("run respot init");
@@ -158,7 +156,7 @@ impl AwsTest {
             "init: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        let sample = std::fs::read_to_string(dir.path().join("respot.toml")).expect("sample respot.toml");
+        let sample = std::fs::read_to_string(context.path().join("respot.toml")).expect("sample respot.toml");
         let head = &sample[..sample.find("[ssh]").expect("sample has [ssh]")];
         let tail = &sample[sample.find("[local]").expect("sample has [local]")..];
         let mut aws = format!(
@@ -174,10 +172,10 @@ impl AwsTest {
             "{}{aws}{tail}",
             head.replace("provider = \"local\"", "provider = \"aws\"")
         );
-        std::fs::write(dir.path().join("respot.toml"), text).expect("write respot.toml");
+        std::fs::write(context.path().join("respot.toml"), text).expect("write respot.toml");
         let foreign = regions.iter().map(|r| (r.clone(), seed_foreign(r))).collect();
         AwsTest {
-            dir,
+            context,
             proxy,
             deployment: deployment.to_string(),
             regions,
@@ -186,20 +184,16 @@ impl AwsTest {
     }
 
     fn command(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(assert_cmd::cargo::cargo_bin("respot"));
+        let mut cmd = self.context.std_command();
         cmd.args(args)
-            .current_dir(self.dir.path())
-            .env("NO_COLOR", "1")
-            .env_remove("RUST_LOG")
-            .env("HOME", self.dir.path())
             .env("AWS_ENDPOINT_URL", self.proxy.endpoint())
             .env("AWS_ACCESS_KEY_ID", "testing")
             .env("AWS_SECRET_ACCESS_KEY", "testing")
             .env("AWS_EC2_METADATA_DISABLED", "true")
-            .env("AWS_CONFIG_FILE", self.dir.path().join("no-aws-config"))
+            .env("AWS_CONFIG_FILE", self.context.home().join("no-aws-config"))
             .env(
                 "AWS_SHARED_CREDENTIALS_FILE",
-                self.dir.path().join("no-aws-credentials"),
+                self.context.home().join("no-aws-credentials"),
             )
             .env_remove("AWS_PROFILE")
             .env_remove("AWS_REGION")
@@ -647,7 +641,11 @@ fn deploy_blue_green_replaces_the_generation_and_keeps_it_on_failure() {
     assert_eq!(live_generations(&t), ["1", "1", "1", "1"]);
 
     // A failed new generation is rolled back; the old one keeps running.
-    std::fs::write(t.dir.path().join("instance/files/opt/hello/version.txt"), "2\n").unwrap();
+    std::fs::write(
+        t.context.path().join("instance/files/opt/hello/version.txt"),
+        "2\n",
+    )
+    .unwrap();
     t.proxy.faults(json!([
         {"action": "RunInstances", "region": t.regions[1], "code": "VcpuLimitExceeded"}
     ]));
@@ -689,7 +687,11 @@ fn deploy_blue_green_replaces_the_generation_and_keeps_it_on_failure() {
 fn deploy_recreate_destroys_first_then_creates() {
     let t = AwsTest::with("recreate", 1, 2, "");
     t.run(&["create", "--no-verify"], 0);
-    std::fs::write(t.dir.path().join("instance/files/opt/hello/version.txt"), "2\n").unwrap();
+    std::fs::write(
+        t.context.path().join("instance/files/opt/hello/version.txt"),
+        "2\n",
+    )
+    .unwrap();
     let out = t.run(&["deploy", "--yes", "--no-verify", "--output", "json"], 0);
     let report: Value = serde_json::from_slice(&out.stdout).expect("deploy --output json");
     assert_eq!(report["strategy"], "recreate");
@@ -700,7 +702,7 @@ fn deploy_recreate_destroys_first_then_creates() {
     t.assert_foreign_untouched();
     // A blueprint that no longer renders must not keep its fleet alive.
     std::fs::write(
-        t.dir.path().join("templates/cloud-init.yaml"),
+        t.context.path().join("templates/cloud-init.yaml"),
         "#cloud-config\n{{ nope }}\n",
     )
     .unwrap();
@@ -727,7 +729,11 @@ fn plan_shows_destroy_create_and_price_and_changes_nothing() {
     assert!(fresh["cost_per_hour"].as_f64().is_some(), "{fresh}");
 
     t.run(&["create", "--no-verify"], 0);
-    std::fs::write(t.dir.path().join("instance/files/opt/hello/version.txt"), "2\n").unwrap();
+    std::fs::write(
+        t.context.path().join("instance/files/opt/hello/version.txt"),
+        "2\n",
+    )
+    .unwrap();
     t.proxy.reset();
     let out = t.run(&["plan", "--strategy", "blue-green"], 0);
     let table = String::from_utf8_lossy(&out.stdout);

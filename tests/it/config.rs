@@ -103,7 +103,9 @@ fn bad_config_files_name_line_and_key() {
     let mut failures = Vec::new();
     for (name, text, want) in CASES {
         let test = Test::sample().write("respot.toml", text);
-        let out = crate::support::respot_cmd(test.path())
+        let out = test
+            .context()
+            .command()
             .arg("render")
             .output()
             .expect("run respot");
@@ -154,7 +156,7 @@ fn minimal_config_uses_defaults() {
 #[test]
 fn tilde_expands_in_key_paths() {
     let test = Test::sample();
-    let home = test.path().join("home");
+    let home = test.context().home();
     std::fs::create_dir_all(home.join(".ssh")).unwrap();
     std::fs::write(
         home.join(".ssh/id_ed25519.pub"),
@@ -166,7 +168,6 @@ fn tilde_expands_in_key_paths() {
             "respot.toml",
             &format!("{HEAD}\n[ssh]\nauthorized_key = \"~/.ssh/id_ed25519.pub\"\n"),
         )
-        .env("HOME", home.to_str().unwrap())
         .args(["render"])
         .status(0)
         .run();

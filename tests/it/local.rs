@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
-use crate::support::{Test, respot_cmd};
+use crate::support::{Test, raw_ssh};
 
 /// A sample blueprint with its own respot state directory. Dropping it
 /// destroys whatever VMs the test left, and as a last resort kills qemu
@@ -21,7 +21,8 @@ impl Fleet {
         let toml = std::fs::read_to_string(test.path().join("respot.toml")).unwrap();
         let toml = toml.replace("[local]\ncount = 2", &format!("[local]\ncount = {count}"));
         std::fs::write(test.path().join("respot.toml"), toml).unwrap();
-        let state = test.path().join("state");
+        test.context().link_vm_image();
+        let state = test.context().state();
         Fleet { test, state }
     }
 
@@ -30,8 +31,10 @@ impl Fleet {
     }
 
     fn respot(&self, args: &[&str]) -> Output {
-        let out = respot_cmd(self.path())
-            .env("XDG_STATE_HOME", &self.state)
+        let out = self
+            .test
+            .context()
+            .command()
             .args(args)
             .output()
             .expect("run respot");
@@ -52,7 +55,7 @@ impl Fleet {
     }
 
     fn instance_dirs(&self) -> Vec<PathBuf> {
-        let root = self.state.join("respot/local/hello");
+        let root = self.test.context().vms_dir("hello");
         match std::fs::read_dir(&root) {
             Ok(entries) => entries.map(|e| e.unwrap().path()).collect(),
             Err(_) => Vec::new(),
@@ -82,10 +85,8 @@ impl Fleet {
 
 impl Drop for Fleet {
     fn drop(&mut self) {
-        let _ = respot_cmd(self.path())
-            .env("XDG_STATE_HOME", &self.state)
-            .args(["destroy", "--yes"])
-            .output();
+        // Best effort: the qemu kill below is the backstop.
+        let _ = self.test.context().command().args(["destroy", "--yes"]).output();
         for pid in self.our_qemu_pids() {
             // SAFETY: kill(2) on a qemu whose command line names this test's state dir.
             unsafe { libc::kill(pid, libc::SIGKILL) };
@@ -158,31 +159,22 @@ fn sample_deploys_verifies_refuses_writes_and_destroys() {
     );
 
     // Through the verification key, nothing but the inspector runs.
-    let key = fleet.state.join("respot/hello/verify_ed25519");
-    let known_hosts = fleet.state.join("respot/hello/known_hosts");
+    let keys = fleet.test.context().keys_dir("hello");
+    let (key, known_hosts) = (keys.join("verify_ed25519"), keys.join("known_hosts"));
     for attempt in [
         "touch /tmp/respot-was-here",
         "systemctl stop hello-health.service",
         "sh -c 'rm -rf /opt/hello'",
     ] {
-        let out = std::process::Command::new("ssh")
-            .args([
-                "-F",
-                "/dev/null",
-                "-o",
-                "BatchMode=yes",
-                "-o",
-                "IdentitiesOnly=yes",
-                "-o",
-                "StrictHostKeyChecking=yes",
-            ])
-            .arg("-o")
-            .arg(format!("UserKnownHostsFile={}", known_hosts.display()))
-            .arg("-i")
-            .arg(&key)
-            .args(["-p", &port.to_string(), "respot@127.0.0.1", attempt])
-            .output()
-            .unwrap();
+        let out = raw_ssh(
+            &key,
+            &known_hosts,
+            "respot",
+            u16::try_from(port).unwrap(),
+            attempt,
+        )
+        .output()
+        .unwrap();
         assert!(
             !out.status.success(),
             "`{attempt}` must be refused: {}",
@@ -295,4 +287,21 @@ fn plan_for_a_new_local_fleet_creates_the_configured_count() {
     assert_eq!(regions[0]["lifecycle"], "vm");
     assert!(fleet.our_qemu_pids().is_empty(), "plan starts nothing");
     assert!(fleet.instance_dirs().is_empty(), "plan writes no instance state");
+    let listed = fleet.json(&["list"]);
+    assert_eq!(listed, serde_json::json!([]), "nothing runs yet");
+    let written: Vec<_> = walkdir(&fleet.state);
+    assert!(written.is_empty(), "list and plan wrote {written:?}");
+}
+
+/// Every file and directory below `dir`.
+fn walkdir(dir: &Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            found.extend(walkdir(&path));
+        }
+        found.push(path);
+    }
+    found
 }

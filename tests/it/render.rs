@@ -4,10 +4,11 @@ use std::io::Read;
 
 use sha2::{Digest as _, Sha256};
 
-use crate::support::{Test, copy_tree_reversed, respot_cmd};
+use crate::support::{Test, TestContext, copy_tree_reversed};
 
-fn render_json(dir: &std::path::Path) -> serde_json::Value {
-    let out = respot_cmd(dir)
+fn render_json(context: &TestContext, dir: &std::path::Path) -> serde_json::Value {
+    let out = context
+        .command_in(dir)
         .args(["render", "--output", "json"])
         .output()
         .expect("run respot");
@@ -19,8 +20,8 @@ fn render_json(dir: &std::path::Path) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).expect("render --output json is JSON")
 }
 
-fn digest(dir: &std::path::Path) -> String {
-    render_json(dir)["digest"]
+fn digest(context: &TestContext, dir: &std::path::Path) -> String {
+    render_json(context, dir)["digest"]
         .as_str()
         .expect("digest is a string")
         .to_string()
@@ -39,7 +40,7 @@ fn digest_is_the_sha256_of_stdout_and_stable() {
         stderr.contains(&format!("digest   {stdout_sha}")),
         "stderr: {stderr}"
     );
-    assert_eq!(digest(test.path()), stdout_sha);
+    assert_eq!(digest(test.context(), test.path()), stdout_sha);
     let (again, _) = Test::sample().args(["render"]).status(0).run();
     assert_eq!(
         again.stdout, out.stdout,
@@ -50,11 +51,11 @@ fn digest_is_the_sha256_of_stdout_and_stable() {
 #[test]
 fn digest_ignores_listing_order_and_sees_every_byte() {
     let original = Test::sample();
-    let want = digest(original.path());
+    let want = digest(original.context(), original.path());
     let copy = tempfile::tempdir().unwrap();
     copy_tree_reversed(original.path(), copy.path());
     assert_eq!(
-        digest(copy.path()),
+        digest(original.context(), copy.path()),
         want,
         "a copy created in another order renders the same digest"
     );
@@ -70,18 +71,22 @@ fn digest_ignores_listing_order_and_sees_every_byte() {
         let last = bytes.len() - 2;
         bytes[last] ^= 0x01;
         std::fs::write(&path, &bytes).unwrap();
-        let changed = digest(copy.path());
+        let changed = digest(original.context(), copy.path());
         assert_ne!(changed, want, "flipping one bit of {rel} must change the digest");
         bytes[last] ^= 0x01;
         std::fs::write(&path, &bytes).unwrap();
-        assert_eq!(digest(copy.path()), want, "restoring {rel} restores the digest");
+        assert_eq!(
+            digest(original.context(), copy.path()),
+            want,
+            "restoring {rel} restores the digest"
+        );
     }
 }
 
 #[test]
 fn json_report_lists_files_units_and_sizes() {
     let test = Test::sample();
-    let report = render_json(test.path());
+    let report = render_json(test.context(), test.path());
     let paths: Vec<&str> = report["files"]
         .as_array()
         .unwrap()
@@ -157,7 +162,9 @@ fn large_blueprints_are_gzipped_and_round_trip() {
         .collect();
     let test = Test::sample().write("instance/files/opt/hello/big.txt", &text);
     let packed_path = test.path().join("user-data.bin");
-    let out = respot_cmd(test.path())
+    let out = test
+        .context()
+        .command()
         .args(["render", "--output", "json", "--user-data-out"])
         .arg(&packed_path)
         .output()
@@ -330,7 +337,7 @@ fn dirty_git_tree_is_flagged() {
     git(&["init", "-q"]);
     git(&["add", "."]);
     git(&["commit", "-q", "-m", "sample"]);
-    let clean = render_json(test.path());
+    let clean = render_json(test.context(), test.path());
     assert_eq!(clean["git_dirty"], false);
     assert_eq!(clean["git_commit"].as_str().unwrap().len(), 40);
     let version = clean["version"].as_str().unwrap();
@@ -341,7 +348,7 @@ fn dirty_git_tree_is_flagged() {
     assert!(version.contains('@') && !version.ends_with("-dirty"), "{version}");
 
     std::fs::write(test.path().join("instance/files/opt/hello/new.txt"), "new\n").unwrap();
-    let dirty = render_json(test.path());
+    let dirty = render_json(test.context(), test.path());
     assert_eq!(dirty["git_dirty"], true);
     assert!(
         dirty["git_commit"].is_null(),
@@ -384,6 +391,6 @@ fn init_names_the_deployment() {
         .run();
     let toml = std::fs::read_to_string(test.path().join("fleet/respot.toml")).unwrap();
     assert!(toml.contains("name = \"edge-1\""), "{toml}");
-    let report = render_json(&test.path().join("fleet"));
+    let report = render_json(test.context(), &test.path().join("fleet"));
     assert_eq!(report["deployment"], "edge-1");
 }

@@ -20,7 +20,7 @@ use respot::provider::SshEndpoint;
 use respot::template::Blueprint;
 
 use crate::support::sshd::{Sshd, free_port};
-use crate::support::{Test, respot_cmd};
+use crate::support::{Test, raw_ssh};
 
 /// One port on 127.0.0.1 answering every HTTP request with 200 `ok`, for
 /// the blueprint's health probe. One per test process, never stopped.
@@ -121,7 +121,7 @@ impl Fixture {
         )
         .unwrap();
 
-        let keys = KeyStore::at(&test.path().join("state/respot/keys/hello"), "hello");
+        let keys = KeyStore::at(&test.context().keys_dir("hello"), "hello");
         let verify_key = keys.verify_public_key().unwrap();
         let keys_dir = test.path().join("verify_keys");
         std::fs::create_dir_all(&keys_dir).unwrap();
@@ -167,9 +167,7 @@ impl Fixture {
     }
 
     fn cmd(&self) -> assert_cmd::Command {
-        let mut cmd = respot_cmd(self.test.path());
-        cmd.env("XDG_STATE_HOME", self.test.path().join("state"));
-        cmd
+        self.test.context().command()
     }
 
     fn run(&self, args: &[&str]) -> Output {
@@ -311,40 +309,8 @@ fn the_inspector_refuses_free_commands_and_changes_nothing() {
     let tmp_x_existed = Path::new("/tmp/x").exists();
     let before = fx.snapshot();
     let ssh = |command: &str| -> Output {
-        Command::new("ssh")
-            .args([
-                "-F",
-                "/dev/null",
-                "-o",
-                "BatchMode=yes",
-                "-o",
-                "IdentitiesOnly=yes",
-                "-o",
-                "IdentityAgent=none",
-            ])
-            .arg("-o")
-            .arg(format!(
-                "UserKnownHostsFile={}",
-                fx.keys.known_hosts_path().display()
-            ))
-            .args([
-                "-o",
-                "StrictHostKeyChecking=yes",
-                "-o",
-                "GlobalKnownHostsFile=/dev/null",
-            ])
-            .arg("-i")
-            .arg(fx.keys.verify_key_path().unwrap())
-            .args([
-                "-p",
-                &port.to_string(),
-                "-l",
-                &current_user(),
-                "127.0.0.1",
-                "--",
-                command,
-            ])
-            .stdin(Stdio::null())
+        let key = fx.keys.verify_key_path().unwrap();
+        raw_ssh(&key, &fx.keys.known_hosts_path(), &current_user(), port, command)
             .output()
             .expect("run ssh")
     };
@@ -522,10 +488,10 @@ fn verify_waits_for_an_instance_that_boots_late() {
     fx.pin("127.0.0.1", port);
     let target = format!("127.0.0.1:{port}");
     let started = Instant::now();
-    let child = std::process::Command::new(assert_cmd::cargo::cargo_bin("respot"))
-        .current_dir(fx.test.path())
-        .env("NO_COLOR", "1")
-        .env("XDG_STATE_HOME", fx.test.path().join("state"))
+    let child = fx
+        .test
+        .context()
+        .std_command()
         .args([
             "verify",
             "--target",

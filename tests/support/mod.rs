@@ -1,20 +1,21 @@
 //! Test harness shared by the integration tests: a builder that runs the
-//! real `respot` binary in a per-test temporary directory and reports every
-//! mismatch before failing.
+//! real `respot` binary in its own `TestContext` (temporary root, `HOME` and
+//! `XDG_*`) and reports every mismatch before failing.
 
 #![allow(dead_code)]
 
+pub mod context;
 pub mod moto;
+pub mod sshd;
 
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
-pub mod sshd;
+pub use context::{TestContext, raw_ssh};
 
 /// One run of the `respot` binary and what it must produce.
 pub struct Test {
-    dir: tempfile::TempDir,
-    cwd: PathBuf,
+    context: TestContext,
     args: Vec<String>,
     env: Vec<(String, String)>,
     stdin: Option<String>,
@@ -27,14 +28,8 @@ pub struct Test {
 impl Test {
     #[must_use]
     pub fn new() -> Test {
-        let dir = tempfile::Builder::new()
-            .prefix("respot-test-")
-            .tempdir()
-            .expect("create a temp dir");
-        let cwd = dir.path().to_path_buf();
         Test {
-            dir,
-            cwd,
+            context: TestContext::new(),
             args: Vec::new(),
             env: Vec::new(),
             stdin: None,
@@ -49,7 +44,9 @@ impl Test {
     #[must_use]
     pub fn sample() -> Test {
         let test = Test::new();
-        let out = respot_cmd(test.path())
+        let out = test
+            .context
+            .command()
             .args(["init", "."])
             .output()
             .expect("run respot init");
@@ -62,7 +59,11 @@ impl Test {
     }
 
     pub fn path(&self) -> &Path {
-        self.dir.path()
+        self.context.path()
+    }
+
+    pub fn context(&self) -> &TestContext {
+        &self.context
     }
 
     pub fn write(self, rel: &str, content: &str) -> Test {
@@ -110,7 +111,7 @@ impl Test {
     /// Runs the binary, checks every expectation, and returns the output and
     /// the test (whose temp dir lives as long as it does).
     pub fn run(self) -> (Output, Test) {
-        let mut cmd = respot_cmd(&self.cwd);
+        let mut cmd = self.context.command();
         cmd.args(&self.args);
         for (k, v) in &self.env {
             cmd.env(k, v);
@@ -151,14 +152,6 @@ impl Test {
         }
         (out, self)
     }
-}
-
-/// A `respot` command with a clean environment: no colour, no user config,
-/// logs at their default level.
-pub fn respot_cmd(cwd: &Path) -> assert_cmd::Command {
-    let mut cmd = assert_cmd::Command::cargo_bin("respot").expect("the respot binary is built");
-    cmd.current_dir(cwd).env("NO_COLOR", "1").env_remove("RUST_LOG");
-    cmd
 }
 
 /// Copies a directory tree, creating files in the reverse of the source's
