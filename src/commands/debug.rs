@@ -8,6 +8,7 @@ use serde::Serialize;
 use super::select::{endpoint_target, live_instances, pin_host_keys, targets, verify_settings};
 use super::{Context, ExitStatus};
 use crate::error::{Error, Result};
+use crate::keys::KeyStore;
 use crate::provider::{AnyProvider, Instance, SshEndpoint};
 use crate::verify::{DebugReport, Section, Target, debug_report};
 
@@ -33,30 +34,23 @@ struct DebugOutput<'a> {
 
 pub async fn debug(context: &Context<'_>, options: &DebugOptions) -> Result<ExitStatus> {
     let (config, printer) = (context.config()?, context.printer);
-    let provider = context.connect().await?;
     let keys = context.keys()?;
-    // A name the provider knows wins; otherwise a HOST:PORT is an endpoint
-    // of its own.
-    let found = live_instances(&provider, config, std::slice::from_ref(&options.target)).await;
-    let (target, instance) = match (found, SshEndpoint::parse(&options.target)) {
-        (Ok(instances), _) => {
-            pin_host_keys(&keys, config, &instances);
-            let instance = instances
-                .into_iter()
-                .next()
-                .ok_or_else(|| Error::NoSuchInstance {
-                    deployment: config.deployment.name.clone(),
-                    wanted: options.target.clone(),
-                })?;
-            (instance_target(&instance)?, Some(instance))
+    let endpoint = SshEndpoint::parse(&options.target);
+    // An endpoint needs no provider: `debug HOST:PORT` works where the
+    // provider cannot be used (no credentials, no VM image).
+    let provider = match (context.connect().await, &endpoint) {
+        (Ok(provider), _) => Some(provider),
+        (Err(err), Ok(_)) => {
+            tracing::info!("no provider, so `{}` is only an endpoint: {err}", options.target);
+            None
         }
-        (Err(_), Ok(endpoint)) => (endpoint_target(&endpoint), None),
         (Err(err), Err(_)) => return Err(err),
     };
+    let (target, instance) = find_target(provider.as_ref(), context, &keys, &options.target).await?;
     let settings = verify_settings(config, options.timeout, false);
     let report = debug_report(&keys, &target, &options.sections, &settings).await?;
     let console = match (&provider, &instance) {
-        (AnyProvider::Local(local), Some(instance)) if options.sections.is_empty() => Some(tail_lines(
+        (Some(AnyProvider::Local(local)), Some(instance)) if options.sections.is_empty() => Some(tail_lines(
             &local.console_log(&config.deployment.name, &instance.id),
             CONSOLE_TAIL,
         )),
@@ -82,6 +76,35 @@ pub async fn debug(context: &Context<'_>, options: &DebugOptions) -> Result<Exit
     text.push_str(&report.to_string());
     printer.data(&text).map_err(Error::Output)?;
     Ok(ExitStatus::Success)
+}
+
+/// The instance `wanted` names: one the provider lists wins; otherwise a
+/// HOST:PORT is an endpoint of its own.
+async fn find_target(
+    provider: Option<&AnyProvider>,
+    context: &Context<'_>,
+    keys: &KeyStore,
+    wanted: &str,
+) -> Result<(Target, Option<Instance>)> {
+    let config = context.config()?;
+    let endpoint = SshEndpoint::parse(wanted);
+    if let Some(provider) = provider {
+        match live_instances(provider, config, &[wanted.to_string()]).await {
+            Ok(instances) => {
+                pin_host_keys(keys, config, &instances);
+                if let Some(instance) = instances.into_iter().next() {
+                    return Ok((instance_target(&instance)?, Some(instance)));
+                }
+            }
+            Err(err) if endpoint.is_err() => return Err(err),
+            Err(_) => {}
+        }
+    }
+    let endpoint = endpoint.map_err(|_| Error::NoSuchInstance {
+        deployment: config.deployment.name.clone(),
+        wanted: wanted.to_string(),
+    })?;
+    Ok((endpoint_target(&endpoint), None))
 }
 
 fn instance_target(instance: &Instance) -> Result<Target> {

@@ -245,7 +245,7 @@ fn broken_unit_rolls_back_or_is_kept_for_debug() {
 
     let kept = fleet.respot(&["create", "--keep-on-failure"]);
     assert_eq!(kept.status.code(), Some(1), "{}", stderr(&kept));
-    assert!(stderr(&kept).contains("kept 1 instance(s)"), "{}", stderr(&kept));
+    assert!(stderr(&kept).contains("kept 1 instance for"), "{}", stderr(&kept));
     let listed = fleet.json(&["list"]);
     let id = listed[0]["id"].as_str().unwrap().to_string();
     let report = fleet.json(&["debug", &id]);
