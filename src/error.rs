@@ -98,10 +98,7 @@ impl Error {
 }
 
 fn provider_exit_code(err: &ProviderError) -> u8 {
-    match err {
-        ProviderError::Unavailable(_) | ProviderError::Api(_) => EXIT_PROVIDER,
-        ProviderError::Capacity(_) | ProviderError::Launch(_) => EXIT_FAILED,
-    }
+    err.exit_status().code()
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -90,19 +90,18 @@ impl LocalProvider {
             .unwrap_or_else(default_image_dir);
         for file in ["disk.raw", "vmlinuz", "initrd.img"] {
             if !image_dir.join(file).is_file() {
-                return Err(ProviderError::Unavailable(format!(
-                    "the local VM image is missing `{}`; build it once with `scripts/build-image` \
-                     (or set `local.image` in respot.toml)",
-                    image_dir.join(file).display()
-                )));
+                return Err(ProviderError::MissingImage {
+                    path: image_dir.join(file),
+                });
             }
         }
         for tool in [QEMU, "qemu-img", "genisoimage"] {
             if !on_path(tool) {
-                return Err(ProviderError::Unavailable(format!(
-                    "`{tool}` is not installed; run `scripts/setup` (it installs qemu-system-x86, \
-                     qemu-utils and genisoimage)"
-                )));
+                return Err(ProviderError::MissingTool {
+                    tool: tool.to_string(),
+                    fix: "run `scripts/setup` (it installs qemu-system-x86, qemu-utils and genisoimage)"
+                        .to_string(),
+                });
             }
         }
         Ok(LocalProvider {
@@ -141,11 +140,9 @@ impl LocalProvider {
                 // destroy removes it, list does not show it.
                 continue;
             };
-            let record: Record = serde_json::from_str(&text).map_err(|e| {
-                ProviderError::Api(format!(
-                    "`{}` is not a respot instance record: {e}",
-                    file.display()
-                ))
+            let record: Record = serde_json::from_str(&text).map_err(|source| ProviderError::BadRecord {
+                path: file.clone(),
+                source,
             })?;
             records.push((path, record));
         }
@@ -292,10 +289,10 @@ impl LocalProvider {
             .arg("-daemonize");
         run_tool(&mut qemu)?;
         if our_qemu_pid(&dir).is_none() {
-            return Err(ProviderError::Launch(format!(
-                "qemu for `{name}` exited right after starting; see `{}`",
-                dir.join("console.log").display()
-            )));
+            return Err(ProviderError::VmExited {
+                name: name.to_string(),
+                console: dir.join("console.log"),
+            });
         }
         Ok(())
     }
@@ -351,7 +348,10 @@ impl Provider for LocalProvider {
             let request = request.clone();
             tokio::task::spawn_blocking(move || this.launch_one(&request, index, accel))
                 .await
-                .map_err(|e| ProviderError::Launch(format!("launch task failed: {e}")))??;
+                .map_err(|e| ProviderError::Task {
+                    task: "launch",
+                    detail: e.to_string(),
+                })??;
         }
         let instances: Vec<Instance> = self
             .list(&request.deployment)
@@ -360,10 +360,9 @@ impl Provider for LocalProvider {
             .filter(|i| i.generation == Some(request.generation))
             .collect();
         if let Some(dead) = instances.iter().find(|i| i.state != InstanceState::Running) {
-            return Err(ProviderError::Launch(format!(
-                "VM `{}` is not running after launch",
-                dead.name
-            )));
+            return Err(ProviderError::VmNotRunning {
+                name: dead.name.clone(),
+            });
         }
         Ok(instances)
     }
@@ -390,7 +389,10 @@ impl Provider for LocalProvider {
         let wanted: Vec<String> = instances.iter().map(|i| i.id.0.clone()).collect();
         tokio::task::spawn_blocking(move || this.destroy_blocking(&deployment, &wanted))
             .await
-            .map_err(|e| ProviderError::Api(format!("destroy task failed: {e}")))?
+            .map_err(|e| ProviderError::Task {
+                task: "destroy",
+                detail: e.to_string(),
+            })?
     }
 }
 
@@ -496,11 +498,16 @@ fn on_path(tool: &str) -> bool {
 }
 
 fn free_port() -> Result<u16> {
-    let listener = TcpListener::bind("127.0.0.1:0")
-        .map_err(|e| ProviderError::Launch(format!("cannot find a free port on 127.0.0.1: {e}")))?;
+    let listener = TcpListener::bind("127.0.0.1:0").map_err(|source| ProviderError::Host {
+        what: "find a free port on 127.0.0.1",
+        source,
+    })?;
     let port = listener
         .local_addr()
-        .map_err(|e| ProviderError::Launch(format!("cannot read a bound port: {e}")))?
+        .map_err(|source| ProviderError::Host {
+            what: "read a bound port",
+            source,
+        })?
         .port();
     Ok(port)
 }
@@ -509,23 +516,27 @@ fn new_instance_id() -> Result<String> {
     let mut bytes = [0u8; 8];
     std::fs::File::open("/dev/urandom")
         .and_then(|mut f| f.read_exact(&mut bytes))
-        .map_err(|e| ProviderError::Launch(format!("cannot read /dev/urandom: {e}")))?;
+        .map_err(|source| ProviderError::Host {
+            what: "read /dev/urandom",
+            source,
+        })?;
     Ok(format!("i-{}", hex::encode(bytes)))
 }
 
 fn run_tool(command: &mut Command) -> Result<()> {
     let program = command.get_program().to_string_lossy().to_string();
-    let output = command
-        .output()
-        .map_err(|e| ProviderError::Unavailable(format!("cannot run `{program}`: {e}")))?;
+    let output = command.output().map_err(|source| ProviderError::ToolStart {
+        tool: program.clone(),
+        source,
+    })?;
     if output.status.success() {
         Ok(())
     } else {
-        Err(ProviderError::Launch(format!(
-            "`{program}` failed ({}): {}",
-            output.status,
-            String::from_utf8_lossy(&output.stderr).trim()
-        )))
+        Err(ProviderError::ToolFailed {
+            tool: program,
+            status: output.status.to_string(),
+            stderr: String::from_utf8_lossy(&output.stderr).trim().to_string(),
+        })
     }
 }
 
@@ -533,6 +544,9 @@ fn write_file(path: &Path, content: &[u8]) -> Result<()> {
     std::fs::write(path, content).map_err(|e| io_error(path, e))
 }
 
-fn io_error(path: &Path, err: std::io::Error) -> ProviderError {
-    ProviderError::Api(format!("`{}`: {err}", path.display()))
+fn io_error(path: &Path, source: std::io::Error) -> ProviderError {
+    ProviderError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
 }
