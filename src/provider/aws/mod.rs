@@ -31,6 +31,8 @@ mod convert;
 mod destroy;
 pub mod ec2;
 mod errors;
+#[cfg(test)]
+mod fake;
 mod group;
 pub mod image;
 mod launch;
@@ -38,6 +40,8 @@ mod list;
 mod plan;
 mod pools;
 pub mod regions;
+#[cfg(test)]
+mod tests;
 
 use std::time::Duration;
 
