@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::exit::ExitStatus;
+use crate::provider::aws::{image, regions};
 
 pub const DEFAULT_CONFIG_FILE: &str = "respot.toml";
 
@@ -311,9 +312,6 @@ fn default_expect_status() -> u16 {
     200
 }
 
-/// Image aliases the AWS provider resolves to the newest official AMI.
-pub const IMAGE_ALIASES: &[&str] = &["ubuntu-24.04", "ubuntu-22.04", "al2023"];
-
 impl Config {
     /// Finds the config: `explicit` if given, else `respot.toml` in `cwd`.
     pub fn locate(explicit: Option<&Path>, cwd: &Path) -> Result<PathBuf, ConfigError> {
@@ -444,12 +442,12 @@ impl Config {
     fn validate_aws(&self, at: &Located) -> Result<(), ConfigError> {
         let aws = &self.aws;
         let image = &aws.image;
-        if !(image.starts_with("ami-") || IMAGE_ALIASES.contains(&image.as_str())) {
+        if !image::is_valid_image(image) {
             return Err(at.invalid(
                 &[Seg::Key("aws"), Seg::Key("image")],
                 format!(
                     "expected a literal `ami-...` id or one of {}, got `{image}`",
-                    quoted_list(IMAGE_ALIASES)
+                    image::quoted_aliases()
                 ),
             ));
         }
@@ -478,7 +476,7 @@ impl Config {
         for (i, region) in aws.regions.iter().enumerate() {
             let here =
                 |key: &'static str| [Seg::Key("aws"), Seg::Key("regions"), Seg::Index(i), Seg::Key(key)];
-            if !valid_region_name(&region.name) {
+            if !regions::valid_region(&region.name) {
                 return Err(at.invalid(
                     &here("name"),
                     format!(
@@ -626,13 +624,6 @@ fn valid_instance_type(itype: &str) -> bool {
         && itype
             .bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-')
-}
-
-fn valid_region_name(name: &str) -> bool {
-    name.split('-').count() >= 3
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
 }
 
 fn valid_probe_path(path: &str) -> bool {

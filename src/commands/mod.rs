@@ -123,7 +123,8 @@ impl Context<'_> {
         match self.provider.kind.unwrap_or(config.deployment.provider) {
             ProviderKind::Local => Ok(AnyProvider::Local(LocalProvider::new(
                 config,
-                &self.paths,
+                self.paths.vms_root()?,
+                self.paths.image_dir()?,
                 self.provider.accel,
             )?)),
             ProviderKind::Aws => Ok(AnyProvider::Aws(Box::new(

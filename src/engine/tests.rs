@@ -116,9 +116,11 @@ impl Provider for MemoryProvider {
         let launch = *self.launch.lock().unwrap();
         match launch {
             Launch::Ok => Ok(started),
-            Launch::FailAfterStarting => Err(ProviderError::Unavailable(
-                "the API went away mid-launch".to_string(),
-            )),
+            Launch::FailAfterStarting => Err(ProviderError::Unreachable {
+                region: "mem-1".to_string(),
+                action: "RunInstances".to_string(),
+                detail: "the connection dropped mid-launch".to_string(),
+            }),
             Launch::ForgetsAllButOne => Ok(started.into_iter().take(1).collect()),
         }
     }

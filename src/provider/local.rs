@@ -23,7 +23,6 @@ use super::{
     ProviderError, Result, SshEndpoint,
 };
 use crate::config::{Accel, Config};
-use crate::paths::{Paths, PathsError};
 use crate::template::Digest;
 
 const QEMU: &str = "qemu-system-x86_64";
@@ -62,27 +61,32 @@ pub struct LocalProvider {
 
 impl LocalProvider {
     /// Checks that QEMU and the image exist; touches nothing.
-    pub fn new(config: &Config, paths: &Paths, accel_override: Option<Accel>) -> Result<LocalProvider> {
-        let unusable = |err: PathsError| ProviderError::Unavailable(err.to_string());
+    /// `vms_root` holds every deployment's VMs; `default_image` is used
+    /// unless `local.image` names another.
+    pub fn new(
+        config: &Config,
+        vms_root: PathBuf,
+        default_image: PathBuf,
+        accel_override: Option<Accel>,
+    ) -> Result<LocalProvider> {
         let image_dir = match &config.local.image {
             Some(image) => config.base_dir().join(image),
-            None => paths.image_dir().map_err(unusable)?,
+            None => default_image,
         };
         for file in ["disk.raw", "vmlinuz", "initrd.img"] {
             if !image_dir.join(file).is_file() {
-                return Err(ProviderError::Unavailable(format!(
-                    "the local VM image is missing `{}`; build it once with `scripts/build-image` \
-                     (or set `local.image` in respot.toml)",
-                    image_dir.join(file).display()
-                )));
+                return Err(ProviderError::MissingImage {
+                    path: image_dir.join(file),
+                });
             }
         }
         for tool in [QEMU, "qemu-img", "genisoimage"] {
             if !on_path(tool) {
-                return Err(ProviderError::Unavailable(format!(
-                    "`{tool}` is not installed; run `scripts/setup` (it installs qemu-system-x86, \
-                     qemu-utils and genisoimage)"
-                )));
+                return Err(ProviderError::MissingTool {
+                    tool: tool.to_string(),
+                    fix: "run `scripts/setup` (it installs qemu-system-x86, qemu-utils and genisoimage)"
+                        .to_string(),
+                });
             }
         }
         Ok(LocalProvider {
@@ -92,7 +96,7 @@ impl LocalProvider {
             accel: accel_override.unwrap_or(config.local.accel),
             forward_ports: config.local.forward_ports.clone(),
             image_dir,
-            state_root: paths.vms_root().map_err(unusable)?,
+            state_root: vms_root,
         })
     }
 
@@ -121,11 +125,9 @@ impl LocalProvider {
                 // destroy removes it, list does not show it.
                 continue;
             };
-            let record: Record = serde_json::from_str(&text).map_err(|e| {
-                ProviderError::Api(format!(
-                    "`{}` is not a respot instance record: {e}",
-                    file.display()
-                ))
+            let record: Record = serde_json::from_str(&text).map_err(|source| ProviderError::BadRecord {
+                path: file.clone(),
+                source,
             })?;
             records.push((path, record));
         }
@@ -272,10 +274,10 @@ impl LocalProvider {
             .arg("-daemonize");
         run_tool(&mut qemu)?;
         if our_qemu_pid(&dir).is_none() {
-            return Err(ProviderError::Launch(format!(
-                "qemu for `{name}` exited right after starting; see `{}`",
-                dir.join("console.log").display()
-            )));
+            return Err(ProviderError::VmExited {
+                name: name.to_string(),
+                console: dir.join("console.log"),
+            });
         }
         Ok(())
     }
@@ -331,7 +333,10 @@ impl Provider for LocalProvider {
             let request = request.clone();
             tokio::task::spawn_blocking(move || this.launch_one(&request, index, accel))
                 .await
-                .map_err(|e| ProviderError::Launch(format!("launch task failed: {e}")))??;
+                .map_err(|e| ProviderError::Task {
+                    task: "launch",
+                    detail: e.to_string(),
+                })??;
         }
         let instances: Vec<Instance> = self
             .list(&request.deployment)
@@ -340,10 +345,9 @@ impl Provider for LocalProvider {
             .filter(|i| i.generation == Some(request.generation))
             .collect();
         if let Some(dead) = instances.iter().find(|i| i.state != InstanceState::Running) {
-            return Err(ProviderError::Launch(format!(
-                "VM `{}` is not running after launch",
-                dead.name
-            )));
+            return Err(ProviderError::VmNotRunning {
+                name: dead.name.clone(),
+            });
         }
         Ok(instances)
     }
@@ -370,7 +374,10 @@ impl Provider for LocalProvider {
         let wanted: Vec<String> = instances.iter().map(|i| i.id.0.clone()).collect();
         tokio::task::spawn_blocking(move || this.destroy_blocking(&deployment, &wanted))
             .await
-            .map_err(|e| ProviderError::Api(format!("destroy task failed: {e}")))?
+            .map_err(|e| ProviderError::Task {
+                task: "destroy",
+                detail: e.to_string(),
+            })?
     }
 }
 
@@ -476,11 +483,16 @@ fn on_path(tool: &str) -> bool {
 }
 
 fn free_port() -> Result<u16> {
-    let listener = TcpListener::bind("127.0.0.1:0")
-        .map_err(|e| ProviderError::Launch(format!("cannot find a free port on 127.0.0.1: {e}")))?;
+    let listener = TcpListener::bind("127.0.0.1:0").map_err(|source| ProviderError::Host {
+        what: "find a free port on 127.0.0.1",
+        source,
+    })?;
     let port = listener
         .local_addr()
-        .map_err(|e| ProviderError::Launch(format!("cannot read a bound port: {e}")))?
+        .map_err(|source| ProviderError::Host {
+            what: "read a bound port",
+            source,
+        })?
         .port();
     Ok(port)
 }
@@ -489,23 +501,27 @@ fn new_instance_id() -> Result<String> {
     let mut bytes = [0u8; 8];
     std::fs::File::open("/dev/urandom")
         .and_then(|mut f| f.read_exact(&mut bytes))
-        .map_err(|e| ProviderError::Launch(format!("cannot read /dev/urandom: {e}")))?;
+        .map_err(|source| ProviderError::Host {
+            what: "read /dev/urandom",
+            source,
+        })?;
     Ok(format!("i-{}", hex::encode(bytes)))
 }
 
 fn run_tool(command: &mut Command) -> Result<()> {
     let program = command.get_program().to_string_lossy().to_string();
-    let output = command
-        .output()
-        .map_err(|e| ProviderError::Unavailable(format!("cannot run `{program}`: {e}")))?;
+    let output = command.output().map_err(|source| ProviderError::ToolStart {
+        tool: program.clone(),
+        source,
+    })?;
     if output.status.success() {
         Ok(())
     } else {
-        Err(ProviderError::Launch(format!(
-            "`{program}` failed ({}): {}",
-            output.status,
-            String::from_utf8_lossy(&output.stderr).trim()
-        )))
+        Err(ProviderError::ToolFailed {
+            tool: program,
+            status: output.status.to_string(),
+            stderr: String::from_utf8_lossy(&output.stderr).trim().to_string(),
+        })
     }
 }
 
@@ -513,6 +529,9 @@ fn write_file(path: &Path, content: &[u8]) -> Result<()> {
     std::fs::write(path, content).map_err(|e| io_error(path, e))
 }
 
-fn io_error(path: &Path, err: std::io::Error) -> ProviderError {
-    ProviderError::Api(format!("`{}`: {err}", path.display()))
+fn io_error(path: &Path, source: std::io::Error) -> ProviderError {
+    ProviderError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
 }

@@ -7,6 +7,7 @@
 //! structs, QEMU arguments) never leave their submodule.
 
 pub mod aws;
+mod error;
 pub mod local;
 
 use std::fmt;
@@ -15,6 +16,8 @@ use std::time::SystemTime;
 use serde::Serialize;
 
 use crate::template::{Digest, UserData};
+
+pub use self::error::{ProviderError, RegionFailure};
 
 /// Tag keys, the same on AWS and in the local provider's state.
 pub mod tag {
@@ -199,31 +202,6 @@ impl LaunchRequest {
             ),
             (tag::NAME.to_string(), name.to_string()),
         ]
-    }
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum ProviderError {
-    /// The provider cannot be used at all (credentials, a missing QEMU or image).
-    #[error("{0}")]
-    Unavailable(String),
-    /// An API or process call failed.
-    #[error("{0}")]
-    Api(String),
-    /// No capacity, a quota, or a price cap stopped the launch.
-    #[error("{0}")]
-    Capacity(String),
-    /// The launch did not finish (a region failed, a wait timed out).
-    #[error("{0}")]
-    Launch(String),
-}
-
-impl ProviderError {
-    pub fn exit_status(&self) -> crate::exit::ExitStatus {
-        match self {
-            ProviderError::Unavailable(_) | ProviderError::Api(_) => crate::exit::ExitStatus::Provider,
-            ProviderError::Capacity(_) | ProviderError::Launch(_) => crate::exit::ExitStatus::Failure,
-        }
     }
 }
 

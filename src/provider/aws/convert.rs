@@ -1,0 +1,209 @@
+//! Conversions between the SDK's types and respot's: SDK structs into the
+//! plain types of `ec2`, and respot's requests into SDK builders.
+//!
+//! Pure functions of their input; no calls. SDK optionals are never
+//! unwrapped: a field EC2 left out becomes `None` or drops the record.
+//! It also turns a [`RawInstance`] into a provider [`Instance`], which is
+//! where the tag decides what is ours.
+
+use std::time::SystemTime;
+
+use aws_sdk_ec2::types as ec2;
+
+use super::ec2::{
+    Image, IngressRule, LaunchSpec, Market, RawInstance, SecurityGroup, SpotPrice, Tags, tag_value,
+};
+use crate::provider::{Instance, InstanceId, InstanceState, Lifecycle, SshEndpoint, tag};
+use crate::template::Digest;
+
+pub fn filter(name: &str, values: &[&str]) -> ec2::Filter {
+    ec2::Filter::builder()
+        .name(name)
+        .set_values(Some(values.iter().map(|v| v.to_string()).collect()))
+        .build()
+}
+
+pub fn deployment_filter(deployment: &str) -> ec2::Filter {
+    filter(&format!("tag:{}", tag::DEPLOYMENT), &[deployment])
+}
+
+pub fn tags(sdk: &[ec2::Tag]) -> Tags {
+    sdk.iter()
+        .filter_map(|t| Some((t.key()?.to_string(), t.value()?.to_string())))
+        .collect()
+}
+
+pub fn tag_spec(resource: ec2::ResourceType, tags: &Tags) -> ec2::TagSpecification {
+    ec2::TagSpecification::builder()
+        .resource_type(resource)
+        .set_tags(Some(
+            tags.iter()
+                .map(|(k, v)| ec2::Tag::builder().key(k).value(v).build())
+                .collect(),
+        ))
+        .build()
+}
+
+/// Tags for everything one `RunInstances` creates: the instances, their
+/// volumes and, for spot, the spot requests.
+pub fn launch_tag_specs(spec: &LaunchSpec) -> Vec<ec2::TagSpecification> {
+    let mut specs = vec![
+        tag_spec(ec2::ResourceType::Instance, &spec.tags),
+        tag_spec(ec2::ResourceType::Volume, &spec.tags),
+    ];
+    if spec.market == Market::Spot {
+        specs.push(tag_spec(ec2::ResourceType::SpotInstancesRequest, &spec.tags));
+    }
+    specs
+}
+
+/// One-time spot instances that terminate when interrupted.
+pub fn spot_options(max_price: Option<f64>) -> ec2::InstanceMarketOptionsRequest {
+    ec2::InstanceMarketOptionsRequest::builder()
+        .market_type(ec2::MarketType::Spot)
+        .spot_options(
+            ec2::SpotMarketOptions::builder()
+                .spot_instance_type(ec2::SpotInstanceType::OneTime)
+                .instance_interruption_behavior(ec2::InstanceInterruptionBehavior::Terminate)
+                .set_max_price(max_price.map(|p| format!("{p}")))
+                .build(),
+        )
+        .build()
+}
+
+/// One single-port TCP rule per port, open to `cidr`.
+pub fn tcp_permissions(ports: &[u16], cidr: &str) -> Vec<ec2::IpPermission> {
+    ports
+        .iter()
+        .map(|port| {
+            ec2::IpPermission::builder()
+                .ip_protocol("tcp")
+                .from_port(i32::from(*port))
+                .to_port(i32::from(*port))
+                .ip_ranges(
+                    ec2::IpRange::builder()
+                        .cidr_ip(cidr)
+                        .description("respot: ssh.allow_cidr")
+                        .build(),
+                )
+                .build()
+        })
+        .collect()
+}
+
+fn state(state: Option<&ec2::InstanceState>) -> InstanceState {
+    match state.and_then(|s| s.name()) {
+        Some(ec2::InstanceStateName::Pending) => InstanceState::Pending,
+        Some(ec2::InstanceStateName::Running) => InstanceState::Running,
+        Some(ec2::InstanceStateName::Stopping) => InstanceState::Stopping,
+        Some(ec2::InstanceStateName::Stopped) => InstanceState::Stopped,
+        Some(ec2::InstanceStateName::ShuttingDown) => InstanceState::ShuttingDown,
+        Some(ec2::InstanceStateName::Terminated) => InstanceState::Terminated,
+        // Unknown future states: not terminated, so `create` refuses and
+        // `destroy` acts; the safe direction.
+        _ => InstanceState::Pending,
+    }
+}
+
+/// An instance without an id is dropped: nothing could act on it.
+pub fn raw_instance(sdk: &ec2::Instance) -> Option<RawInstance> {
+    Some(RawInstance {
+        id: sdk.instance_id()?.to_string(),
+        instance_type: sdk
+            .instance_type()
+            .map(|t| t.as_str().to_string())
+            .unwrap_or_default(),
+        zone: sdk
+            .placement()
+            .and_then(|p| p.availability_zone())
+            .map(str::to_string),
+        state: state(sdk.state()),
+        // AWS keeps the reason for a stop or termination (a spot
+        // interruption shows as `Server.SpotInstanceTermination`).
+        state_reason: sdk
+            .state_reason()
+            .and_then(|r| r.message().or(r.code()))
+            .or(sdk.state_transition_reason())
+            .filter(|s| !s.is_empty())
+            .map(str::to_string),
+        public_ip: sdk.public_ip_address().map(str::to_string),
+        spot: sdk.instance_lifecycle() == Some(&ec2::InstanceLifecycleType::Spot),
+        launched_at: sdk.launch_time().and_then(|t| SystemTime::try_from(*t).ok()),
+        tags: tags(sdk.tags()),
+    })
+}
+
+pub fn image(sdk: &ec2::Image) -> Option<Image> {
+    Some(Image {
+        id: sdk.image_id()?.to_string(),
+        name: sdk.name().unwrap_or_default().to_string(),
+        creation_date: sdk.creation_date().unwrap_or_default().to_string(),
+        architecture: sdk.architecture().map(|a| a.as_str().to_string()),
+    })
+}
+
+pub fn spot_price(sdk: &ec2::SpotPrice) -> SpotPrice {
+    SpotPrice {
+        zone: sdk.availability_zone().map(str::to_string),
+        product: sdk.product_description().map(|d| d.as_str().to_string()),
+        price: sdk.spot_price().map(str::to_string),
+    }
+}
+
+pub fn security_group(sdk: &ec2::SecurityGroup) -> Option<SecurityGroup> {
+    Some(SecurityGroup {
+        id: sdk.group_id()?.to_string(),
+        tags: tags(sdk.tags()),
+        rules: sdk
+            .ip_permissions()
+            .iter()
+            .map(|p| IngressRule {
+                from_port: p.from_port(),
+                to_port: p.to_port(),
+                cidrs: p
+                    .ip_ranges()
+                    .iter()
+                    .filter_map(|r| r.cidr_ip().map(str::to_string))
+                    .collect(),
+            })
+            .collect(),
+    })
+}
+
+/// Ours when, and only when, it carries `respot:deployment=<deployment>`.
+pub fn instance(region: &str, deployment: &str, raw: &RawInstance) -> Option<Instance> {
+    if tag_value(&raw.tags, tag::DEPLOYMENT) != Some(deployment) {
+        return None;
+    }
+    let state_reason = match raw.state {
+        InstanceState::Running | InstanceState::Pending => None,
+        _ => raw.state_reason.clone(),
+    };
+    let ssh = match (&raw.state, &raw.public_ip) {
+        (InstanceState::Running, Some(ip)) => Some(SshEndpoint {
+            host: ip.clone(),
+            port: 22,
+        }),
+        _ => None,
+    };
+    Some(Instance {
+        id: InstanceId(raw.id.clone()),
+        name: tag_value(&raw.tags, tag::NAME).unwrap_or(&raw.id).to_string(),
+        region: region.to_string(),
+        zone: raw.zone.clone(),
+        instance_type: raw.instance_type.clone(),
+        lifecycle: if raw.spot {
+            Lifecycle::Spot
+        } else {
+            Lifecycle::OnDemand
+        },
+        state: raw.state.clone(),
+        state_reason,
+        public_ip: raw.public_ip.clone(),
+        ssh,
+        digest: tag_value(&raw.tags, tag::DIGEST).and_then(Digest::parse),
+        version: tag_value(&raw.tags, tag::VERSION).map(str::to_string),
+        generation: tag_value(&raw.tags, tag::GENERATION).and_then(|g| g.parse().ok()),
+        launched_at: raw.launched_at,
+    })
+}

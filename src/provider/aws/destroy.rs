@@ -1,0 +1,213 @@
+//! Destroying a deployment: terminate its instances, cancel its open spot
+//! requests and, once no instance of it is left in a region, delete its
+//! security group.
+//!
+//! Only resources tagged for the deployment are touched. Cleanup tries
+//! every resource even when one fails: what could not be removed goes to
+//! `left_behind`, and only a region that cannot be used at all (credentials,
+//! reach) fails the whole action.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::ec2::{Ec2Api, tag_value};
+use super::list::ID_BATCH;
+use super::{AwsProvider, RegionTarget, gather, group_name, per_region};
+use crate::provider::{DestroyReport, Instance, InstanceId, InstanceState, ProviderError, Result, tag};
+
+impl<E: Ec2Api> AwsProvider<E> {
+    pub(super) async fn destroy_all(
+        &self,
+        deployment: &str,
+        instances: &[Instance],
+        wait: bool,
+    ) -> Result<DestroyReport> {
+        let mut by_region: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for instance in instances {
+            let ids = by_region.entry(instance.region.clone()).or_default();
+            if instance.state.is_live() {
+                ids.push(instance.id.0.clone());
+            }
+        }
+        let mut targets: Vec<RegionTarget<E>> = self.regions.clone();
+        for region in by_region.keys() {
+            if !targets.iter().any(|t| &t.name == region) {
+                targets.push(self.target(region));
+            }
+        }
+        let by_region = &by_region;
+        let results = per_region(targets, |target| async move {
+            let ids = by_region.get(&target.name).cloned().unwrap_or_default();
+            match self.destroy_region(&target, deployment, &ids, wait).await {
+                Err(err) if !err.is_unavailable() => Ok(DestroyReport {
+                    left_behind: vec![err.to_string()],
+                    ..DestroyReport::default()
+                }),
+                other => other,
+            }
+        })
+        .await;
+        let mut report = DestroyReport::default();
+        for part in gather("destroy", results)? {
+            report.terminated.extend(part.terminated);
+            report.cleaned.extend(part.cleaned);
+            report.left_behind.extend(part.left_behind);
+        }
+        Ok(report)
+    }
+
+    async fn destroy_region(
+        &self,
+        target: &RegionTarget<E>,
+        deployment: &str,
+        ids: &[String],
+        wait: bool,
+    ) -> Result<DestroyReport> {
+        let region = target.name.as_str();
+        let mut report = DestroyReport::default();
+        let (terminated, requests, group) = tokio::join!(
+            self.terminate(target, deployment, ids),
+            self.open_spot_requests(target, deployment),
+            self.find_group(target, deployment),
+        );
+        let terminated = terminated?;
+        report
+            .terminated
+            .extend(terminated.iter().cloned().map(InstanceId));
+        let requests = requests?;
+        let group = group?;
+        let (cancelled, others_live) = tokio::join!(self.cancel_spot_requests(target, &requests), async {
+            if wait {
+                self.wait_terminated(target, deployment, &terminated)
+                    .await
+                    .map(Some)
+            } else {
+                Ok(None)
+            }
+        });
+        match cancelled {
+            Ok(()) => report
+                .cleaned
+                .extend(requests.iter().map(|r| format!("spot request {r} in {region}"))),
+            Err(err) => report.left_behind.push(err.to_string()),
+        }
+        let Some(group) = group else {
+            return Ok(report);
+        };
+        match others_live {
+            Ok(Some(0)) => match self.delete_group(target, &group).await {
+                Ok(()) => report.cleaned.push(format!(
+                    "security group {group} ({}) in {region}",
+                    group_name(deployment)
+                )),
+                Err(err) => report.left_behind.push(err.to_string()),
+            },
+            // Another generation still runs in this region and uses the group.
+            Ok(Some(_)) => {}
+            Ok(None) => tracing::warn!(
+                "{region}: kept security group {group}: it is deleted once the instances are gone; \
+                 run `respot destroy` again without --no-wait"
+            ),
+            Err(err) => report.left_behind.push(err.to_string()),
+        }
+        Ok(report)
+    }
+
+    /// Terminates `ids` in batches; ids AWS no longer knows are skipped.
+    async fn terminate(
+        &self,
+        target: &RegionTarget<E>,
+        deployment: &str,
+        ids: &[String],
+    ) -> Result<Vec<String>> {
+        let mut done = Vec::new();
+        for batch in ids.chunks(ID_BATCH) {
+            match target.ec2.terminate_instances(batch).await {
+                Ok(()) => done.extend(batch.iter().cloned()),
+                Err(err) if err.code() == Some("InvalidInstanceID.NotFound") => {
+                    // Some ids are gone already; terminate the ones AWS
+                    // still lists under our tag.
+                    let known: Vec<String> = self
+                        .list_region(target, deployment, batch)
+                        .await?
+                        .into_iter()
+                        .filter(|i| i.state.is_live())
+                        .map(|i| i.id.0)
+                        .collect();
+                    if known.is_empty() {
+                        continue;
+                    }
+                    target
+                        .ec2
+                        .terminate_instances(&known)
+                        .await
+                        .map_err(|err| self.api_error(&target.name, &err))?;
+                    done.extend(known);
+                }
+                Err(err) => return Err(self.api_error(&target.name, &err)),
+            }
+        }
+        Ok(done)
+    }
+
+    async fn open_spot_requests(&self, target: &RegionTarget<E>, deployment: &str) -> Result<Vec<String>> {
+        let requests = target
+            .ec2
+            .describe_spot_requests(deployment)
+            .await
+            .map_err(|err| self.api_error(&target.name, &err))?;
+        Ok(requests
+            .into_iter()
+            .filter(|r| tag_value(&r.tags, tag::DEPLOYMENT) == Some(deployment))
+            .map(|r| r.id)
+            .collect())
+    }
+
+    async fn cancel_spot_requests(&self, target: &RegionTarget<E>, requests: &[String]) -> Result<()> {
+        for batch in requests.chunks(ID_BATCH) {
+            target
+                .ec2
+                .cancel_spot_requests(batch)
+                .await
+                .map_err(|err| self.api_error(&target.name, &err))?;
+        }
+        Ok(())
+    }
+
+    /// Waits until `ids` are terminated; returns how many other instances
+    /// of the deployment are still live in the region (their group stays).
+    async fn wait_terminated(
+        &self,
+        target: &RegionTarget<E>,
+        deployment: &str,
+        ids: &[String],
+    ) -> Result<usize> {
+        let region = target.name.as_str();
+        let ours: BTreeSet<&str> = ids.iter().map(String::as_str).collect();
+        let poll = async {
+            let mut attempt = 0;
+            loop {
+                tokio::time::sleep(self.waits.backoff(attempt)).await;
+                attempt += 1;
+                let found = self.list_region(target, deployment, &[]).await?;
+                let waiting = found
+                    .iter()
+                    .filter(|i| ours.contains(i.id.0.as_str()) && i.state != InstanceState::Terminated)
+                    .count();
+                if waiting == 0 {
+                    return Ok(found
+                        .iter()
+                        .filter(|i| !ours.contains(i.id.0.as_str()) && i.state.is_live())
+                        .count());
+                }
+                tracing::debug!("{region}: waiting for {waiting} instance(s) to terminate");
+            }
+        };
+        match tokio::time::timeout(self.waits.terminated, poll).await {
+            Ok(result) => result,
+            Err(_) => Err(ProviderError::NotTerminated {
+                region: region.to_string(),
+                after: self.waits.terminated,
+            }),
+        }
+    }
+}

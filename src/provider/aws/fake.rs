@@ -1,0 +1,523 @@
+//! A scripted stand-in for AWS, for unit tests of the provider's logic
+//! (pools, fallback, quotas, rollback, destroy) without moto.
+//!
+//! [`FakeEc2`] keeps a small world per region (instances, security groups,
+//! spot requests) so that what one call creates the next call sees, and it
+//! records every call. [`Rule`]s script failures: the next `times` calls of
+//! an action (in a region, whose recorded detail contains a text) fail with
+//! an EC2 error code. It never opens a socket.
+
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime};
+
+use super::ec2::{
+    Ec2Api, Ec2Error, Ec2Result, Image, IngressRule, LaunchSpec, Market, RawInstance, SecurityGroup,
+    SpotPrice, SpotRequest, Subnet, Tags, tag_value,
+};
+use crate::provider::{InstanceState, tag};
+
+/// One call as the fake saw it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Call {
+    pub region: String,
+    pub action: &'static str,
+    /// What the call asked for, e.g. `t3.small eu-west-1a spot x2` for
+    /// `RunInstances`, or the ids for `TerminateInstances`.
+    pub detail: String,
+}
+
+/// A scripted failure.
+#[derive(Debug, Clone)]
+pub struct Rule {
+    action: &'static str,
+    code: String,
+    region: Option<String>,
+    when: Option<String>,
+    /// `None`: every matching call fails.
+    times: Option<u32>,
+}
+
+impl Rule {
+    /// Every call of `action` fails with `code`.
+    pub fn fail(action: &'static str, code: &str) -> Rule {
+        Rule {
+            action,
+            code: code.to_string(),
+            region: None,
+            when: None,
+            times: None,
+        }
+    }
+
+    pub fn in_region(mut self, region: &str) -> Rule {
+        self.region = Some(region.to_string());
+        self
+    }
+
+    /// Only calls whose detail contains `text`.
+    pub fn when(mut self, text: &str) -> Rule {
+        self.when = Some(text.to_string());
+        self
+    }
+
+    pub fn times(mut self, times: u32) -> Rule {
+        self.times = Some(times);
+        self
+    }
+
+    fn matches(&self, call: &Call) -> bool {
+        self.action == call.action
+            && self.times != Some(0)
+            && self.region.as_ref().is_none_or(|r| *r == call.region)
+            && self
+                .when
+                .as_ref()
+                .is_none_or(|w| call.detail.contains(w.as_str()))
+    }
+}
+
+#[derive(Debug)]
+struct Group {
+    region: String,
+    name: String,
+    group: SecurityGroup,
+}
+
+#[derive(Debug)]
+struct World {
+    calls: Vec<Call>,
+    rules: Vec<Rule>,
+    instances: Vec<(String, RawInstance)>,
+    groups: Vec<Group>,
+    /// (region, request, still open)
+    spot_requests: Vec<(String, SpotRequest, bool)>,
+    next_id: u32,
+    /// The state (and reason) new instances launch in; `running` by default.
+    launch_state: (InstanceState, Option<String>),
+    /// Every region AWS has (`DescribeRegions` with `AllRegions`).
+    all_regions: Vec<String>,
+    images: Vec<(String, Image)>,
+}
+
+/// A fake AWS account, seen from one region. Clones share the world.
+#[derive(Debug, Clone)]
+pub struct FakeEc2 {
+    region: String,
+    world: Arc<Mutex<World>>,
+}
+
+impl FakeEc2 {
+    pub fn new(region: &str) -> FakeEc2 {
+        let image = |id: &str, name: &str, arch: &str| Image {
+            id: id.to_string(),
+            name: name.to_string(),
+            creation_date: "2025-01-01T00:00:00.000Z".to_string(),
+            architecture: Some(arch.to_string()),
+        };
+        let world = World {
+            calls: Vec::new(),
+            rules: Vec::new(),
+            instances: Vec::new(),
+            groups: Vec::new(),
+            spot_requests: Vec::new(),
+            next_id: 0,
+            launch_state: (InstanceState::Running, None),
+            all_regions: ["eu-future-1", "eu-west-1", "us-east-1", "us-west-2"]
+                .map(String::from)
+                .to_vec(),
+            images: vec![
+                (
+                    "amazon".to_string(),
+                    image("ami-al2023x86", "al2023-ami-2023.6-kernel-6.1-x86_64", "x86_64"),
+                ),
+                (
+                    "amazon".to_string(),
+                    image("ami-al2023arm", "al2023-ami-2023.6-kernel-6.1-arm64", "arm64"),
+                ),
+            ],
+        };
+        FakeEc2 {
+            region: region.to_string(),
+            world: Arc::new(Mutex::new(world)),
+        }
+    }
+
+    fn world(&self) -> MutexGuard<'_, World> {
+        self.world
+            .lock()
+            .expect("no test panics while holding the fake's lock")
+    }
+
+    pub fn script(&self, rule: Rule) {
+        self.world().rules.push(rule);
+    }
+
+    /// New instances launch in `state`, with AWS's `reason`.
+    pub fn launch_as(&self, state: InstanceState, reason: &str) {
+        self.world().launch_state = (state, Some(reason.to_string()));
+    }
+
+    pub fn calls(&self) -> Vec<Call> {
+        self.world().calls.clone()
+    }
+
+    /// The calls of `action`, as (region, detail).
+    pub fn calls_of(&self, action: &str) -> Vec<(String, String)> {
+        self.calls()
+            .into_iter()
+            .filter(|c| c.action == action)
+            .map(|c| (c.region, c.detail))
+            .collect()
+    }
+
+    /// Every instance, any owner: (region, instance).
+    pub fn instances(&self) -> Vec<(String, RawInstance)> {
+        self.world().instances.clone()
+    }
+
+    /// Live instances, any owner: (region, id).
+    pub fn live(&self) -> Vec<(String, String)> {
+        self.instances()
+            .into_iter()
+            .filter(|(_, i)| i.state.is_live())
+            .map(|(r, i)| (r, i.id))
+            .collect()
+    }
+
+    /// Security group names in `region`.
+    pub fn group_names(&self, region: &str) -> Vec<String> {
+        self.world()
+            .groups
+            .iter()
+            .filter(|g| g.region == region)
+            .map(|g| g.name.clone())
+            .collect()
+    }
+
+    /// Open spot requests: (region, id).
+    pub fn open_spot_requests(&self) -> Vec<(String, String)> {
+        self.world()
+            .spot_requests
+            .iter()
+            .filter(|(_, _, open)| *open)
+            .map(|(r, s, _)| (r.clone(), s.id.clone()))
+            .collect()
+    }
+
+    /// An instance respot did not launch, with `tags`; returns its id.
+    pub fn seed_instance(&self, region: &str, tags: &[(&str, &str)]) -> String {
+        let mut world = self.world();
+        let id = world.new_id("i");
+        let instance = RawInstance {
+            id: id.clone(),
+            instance_type: "t3.micro".to_string(),
+            zone: Some(format!("{region}a")),
+            state: InstanceState::Running,
+            state_reason: None,
+            public_ip: Some("203.0.113.9".to_string()),
+            spot: false,
+            launched_at: Some(SystemTime::UNIX_EPOCH),
+            tags: tags.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        };
+        world.instances.push((region.to_string(), instance));
+        id
+    }
+
+    /// Records the call and returns the scripted failure, if any.
+    fn call(&self, action: &'static str, detail: String) -> Ec2Result<()> {
+        let mut world = self.world();
+        let call = Call {
+            region: self.region.clone(),
+            action,
+            detail,
+        };
+        let scripted = world.rules.iter_mut().find(|r| r.matches(&call)).map(|rule| {
+            rule.times = rule.times.map(|t| t - 1);
+            Ec2Error::service(action, &rule.code, "scripted by the test")
+        });
+        world.calls.push(call);
+        match scripted {
+            Some(err) => Err(err),
+            None => Ok(()),
+        }
+    }
+}
+
+impl World {
+    fn new_id(&mut self, prefix: &str) -> String {
+        self.next_id += 1;
+        format!("{prefix}-{:04}", self.next_id)
+    }
+}
+
+/// `*` matches any run of characters; everything else matches itself.
+fn glob(pattern: &str, text: &str) -> bool {
+    match pattern.split_once('*') {
+        None => pattern == text,
+        Some((head, rest)) => {
+            text.starts_with(head)
+                && (0..=text.len() - head.len()).any(|skip| glob(rest, &text[head.len() + skip..]))
+        }
+    }
+}
+
+fn ids_detail(ids: &[String]) -> String {
+    ids.join(" ")
+}
+
+impl Ec2Api for FakeEc2 {
+    fn region(&self) -> &str {
+        &self.region
+    }
+
+    fn in_region(&self, region: &str) -> FakeEc2 {
+        FakeEc2 {
+            region: region.to_string(),
+            world: Arc::clone(&self.world),
+        }
+    }
+
+    async fn caller_arn(&self) -> Ec2Result<String> {
+        self.call("GetCallerIdentity", String::new())?;
+        Ok("arn:aws:iam::123456789012:user/fake".to_string())
+    }
+
+    async fn describe_regions(&self, all: bool) -> Ec2Result<Vec<String>> {
+        self.call("DescribeRegions", format!("all={all}"))?;
+        let world = self.world();
+        Ok(world.all_regions.clone())
+    }
+
+    async fn describe_instances(&self, deployment: &str, ids: &[String]) -> Ec2Result<Vec<RawInstance>> {
+        self.call("DescribeInstances", format!("{deployment} {}", ids_detail(ids)))?;
+        let world = self.world();
+        Ok(world
+            .instances
+            .iter()
+            .filter(|(region, i)| {
+                *region == self.region
+                    && tag_value(&i.tags, tag::DEPLOYMENT) == Some(deployment)
+                    && (ids.is_empty() || ids.contains(&i.id))
+            })
+            .map(|(_, i)| i.clone())
+            .collect())
+    }
+
+    async fn run_instances(&self, spec: &LaunchSpec) -> Ec2Result<Vec<String>> {
+        let detail = format!(
+            "{} {} {} x{}",
+            spec.instance_type,
+            spec.zone,
+            spec.market.as_str(),
+            spec.count
+        );
+        self.call("RunInstances", detail)?;
+        let mut world = self.world();
+        let mut ids = Vec::new();
+        for _ in 0..spec.count {
+            let id = world.new_id("i");
+            let (state, state_reason) = world.launch_state.clone();
+            let instance = RawInstance {
+                id: id.clone(),
+                instance_type: spec.instance_type.clone(),
+                zone: Some(spec.zone.clone()),
+                state,
+                state_reason,
+                public_ip: Some(format!("198.51.100.{}", world.next_id % 250)),
+                spot: spec.market == Market::Spot,
+                launched_at: Some(SystemTime::UNIX_EPOCH + Duration::from_secs(u64::from(world.next_id))),
+                tags: spec.tags.clone(),
+            };
+            world.instances.push((self.region.clone(), instance));
+            if spec.market == Market::Spot {
+                let request = SpotRequest {
+                    id: world.new_id("sir"),
+                    tags: spec.tags.clone(),
+                };
+                world.spot_requests.push((self.region.clone(), request, true));
+            }
+            ids.push(id);
+        }
+        Ok(ids)
+    }
+
+    async fn terminate_instances(&self, ids: &[String]) -> Ec2Result<()> {
+        const ACTION: &str = "TerminateInstances";
+        self.call(ACTION, ids_detail(ids))?;
+        let mut world = self.world();
+        let region = self.region.clone();
+        let known = |id: &String| world.instances.iter().any(|(r, i)| *r == region && i.id == *id);
+        if let Some(unknown) = ids.iter().find(|id| !known(id)) {
+            let message = format!("The instance ID '{unknown}' does not exist");
+            return Err(Ec2Error::service(ACTION, "InvalidInstanceID.NotFound", &message));
+        }
+        for (_, instance) in world
+            .instances
+            .iter_mut()
+            .filter(|(r, i)| *r == region && ids.contains(&i.id))
+        {
+            instance.state = InstanceState::Terminated;
+            instance.state_reason = Some("Client.UserInitiatedShutdown".to_string());
+        }
+        Ok(())
+    }
+
+    async fn describe_images(&self, owner: &str, name_pattern: &str) -> Ec2Result<Vec<Image>> {
+        self.call("DescribeImages", format!("{owner} {name_pattern}"))?;
+        let world = self.world();
+        Ok(world
+            .images
+            .iter()
+            .filter(|(o, image)| o == owner && glob(name_pattern, &image.name))
+            .map(|(_, image)| image.clone())
+            .collect())
+    }
+
+    async fn describe_default_subnets(&self) -> Ec2Result<Vec<Subnet>> {
+        self.call("DescribeSubnets", String::new())?;
+        Ok(["a", "b"]
+            .iter()
+            .map(|letter| Subnet {
+                zone: format!("{}{letter}", self.region),
+                id: format!("subnet-{}{letter}", self.region),
+            })
+            .collect())
+    }
+
+    async fn describe_spot_prices(&self, instance_type: &str) -> Ec2Result<Vec<SpotPrice>> {
+        self.call("DescribeSpotPriceHistory", instance_type.to_string())?;
+        let price = |zone: &str, product: &str, price: &str| SpotPrice {
+            zone: Some(format!("{}{zone}", self.region)),
+            product: Some(product.to_string()),
+            price: Some(price.to_string()),
+        };
+        Ok(vec![
+            price("a", "Linux/UNIX", "0.0100"),
+            price("b", "Linux/UNIX (Amazon VPC)", "0.0080"),
+            price("a", "Windows", "0.0010"),
+        ])
+    }
+
+    async fn create_security_group(&self, name: &str, _description: &str, tags: &Tags) -> Ec2Result<String> {
+        const ACTION: &str = "CreateSecurityGroup";
+        self.call(ACTION, name.to_string())?;
+        let mut world = self.world();
+        if world
+            .groups
+            .iter()
+            .any(|g| g.region == self.region && g.name == name)
+        {
+            let message = format!("The security group '{name}' already exists");
+            return Err(Ec2Error::service(ACTION, "InvalidGroup.Duplicate", &message));
+        }
+        let id = world.new_id("sg");
+        world.groups.push(Group {
+            region: self.region.clone(),
+            name: name.to_string(),
+            group: SecurityGroup {
+                id: id.clone(),
+                tags: tags.clone(),
+                rules: Vec::new(),
+            },
+        });
+        Ok(id)
+    }
+
+    async fn describe_security_groups(
+        &self,
+        name: &str,
+        deployment: Option<&str>,
+    ) -> Ec2Result<Vec<SecurityGroup>> {
+        self.call("DescribeSecurityGroups", name.to_string())?;
+        let world = self.world();
+        Ok(world
+            .groups
+            .iter()
+            .filter(|g| g.region == self.region && g.name == name)
+            .filter(|g| deployment.is_none_or(|d| tag_value(&g.group.tags, tag::DEPLOYMENT) == Some(d)))
+            .map(|g| g.group.clone())
+            .collect())
+    }
+
+    async fn authorize_ingress(&self, group_id: &str, ports: &[u16], cidr: &str) -> Ec2Result<()> {
+        const ACTION: &str = "AuthorizeSecurityGroupIngress";
+        self.call(ACTION, format!("{group_id} {ports:?} {cidr}"))?;
+        let mut world = self.world();
+        let Some(group) = world.groups.iter_mut().find(|g| g.group.id == group_id) else {
+            return Err(Ec2Error::service(ACTION, "InvalidGroup.NotFound", group_id));
+        };
+        for port in ports {
+            group.group.rules.push(IngressRule {
+                from_port: Some(i32::from(*port)),
+                to_port: Some(i32::from(*port)),
+                cidrs: vec![cidr.to_string()],
+            });
+        }
+        Ok(())
+    }
+
+    async fn delete_security_group(&self, group_id: &str) -> Ec2Result<()> {
+        const ACTION: &str = "DeleteSecurityGroup";
+        self.call(ACTION, group_id.to_string())?;
+        let mut world = self.world();
+        let before = world.groups.len();
+        world.groups.retain(|g| g.group.id != group_id);
+        if world.groups.len() == before {
+            return Err(Ec2Error::service(ACTION, "InvalidGroup.NotFound", group_id));
+        }
+        Ok(())
+    }
+
+    async fn describe_spot_requests(&self, deployment: &str) -> Ec2Result<Vec<SpotRequest>> {
+        self.call("DescribeSpotInstanceRequests", deployment.to_string())?;
+        let world = self.world();
+        Ok(world
+            .spot_requests
+            .iter()
+            .filter(|(region, request, open)| {
+                *open
+                    && *region == self.region
+                    && tag_value(&request.tags, tag::DEPLOYMENT) == Some(deployment)
+            })
+            .map(|(_, request, _)| request.clone())
+            .collect())
+    }
+
+    async fn cancel_spot_requests(&self, ids: &[String]) -> Ec2Result<()> {
+        self.call("CancelSpotInstanceRequests", ids_detail(ids))?;
+        let mut world = self.world();
+        for (_, request, open) in world.spot_requests.iter_mut() {
+            if ids.contains(&request.id) {
+                *open = false;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::glob;
+
+    #[test]
+    fn glob_matches_like_ec2_filters() {
+        let cases = [
+            (
+                "al2023-ami-2023*-kernel-*-x86_64",
+                "al2023-ami-2023.6-kernel-6.1-x86_64",
+                true,
+            ),
+            (
+                "al2023-ami-2023*-kernel-*-x86_64",
+                "al2023-ami-2023.6-kernel-6.1-arm64",
+                false,
+            ),
+            ("exact", "exact", true),
+            ("exact", "exactly", false),
+            ("*", "", true),
+        ];
+        for (pattern, text, want) in cases {
+            assert_eq!(glob(pattern, text), want, "{pattern} ~ {text}");
+        }
+    }
+}

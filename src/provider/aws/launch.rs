@@ -1,0 +1,319 @@
+//! Launching one generation: per region, prepare (caller, image, subnets,
+//! security group), run the batch through the pools, then wait until every
+//! instance runs with a public IP.
+//!
+//! Everything is tagged at creation. On an error it returns at once and
+//! does not clean up: what launched is tagged with its generation, and the
+//! engine's rollback finds it by listing.
+
+use std::time::SystemTime;
+
+use base64::Engine as _;
+
+use super::ec2::{Ec2Api, LaunchSpec, Market, Subnet, Tags};
+use super::errors::caller_error;
+use super::pools::{Pool, PoolOutcome, Verdicts, pools};
+use super::{AwsProvider, RegionTarget, gather, image, per_region};
+use crate::config::Fallback;
+use crate::provider::{Instance, InstanceId, InstanceState, LaunchRequest, ProviderError, Result, tag};
+
+/// Tag holding the AMI id the image alias resolved to.
+const TAG_IMAGE: &str = "respot:image";
+
+/// What the first stage of a region's launch found out.
+struct Prepared {
+    image: String,
+    /// Default subnets, in the order to try.
+    subnets: Vec<Subnet>,
+    group_id: String,
+    /// Ingress rules still to add (all of them for a new group).
+    missing_ports: Vec<u16>,
+    /// Tags of everything launched, `respot:created-by` and `respot:image` included.
+    tags: Tags,
+    user_data: String,
+    max_price: Option<f64>,
+    /// `respot-<run>-<generation>-<region>`: unique per run and region, for
+    /// the idempotency tokens of `RunInstances`.
+    token_prefix: String,
+}
+
+impl Prepared {
+    /// One pool's `RunInstances`: all or nothing, so a pool that cannot
+    /// hold the whole batch fails with a capacity error and the next pool
+    /// gets the batch (moto also launches MinCount).
+    fn spec(&self, pool: &Pool, count: u32, call: u32) -> LaunchSpec {
+        LaunchSpec {
+            image: self.image.clone(),
+            instance_type: pool.instance_type.to_string(),
+            count,
+            zone: pool.zone.to_string(),
+            subnet: pool.subnet.to_string(),
+            group_id: self.group_id.clone(),
+            user_data: self.user_data.clone(),
+            // The token makes the SDK's own retries idempotent: a retried
+            // call cannot launch a second batch.
+            client_token: format!("{}-{call}", self.token_prefix),
+            market: pool.market,
+            max_price: self.max_price,
+            tags: self.tags.clone(),
+        }
+    }
+}
+
+impl<E: Ec2Api> AwsProvider<E> {
+    pub(super) async fn launch_all(&self, request: &LaunchRequest) -> Result<Vec<Instance>> {
+        let Some(allow_cidr) = self.settings.allow_cidr.as_deref() else {
+            return Err(ProviderError::AllowCidrUnset);
+        };
+        if allow_cidr == "0.0.0.0/0" {
+            tracing::warn!(
+                "ssh.allow_cidr is 0.0.0.0/0: SSH{} is open to the whole internet; \
+                 set it to your own address (x.x.x.x/32)",
+                if self.settings.open_ports.is_empty() {
+                    ""
+                } else {
+                    " and aws.open_ports"
+                }
+            );
+        }
+        let targets: Vec<RegionTarget<E>> = self.regions.iter().filter(|r| r.count > 0).cloned().collect();
+        if targets.is_empty() {
+            return Err(ProviderError::NothingToLaunch);
+        }
+        let created_at = SystemTime::now();
+        let results = per_region(targets, |target| async move {
+            self.launch_region(&target, request, allow_cidr, created_at).await
+        })
+        .await;
+        Ok(gather("create", results)?.into_iter().flatten().collect())
+    }
+
+    async fn launch_region(
+        &self,
+        target: &RegionTarget<E>,
+        request: &LaunchRequest,
+        allow_cidr: &str,
+        created_at: SystemTime,
+    ) -> Result<Vec<Instance>> {
+        let prepared = self.prepare(target, request, created_at).await?;
+        // The rules and the launch are independent; instances need the
+        // rules only once they boot, seconds later.
+        let (rules, ids) = tokio::join!(
+            self.authorize_ingress(target, &prepared.group_id, &prepared.missing_ports, allow_cidr),
+            self.run_pools(target, &prepared),
+        );
+        let ids = ids?;
+        rules?;
+        self.wait_running(target, &request.deployment, &ids).await
+    }
+
+    /// The independent lookups and the security group, all at once.
+    async fn prepare(
+        &self,
+        target: &RegionTarget<E>,
+        request: &LaunchRequest,
+        created_at: SystemTime,
+    ) -> Result<Prepared> {
+        let hint = self.credentials_hint.as_str();
+        let (caller, image, subnets, (group_id, missing_ports)) = tokio::try_join!(
+            self.caller_arn(target),
+            image::resolve(
+                &target.ec2,
+                &self.settings.image,
+                &self.settings.instance_types,
+                hint
+            ),
+            self.default_subnets(target),
+            self.ensure_group(target, &request.deployment),
+        )?;
+        tracing::info!("{}: image {} is {image}", target.name, self.settings.image);
+        let name = format!("respot-{}-g{}", request.deployment, request.generation);
+        let nonce = created_at
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_millis())
+            .unwrap_or_default();
+        let mut tags = request.tags(&name, created_at);
+        tags.push((tag::CREATED_BY.to_string(), caller));
+        tags.push((TAG_IMAGE.to_string(), image.clone()));
+        Ok(Prepared {
+            image,
+            subnets,
+            group_id,
+            missing_ports,
+            tags,
+            user_data: base64::engine::general_purpose::STANDARD.encode(&request.user_data.packed),
+            max_price: self.settings.max_price,
+            token_prefix: format!("respot-{nonce}-{}-{}", request.generation, target.name),
+        })
+    }
+
+    /// The caller ARN, fetched once with STS `GetCallerIdentity`.
+    async fn caller_arn(&self, target: &RegionTarget<E>) -> Result<String> {
+        self.caller
+            .get_or_try_init(|| async {
+                target
+                    .ec2
+                    .caller_arn()
+                    .await
+                    .map_err(|err| caller_error(&target.name, &err, &self.credentials_hint))
+            })
+            .await
+            .cloned()
+    }
+
+    /// The default subnets of the configured zones, in configured order
+    /// (every default subnet, by zone, when none are configured).
+    async fn default_subnets(&self, target: &RegionTarget<E>) -> Result<Vec<Subnet>> {
+        let mut subnets = target
+            .ec2
+            .describe_default_subnets()
+            .await
+            .map_err(|err| self.api_error(&target.name, &err))?;
+        subnets.sort_by(|a, b| a.zone.cmp(&b.zone));
+        subnets.dedup_by(|a, b| a.zone == b.zone);
+        if subnets.is_empty() {
+            return Err(ProviderError::NoDefaultVpc {
+                region: target.name.clone(),
+            });
+        }
+        if target.zones.is_empty() {
+            return Ok(subnets);
+        }
+        target
+            .zones
+            .iter()
+            .map(|zone| match subnets.iter().find(|s| &s.zone == zone) {
+                Some(subnet) => Ok(subnet.clone()),
+                None => Err(ProviderError::ZoneWithoutSubnet {
+                    region: target.name.clone(),
+                    zone: zone.clone(),
+                    zones: subnets.iter().map(|s| s.zone.clone()).collect(),
+                }),
+            })
+            .collect()
+    }
+
+    /// Launches `target.count` instances, one `RunInstances` per pool,
+    /// moving on when a pool has no capacity. Returns the ids launched; on
+    /// error, whatever was launched is tagged and the engine's rollback
+    /// finds it.
+    async fn run_pools(&self, target: &RegionTarget<E>, prepared: &Prepared) -> Result<Vec<String>> {
+        let region = target.name.as_str();
+        let verdicts = Verdicts {
+            region,
+            fallback: self.settings.fallback,
+            max_price: self.settings.max_price,
+            credentials_hint: &self.credentials_hint,
+        };
+        let mut launched: Vec<String> = Vec::new();
+        let mut tried: Vec<String> = Vec::new();
+        let mut abandoned: Option<Market> = None;
+        let mut calls = 0u32;
+        for pool in pools(
+            self.settings.fallback,
+            &self.settings.instance_types,
+            &prepared.subnets,
+        ) {
+            let remaining = target.count.saturating_sub(count(&launched));
+            if remaining == 0 {
+                break;
+            }
+            if abandoned == Some(pool.market) {
+                continue;
+            }
+            calls += 1;
+            let spec = prepared.spec(&pool, remaining, calls);
+            match verdicts.outcome(&pool, target.ec2.run_instances(&spec).await) {
+                PoolOutcome::Launched(ids) => {
+                    tracing::info!(
+                        "{region}: launched {} {} {} in {}",
+                        ids.len(),
+                        pool.market.as_str(),
+                        pool.instance_type,
+                        pool.zone
+                    );
+                    launched.extend(ids);
+                }
+                PoolOutcome::NoCapacity(code) => {
+                    tracing::warn!(
+                        "{region}: no capacity for {} in {} ({code}); trying the next pool",
+                        pool.instance_type,
+                        pool.zone
+                    );
+                    tried.push(format!("{} in {}: {code}", pool.instance_type, pool.zone));
+                }
+                PoolOutcome::FallBack(code) => {
+                    tracing::warn!("{region}: {code} for spot; falling back to on-demand");
+                    tried.push(format!("spot: {code}"));
+                    abandoned = Some(pool.market);
+                }
+                PoolOutcome::Fatal(err) => return Err(err),
+            }
+        }
+        if count(&launched) < target.count {
+            return Err(ProviderError::NoCapacity {
+                region: region.to_string(),
+                launched: launched.len(),
+                wanted: target.count,
+                tried,
+                suggest_fallback: self.settings.fallback == Fallback::None,
+            });
+        }
+        Ok(launched)
+    }
+
+    /// Polls the launched ids in one batched call per round until all run
+    /// with a public IP. An instance that ends during the wait (a spot
+    /// reclaim) fails the region, with AWS's reason.
+    async fn wait_running(
+        &self,
+        target: &RegionTarget<E>,
+        deployment: &str,
+        ids: &[String],
+    ) -> Result<Vec<Instance>> {
+        let region = target.name.as_str();
+        let poll = async {
+            let mut attempt = 0;
+            loop {
+                tokio::time::sleep(self.waits.backoff(attempt)).await;
+                attempt += 1;
+                let found = self.list_region(target, deployment, ids).await?;
+                if let Some(gone) = found.iter().find(|i| {
+                    matches!(
+                        i.state,
+                        InstanceState::ShuttingDown | InstanceState::Terminated | InstanceState::Stopped
+                    )
+                }) {
+                    return Err(ProviderError::InstanceLost {
+                        region: region.to_string(),
+                        id: InstanceId(gone.id.0.clone()),
+                        state: gone.state.clone(),
+                        reason: gone.state_reason.clone(),
+                    });
+                }
+                // Right after RunInstances, DescribeInstances may not know
+                // the ids yet (eventual consistency): keep polling.
+                let ready = found
+                    .iter()
+                    .filter(|i| i.state == InstanceState::Running && i.public_ip.is_some())
+                    .count();
+                if ready == ids.len() {
+                    return Ok(found);
+                }
+                tracing::debug!("{region}: {ready}/{} running with a public IP", ids.len());
+            }
+        };
+        match tokio::time::timeout(self.waits.running, poll).await {
+            Ok(result) => result,
+            Err(_) => Err(ProviderError::NotRunning {
+                region: region.to_string(),
+                count: ids.len(),
+                after: self.waits.running,
+            }),
+        }
+    }
+}
+
+fn count(ids: &[String]) -> u32 {
+    u32::try_from(ids.len()).unwrap_or(u32::MAX)
+}

@@ -1,0 +1,283 @@
+//! The AWS provider: spot fleets in many regions, with tags as the only state.
+//!
+//! This module holds [`AwsProvider`] and its `Provider` methods, which fan
+//! out over regions and gather the results; each concern lives in its own
+//! file: `connect` (credentials, regions), `ec2` (the seam: every AWS call,
+//! behind the `Ec2Api` trait), `convert` (SDK ↔ respot types), `errors`
+//! (codes → `ProviderError`), `image`, `regions`, `list`, `plan`, `launch`,
+//! `pools`, `group` and `destroy`. SDK types never leave `ec2` and
+//! `convert`, so everything else runs against a scripted fake in tests.
+//!
+//! Every resource respot creates (instances, their volumes, spot requests,
+//! the security group) is tagged at creation through `TagSpecifications`,
+//! never afterwards, so a run killed right after `RunInstances` returns
+//! still leaves findable instances. It reads and modifies only resources
+//! tagged `respot:deployment=<name>`.
+//!
+//! Round trips are the cost that matters (each is 50–300 ms to a far region),
+//! so every action runs its regions concurrently and, inside a region, issues
+//! independent calls together:
+//!
+//! - `list`: one `DescribeInstances` per region.
+//! - `launch`: [STS caller, image, default subnets, create security group]
+//!   together, then [`RunInstances`, ingress rules] together, then batched
+//!   `DescribeInstances` polls until running.
+//! - `destroy`: [terminate, find open spot requests, find the security
+//!   group] together, then [cancel requests, poll until terminated], then
+//!   delete the security group.
+
+mod connect;
+mod convert;
+mod destroy;
+pub mod ec2;
+mod errors;
+#[cfg(test)]
+mod fake;
+mod group;
+pub mod image;
+mod launch;
+mod list;
+mod plan;
+mod pools;
+pub mod regions;
+#[cfg(test)]
+mod tests;
+
+use std::time::Duration;
+
+use futures::stream::{self, StreamExt};
+
+use self::ec2::{Ec2Api, SdkEc2};
+use super::{
+    DestroyReport, Instance, LaunchRequest, PlannedRegion, Provider, ProviderError, RegionFailure, Result,
+};
+use crate::config::{Config, Fallback, RegionSection};
+
+pub use self::group::group_name;
+
+/// Regions contacted at once. Every region is a separate endpoint, so this
+/// bounds sockets and memory rather than load on any one server.
+const MAX_REGIONS: usize = 16;
+
+/// Command-line choices that change which account and regions are used.
+#[derive(Debug, Clone, Default)]
+pub struct AwsOptions {
+    /// A named profile from `~/.aws/config` (SSO and `credential_process` work).
+    pub profile: Option<String>,
+    /// Only this region (for `create`, it must be one of `aws.regions`).
+    pub region: Option<String>,
+    /// `list`/`destroy` cover every region enabled for the account.
+    pub all_regions: bool,
+}
+
+/// The `[aws]` and `ssh.allow_cidr` settings a provider acts on.
+#[derive(Debug, Clone)]
+struct Settings {
+    image: String,
+    instance_types: Vec<String>,
+    max_price: Option<f64>,
+    fallback: Fallback,
+    open_ports: Vec<u16>,
+    allow_cidr: Option<String>,
+    regions: Vec<RegionSection>,
+}
+
+impl Settings {
+    fn from_config(config: &Config) -> Settings {
+        Settings {
+            image: config.aws.image.clone(),
+            instance_types: config.aws.instance_types.clone(),
+            max_price: config.aws.max_price,
+            fallback: config.aws.fallback,
+            open_ports: config.aws.open_ports.clone(),
+            allow_cidr: config.ssh.allow_cidr.clone(),
+            regions: config.aws.regions.clone(),
+        }
+    }
+}
+
+/// How long respot waits for AWS, and the unit of its polling pauses.
+/// Tests shrink them, so waits and retries cost no wall time.
+#[derive(Debug, Clone, Copy)]
+struct Waits {
+    /// `launch` waits this long for instances to run with a public IP.
+    running: Duration,
+    /// `destroy` waits this long for instances to reach `terminated`.
+    terminated: Duration,
+    /// `destroy` retries `DependencyViolation` this long while ENIs detach.
+    group_delete: Duration,
+    /// The first pause of [`Waits::backoff`].
+    pause: Duration,
+}
+
+impl Waits {
+    const AWS: Waits = Waits {
+        running: Duration::from_secs(600),
+        terminated: Duration::from_secs(600),
+        group_delete: Duration::from_secs(180),
+        pause: Duration::from_secs(1),
+    };
+
+    /// Polls with growing pauses: the first check is immediate (an emulator
+    /// or a fast API is done at once), then 1, 2, 4, 8, 8… pause units.
+    fn backoff(&self, attempt: u32) -> Duration {
+        match attempt {
+            0 => Duration::ZERO,
+            n => self.pause * (1 << (n - 1).min(3)),
+        }
+    }
+}
+
+/// One region respot works in, with its own client.
+#[derive(Debug, Clone)]
+struct RegionTarget<E> {
+    name: String,
+    /// Instances to launch here; 0 outside `aws.regions`.
+    count: u32,
+    zones: Vec<String>,
+    ec2: E,
+}
+
+/// The EC2 provider. Build it once per command with [`AwsProvider::new`];
+/// `E` is the AWS API, the SDK except in unit tests.
+#[derive(Debug)]
+pub struct AwsProvider<E: Ec2Api = SdkEc2> {
+    /// A client in the home region, for regions outside `regions`.
+    home: E,
+    regions: Vec<RegionTarget<E>>,
+    settings: Settings,
+    credentials_hint: String,
+    /// The caller ARN for `respot:created-by`, fetched once by `launch`.
+    caller: tokio::sync::OnceCell<String>,
+    waits: Waits,
+}
+
+impl AwsProvider {
+    /// Loads credentials and builds one client per region; see `connect`.
+    /// `list` and `destroy` pay no extra round trip: the caller ARN is
+    /// fetched by `launch` alongside its first EC2 calls.
+    pub async fn new(config: &Config, options: &AwsOptions) -> Result<AwsProvider> {
+        let configured: Vec<String> = config.aws.regions.iter().map(|r| r.name.clone()).collect();
+        let connection = connect::connect(&configured, options).await?;
+        Ok(AwsProvider::with_api(
+            connection.home,
+            &connection.regions,
+            Settings::from_config(config),
+            connection.credentials_hint,
+        ))
+    }
+}
+
+impl<E: Ec2Api> AwsProvider<E> {
+    fn with_api(home: E, regions: &[String], settings: Settings, credentials_hint: String) -> Self {
+        let regions = regions
+            .iter()
+            .map(|name| {
+                let section = settings.regions.iter().find(|r| &r.name == name);
+                RegionTarget {
+                    name: name.clone(),
+                    count: section.map_or(0, |r| r.count),
+                    zones: section.map(|r| r.zones.clone()).unwrap_or_default(),
+                    ec2: home.in_region(name),
+                }
+            })
+            .collect();
+        AwsProvider {
+            home,
+            regions,
+            settings,
+            credentials_hint,
+            caller: tokio::sync::OnceCell::new(),
+            waits: Waits::AWS,
+        }
+    }
+
+    /// The target for `region`: a configured one, or a client for a region
+    /// outside the configuration (instances found by `--all-regions`).
+    fn target(&self, region: &str) -> RegionTarget<E> {
+        match self.regions.iter().find(|r| r.name == region) {
+            Some(target) => target.clone(),
+            None => RegionTarget {
+                name: region.to_string(),
+                count: 0,
+                zones: Vec::new(),
+                ec2: self.home.in_region(region),
+            },
+        }
+    }
+
+    fn api_error(&self, region: &str, err: &ec2::Ec2Error) -> ProviderError {
+        errors::api_error(region, err, &self.credentials_hint)
+    }
+}
+
+/// Runs `work` for every region, at most `MAX_REGIONS` at once, and returns
+/// every result in region order: one bad region must not hide the others.
+async fn per_region<'a, E, T, F, Fut>(
+    regions: impl IntoIterator<Item = RegionTarget<E>>,
+    work: F,
+) -> Vec<(String, T)>
+where
+    F: Fn(RegionTarget<E>) -> Fut,
+    Fut: std::future::Future<Output = T> + 'a,
+{
+    let mut results: Vec<(usize, String, T)> = stream::iter(regions.into_iter().enumerate())
+        .map(|(i, target)| {
+            let name = target.name.clone();
+            let fut = work(target);
+            async move { (i, name, fut.await) }
+        })
+        .buffer_unordered(MAX_REGIONS)
+        .collect()
+        .await;
+    results.sort_by_key(|(i, _, _)| *i);
+    results
+        .into_iter()
+        .map(|(_, name, value)| (name, value))
+        .collect()
+}
+
+/// The successes of every region, or, when any region failed, one error
+/// naming every failed region.
+fn gather<T>(action: &'static str, results: Vec<(String, Result<T>)>) -> Result<Vec<T>> {
+    let total = results.len();
+    let mut done = Vec::new();
+    let mut failures = Vec::new();
+    for (region, result) in results {
+        match result {
+            Ok(value) => done.push(value),
+            Err(error) => failures.push(RegionFailure { region, error }),
+        }
+    }
+    if failures.is_empty() {
+        Ok(done)
+    } else {
+        Err(ProviderError::Regions {
+            action,
+            total,
+            failures,
+        })
+    }
+}
+
+impl<E: Ec2Api> Provider for AwsProvider<E> {
+    async fn list(&self, deployment: &str) -> Result<Vec<Instance>> {
+        let results = per_region(self.regions.clone(), |target| async move {
+            self.list_region(&target, deployment, &[]).await
+        })
+        .await;
+        Ok(gather("list", results)?.into_iter().flatten().collect())
+    }
+
+    async fn launch(&self, request: &LaunchRequest) -> Result<Vec<Instance>> {
+        self.launch_all(request).await
+    }
+
+    async fn destroy(&self, deployment: &str, instances: &[Instance], wait: bool) -> Result<DestroyReport> {
+        self.destroy_all(deployment, instances, wait).await
+    }
+
+    async fn capacity_plan(&self) -> Result<Vec<PlannedRegion>> {
+        Ok(self.plan_regions().await)
+    }
+}
