@@ -191,22 +191,7 @@ impl LocalProvider {
                 .arg(&overlay),
         )?;
 
-        let seed_dir = dir.join("seed");
-        std::fs::create_dir_all(&seed_dir).map_err(|e| io_error(&seed_dir, e))?;
-        write_file(&seed_dir.join("user-data"), &request.user_data.packed)?;
-        write_file(
-            &seed_dir.join("meta-data"),
-            format!("instance-id: {id}\nlocal-hostname: {name}\n").as_bytes(),
-        )?;
-        let seed = dir.join("seed.iso");
-        run_tool(
-            Command::new("genisoimage")
-                .args(["-quiet", "-output"])
-                .arg(&seed)
-                .args(["-volid", "cidata", "-joliet", "-rock"])
-                .arg(seed_dir.join("user-data"))
-                .arg(seed_dir.join("meta-data")),
-        )?;
+        let seed = write_seed(&dir, &id, &name, &request.user_data.packed)?;
 
         let ssh_port = free_port()?;
         let mut forwards = Vec::new();
@@ -234,8 +219,32 @@ impl LocalProvider {
         let record_json = serde_json::to_string_pretty(&record).expect("records are plain data");
         write_file(&dir.join("instance.json"), record_json.as_bytes())?;
 
+        let mut qemu = self.qemu_command(&id, &dir, &seed, accel, ssh_port, &forwards);
+        run_tool(&mut qemu)?;
+        if our_qemu_pid(&dir).is_none() {
+            return Err(ProviderError::VmExited {
+                name: name.to_string(),
+                console: dir.join("console.log"),
+            });
+        }
+        Ok(())
+    }
+
+    /// The qemu command line of one VM: TCG or KVM, the image's kernel, the
+    /// overlay and the seed, user networking restricted to the forwarded
+    /// ports on 127.0.0.1, and its console, QMP socket and PID in `dir`.
+    fn qemu_command(
+        &self,
+        id: &str,
+        dir: &Path,
+        seed: &Path,
+        accel: &str,
+        ssh_port: u16,
+        forwards: &[(u16, u16)],
+    ) -> Command {
+        let overlay = dir.join("overlay.qcow2");
         let mut netdev = format!("user,id=n0,restrict=on,hostfwd=tcp:127.0.0.1:{ssh_port}-:22");
-        for (host, guest) in &forwards {
+        for (host, guest) in forwards {
             netdev.push_str(&format!(",hostfwd=tcp:127.0.0.1:{host}-:{guest}"));
         }
         let mut qemu = Command::new(QEMU);
@@ -272,14 +281,7 @@ impl LocalProvider {
             .arg("-pidfile")
             .arg(dir.join("qemu.pid"))
             .arg("-daemonize");
-        run_tool(&mut qemu)?;
-        if our_qemu_pid(&dir).is_none() {
-            return Err(ProviderError::VmExited {
-                name: name.to_string(),
-                console: dir.join("console.log"),
-            });
-        }
-        Ok(())
+        qemu
     }
 
     /// Stops one VM: ACPI power-off through QMP, then SIGKILL after a grace
@@ -437,6 +439,29 @@ impl LocalProvider {
         }
         Ok(report)
     }
+}
+
+/// The NoCloud seed of one VM (`seed.iso`, volume `cidata`): the same
+/// packed user-data AWS would get, and meta-data with the instance id.
+fn write_seed(dir: &Path, id: &str, name: &str, user_data: &[u8]) -> Result<PathBuf> {
+    let seed_dir = dir.join("seed");
+    std::fs::create_dir_all(&seed_dir).map_err(|e| io_error(&seed_dir, e))?;
+    write_file(&seed_dir.join("user-data"), user_data)?;
+    write_file(
+        &seed_dir.join("meta-data"),
+        format!("instance-id: {id}\nlocal-hostname: {name}\n").as_bytes(),
+    )?;
+    let seed = dir.join("seed.iso");
+    run_tool(
+        Command::new("genisoimage")
+            .args(["-quiet", "-output"])
+            .arg(&seed)
+            .args(["-volid", "cidata", "-joliet", "-rock"])
+            .arg(seed_dir.join("user-data"))
+            .arg(seed_dir.join("meta-data")),
+    )?;
+
+    Ok(seed)
 }
 
 /// The PID in `qemu.pid`, if that process is alive and its command line is
