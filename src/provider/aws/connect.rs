@@ -13,9 +13,10 @@ use aws_sdk_ec2::config::ProvideCredentials;
 use aws_sdk_ec2::error::DisplayErrorContext;
 
 use super::AwsOptions;
-use super::ec2::{Ec2Api, SdkEc2};
+use super::ec2::Ec2Api;
 use super::errors::{api_error, credentials_hint};
 use super::regions::{is_known, valid_region};
+use super::sdk::SdkEc2;
 use crate::provider::{ProviderError, Result};
 
 /// An account to call, and the regions to call it in.

@@ -3,10 +3,11 @@
 //! This module holds [`AwsProvider`] and its `Provider` methods, which fan
 //! out over regions and gather the results; each concern lives in its own
 //! file: `connect` (credentials, regions), `ec2` (the seam: every AWS call,
-//! behind the `Ec2Api` trait), `convert` (SDK ↔ respot types), `errors`
-//! (codes → `ProviderError`), `image`, `regions`, `list`, `plan`, `launch`,
-//! `pools`, `group` and `destroy`. SDK types never leave `ec2` and
-//! `convert`, so everything else runs against a scripted fake in tests.
+//! behind the `Ec2Api` trait), `sdk` (the trait over the AWS SDK, with its
+//! retry policy), `convert` (SDK ↔ respot types), `errors` (codes →
+//! `ProviderError`), `image`, `regions`, `list`, `plan`, `launch`, `pools`,
+//! `group` and `destroy`. SDK types never leave `sdk`, `convert` and
+//! `connect`, so everything else runs against a scripted fake in tests.
 //!
 //! Every resource respot creates (instances, their volumes, spot requests,
 //! the security group) is tagged at creation through `TagSpecifications`,
@@ -40,6 +41,7 @@ mod list;
 mod plan;
 mod pools;
 pub mod regions;
+mod sdk;
 #[cfg(test)]
 mod tests;
 
@@ -47,7 +49,8 @@ use std::time::Duration;
 
 use futures::stream::{self, StreamExt};
 
-use self::ec2::{Ec2Api, SdkEc2};
+use self::ec2::Ec2Api;
+use self::sdk::SdkEc2;
 use super::{
     DestroyReport, Instance, LaunchRequest, PlannedRegion, Provider, ProviderError, RegionFailure, Result,
 };

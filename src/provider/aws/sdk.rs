@@ -1,0 +1,348 @@
+//! [`Ec2Api`] over the AWS SDK: the clients, their retry policy, and the
+//! translation of SDK answers and errors into respot's types. With
+//! `convert`, the only place SDK types appear.
+
+use std::time::SystemTime;
+
+use aws_config::{Region, SdkConfig};
+use aws_sdk_ec2::config::interceptors::InterceptorContext;
+use aws_sdk_ec2::config::retry::{ClassifyRetry, RetryAction, RetryConfig};
+use aws_sdk_ec2::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_ec2::operation::run_instances::RunInstancesError;
+use aws_sdk_ec2::types as ec2;
+
+use super::convert;
+use super::ec2::{
+    Ec2Api, Ec2Error, Ec2ErrorKind, Ec2Result, Image, LaunchSpec, Market, RawInstance, SecurityGroup,
+    SpotPrice, SpotRequest, Subnet, Tags,
+};
+use super::errors::is_pool_error;
+
+/// Attempts for throttled or transient calls. The SDK default of 3 gives
+/// up too early for fleets that share an account's request budget.
+const MIN_ATTEMPTS: u32 = 5;
+
+/// [`Ec2Api`] over the AWS SDK: one EC2 and one STS client for a region,
+/// sharing the loaded configuration.
+#[derive(Debug, Clone)]
+pub struct SdkEc2 {
+    sdk: SdkConfig,
+    region: String,
+    ec2: aws_sdk_ec2::Client,
+    sts: aws_sdk_sts::Client,
+}
+
+impl SdkEc2 {
+    /// Clients for `region`. Throttling and transient errors get a few more
+    /// attempts than the SDK default; capacity errors of `RunInstances` get
+    /// none (see [`CapacityIsFinal`]).
+    pub fn new(sdk: &SdkConfig, region: &str) -> SdkEc2 {
+        let retry = sdk.retry_config().cloned().unwrap_or_else(RetryConfig::standard);
+        let retry = if retry.max_attempts() < MIN_ATTEMPTS {
+            retry.with_max_attempts(MIN_ATTEMPTS)
+        } else {
+            retry
+        };
+        let ec2 = aws_sdk_ec2::config::Builder::from(sdk)
+            .region(Region::new(region.to_string()))
+            .retry_config(retry)
+            .retry_classifier(CapacityIsFinal)
+            .build();
+        let sts = aws_sdk_sts::config::Builder::from(sdk)
+            .region(Region::new(region.to_string()))
+            .build();
+        SdkEc2 {
+            sdk: sdk.clone(),
+            region: region.to_string(),
+            ec2: aws_sdk_ec2::Client::from_conf(ec2),
+            sts: aws_sdk_sts::Client::from_conf(sts),
+        }
+    }
+}
+
+/// EC2 sends `InsufficientInstanceCapacity` as HTTP 500, which the SDK would
+/// retry against the same empty pool. Forbidding the retry moves respot to
+/// the next instance type or zone at once; throttling is still retried.
+#[derive(Debug)]
+struct CapacityIsFinal;
+
+impl ClassifyRetry for CapacityIsFinal {
+    fn classify_retry(&self, ctx: &InterceptorContext) -> RetryAction {
+        let code = match ctx.output_or_error() {
+            Some(Err(err)) => err
+                .as_operation_error()
+                .and_then(|e| e.downcast_ref::<RunInstancesError>())
+                .and_then(|e| e.code()),
+            _ => None,
+        };
+        match code {
+            Some(code) if is_pool_error(code) => RetryAction::RetryForbidden,
+            _ => RetryAction::NoActionIndicated,
+        }
+    }
+
+    fn name(&self) -> &'static str {
+        "respot: capacity errors move to the next pool"
+    }
+}
+
+impl Ec2Api for SdkEc2 {
+    fn region(&self) -> &str {
+        &self.region
+    }
+
+    fn in_region(&self, region: &str) -> SdkEc2 {
+        SdkEc2::new(&self.sdk, region)
+    }
+
+    async fn caller_arn(&self) -> Ec2Result<String> {
+        const ACTION: &str = "GetCallerIdentity";
+        let out = self
+            .sts
+            .get_caller_identity()
+            .send()
+            .await
+            .map_err(|err| from_sdk(ACTION, &err))?;
+        Ok(out.arn().unwrap_or("unknown").to_string())
+    }
+
+    async fn describe_regions(&self, all: bool) -> Ec2Result<Vec<String>> {
+        let out = self
+            .ec2
+            .describe_regions()
+            .all_regions(all)
+            .send()
+            .await
+            .map_err(|err| from_sdk("DescribeRegions", &err))?;
+        Ok(out
+            .regions()
+            .iter()
+            .filter_map(|r| r.region_name().map(str::to_string))
+            .collect())
+    }
+
+    async fn describe_instances(&self, deployment: &str, ids: &[String]) -> Ec2Result<Vec<RawInstance>> {
+        const ACTION: &str = "DescribeInstances";
+        let mut request = self
+            .ec2
+            .describe_instances()
+            .filters(convert::deployment_filter(deployment));
+        if ids.is_empty() {
+            request = request.max_results(1000);
+        } else {
+            let values: Vec<&str> = ids.iter().map(String::as_str).collect();
+            request = request.filters(convert::filter("instance-id", &values));
+        }
+        let mut found = Vec::new();
+        let mut pages = request.into_paginator().send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|err| from_sdk(ACTION, &err))?;
+            for reservation in page.reservations() {
+                found.extend(reservation.instances().iter().filter_map(convert::raw_instance));
+            }
+        }
+        Ok(found)
+    }
+
+    async fn run_instances(&self, spec: &LaunchSpec) -> Ec2Result<Vec<String>> {
+        let batch = i32::try_from(spec.count).unwrap_or(i32::MAX);
+        let mut call = self
+            .ec2
+            .run_instances()
+            .image_id(&spec.image)
+            .instance_type(ec2::InstanceType::from(spec.instance_type.as_str()))
+            .min_count(batch)
+            .max_count(batch)
+            .subnet_id(&spec.subnet)
+            .security_group_ids(&spec.group_id)
+            .user_data(&spec.user_data)
+            .instance_initiated_shutdown_behavior(ec2::ShutdownBehavior::Terminate)
+            .client_token(&spec.client_token)
+            .set_tag_specifications(Some(convert::launch_tag_specs(spec)));
+        if spec.market == Market::Spot {
+            call = call.instance_market_options(convert::spot_options(spec.max_price));
+        }
+        let out = call.send().await.map_err(|err| from_sdk("RunInstances", &err))?;
+        Ok(out
+            .instances()
+            .iter()
+            .filter_map(|i| i.instance_id().map(str::to_string))
+            .collect())
+    }
+
+    async fn terminate_instances(&self, ids: &[String]) -> Ec2Result<()> {
+        self.ec2
+            .terminate_instances()
+            .set_instance_ids(Some(ids.to_vec()))
+            .send()
+            .await
+            .map_err(|err| from_sdk("TerminateInstances", &err))?;
+        Ok(())
+    }
+
+    async fn describe_images(&self, owner: &str, name_pattern: &str) -> Ec2Result<Vec<Image>> {
+        let out = self
+            .ec2
+            .describe_images()
+            .owners(owner)
+            .filters(convert::filter("name", &[name_pattern]))
+            .filters(convert::filter("state", &["available"]))
+            .send()
+            .await
+            .map_err(|err| from_sdk("DescribeImages", &err))?;
+        Ok(out.images().iter().filter_map(convert::image).collect())
+    }
+
+    async fn describe_default_subnets(&self) -> Ec2Result<Vec<Subnet>> {
+        let out = self
+            .ec2
+            .describe_subnets()
+            .filters(convert::filter("default-for-az", &["true"]))
+            .send()
+            .await
+            .map_err(|err| from_sdk("DescribeSubnets", &err))?;
+        Ok(out
+            .subnets()
+            .iter()
+            .filter_map(|s| {
+                Some(Subnet {
+                    zone: s.availability_zone()?.to_string(),
+                    id: s.subnet_id()?.to_string(),
+                })
+            })
+            .collect())
+    }
+
+    async fn describe_spot_prices(&self, instance_type: &str) -> Ec2Result<Vec<SpotPrice>> {
+        let out = self
+            .ec2
+            .describe_spot_price_history()
+            .instance_types(ec2::InstanceType::from(instance_type))
+            .start_time(aws_sdk_ec2::primitives::DateTime::from(SystemTime::now()))
+            .max_results(100)
+            .send()
+            .await
+            .map_err(|err| from_sdk("DescribeSpotPriceHistory", &err))?;
+        Ok(out.spot_price_history().iter().map(convert::spot_price).collect())
+    }
+
+    async fn create_security_group(&self, name: &str, description: &str, tags: &Tags) -> Ec2Result<String> {
+        const ACTION: &str = "CreateSecurityGroup";
+        let out = self
+            .ec2
+            .create_security_group()
+            .group_name(name)
+            .description(description)
+            .tag_specifications(convert::tag_spec(ec2::ResourceType::SecurityGroup, tags))
+            .send()
+            .await
+            .map_err(|err| from_sdk(ACTION, &err))?;
+        out.group_id()
+            .map(str::to_string)
+            .ok_or_else(|| missing(ACTION, "group id"))
+    }
+
+    async fn describe_security_groups(
+        &self,
+        name: &str,
+        deployment: Option<&str>,
+    ) -> Ec2Result<Vec<SecurityGroup>> {
+        let mut call = self
+            .ec2
+            .describe_security_groups()
+            .filters(convert::filter("group-name", &[name]));
+        if let Some(deployment) = deployment {
+            call = call.filters(convert::deployment_filter(deployment));
+        }
+        let out = call
+            .send()
+            .await
+            .map_err(|err| from_sdk("DescribeSecurityGroups", &err))?;
+        Ok(out
+            .security_groups()
+            .iter()
+            .filter_map(convert::security_group)
+            .collect())
+    }
+
+    async fn authorize_ingress(&self, group_id: &str, ports: &[u16], cidr: &str) -> Ec2Result<()> {
+        self.ec2
+            .authorize_security_group_ingress()
+            .group_id(group_id)
+            .set_ip_permissions(Some(convert::tcp_permissions(ports, cidr)))
+            .send()
+            .await
+            .map_err(|err| from_sdk("AuthorizeSecurityGroupIngress", &err))?;
+        Ok(())
+    }
+
+    async fn delete_security_group(&self, group_id: &str) -> Ec2Result<()> {
+        self.ec2
+            .delete_security_group()
+            .group_id(group_id)
+            .send()
+            .await
+            .map_err(|err| from_sdk("DeleteSecurityGroup", &err))?;
+        Ok(())
+    }
+
+    async fn describe_spot_requests(&self, deployment: &str) -> Ec2Result<Vec<SpotRequest>> {
+        let out = self
+            .ec2
+            .describe_spot_instance_requests()
+            .filters(convert::deployment_filter(deployment))
+            .filters(convert::filter("state", &["open", "active"]))
+            .send()
+            .await
+            .map_err(|err| from_sdk("DescribeSpotInstanceRequests", &err))?;
+        Ok(out
+            .spot_instance_requests()
+            .iter()
+            .filter_map(|r| {
+                Some(SpotRequest {
+                    id: r.spot_instance_request_id()?.to_string(),
+                    tags: convert::tags(r.tags()),
+                })
+            })
+            .collect())
+    }
+
+    async fn cancel_spot_requests(&self, ids: &[String]) -> Ec2Result<()> {
+        self.ec2
+            .cancel_spot_instance_requests()
+            .set_spot_instance_request_ids(Some(ids.to_vec()))
+            .send()
+            .await
+            .map_err(|err| from_sdk("CancelSpotInstanceRequests", &err))?;
+        Ok(())
+    }
+}
+
+/// A failed SDK call as respot's error: the AWS code when AWS answered.
+fn from_sdk<E, R>(action: &'static str, err: &SdkError<E, R>) -> Ec2Error
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
+    let kind = match err.code() {
+        Some(code) => Ec2ErrorKind::Service {
+            code: code.to_string(),
+            message: err.message().unwrap_or("no message").to_string(),
+        },
+        None => match err {
+            SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) => {
+                Ec2ErrorKind::Unreachable(DisplayErrorContext(err).to_string())
+            }
+            _ => Ec2ErrorKind::Other(DisplayErrorContext(err).to_string()),
+        },
+    };
+    Ec2Error { action, kind }
+}
+
+/// An answer without a field respot needs.
+fn missing(action: &'static str, what: &str) -> Ec2Error {
+    Ec2Error {
+        action,
+        kind: Ec2ErrorKind::Other(format!("the answer has no {what}")),
+    }
+}
