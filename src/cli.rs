@@ -1,8 +1,8 @@
 //! The command line, as clap types only. Nothing here does work: the
 //! `settings` module turns a parsed `Cli` into the options commands take,
 //! and commands never see these types. The value enums below mirror domain
-//! enums (`ProviderKind`, `Accel`, `Strategy`, `Section`), which stay free
-//! of clap.
+//! enums (`ProviderKind`, `Accel`, `Strategy`), which stay free of clap;
+//! debug sections take their names from `Section` itself.
 
 use std::path::PathBuf;
 
@@ -10,6 +10,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::exit::ExitStatus;
 use crate::provider::SshEndpoint;
+use crate::verify::Section;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -92,16 +93,6 @@ pub enum StrategyArg {
     /// destroy the old one; a failed new generation is rolled back and the
     /// old one keeps running.
     BlueGreen,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum SectionArg {
-    CloudInit,
-    Units,
-    Log,
-    Drift,
-    Health,
-    Facts,
 }
 
 /// AWS-only choices; the local provider ignores them.
@@ -189,11 +180,16 @@ pub struct DebugArgs {
     #[arg(value_name = "INSTANCE")]
     pub target: String,
     /// Only these parts of the report (repeatable) [default: all]
-    #[arg(long = "section", value_enum, value_name = "SECTION")]
-    pub sections: Vec<SectionArg>,
+    #[arg(long = "section", value_name = "SECTION", value_parser = section_names())]
+    pub sections: Vec<String>,
     /// Seconds to wait for the instance [default: verify.timeout_secs]
     #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
     pub timeout: Option<u64>,
+}
+
+/// The debug report's part names, straight from `Section`.
+fn section_names() -> clap::builder::PossibleValuesParser {
+    clap::builder::PossibleValuesParser::new(Section::ALL.iter().map(|s| s.name()))
 }
 
 #[derive(Debug, Args)]

@@ -5,8 +5,7 @@
 //! here, where every command is in view.
 
 use crate::cli::{
-    AccelArg, AwsArgs, Cli, Command, CreateArgs, DebugArgs, OutputArg, ProviderArg, SectionArg, StrategyArg,
-    VerifyArgs,
+    AccelArg, AwsArgs, Cli, Command, CreateArgs, DebugArgs, OutputArg, ProviderArg, StrategyArg, VerifyArgs,
 };
 use crate::commands::{
     CommandOptions, CreateCommand, DebugOptions, DeployCommand, InitOptions, Invocation, ProviderOptions,
@@ -117,7 +116,12 @@ fn verify_options(args: VerifyArgs) -> VerifyOptions {
 }
 
 fn debug_options(args: DebugArgs) -> DebugOptions {
-    let mut sections: Vec<Section> = args.sections.into_iter().map(section).collect();
+    // clap accepts only `Section` names, so every name maps.
+    let mut sections: Vec<Section> = args
+        .sections
+        .iter()
+        .filter_map(|name| Section::from_name(name))
+        .collect();
     sections.sort();
     sections.dedup();
     DebugOptions {
@@ -154,17 +158,6 @@ fn strategy(arg: StrategyArg) -> Strategy {
     match arg {
         StrategyArg::Recreate => Strategy::Recreate,
         StrategyArg::BlueGreen => Strategy::BlueGreen,
-    }
-}
-
-fn section(arg: SectionArg) -> Section {
-    match arg {
-        SectionArg::CloudInit => Section::CloudInit,
-        SectionArg::Units => Section::Units,
-        SectionArg::Log => Section::Log,
-        SectionArg::Drift => Section::Drift,
-        SectionArg::Health => Section::Health,
-        SectionArg::Facts => Section::Facts,
     }
 }
 

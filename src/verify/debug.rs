@@ -40,6 +40,22 @@ impl Section {
         Section::Health,
         Section::Facts,
     ];
+
+    /// The name people type (`--section cloud-init`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Section::CloudInit => "cloud-init",
+            Section::Units => "units",
+            Section::Log => "log",
+            Section::Drift => "drift",
+            Section::Health => "health",
+            Section::Facts => "facts",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Section> {
+        Section::ALL.iter().copied().find(|s| s.name() == name)
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
