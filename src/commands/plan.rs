@@ -69,3 +69,50 @@ fn table(plan: &Plan) -> Table {
     }
     table
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::{Change, PlanRegion};
+    use crate::provider::Lifecycle;
+    use crate::template::Digest;
+
+    #[test]
+    fn the_table_shows_unknown_prices_and_digests_as_such() {
+        let region = |name: &str, destroy_digests: Vec<String>, price: Option<f64>| PlanRegion {
+            region: name.to_string(),
+            destroy: destroy_digests.len(),
+            destroy_digests,
+            create: 2,
+            instance_type: "t3.small".to_string(),
+            lifecycle: Some(Lifecycle::Spot),
+            price_per_hour: price,
+            cost_per_hour: price.map(|p| p * 2.0),
+            price_note: None,
+        };
+        let plan = Plan {
+            deployment: "demo".to_string(),
+            strategy: Strategy::BlueGreen,
+            digest: Digest::parse(&"a".repeat(64)).expect("64 hex chars"),
+            version: "v".to_string(),
+            change: Change::Changed,
+            regions: vec![
+                region("eu-west-1", vec!["bbbbbbbbbbbb".to_string()], Some(0.0125)),
+                region("us-east-1", Vec::new(), None),
+            ],
+            cost_per_hour: None,
+        };
+        let text = table(&plan).render();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 3, "{text}");
+        assert!(
+            lines[1].starts_with("eu-west-1  1        bbbbbbbbbbbb  2"),
+            "{text}"
+        );
+        assert!(lines[1].ends_with("$0.0125  $0.0250"), "{text}");
+        assert!(
+            lines[2].contains(" -  ") && lines[2].ends_with("?        ?"),
+            "{text}"
+        );
+    }
+}
