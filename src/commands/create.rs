@@ -1,7 +1,7 @@
 //! `respot create`: launch a fresh generation from the current render, wait
 //! for it, verify it read-only, and roll back on failure.
 
-use super::select::verify_settings;
+use super::select::{expected_from, verify_settings};
 use super::verification::SshVerification;
 use super::{Context, ExitStatus};
 use crate::engine::{self, CreateOptions, CreateReport, EngineError};
@@ -9,7 +9,6 @@ use crate::error::{Error, Result};
 use crate::keys::KeyStore;
 use crate::output::{Count, Printer, Table};
 use crate::template::Blueprint;
-use crate::verify::Expected;
 
 #[derive(Debug, Clone, Default)]
 pub struct CreateCommand {
@@ -33,21 +32,18 @@ pub async fn create(context: &Context<'_>, options: &CreateCommand) -> Result<Ex
 }
 
 /// Verification of a generation launched from `blueprint`: it must report
-/// that blueprint's digest.
+/// that blueprint's digest, files and probes.
 pub(super) fn launch_verification<'a>(
     context: &'a Context<'_>,
     keys: &'a KeyStore,
     blueprint: &Blueprint,
 ) -> Result<SshVerification<'a>> {
     let config = context.config()?;
-    let expected = Expected {
-        digest: blueprint.digest.clone(),
-    };
     Ok(SshVerification::new(
         keys,
         config,
         verify_settings(config, None, false),
-        expected,
+        expected_from(config, blueprint),
         context.printer,
     ))
 }

@@ -8,7 +8,7 @@ use crate::error::{Error, Result};
 use crate::keys::KeyStore;
 use crate::provider::{Instance, Provider, SshEndpoint};
 use crate::template::{Blueprint, Digest};
-use crate::verify::{Expected, Target, VerifySettings};
+use crate::verify::{Expected, ExpectedFile, ExpectedProbe, Shipped, Target, VerifySettings};
 
 /// The live instances `wanted` names (by id, name, IP or HOST:PORT), or all
 /// live instances when `wanted` is empty. A name that matches nothing is an
@@ -99,24 +99,58 @@ pub fn pin_host_keys(keys: &KeyStore, config: &Config, instances: &[Instance]) -
     unpinned
 }
 
-/// The digest the instances must report: the one they were launched with,
-/// when they agree, else the current render's.
-pub fn expected_digest(instances: &[Instance], blueprint: &Blueprint) -> Expected {
+/// What instances launched from `blueprint` must report: its digest, and
+/// the files and health probes it ships (the probes are `[verify]`'s, which
+/// the render wrote to the instance), so the instance's own lists are held
+/// to respot's render instead of trusted.
+pub fn expected_from(config: &Config, blueprint: &Blueprint) -> Expected {
+    let files = blueprint
+        .files
+        .iter()
+        .map(|f| ExpectedFile {
+            path: f.path.clone(),
+            sha256: f.sha256.clone(),
+        })
+        .collect();
+    let probes = config
+        .verify
+        .http
+        .iter()
+        .map(|p| ExpectedProbe {
+            port: p.port,
+            path: p.path.clone(),
+            status: p.expect_status,
+        })
+        .collect();
+    Expected {
+        digest: blueprint.digest.clone(),
+        shipped: Some(Shipped { files, probes }),
+    }
+}
+
+/// What the live `instances` must report: the digest they were launched
+/// with, when they agree, else the current render's. Only when that is the
+/// current render's does respot know the files and probes to expect.
+pub fn expected_for(config: &Config, instances: &[Instance], blueprint: &Blueprint) -> Expected {
     let mut digests = instances.iter().map(|i| i.digest.as_ref());
     let agreed: Option<&Digest> = match digests.next() {
         Some(Some(first)) if digests.all(|d| d == Some(first)) => Some(first),
         _ => None,
     };
-    Expected {
-        digest: agreed.unwrap_or(&blueprint.digest).clone(),
+    match agreed {
+        Some(digest) if *digest != blueprint.digest => Expected {
+            digest: digest.clone(),
+            shipped: None,
+        },
+        _ => expected_from(config, blueprint),
     }
 }
 
 /// How verification runs for this deployment; `timeout` overrides
-/// `verify.timeout_secs`.
+/// `verify.timeout_secs`. The login is always `guest::VERIFY_USER`, never
+/// `ssh.user`.
 pub fn verify_settings(config: &Config, timeout: Option<u64>, strict: bool) -> VerifySettings {
     VerifySettings {
-        user: config.ssh.user.clone(),
         timeout: Duration::from_secs(timeout.unwrap_or(config.verify.timeout_secs)),
         strict,
         host_keys: config.ssh.host_keys,

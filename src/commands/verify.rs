@@ -2,7 +2,7 @@
 //! endpoints given with `--target`); the exit status says pass or fail.
 
 use super::select::{
-    endpoint_target, expected_digest, live_instances, pin_host_keys, targets, verify_settings,
+    endpoint_target, expected_for, expected_from, live_instances, pin_host_keys, targets, verify_settings,
 };
 use super::{Context, ExitStatus};
 use crate::error::{Error, Result};
@@ -31,10 +31,7 @@ pub async fn verify(context: &Context<'_>, options: &VerifyOptions) -> Result<Ex
         provider_targets(context, &keys, &blueprint, &options.instances).await?
     } else {
         let targets = options.targets.iter().map(endpoint_target).collect();
-        let expected = Expected {
-            digest: blueprint.digest.clone(),
-        };
-        (targets, expected)
+        (targets, expected_from(config, &blueprint))
     };
     let settings = verify_settings(config, options.timeout, options.strict);
     let report = verify_fleet(&keys, &targets, &expected, &settings, printer).await;
@@ -79,7 +76,7 @@ async fn provider_targets(
             unpinned.join(", ")
         ));
     }
-    let expected = expected_digest(&instances, blueprint);
+    let expected = expected_for(config, &instances, blueprint);
     if expected.digest != blueprint.digest {
         printer.warn(&format!(
             "the instances run digest {}, not the current render's {}: they are stale; \

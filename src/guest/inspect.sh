@@ -1,40 +1,52 @@
 #!/bin/sh
 # respot's read-only inspector. Shipped by respot to every instance, root-owned.
 #
-# It is the forced command of respot's verification key
-# (restrict,command="/usr/lib/respot/inspect"), so it is the only thing that
-# key can run. It answers the named queries below, read from
-# SSH_ORIGINAL_COMMAND, and refuses everything else with exit 64. It never
-# writes, restarts, installs or evaluates anything.
+# It runs as respot's own account, respot-verify (root-owned home it cannot
+# write, no password, groups adm and systemd-journal only), as the forced
+# command of respot's verification key: restrict,command="/usr/lib/respot/inspect"
+# in /etc/respot/verify_keys/respot-verify, and ForceCommand in 60-respot.conf.
+# So it is the only thing that key can run. It answers the named queries below,
+# read from SSH_ORIGINAL_COMMAND, and refuses everything else with exit 64. It
+# never writes, restarts, installs or evaluates anything.
+#
+# It trusts nothing from the session: it runs itself again at once under
+# `env -i` with an environment of its own (PATH, LC_ALL; IFS is set here),
+# takes the query as an argument, works from /, and reads no other variable.
+# Its children read no user configuration either (curl -q, python3 -I).
 #
 # Grammar (single spaces, nothing else):
 #   cloud-init | units | manifest | health | log | facts
 #   journal <unit listed in /etc/respot/units> <n in 1..500>
 #
-# Output: one record per line, fields separated by TAB:
+# Output: one record per line, fields separated by TAB, MAX_REPLY bytes at most:
 #   respot-inspect <TAB> 1 <TAB> <query>     first line
 #   status <TAB> <component> <TAB> <word>    e.g. status cloud-init done | unavailable
 #   kv     <TAB> <key> <TAB> <value>
 #   text   <TAB> <block> <TAB> <line>        a line of a text block (logs, JSON)
 #   unit   <TAB> <name> <TAB> <active state>
-#   file   <TAB> <path> <TAB> <recorded sha256> <TAB> <live sha256 | missing>
+#   file   <TAB> <path> <TAB> <recorded sha256> <TAB> <live sha256 | missing | symlink | special | unreadable>
 #   probe  <TAB> <port> <TAB> <path> <TAB> <want> <TAB> <got | none> <TAB> <first bytes>
-#   end    <TAB> ok                          last line; its absence means truncated
+#   end    <TAB> ok                          last line; its absence means cut short
+#   truncated <TAB> <MAX_REPLY>              instead of `end`: the reply reached the cap
 #
-# RESPOT_INSPECT_ROOT is a test-only prefix for every file path; clients cannot
-# set it (the key is `restrict`ed and sshd accepts no environment for it).
+# ROOT is empty in the shipped script and nothing can set it. Tests run a copy
+# of this script with that one line rewritten to point into a fixture.
 
 QUERIES="cloud-init units journal manifest health log facts"
 REFUSED=64
 MAX_JOURNAL=500
+MAX_REPLY=1048576
+ROOT=
 
+PATH=/usr/sbin:/usr/bin:/sbin:/bin
+LC_ALL=C
+IFS=' 	
+'
+export PATH LC_ALL
 set -u
 set -f
 umask 077
-PATH=/usr/sbin:/usr/bin:/sbin:/bin
-export PATH LC_ALL=C
 
-ROOT=${RESPOT_INSPECT_ROOT-}
 T=$(printf '\t')
 
 refuse() {
@@ -57,11 +69,32 @@ systemd_up() {
     [ -d "$ROOT/run/systemd/system" ] && have systemctl
 }
 
+# cloud-init is still running when its status.json exists, its result.json
+# does not yet, and no stage lists an error: `cloud-init status` then says
+# "running" too (cloudinit/cmd/status.py), and this answer costs no Python,
+# which matters to a one-CPU instance polled every second while it boots.
+cloud_init_running() {
+    [ -f "$ROOT/run/cloud-init/status.json" ] && [ ! -e "$ROOT/run/cloud-init/result.json" ] || return 1
+    ! tr -d ' \t\n' < "$ROOT/run/cloud-init/status.json" | grep -q '"errors":\[[^]]'
+}
+
 q_cloud_init() {
     if ! have cloud-init || [ ! -d "$ROOT/run/cloud-init" ]; then
         printf 'status\tcloud-init\tunavailable\n'
         return
     fi
+    if cloud_init_running; then
+        printf 'status\tcloud-init\trunning\n'
+    else
+        cloud_init_status
+    fi
+    if [ -r "$ROOT/var/log/cloud-init-output.log" ]; then
+        tail -n 40 "$ROOT/var/log/cloud-init-output.log" | block output-log
+    fi
+}
+
+# The final answer, from `cloud-init status --format json`.
+cloud_init_status() {
     json=$(cloud-init status --format json 2>/dev/null)
     code=$?
     case $json in
@@ -88,9 +121,6 @@ q_cloud_init() {
     printf 'status\tcloud-init\t%s\n' "$word"
     printf 'kv\texit\t%s\n' "$code"
     printf '%s\n' "$json" | block status-json
-    if [ -r "$ROOT/var/log/cloud-init-output.log" ]; then
-        tail -n 40 "$ROOT/var/log/cloud-init-output.log" | block output-log
-    fi
 }
 
 q_units() {
@@ -120,6 +150,29 @@ q_journal() {
     journalctl --no-pager -o short-iso -n "$n" -u "$unit" 2>&1 | block journal
 }
 
+# The live sha256 of file $1, or why there is none: a symlink is not
+# followed, and a special file (directory, device, FIFO, socket) is not read.
+live_sha256() {
+    if [ -L "$1" ]; then
+        echo symlink
+    elif [ ! -e "$1" ]; then
+        echo missing
+    elif [ ! -f "$1" ]; then
+        echo special
+    elif [ ! -r "$1" ]; then
+        echo unreadable
+    else
+        # sha256sum opens the file itself, so `timeout` also ends a file
+        # swapped for a FIFO after the checks above; it prefixes a `\` to
+        # the line of a name with a backslash or a newline.
+        sum=$(timeout 20 sha256sum -- "$1" 2>/dev/null | sed 's/^\\//' | cut -c1-64)
+        case $sum in
+            *[!0-9a-f]*|'') echo unreadable ;;
+            *) echo "$sum" ;;
+        esac
+    fi
+}
+
 q_manifest() {
     if [ ! -r "$ROOT/etc/respot/manifest.json" ]; then
         printf 'status\tmanifest\tmissing\n'
@@ -130,32 +183,36 @@ q_manifest() {
     if [ -r "$ROOT/etc/respot/manifest.sha256" ]; then
         while read -r recorded path || [ -n "${path-}" ]; do
             [ -n "${path-}" ] || continue
-            if [ -f "$ROOT$path" ] && [ -r "$ROOT$path" ]; then
-                live=$(sha256sum < "$ROOT$path" | cut -c1-64)
-            else
-                live=missing
-            fi
-            printf 'file\t%s\t%s\t%s\n' "$path" "$recorded" "$live"
+            printf 'file\t%s\t%s\t%s\n' "$path" "$recorded" "$(live_sha256 "$ROOT$path")"
         done < "$ROOT/etc/respot/manifest.sha256"
     fi
 }
 
-# probe PORT PATH: prints "<status code>\n<body>" (code 000 when no answer).
+# fetch PORT PATH: prints the HTTP status code on the first line (nothing
+# when no answer), then the first bytes of the body. It follows no redirect
+# (curl without -L; python's handler declines them), uses no proxy, and reads
+# no configuration file.
 fetch() {
     if have curl; then
-        curl -s --max-time 5 -w '\n%{http_code}' "http://127.0.0.1:$1$2" 2>/dev/null
+        curl -q -s --max-time 5 --noproxy '*' -D - "http://127.0.0.1:$1$2" 2>/dev/null |
+            head -c 8192 |
+            awk 'NR == 1 { print $2; next } body { print; next } /^\r?$/ { body = 1 }'
     elif have python3; then
-        python3 - "$1" "$2" <<'PY' 2>/dev/null
+        python3 -I - "$1" "$2" <<'PY' 2>/dev/null
 import sys, urllib.request, urllib.error
+class NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args, **kwargs):
+        return None
+opener = urllib.request.build_opener(urllib.request.ProxyHandler({}), NoRedirect)
 url = "http://127.0.0.1:%s%s" % (sys.argv[1], sys.argv[2])
 try:
-    r = urllib.request.urlopen(url, timeout=5)
+    r = opener.open(url, timeout=5)
     code, body = r.status, r.read(512)
 except urllib.error.HTTPError as e:
     code, body = e.code, e.read(512)
 except Exception:
     code, body = 0, b""
-sys.stdout.write(body.decode("utf-8", "replace") + "\n%03d" % code)
+sys.stdout.write("%03d\n" % code + body.decode("utf-8", "replace"))
 PY
     else
         return 2
@@ -175,11 +232,10 @@ q_health() {
         case $path in /*) ;; *) continue ;; esac
         case $path in *[!A-Za-z0-9/._~%=?\&-]*) continue ;; esac
         out=$(fetch "$port" "$path")
-        got=${out##*"
-"}
-        case $got in ''|*[!0-9]*|000) got=none; body= ;;
-            *) body=${out%"
-"*}; [ "$body" = "$out" ] && body= ;;
+        got=$(printf '%s\n' "$out" | head -n 1)
+        case $got in
+            ''|*[!0-9]*|000) got=none; body= ;;
+            *) body=$(printf '%s\n' "$out" | sed 1d) ;;
         esac
         body=$(printf '%s' "$body" | head -c 120 | tr '\t\r\n' '   ')
         printf 'probe\t%s\t%s\t%s\t%s\t%s\n' "$port" "$path" "$want" "$got" "$body"
@@ -208,9 +264,33 @@ q_facts() {
         read -r id < "$ROOT/var/lib/cloud/data/instance-id" || true
     fi
     printf 'kv\tinstance_id\t%s\n' "${id:-unknown}"
+    account_facts
 }
 
-cmd=${SSH_ORIGINAL_COMMAND-}
+# Who runs the inspector, and whether it could write its own home (it must
+# not: see 60-respot.conf and the launch part's bootcmd).
+account_facts() {
+    me=$(id -un 2>/dev/null)
+    printf 'kv\tinspector_user\t%s\n' "${me:-unknown}"
+    printf 'kv\tinspector_groups\t%s\n' "$(id -Gn 2>/dev/null)"
+    home=$(getent passwd "$me" 2>/dev/null | cut -d: -f6)
+    printf 'kv\tinspector_home\t%s\n' "${home:-unknown}"
+    if [ -n "$home" ] && [ -d "$home" ]; then
+        printf 'kv\tinspector_home_owner\t%s\n' "$(stat -c '%U:%G %a' -- "$home")"
+        if [ -w "$home" ]; then writable=yes; else writable=no; fi
+        printf 'kv\tinspector_home_writable\t%s\n' "$writable"
+    fi
+}
+
+# sshd runs this script with the session's environment: run it again with
+# ours alone, the query as its argument.
+if [ $# -eq 0 ]; then
+    exec env -i PATH="$PATH" LC_ALL=C /bin/sh "$0" --query "${SSH_ORIGINAL_COMMAND-}"
+fi
+[ $# -eq 2 ] && [ "$1" = --query ] || refuse "unexpected arguments; the query comes from SSH_ORIGINAL_COMMAND"
+cd / || exit 70
+
+cmd=$2
 # Only letters, digits, single spaces and a few unit-name characters:
 # no quotes, no $, no ;, no /, no globs.
 case $cmd in
@@ -246,14 +326,26 @@ case $query in
         ;;
 esac
 
-printf 'respot-inspect\t1\t%s\n' "$query"
-case $query in
-    cloud-init) q_cloud_init ;;
-    units) q_units ;;
-    journal) q_journal "$unit" "$n" ;;
-    manifest) q_manifest ;;
-    health) q_health ;;
-    log) q_log ;;
-    facts) q_facts ;;
-esac
-printf 'end\tok\n'
+answer() {
+    printf 'respot-inspect\t1\t%s\n' "$query"
+    case $query in
+        cloud-init) q_cloud_init ;;
+        units) q_units ;;
+        journal) q_journal "$unit" "$n" ;;
+        manifest) q_manifest ;;
+        health) q_health ;;
+        log) q_log ;;
+        facts) q_facts ;;
+    esac
+    printf 'end\tok\n'
+}
+
+# At most MAX_REPLY bytes. Past that the inspector stops (awk exits, the
+# answer gets SIGPIPE) and says so with a `truncated` record instead of
+# `end`; 64 bytes stay free for it. `head` first, so that awk never holds
+# more than the cap, even of one endless line.
+budget=$((MAX_REPLY - 64))
+answer | head -c "$((budget + 1))" | awk -v budget="$budget" -v cap="$MAX_REPLY" '
+    { n += length($0) + 1 }
+    n > budget { printf "truncated\t%d\n", cap; exit }
+    { print }'

@@ -60,6 +60,13 @@ pub const UNITS_PATH: &str = "/etc/respot/units";
 pub const PROBES_PATH: &str = "/etc/respot/probes";
 /// sshd reads the verification key from here (see `60-respot.conf`).
 pub const VERIFY_KEYS_DIR: &str = "/etc/respot/verify_keys";
+/// respot's own account on the instance, made by the launch part: the
+/// inspector runs as it, and respot logs in as no one else (never as
+/// `ssh.user`). Its only key is `VERIFY_KEYS_DIR/respot-verify`.
+pub const VERIFY_USER: &str = "respot-verify";
+/// `VERIFY_USER`'s home: root-owned and 0755, so the account cannot write
+/// anything there that a login would read.
+pub const VERIFY_HOME: &str = "/var/lib/respot-verify";
 /// The deployment log that `DEPLOY_LOG_HELPER` appends to.
 pub const DEPLOY_LOG_PATH: &str = "/var/log/respot/deploy.log";
 

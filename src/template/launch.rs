@@ -1,14 +1,30 @@
 //! The launch part: per-generation material appended after the
-//! digest-covered document (the manifest, respot's verification key, the
-//! pinned host key), written only under top-level keys the template may not
-//! use.
+//! digest-covered document (the manifest, respot's verification account and
+//! key, the pinned host key), written only under top-level keys the template
+//! may not use.
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use serde::Serialize;
 
 use super::{Blueprint, Digest, LaunchMaterial};
-use crate::guest::{DEPLOY_LOG_PATH, INSPECTOR_PATH, MANIFEST_PATH, SUMS_PATH, UNITS_PATH, VERIFY_KEYS_DIR};
+use crate::guest::{
+    DEPLOY_LOG_PATH, INSPECTOR_PATH, MANIFEST_PATH, SUMS_PATH, UNITS_PATH, VERIFY_HOME, VERIFY_KEYS_DIR,
+    VERIFY_USER,
+};
+
+/// Makes respot's verification account, or on every later boot (bootcmd runs
+/// each boot) puts it back as it must be: a system account with shell
+/// `/bin/sh` and no password (`!`: locked), whose supplementary groups are
+/// exactly those of `adm` and `systemd-journal` that exist (it creates
+/// neither), and whose home is root-owned 0755, so it cannot write there.
+/// `$1` is the account, `$2` its home. No `'` inside: it is a YAML
+/// single-quoted scalar.
+const VERIFY_ACCOUNT_SCRIPT: &str = "set -e; g=; for x in adm systemd-journal; do \
+    if getent group \"$x\" >/dev/null; then g=\"${g:+$g,}$x\"; fi; done; \
+    getent passwd \"$1\" >/dev/null || useradd --system --no-create-home --home-dir \"$2\" --shell /bin/sh \"$1\"; \
+    usermod --home \"$2\" --shell /bin/sh --groups \"$g\" --password ! \"$1\"; \
+    install -d -o root -g root -m 0755 \"$2\"";
 
 #[derive(Serialize)]
 struct Manifest<'a> {
@@ -65,8 +81,9 @@ impl Blueprint {
     }
 
     /// The launch part: reserved top-level keys carrying per-generation data.
-    /// Its `bootcmd` writes, before sshd starts: the manifest (JSON), the
-    /// same file list in `sha256sum` format, and the unit list.
+    /// Its `bootcmd` does, before sshd starts: write the manifest (JSON), the
+    /// same file list in `sha256sum` format and the unit list; make the
+    /// verification account `VERIFY_USER`; and write its one key.
     pub fn launch_section(&self, launch: &LaunchMaterial) -> String {
         let manifest_b64 = B64.encode(self.manifest_json(launch.generation));
         let sums_b64 = B64.encode(self.sha256_list());
@@ -79,12 +96,14 @@ impl Blueprint {
             launch.generation,
             self.digest.short()
         ));
+        out.push_str(&format!(
+            "  - [sh, -c, '{VERIFY_ACCOUNT_SCRIPT}', respot, {VERIFY_USER}, {VERIFY_HOME}]\n"
+        ));
         if let Some(verify_key) = &launch.verify_key {
             let line = format!("restrict,command=\"{INSPECTOR_PATH}\" {}\n", verify_key.trim());
             out.push_str(&format!(
-                "  - [sh, -c, 'umask 022 && mkdir -p {VERIFY_KEYS_DIR} && printf %s \"$1\" | base64 -d > {VERIFY_KEYS_DIR}/{user}', respot, \"{}\"]\n",
+                "  - [sh, -c, 'umask 022 && mkdir -p {VERIFY_KEYS_DIR} && printf %s \"$1\" | base64 -d > {VERIFY_KEYS_DIR}/{VERIFY_USER}', respot, \"{}\"]\n",
                 B64.encode(line),
-                user = self.ssh_user,
             ));
         }
         if let Some((private, public)) = &launch.host_key {
@@ -100,5 +119,72 @@ impl Blueprint {
             out.push_str(&format!("  ed25519_public: {}\n", public.trim()));
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::template::GitInfo;
+
+    fn blueprint() -> Blueprint {
+        Blueprint {
+            deployment: "demo".to_string(),
+            document: "#cloud-config\n".to_string(),
+            digest: Digest::parse(&"a".repeat(64)).expect("64 hex chars"),
+            version: "test".to_string(),
+            git: GitInfo::default(),
+            files: Vec::new(),
+            units: Vec::new(),
+            ssh_user: "alice".to_string(),
+        }
+    }
+
+    /// The one argument of a `[sh, -c, '…', respot, "ARG"]` bootcmd line.
+    fn b64_argument(line: &str) -> String {
+        let arg = line
+            .rsplit_once(", \"")
+            .expect("an argument")
+            .1
+            .trim_end_matches("\"]");
+        String::from_utf8(B64.decode(arg).expect("base64")).expect("utf-8")
+    }
+
+    #[test]
+    fn bootcmd_makes_the_verification_account_and_keys_it_alone() {
+        let launch = LaunchMaterial {
+            generation: 3,
+            host_key: None,
+            verify_key: Some("ssh-ed25519 AAAAtest respot-verify\n".to_string()),
+        };
+        let part = blueprint().launch_section(&launch);
+        let bootcmd: Vec<&str> = part.lines().filter(|l| l.starts_with("  - [sh, -c, ")).collect();
+        assert_eq!(bootcmd.len(), 3, "{part}");
+        assert!(bootcmd[1].contains("useradd --system"), "{}", bootcmd[1]);
+        assert!(
+            bootcmd[1].ends_with("', respot, respot-verify, /var/lib/respot-verify]"),
+            "{}",
+            bootcmd[1]
+        );
+        assert!(
+            !VERIFY_ACCOUNT_SCRIPT.contains('\''),
+            "it sits in a single-quoted YAML scalar"
+        );
+        // The key goes to respot-verify's file, never to ssh.user's, and
+        // runs the inspector only.
+        assert!(
+            bootcmd[2].contains("base64 -d > /etc/respot/verify_keys/respot-verify'"),
+            "{}",
+            bootcmd[2]
+        );
+        assert!(!bootcmd[2].contains("alice"));
+        assert_eq!(
+            b64_argument(bootcmd[2]),
+            "restrict,command=\"/usr/lib/respot/inspect\" ssh-ed25519 AAAAtest respot-verify\n"
+        );
+        // Without a key, the account is still made.
+        let part = blueprint().launch_section(&LaunchMaterial::default());
+        assert!(part.contains("useradd --system"));
+        assert!(!part.contains(VERIFY_KEYS_DIR));
     }
 }

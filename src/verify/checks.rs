@@ -1,7 +1,9 @@
 //! From inspector answers to pass/warn/fail rows, one concern per row.
 //!
 //! The evaluation functions are pure (replies in, rows out), so they are
-//! unit-tested without SSH.
+//! unit-tested without SSH. Where respot has its own render of what the
+//! instance runs, files and probes are held to it (`expect`); the
+//! instance's own lists count only when it has none.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -10,9 +12,12 @@ use std::time::Duration;
 use serde::Serialize;
 use tokio::time::Instant;
 
+use super::expect::{Expected, file_rows, probe_rows};
 use super::query::{Query, Reply};
-use super::transport::{Connection, Transport};
-use super::{Expected, Target, VerifyError, VerifySettings};
+use super::text::strip_controls;
+use super::transport::{Connection, HostKeyTrust, Transport};
+use super::{Target, VerifyError, VerifySettings};
+use crate::guest::VERIFY_USER;
 use crate::keys::KeyStore;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -66,8 +71,10 @@ fn warn_or_fail(strict: bool) -> Outcome {
     if strict { Outcome::Fail } else { Outcome::Warn }
 }
 
-/// While cloud-init still runs, ask again this often.
-const CLOUD_INIT_POLL: Duration = Duration::from_secs(2);
+/// While cloud-init still runs, ask again this often. Cheap for the
+/// instance: the inspector answers "running" from cloud-init's status files
+/// without starting Python.
+const CLOUD_INIT_POLL: Duration = Duration::from_secs(1);
 
 pub(crate) async fn verify_target(
     transport: &Transport,
@@ -86,13 +93,18 @@ pub(crate) async fn verify_target(
             return vec![row];
         }
     };
+    let trust = match connection.host_key_trust() {
+        HostKeyTrust::Pinned => "host key pinned",
+        HostKeyTrust::Recorded => "host key as recorded on first contact",
+        HostKeyTrust::FirstContact => "first contact: host key recorded now, not checked",
+    };
     let mut rows = vec![CheckRow::new(
         target,
         "reachable",
         Outcome::Pass,
         format!(
-            "ssh {}@{}:{} (host key pinned)",
-            settings.user, target.endpoint.host, target.endpoint.port
+            "ssh {VERIFY_USER}@{}:{} ({trust})",
+            target.endpoint.host, target.endpoint.port
         ),
     )];
     rows.extend(checks_over(&connection, target, expected, settings, deadline).await);
@@ -135,7 +147,7 @@ async fn checks_over(
         eval_manifest(target, r, expected)
     }));
     rows.extend(answer_or_fail(target, "health", health, |r| {
-        eval_health(target, r, strict)
+        eval_health(target, r, strict, expected)
     }));
     rows
 }
@@ -253,7 +265,7 @@ pub(crate) fn eval_manifest(target: &Target, reply: &Reply, expected: &Expected)
         }
     };
     let mut rows = Vec::new();
-    let digest = manifest.get("digest").and_then(|d| d.as_str()).unwrap_or("");
+    let digest = strip_controls(manifest.get("digest").and_then(|d| d.as_str()).unwrap_or(""));
     let generation = manifest
         .get("generation")
         .map_or_else(String::new, |g| g.to_string());
@@ -274,13 +286,16 @@ pub(crate) fn eval_manifest(target: &Target, reply: &Reply, expected: &Expected)
                 if digest.is_empty() {
                     "(none)"
                 } else {
-                    digest.get(..12).unwrap_or(digest)
+                    digest.get(..12).unwrap_or(&digest)
                 },
                 expected.digest.short()
             ),
         ));
     }
-    rows.extend(drift_rows(target, &manifest, reply));
+    rows.extend(match &expected.shipped {
+        Some(shipped) => file_rows(target, shipped, reply),
+        None => drift_rows(target, &manifest, reply),
+    });
     rows
 }
 
@@ -289,7 +304,8 @@ pub(crate) fn eval_manifest(target: &Target, reply: &Reply, expected: &Expected)
 pub struct Drift {
     pub path: String,
     pub recorded: String,
-    /// The live sha256, `missing`, or `unchecked`.
+    /// The live sha256, or `missing`, `symlink`, `special`, `unreadable`
+    /// (as the inspector says), or `unchecked` (not in its list).
     pub live: String,
 }
 
@@ -309,16 +325,8 @@ pub(crate) fn drift(manifest: &serde_json::Value, reply: &Reply) -> (usize, Vec<
         .unwrap_or_default();
     let mut drifted = Vec::new();
     for file in &files {
-        let path = file
-            .get("path")
-            .and_then(|p| p.as_str())
-            .unwrap_or("")
-            .to_string();
-        let recorded = file
-            .get("sha256")
-            .and_then(|p| p.as_str())
-            .unwrap_or("")
-            .to_string();
+        let path = strip_controls(file.get("path").and_then(|p| p.as_str()).unwrap_or(""));
+        let recorded = strip_controls(file.get("sha256").and_then(|p| p.as_str()).unwrap_or(""));
         match live.get(&path) {
             Some((listed, now)) if *listed == recorded && *now == recorded => {}
             Some((_, now)) => drifted.push(Drift {
@@ -336,8 +344,18 @@ pub(crate) fn drift(manifest: &serde_json::Value, reply: &Reply) -> (usize, Vec<
     (files.len(), drifted)
 }
 
+/// The `files` rows when respot has no render of the instance's digest:
+/// the manifest is the record, and it must list some files.
 fn drift_rows(target: &Target, manifest: &serde_json::Value, reply: &Reply) -> Vec<CheckRow> {
     let (total, drifted) = drift(manifest, reply);
+    if total == 0 {
+        return vec![CheckRow::new(
+            target,
+            "files",
+            Outcome::Fail,
+            "the instance's manifest lists no files; respot ships some to every instance",
+        )];
+    }
     if drifted.is_empty() {
         return vec![CheckRow::new(
             target,
@@ -349,22 +367,42 @@ fn drift_rows(target: &Target, manifest: &serde_json::Value, reply: &Reply) -> V
     drifted
         .iter()
         .map(|d| {
-            let what = match d.live.as_str() {
-                "missing" => "is missing".to_string(),
-                "unchecked" => "is not in /etc/respot/manifest.sha256, so it was not checked".to_string(),
-                live => format!(
-                    "changed on the instance: recorded {}, live {}",
-                    d.recorded.get(..12).unwrap_or(&d.recorded),
-                    live.get(..12).unwrap_or(live)
-                ),
-            };
-            CheckRow::new(target, "files", Outcome::Fail, format!("`{}` {what}", d.path))
+            CheckRow::new(
+                target,
+                "files",
+                Outcome::Fail,
+                drift_detail(&d.path, &d.recorded, &d.live),
+            )
         })
         .collect()
 }
 
-pub(crate) fn eval_health(target: &Target, reply: &Reply, strict: bool) -> Vec<CheckRow> {
-    let probes = reply.probes();
+/// Why file `path`, recorded (or rendered) with sha256 `recorded`, fails,
+/// given what the inspector found: `live`.
+pub(super) fn drift_detail(path: &str, recorded: &str, live: &str) -> String {
+    let what = match live {
+        "missing" => "is missing".to_string(),
+        "unchecked" => "is not in /etc/respot/manifest.sha256, so it was not checked".to_string(),
+        "symlink" => "is a symlink on the instance; respot does not follow it".to_string(),
+        "special" => {
+            "is not a regular file on the instance (a directory, device, FIFO or socket)".to_string()
+        }
+        "unreadable" => "cannot be read by the inspector".to_string(),
+        live => format!(
+            "changed on the instance: recorded {}, live {}",
+            recorded.get(..12).unwrap_or(recorded),
+            live.get(..12).unwrap_or(live)
+        ),
+    };
+    format!("`{path}` {what}")
+}
+
+pub(crate) fn eval_health(
+    target: &Target,
+    reply: &Reply,
+    strict: bool,
+    expected: &Expected,
+) -> Vec<CheckRow> {
     if reply.status("health") != Some("available") {
         return vec![CheckRow::new(
             target,
@@ -373,29 +411,43 @@ pub(crate) fn eval_health(target: &Target, reply: &Reply, strict: bool) -> Vec<C
             "unavailable: neither curl nor python3 on the instance; probes not run",
         )];
     }
-    probes
+    if let Some(shipped) = &expected.shipped {
+        return probe_rows(target, &shipped.probes, reply);
+    }
+    reply
+        .probes()
         .into_iter()
         .map(|p| {
-            let check = format!("health :{}{}", p.port, p.path);
-            if p.got == p.want {
-                CheckRow::new(target, &check, Outcome::Pass, format!("HTTP {}", p.got))
-            } else if p.got == "none" {
-                CheckRow::new(
-                    target,
-                    &check,
-                    Outcome::Fail,
-                    format!("no answer (want HTTP {})", p.want),
-                )
-            } else {
-                CheckRow::new(
-                    target,
-                    &check,
-                    Outcome::Fail,
-                    format!("HTTP {} (want {}): {}", p.got, p.want, p.body.trim()),
-                )
-            }
+            probe_row(
+                target,
+                &format!("health :{}{}", p.port, p.path),
+                &p.got,
+                &p.want,
+                &p.body,
+            )
         })
         .collect()
+}
+
+/// One probe's row: it passes when it answered `want`.
+pub(super) fn probe_row(target: &Target, check: &str, got: &str, want: &str, body: &str) -> CheckRow {
+    if got == want {
+        CheckRow::new(target, check, Outcome::Pass, format!("HTTP {got}"))
+    } else if got == "none" {
+        CheckRow::new(
+            target,
+            check,
+            Outcome::Fail,
+            format!("no answer (want HTTP {want})"),
+        )
+    } else {
+        CheckRow::new(
+            target,
+            check,
+            Outcome::Fail,
+            format!("HTTP {got} (want {want}): {}", body.trim()),
+        )
+    }
 }
 
 #[cfg(test)]
@@ -403,6 +455,7 @@ mod tests {
     use super::*;
     use crate::provider::SshEndpoint;
     use crate::template::Digest;
+    use crate::verify::{ExpectedFile, ExpectedProbe, Shipped};
 
     fn target() -> Target {
         Target {
@@ -417,7 +470,7 @@ mod tests {
 
     fn reply(query: &Query, body: &str) -> Reply {
         let text = format!("respot-inspect\t1\t{}\n{body}end\tok\n", query.name());
-        Reply::parse(query, &text).unwrap()
+        Reply::parse(query, text.as_bytes()).unwrap()
     }
 
     fn outcomes(rows: &[CheckRow]) -> Vec<(String, Outcome)> {
@@ -477,6 +530,7 @@ mod tests {
         let digest = "a".repeat(64);
         let expected = Expected {
             digest: Digest::parse(&digest).unwrap(),
+            shipped: None,
         };
         let manifest = format!(
             "{{\"digest\": \"{digest}\", \"generation\": 2, \"files\": [{{\"path\": \"/a\", \"sha256\": \"11\"}}, {{\"path\": \"/b\", \"sha256\": \"22\"}}, {{\"path\": \"/c\", \"sha256\": \"33\"}}]}}"
@@ -497,6 +551,7 @@ mod tests {
 
         let other = Expected {
             digest: Digest::parse(&"b".repeat(64)).unwrap(),
+            shipped: None,
         };
         let rows = eval_manifest(&target(), &reply(&Query::Manifest, &body), &other);
         assert_eq!(rows[0].result, Outcome::Fail);
@@ -507,6 +562,43 @@ mod tests {
             &expected,
         );
         assert_eq!(outcomes(&rows), vec![("digest".to_string(), Outcome::Fail)]);
+
+        // Without a render, a manifest that lists no files fails.
+        let empty = format!(
+            "status\tmanifest\tpresent\ntext\tmanifest\t{{\"digest\": \"{digest}\", \"files\": []}}\n"
+        );
+        let rows = eval_manifest(&target(), &reply(&Query::Manifest, &empty), &expected);
+        assert_eq!(rows[1].result, Outcome::Fail, "{rows:?}");
+        assert!(rows[1].detail.contains("lists no files"), "{rows:?}");
+
+        // With one, the render decides: /a and /b as rendered, but the
+        // instance never checked the render's /d.
+        let rendered = Expected {
+            shipped: Some(Shipped {
+                files: [("/a", "11"), ("/b", "22"), ("/d", "44")]
+                    .iter()
+                    .map(|(path, sha256)| ExpectedFile {
+                        path: path.to_string(),
+                        sha256: sha256.to_string(),
+                    })
+                    .collect(),
+                probes: Vec::new(),
+            }),
+            ..expected.clone()
+        };
+        let rows = eval_manifest(&target(), &reply(&Query::Manifest, &body), &rendered);
+        let failed: Vec<&str> = rows
+            .iter()
+            .filter(|r| r.result == Outcome::Fail)
+            .map(|r| r.detail.as_str())
+            .collect();
+        assert_eq!(failed.len(), 3, "{rows:?}");
+        assert!(failed[0].starts_with("`/b` changed"), "{failed:?}");
+        assert!(failed[1].starts_with("`/d` is in the render"), "{failed:?}");
+        assert!(
+            failed[2].starts_with("`/c` is checked by the instance"),
+            "{failed:?}"
+        );
     }
 
     #[test]
@@ -515,13 +607,42 @@ mod tests {
             &Query::Health,
             "status\thealth\tavailable\nprobe\t8080\t/health\t200\t200\tok\nprobe\t8081\t/\t200\t503\tdown\nprobe\t8082\t/\t200\tnone\t\n",
         );
+        let unrendered = Expected {
+            digest: Digest::parse(&"a".repeat(64)).unwrap(),
+            shipped: None,
+        };
         assert_eq!(
-            outcomes(&eval_health(&target(), &r, false)),
+            outcomes(&eval_health(&target(), &r, false, &unrendered)),
             vec![
                 ("health :8080/health".to_string(), Outcome::Pass),
                 ("health :8081/".to_string(), Outcome::Fail),
                 ("health :8082/".to_string(), Outcome::Fail),
             ]
+        );
+        // With a render, its probes decide, not the instance's.
+        let rendered = Expected {
+            shipped: Some(Shipped {
+                files: Vec::new(),
+                probes: vec![ExpectedProbe {
+                    port: 8080,
+                    path: "/health".to_string(),
+                    status: 200,
+                }],
+            }),
+            ..unrendered
+        };
+        assert_eq!(
+            outcomes(&eval_health(&target(), &r, false, &rendered)),
+            vec![
+                ("health :8080/health".to_string(), Outcome::Pass),
+                ("health :8081/".to_string(), Outcome::Fail),
+                ("health :8082/".to_string(), Outcome::Fail),
+            ]
+        );
+        let r = reply(&Query::Health, "status\thealth\tavailable\n");
+        assert_eq!(
+            outcomes(&eval_health(&target(), &r, false, &rendered)),
+            vec![("health".to_string(), Outcome::Fail)]
         );
     }
 }

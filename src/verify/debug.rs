@@ -1,6 +1,7 @@
 //! `respot debug`: a read-only report on one instance, built from the same
 //! queries as `verify`. It shows; it never fixes. The fix path is always
-//! the source and a new deployment.
+//! the source and a new deployment. Everything in it is the instance's
+//! text, so the report for people loses its control characters.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -10,6 +11,7 @@ use tokio::time::Instant;
 
 use super::checks::{Drift, drift};
 use super::query::{JournalLines, ProbeResult, Query, Reply, UnitName};
+use super::text::strip_controls;
 use super::transport::{Connection, Transport};
 use super::{Target, VerifyError, VerifySettings};
 use crate::keys::KeyStore;
@@ -238,7 +240,7 @@ async fn units_part(connection: &Connection) -> Result<UnitsPart, VerifyError> {
 fn drift_part(reply: &Reply) -> DriftPart {
     let manifest: Option<serde_json::Value> = serde_json::from_str(&reply.text("manifest").join("\n")).ok();
     let get = |key: &str| manifest.as_ref().and_then(|m| m.get(key)).cloned();
-    let as_string = |v: Option<serde_json::Value>| v.and_then(|v| v.as_str().map(str::to_string));
+    let as_string = |v: Option<serde_json::Value>| v.and_then(|v| v.as_str().map(strip_controls));
     let (files, drifted) = match &manifest {
         Some(m) => drift(m, reply),
         None => (0, Vec::new()),
@@ -254,36 +256,38 @@ fn drift_part(reply: &Reply) -> DriftPart {
     }
 }
 
-/// The report for people; ends with a newline.
+/// The report for people; ends with a newline. Its parts are written out
+/// first, then stripped of control characters as a whole.
 impl fmt::Display for DebugReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(
-            f,
-            "instance {} ({}) at {}",
+        use fmt::Write as _;
+        let mut text = format!(
+            "instance {} ({}) at {}\n",
             self.instance, self.name, self.endpoint
-        )?;
+        );
         if let Some(part) = &self.cloud_init {
-            write!(f, "{part}")?;
+            write!(text, "{part}")?;
         }
         if let Some(part) = &self.units {
-            write!(f, "{part}")?;
+            write!(text, "{part}")?;
         }
         if let Some(part) = &self.log {
-            write!(f, "{part}")?;
+            write!(text, "{part}")?;
         }
         if let Some(part) = &self.drift {
-            write!(f, "{part}")?;
+            write!(text, "{part}")?;
         }
         if let Some(part) = &self.health {
-            write!(f, "{part}")?;
+            write!(text, "{part}")?;
         }
         if let Some(facts) = &self.facts {
-            writeln!(f, "\n== facts")?;
+            writeln!(text, "\n== facts")?;
             for (k, v) in facts {
-                writeln!(f, "{k}: {v}")?;
+                writeln!(text, "{k}: {v}")?;
             }
         }
-        writeln!(f, "\n{}", self.fix_path)
+        writeln!(text, "\n{}", self.fix_path)?;
+        f.write_str(&strip_controls(&text))
     }
 }
 
@@ -379,5 +383,45 @@ impl fmt::Display for HealthPart {
             )?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_report_for_people_has_no_control_characters() {
+        let report = DebugReport {
+            instance: "i-1".into(),
+            name: "n".into(),
+            endpoint: "127.0.0.1:22".into(),
+            cloud_init: None,
+            units: Some(UnitsPart {
+                systemd: "available".into(),
+                units: vec![UnitPart {
+                    name: "a.service".into(),
+                    state: "failed".into(),
+                    journal: vec!["\x1b]0;owned\x07boom\rok".into()],
+                }],
+                failed: Vec::new(),
+            }),
+            log: Some(LogPart {
+                present: true,
+                lines: vec!["\x1b[2Jdeployed\u{202e}".into()],
+            }),
+            drift: None,
+            health: None,
+            facts: Some(BTreeMap::from([(
+                "kernel".to_string(),
+                "6.1\x1b[1m\u{9b}".to_string(),
+            )])),
+            fix_path: FIX_PATH,
+        };
+        let text = report.to_string();
+        assert!(!text.chars().any(|c| c.is_control() && c != '\n'), "{text:?}");
+        assert!(text.contains("\n  | ]0;ownedboomok\n"), "{text}");
+        assert!(text.contains("\n[2Jdeployed\n"), "{text}");
+        assert!(text.contains("\nkernel: 6.1[1m\n"), "{text}");
     }
 }

@@ -2,16 +2,24 @@
 //!
 //! The only way this module (and so respot) talks to an instance is a
 //! closed `Query` enum, answered by the inspector installed as the forced
-//! command of respot's verification key (see `query`). The transport pins
-//! host keys and bounds its own concurrency (see `transport`). `checks`
-//! turns answers into pass/warn/fail rows; `debug` into a report.
+//! command of respot's verification key (see `query`), logged in as
+//! respot's own account `respot-verify`, never as `ssh.user`. The transport
+//! pins host keys, bounds its own concurrency and caps every reply (see
+//! `transport`). `checks` turns answers into pass/warn/fail rows, holding
+//! the instance's lists to respot's own render (`expect`); `debug` turns
+//! them into a report. Instance text loses its control characters before
+//! anything prints it (`text`).
 //!
 //! Nothing here knows a provider: targets are endpoints. Nothing here can
 //! change an instance.
 
 mod checks;
 mod debug;
+mod expect;
+#[cfg(test)]
+mod inspector_tests;
 pub mod query;
+mod text;
 mod transport;
 
 use std::time::Duration;
@@ -22,6 +30,7 @@ use tokio::time::Instant;
 
 pub use checks::{CheckRow, Outcome};
 pub use debug::{DebugReport, Section, debug_report};
+pub use expect::{Expected, ExpectedFile, ExpectedProbe, Shipped};
 pub use query::{Query, UnitName};
 
 use crate::config::HostKeyPolicy;
@@ -29,7 +38,7 @@ use crate::exit::ExitStatus;
 use crate::keys::{KeyError, KeyStore};
 use crate::output::{Printer, Table};
 use crate::provider::SshEndpoint;
-use crate::template::Digest;
+use text::one_line;
 use transport::Transport;
 
 #[derive(Debug, thiserror::Error)]
@@ -103,16 +112,10 @@ pub struct Target {
     pub endpoint: SshEndpoint,
 }
 
-/// What the instance must report.
-#[derive(Debug, Clone)]
-pub struct Expected {
-    pub digest: Digest,
-}
-
+/// How verification runs. There is no user to choose: respot logs in as
+/// `guest::VERIFY_USER` only.
 #[derive(Debug, Clone)]
 pub struct VerifySettings {
-    /// The login user whose verification key the inspector answers.
-    pub user: String,
     /// How long to wait for each instance (boot included).
     pub timeout: Duration,
     /// Warnings (cloud-init degraded, nothing to check) fail.
@@ -151,25 +154,27 @@ impl FleetReport {
         self.passed
     }
 
+    /// The rows for people. Checks and details hold instance text, so every
+    /// cell loses its control characters (and line breaks) here too.
     pub fn table(&self) -> Table {
         let mut table = Table::new(["instance", "check", "result", "detail"]);
         for row in &self.checks {
             table.row([
-                row.instance.clone(),
-                row.check.clone(),
+                one_line(&row.instance),
+                one_line(&row.check),
                 row.result.to_string(),
-                row.detail.clone(),
+                one_line(&row.detail),
             ]);
         }
         table
     }
 
-    /// `name check: detail` of every failed row.
+    /// `name check: detail` of every failed row, one line each.
     pub fn failures(&self) -> Vec<String> {
         self.checks
             .iter()
             .filter(|c| c.result == Outcome::Fail)
-            .map(|c| format!("{} {}: {}", c.name, c.check, c.detail))
+            .map(|c| one_line(&format!("{} {}: {}", c.name, c.check, c.detail)))
             .collect()
     }
 
@@ -211,7 +216,7 @@ pub async fn verify_fleet(
             async move {
                 let rows = checks::verify_target(transport, keys, target, expected, settings, deadline).await;
                 for row in rows.iter().filter(|r| r.mismatch) {
-                    printer.error(&row.detail);
+                    printer.error(&one_line(&row.detail));
                 }
                 let n = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
                 printer.progress(&format!("verified {n}/{total}: {}", target.name));

@@ -1,10 +1,13 @@
 //! The SSH transport: one ControlMaster per instance through the system
 //! `ssh` (openssh crate, native mux), host keys checked against respot's
-//! own known_hosts, authentication with the verification key only.
+//! own known_hosts, logged in as `guest::VERIFY_USER` with the verification
+//! key only.
 //!
 //! It retries while an instance boots (refused, reset, the auth race before
 //! the key is in place) until the deadline, and fails at once, never
-//! retried, when a host presents a key other than the pinned one.
+//! retried, when a host presents a key other than the pinned one. It reads
+//! at most `MAX_REPLY_BYTES` of any answer, and strips control characters
+//! from whatever the instance or ssh says before it becomes an error.
 
 use std::collections::HashMap;
 use std::num::NonZeroUsize;
@@ -12,13 +15,16 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use openssh::{ControlPersist, KnownHosts, Session, SessionBuilder};
+use openssh::{ControlPersist, KnownHosts, Session, SessionBuilder, Stdio};
+use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
-use super::query::{Query, Reply};
+use super::query::{MAX_REPLY_BYTES, Query, Reply};
+use super::text::{one_line, strip_controls};
 use super::{Target, VerifyError, VerifySettings};
 use crate::config::HostKeyPolicy;
+use crate::guest::VERIFY_USER;
 use crate::keys::{KeyStore, known_hosts_pattern};
 
 /// sshd's default `MaxStartups 10:30:100` starts dropping unauthenticated
@@ -37,6 +43,21 @@ const FIRST_BACKOFF: Duration = Duration::from_millis(250);
 const MAX_BACKOFF: Duration = Duration::from_secs(4);
 /// Exit code of the inspector when it refuses a query.
 const INSPECTOR_REFUSED: i32 = 64;
+/// The inspector's stderr is one line of refusal at most; more is not its.
+const MAX_STDERR_BYTES: usize = 64 * 1024;
+
+/// How far the host key of a connection was checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HostKeyTrust {
+    /// Checked strictly against the key respot pinned before connecting.
+    Pinned,
+    /// Checked strictly against the key recorded at an earlier first
+    /// contact (`host_keys = "record-on-first-use"`).
+    Recorded,
+    /// First contact under record-on-first-use: accepted and recorded, not
+    /// checked against anything.
+    FirstContact,
+}
 
 /// Shared limits and the control socket directory of one run.
 pub struct Transport {
@@ -95,9 +116,10 @@ impl Transport {
         let mut attempts = 0u32;
         loop {
             let known = keys.is_known(&target.endpoint);
-            let check = match (settings.host_keys, known) {
-                (_, true) => KnownHosts::Strict,
-                (HostKeyPolicy::RecordOnFirstUse, false) => KnownHosts::Add,
+            let (check, trust) = match (settings.host_keys, known) {
+                (HostKeyPolicy::Pinned, true) => (KnownHosts::Strict, HostKeyTrust::Pinned),
+                (HostKeyPolicy::RecordOnFirstUse, true) => (KnownHosts::Strict, HostKeyTrust::Recorded),
+                (HostKeyPolicy::RecordOnFirstUse, false) => (KnownHosts::Add, HostKeyTrust::FirstContact),
                 (HostKeyPolicy::Pinned, false) => {
                     return Err(VerifyError::NotPinned { endpoint });
                 }
@@ -110,7 +132,7 @@ impl Transport {
                     .acquire()
                     .await
                     .expect("the handshake semaphore is never closed");
-                let builder = self.builder(&files, target, settings, check, remaining);
+                let builder = self.builder(&files, target, check, remaining);
                 tokio::time::timeout(
                     remaining.max(Duration::from_millis(1)),
                     builder.connect_mux(&target.endpoint.host),
@@ -123,6 +145,7 @@ impl Transport {
                     return Ok(Connection {
                         session,
                         target: target.name.clone(),
+                        trust,
                     });
                 }
                 Ok(Err(err)) => ssh_message(&err),
@@ -158,13 +181,12 @@ impl Transport {
         &self,
         files: &SshFiles,
         target: &Target,
-        settings: &VerifySettings,
         check: KnownHosts,
         remaining: Duration,
     ) -> SessionBuilder {
         let mut builder = SessionBuilder::default();
         builder
-            .user(settings.user.clone())
+            .user(VERIFY_USER.to_string())
             .port(target.endpoint.port)
             .keyfile(&files.identity)
             .known_hosts_check(check)
@@ -191,26 +213,64 @@ struct SshFiles {
 pub struct Connection {
     session: Session,
     target: String,
+    trust: HostKeyTrust,
 }
 
 impl Connection {
-    /// Runs one query and parses the answer.
+    /// How far this connection's host key was checked.
+    pub fn host_key_trust(&self) -> HostKeyTrust {
+        self.trust
+    }
+
+    /// Runs one query and parses the answer. Past `MAX_REPLY_BYTES` of
+    /// stdout (or `MAX_STDERR_BYTES` of stderr) it stops reading, leaves the
+    /// command, and fails with a protocol error naming the query.
     pub async fn run(&self, query: &Query) -> Result<Reply, VerifyError> {
         let argv = query.argv();
-        let output = self
+        let session_error = |message: String| VerifyError::Session {
+            target: self.target.clone(),
+            query: query.to_string(),
+            message,
+        };
+        let mut child = self
             .session
             .raw_command(&argv[0])
             .raw_args(&argv[1..])
-            .output()
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
             .await
-            .map_err(|err| VerifyError::Session {
-                target: self.target.clone(),
-                query: query.to_string(),
-                message: ssh_message(&err),
-            })?;
-        let stderr = String::from_utf8_lossy(&output.stderr).trim().to_string();
-        match output.status.code() {
-            Some(0) => Reply::parse(query, &String::from_utf8_lossy(&output.stdout)),
+            .map_err(|err| session_error(ssh_message(&err)))?;
+        let (stdout, stderr) = match read_both(child.stdout().take(), child.stderr().take()).await {
+            Ok(both) => both,
+            Err(over) => {
+                if let Err(err) = child.disconnect().await {
+                    // The master closes with the connection; nothing to undo.
+                    tracing::debug!(target = %self.target, "leaving `{query}`: {err}");
+                }
+                return Err(match over {
+                    Overflow::Io(err) => session_error(err.to_string()),
+                    Overflow::Stdout => VerifyError::Protocol {
+                        query: query.to_string(),
+                        message: format!(
+                            "the reply is over respot's cap of {MAX_REPLY_BYTES} bytes; respot read no further"
+                        ),
+                    },
+                    Overflow::Stderr => VerifyError::Protocol {
+                        query: query.to_string(),
+                        message: format!("the inspector wrote over {MAX_STDERR_BYTES} bytes to stderr"),
+                    },
+                });
+            }
+        };
+        let status = child
+            .wait()
+            .await
+            .map_err(|err| session_error(ssh_message(&err)))?;
+        let stderr = one_line(&String::from_utf8_lossy(&stderr));
+        match status.code() {
+            Some(0) => Reply::parse(query, &stdout),
             Some(INSPECTOR_REFUSED) => Err(VerifyError::Refused {
                 query: query.to_string(),
                 reason: stderr,
@@ -261,6 +321,46 @@ fn classify(message: &str) -> Failure {
     }
 }
 
+/// Why a command's output was not read to the end.
+#[derive(Debug)]
+enum Overflow {
+    Stdout,
+    Stderr,
+    Io(std::io::Error),
+}
+
+/// Both streams of a command, read together (a full pipe would stall the
+/// other), each up to its cap: at most one byte past it is ever read.
+async fn read_both<O, E>(stdout: Option<O>, stderr: Option<E>) -> Result<(Vec<u8>, Vec<u8>), Overflow>
+where
+    O: AsyncRead + Unpin,
+    E: AsyncRead + Unpin,
+{
+    let out = read_capped(stdout, MAX_REPLY_BYTES, Overflow::Stdout);
+    let err = read_capped(stderr, MAX_STDERR_BYTES, Overflow::Stderr);
+    // try_join: the first stream over its cap ends both reads at once.
+    futures::try_join!(out, err)
+}
+
+async fn read_capped<R: AsyncRead + Unpin>(
+    reader: Option<R>,
+    cap: usize,
+    over: Overflow,
+) -> Result<Vec<u8>, Overflow> {
+    let mut bytes = Vec::new();
+    if let Some(reader) = reader {
+        let limit = u64::try_from(cap).unwrap_or(u64::MAX).saturating_add(1);
+        reader
+            .take(limit)
+            .read_to_end(&mut bytes)
+            .await
+            .map_err(Overflow::Io)?;
+    }
+    if bytes.len() > cap { Err(over) } else { Ok(bytes) }
+}
+
+/// ssh's error and its causes, control characters stripped (ssh relays
+/// some text of the server's); line breaks stay for `last_line`.
 fn ssh_message(err: &openssh::Error) -> String {
     let mut text = err.to_string();
     let mut source = std::error::Error::source(err);
@@ -269,7 +369,7 @@ fn ssh_message(err: &openssh::Error) -> String {
         text.push_str(&cause.to_string());
         source = cause.source();
     }
-    text
+    strip_controls(&text)
 }
 
 fn last_line(message: &str) -> String {
@@ -291,6 +391,33 @@ fn last_line(message: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn block_on<F: std::future::Future>(future: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("a current-thread runtime")
+            .block_on(future)
+    }
+
+    #[test]
+    fn reads_stop_one_byte_past_the_cap() {
+        let at_cap = vec![b'x'; MAX_REPLY_BYTES];
+        let (out, err) = block_on(read_both(Some(&at_cap[..]), Some(&b"refused\tno"[..]))).unwrap();
+        assert_eq!(
+            (out.len(), err.as_slice()),
+            (MAX_REPLY_BYTES, &b"refused\tno"[..])
+        );
+
+        // An endless stdout: the read ends at cap + 1 bytes, as an overflow.
+        let endless = tokio::io::repeat(b'y');
+        let result = block_on(read_both(Some(endless), Some(&b""[..])));
+        assert!(matches!(result, Err(Overflow::Stdout)), "{result:?}");
+        let endless = tokio::io::repeat(b'z');
+        let result = block_on(read_both(Some(&b"ok"[..]), Some(endless)));
+        assert!(matches!(result, Err(Overflow::Stderr)), "{result:?}");
+        let (out, err) = block_on(read_both(None::<&[u8]>, None::<&[u8]>)).unwrap();
+        assert!(out.is_empty() && err.is_empty());
+    }
 
     #[test]
     fn ssh_errors_are_classified() {

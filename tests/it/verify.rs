@@ -2,9 +2,11 @@
 //!
 //! The "instance" is a fixture root: the files of the sample blueprint as
 //! cloud-init would write them, plus the launch part's manifest, served by
-//! the real inspector as the forced command of respot's verification key
-//! (with `RESPOT_INSPECT_ROOT` set inside the forced command). There is no
-//! systemd or cloud-init behind it, so those queries answer `unavailable`.
+//! a copy of the real inspector (its `ROOT=` line pointed at the fixture
+//! root) as the forced command of respot's verification key, for the
+//! account `respot-verify`, which the fixture makes on this machine. There
+//! is no systemd or cloud-init behind it, so those queries answer
+//! `unavailable`.
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -19,8 +21,15 @@ use respot::keys::KeyStore;
 use respot::provider::SshEndpoint;
 use respot::template::Blueprint;
 
-use crate::support::sshd::{Sshd, free_port};
+use crate::support::sshd::{Sshd, assert_no_tty_forwarding_or_tunnel, free_port};
 use crate::support::{Test, raw_ssh};
+
+/// respot's verification account, as `src/guest/mod.rs` names it.
+const VERIFY_USER: &str = "respot-verify";
+/// Its home, root-owned 0755, as the launch part makes it.
+const VERIFY_HOME: &str = "/var/lib/respot-verify";
+const INSPECTOR: &str = include_str!("../../src/guest/inspect.sh");
+const SSHD_DROPIN: &str = include_str!("../../src/guest/60-respot.conf");
 
 /// One port on 127.0.0.1 answering every HTTP request with 200 `ok`, for
 /// the blueprint's health probe. One per test process, never stopped.
@@ -78,24 +87,87 @@ fn current_user() -> String {
     .clone()
 }
 
+/// Makes respot's verification account on this machine if it is missing,
+/// as the launch part does on an instance (`respot-fx`'s pattern): a system
+/// account, shell `/bin/sh`, groups `adm` and `systemd-journal`, and a
+/// root-owned 0755 home. One difference: its password is `*` (none), not
+/// `!` (none, locked), because sshd without PAM, as the plain fixture runs,
+/// refuses a locked account. The launch part's own script is tested on its
+/// own, in a private mount namespace.
+fn verify_account() -> &'static str {
+    static DONE: OnceLock<()> = OnceLock::new();
+    DONE.get_or_init(|| {
+        let run = |program: &str, args: &[&str]| {
+            let status = Command::new(program).args(args).status().expect(program);
+            assert!(status.success(), "{program} {args:?}");
+        };
+        if !Command::new("id")
+            .arg(VERIFY_USER)
+            .output()
+            .expect("id")
+            .status
+            .success()
+        {
+            let groups = ["adm", "systemd-journal"]
+                .into_iter()
+                .filter(|g| {
+                    Command::new("getent")
+                        .args(["group", g])
+                        .output()
+                        .expect("getent")
+                        .status
+                        .success()
+                })
+                .collect::<Vec<_>>()
+                .join(",");
+            run(
+                "useradd",
+                &[
+                    "--system",
+                    "--no-create-home",
+                    "--home-dir",
+                    VERIFY_HOME,
+                    "--shell",
+                    "/bin/sh",
+                    "--groups",
+                    &groups,
+                    VERIFY_USER,
+                ],
+            );
+        }
+        run("usermod", &["-p", "*", VERIFY_USER]);
+        run(
+            "install",
+            &["-d", "-o", "root", "-g", "root", "-m", "0755", VERIFY_HOME],
+        );
+    });
+    VERIFY_USER
+}
+
 /// A blueprint, its keys, and the fixture root that plays the instance.
 struct Fixture {
     test: Test,
     keys: KeyStore,
     root: PathBuf,
     keys_dir: PathBuf,
+    /// The inspector copy that reads `root`: the forced command.
+    inspector: PathBuf,
     host_key: (String, String),
 }
 
 impl Fixture {
     fn new(host_keys_policy: &str) -> Fixture {
+        Fixture::for_login(host_keys_policy, &current_user())
+    }
+
+    /// A fixture whose `ssh.user`, the person's login, is `login`.
+    fn for_login(host_keys_policy: &str, login: &str) -> Fixture {
         let test = Test::sample();
         // The fixture user reads the instance root inside the temp dir.
         std::fs::set_permissions(test.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
         let toml = format!(
-            "[deployment]\nname = \"hello\"\n\n[ssh]\nuser = \"{}\"\nhost_keys = \"{host_keys_policy}\"\n\n\
+            "[deployment]\nname = \"hello\"\n\n[ssh]\nuser = \"{login}\"\nhost_keys = \"{host_keys_policy}\"\n\n\
              [verify]\ntimeout_secs = 30\n\n[[verify.http]]\nport = {}\npath = \"/health\"\nexpect_status = 200\n",
-            current_user(),
             health_port()
         );
         std::fs::write(test.path().join("respot.toml"), toml).expect("write respot.toml");
@@ -125,14 +197,16 @@ impl Fixture {
         let verify_key = keys.verify_public_key().unwrap();
         let keys_dir = test.path().join("verify_keys");
         std::fs::create_dir_all(&keys_dir).unwrap();
-        let inspector = root.join("usr/lib/respot/inspect");
+        // The instance's own inspector stays as rendered (its sha256 is
+        // checked); the forced command is a copy that reads the fixture root.
+        let inspector = test.path().join("inspect");
+        let copy = INSPECTOR.replacen("\nROOT=\n", &format!("\nROOT={}\n", root.display()), 1);
+        assert_ne!(copy, INSPECTOR, "the inspector has a `ROOT=` line");
+        std::fs::write(&inspector, copy).unwrap();
+        std::fs::set_permissions(&inspector, std::fs::Permissions::from_mode(0o755)).unwrap();
         std::fs::write(
-            keys_dir.join(current_user()),
-            format!(
-                "restrict,command=\"RESPOT_INSPECT_ROOT={} {}\" {verify_key}\n",
-                root.display(),
-                inspector.display()
-            ),
+            keys_dir.join(verify_account()),
+            format!("restrict,command=\"{}\" {verify_key}\n", inspector.display()),
         )
         .unwrap();
         let host_key = keys.host_key(1).unwrap();
@@ -141,8 +215,22 @@ impl Fixture {
             keys,
             root,
             keys_dir,
+            inspector,
             host_key,
         }
+    }
+
+    /// sshd with Debian's defaults and respot's `60-respot.conf`, its
+    /// paths moved into the fixture.
+    fn sshd_debian(&self, name: &str, ports: &[u16]) -> Sshd {
+        let dropin = SSHD_DROPIN
+            .replace("/etc/respot/verify_keys", &self.keys_dir.display().to_string())
+            .replace("/usr/lib/respot/inspect", &self.inspector.display().to_string());
+        assert!(
+            !dropin.contains("/etc/respot/") && !dropin.contains("/usr/lib/respot/"),
+            "{dropin}"
+        );
+        Sshd::start_debian(&self.test.path().join(name), &self.host_key.0, &dropin, ports)
     }
 
     fn sshd(&self, name: &str, ports: &[u16]) -> Sshd {
@@ -300,52 +388,62 @@ fn verify_passes_on_the_fixture_where_systemd_and_cloud_init_are_unavailable() {
     assert!(text.contains("then `respot deploy`"), "{text}");
 }
 
+/// The hostile command strings, through the plain sshd and through
+/// Debian's defaults (PAM session, the distribution's config, respot's
+/// drop-in): each is refused and nothing changes.
 #[test]
 fn the_inspector_refuses_free_commands_and_changes_nothing() {
     let fx = Fixture::new("pinned");
-    let port = free_port();
-    let _sshd = fx.sshd("sshd", &[port]);
-    fx.pin("127.0.0.1", port);
     let tmp_x_existed = Path::new("/tmp/x").exists();
     let before = fx.snapshot();
-    let ssh = |command: &str| -> Output {
-        let key = fx.keys.verify_key_path().unwrap();
-        raw_ssh(&key, &fx.keys.known_hosts_path(), &current_user(), port, command)
-            .output()
-            .expect("run ssh")
-    };
-    for command in [
-        "touch /tmp/x",
-        "manifest; rm -rf /",
-        "journal ../../etc/shadow 5",
-        "$(id)",
-        "journal hello-health.service 501",
-        "units extra",
-        "sh -c id",
-    ] {
-        let out = ssh(command);
-        assert_eq!(
-            out.status.code(),
-            Some(64),
-            "{command:?} must be refused: {}",
-            explain(&out)
-        );
-        assert!(out.stdout.is_empty(), "{command:?}: {}", explain(&out));
-        assert!(
-            String::from_utf8_lossy(&out.stderr).contains("refused"),
-            "{command:?}: {}",
-            explain(&out)
-        );
+    for debian in [false, true] {
+        let port = free_port();
+        let _sshd = if debian {
+            fx.sshd_debian("sshd-debian", &[port])
+        } else {
+            fx.sshd("sshd", &[port])
+        };
+        fx.pin("127.0.0.1", port);
+        let ssh = |command: &str| -> Output {
+            let key = fx.keys.verify_key_path().unwrap();
+            raw_ssh(&key, &fx.keys.known_hosts_path(), VERIFY_USER, port, command)
+                .output()
+                .expect("run ssh")
+        };
+        for command in [
+            "touch /tmp/x",
+            "manifest; rm -rf /",
+            "journal ../../etc/shadow 5",
+            "$(id)",
+            "journal hello-health.service 501",
+            "units extra",
+            "sh -c id",
+            "internal-sftp",
+            "/usr/lib/openssh/sftp-server",
+        ] {
+            let out = ssh(command);
+            assert_eq!(
+                out.status.code(),
+                Some(64),
+                "{command:?} must be refused (debian: {debian}): {}",
+                explain(&out)
+            );
+            assert!(out.stdout.is_empty(), "{command:?}: {}", explain(&out));
+            assert!(
+                String::from_utf8_lossy(&out.stderr).contains("refused"),
+                "{command:?}: {}",
+                explain(&out)
+            );
+        }
+        // The same key can ask a real query, so the refusals above are not
+        // an ssh failure in disguise.
+        let out = ssh("manifest");
+        assert_eq!(out.status.code(), Some(0), "{}", explain(&out));
+        assert!(String::from_utf8_lossy(&out.stdout).starts_with("respot-inspect\t1\tmanifest\n"));
+        let out = ssh("journal hello-health.service 5");
+        assert_eq!(out.status.code(), Some(0), "{}", explain(&out));
+        assert!(String::from_utf8_lossy(&out.stdout).contains("status\tjournal\tunavailable"));
     }
-    // The same key can ask a real query, so the refusals above are not an
-    // ssh failure in disguise.
-    let out = ssh("manifest");
-    assert_eq!(out.status.code(), Some(0), "{}", explain(&out));
-    assert!(String::from_utf8_lossy(&out.stdout).starts_with("respot-inspect\t1\tmanifest\n"));
-    let out = ssh("journal hello-health.service 5");
-    assert_eq!(out.status.code(), Some(0), "{}", explain(&out));
-    assert!(String::from_utf8_lossy(&out.stdout).contains("status\tjournal\tunavailable"));
-
     assert_eq!(
         Path::new("/tmp/x").exists(),
         tmp_x_existed,
@@ -471,13 +569,26 @@ fn an_unpinned_endpoint_is_refused_and_record_on_first_use_records_it() {
         port,
     };
     assert!(!fx.keys.is_known(&endpoint));
-    let out = fx.run(&["verify", "--target", &target]);
+    let out = fx.run(&["verify", "--target", &target, "--output", "json"]);
     assert_eq!(out.status.code(), Some(0), "{}", explain(&out));
+    let reachable = &rows(&json(&out), &target)[0];
+    assert!(
+        reachable
+            .2
+            .ends_with("(first contact: host key recorded now, not checked)"),
+        "{reachable:?}"
+    );
     let known = std::fs::read_to_string(fx.keys.known_hosts_path()).unwrap();
     assert_eq!(
         known.trim(),
         format!("[127.0.0.1]:{port} {}", fx.host_key.1.rsplit_once(' ').unwrap().0),
         "the first contact recorded the host key"
+    );
+    let out = fx.run(&["verify", "--target", &target, "--output", "json"]);
+    let reachable = &rows(&json(&out), &target)[0];
+    assert!(
+        reachable.2.ends_with("(host key as recorded on first contact)"),
+        "{reachable:?}"
     );
 }
 
@@ -589,4 +700,318 @@ fn forty_targets_on_one_sshd_all_verify_without_maxstartups_drops() {
         "one login per target"
     );
     eprintln!("40 targets verified in {:?}", started.elapsed());
+}
+
+/// A login user with a home of its own, shell bash: the kind of account
+/// whose dotfiles took over verification when respot logged in as
+/// `ssh.user`. Made once on this machine (password `*`, none).
+fn hostile_login_user() -> String {
+    static USER: OnceLock<String> = OnceLock::new();
+    USER.get_or_init(|| {
+        let name = "respot-fx-login";
+        if !Command::new("id")
+            .arg(name)
+            .output()
+            .expect("id")
+            .status
+            .success()
+        {
+            let status = Command::new("useradd")
+                .args([
+                    "--system",
+                    "--create-home",
+                    "--home-dir",
+                    "/var/lib/respot-fx-login",
+                ])
+                .args(["--shell", "/bin/bash", name])
+                .status()
+                .expect("useradd");
+            assert!(status.success(), "useradd {name}");
+        }
+        let status = Command::new("usermod")
+            .args(["-p", "*", name])
+            .status()
+            .expect("usermod");
+        assert!(status.success(), "usermod -p * {name}");
+        name.to_string()
+    })
+    .clone()
+}
+
+/// `user`'s home, from the account database.
+fn home_of(user: &str) -> PathBuf {
+    let out = Command::new("getent")
+        .args(["passwd", user])
+        .output()
+        .expect("getent");
+    let line = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    PathBuf::from(
+        line.split(':')
+            .nth(5)
+            .unwrap_or_else(|| panic!("no home for {user}: {line:?}")),
+    )
+}
+
+/// Dotfiles planted in a home for one test, removed when it ends.
+struct Planted(Vec<PathBuf>);
+
+impl Planted {
+    fn new(home: &Path, owner: &str, files: &[(&str, String)]) -> Planted {
+        let mut planted = Planted(Vec::new());
+        for (name, content) in files {
+            let path = home.join(name);
+            std::fs::write(&path, content).unwrap();
+            let status = Command::new("chown").arg(owner).arg(&path).status().unwrap();
+            assert!(status.success());
+            planted.0.push(path);
+        }
+        planted
+    }
+}
+
+impl Drop for Planted {
+    fn drop(&mut self) {
+        for path in &self.0 {
+            // Best effort: a leftover dotfile of the fixture's own user.
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+/// The review's attack, under Debian's defaults (PAM session with
+/// `user_readenv`, the distribution's sshd_config): hostile `~/.bashrc`,
+/// `~/.profile`, `~/.pam_environment` and `~/.curlrc` in the login user's
+/// home change nothing `verify` reports, and nothing is written, because
+/// respot logs in as `respot-verify`, whose home it cannot write. A control
+/// at the end shows the same files do take over a login as that user.
+#[test]
+fn hostile_dotfiles_of_the_login_user_change_nothing_under_debian_defaults() {
+    let login = hostile_login_user();
+    let fx = Fixture::for_login("pinned", &login);
+    let port = free_port();
+    let _sshd = fx.sshd_debian("sshd-debian", &[port]);
+    fx.pin("127.0.0.1", port);
+    let target = format!("127.0.0.1:{port}");
+    let verify = || {
+        let out = fx.run(&["verify", "--target", &target, "--output", "json"]);
+        assert_eq!(out.status.code(), Some(0), "{}", explain(&out));
+        rows(&json(&out), &target)
+    };
+    let clean = verify();
+    assert!(
+        clean[0]
+            .2
+            .starts_with(&format!("ssh {VERIFY_USER}@127.0.0.1:{port} (host key pinned)")),
+        "{clean:?}"
+    );
+    assert_verify_account_cannot_write_its_home(&fx, &target);
+
+    let markers = fx.test.path().join("markers");
+    std::fs::create_dir_all(&markers).unwrap();
+    std::fs::set_permissions(&markers, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let _planted = plant_hostile_dotfiles(&login, &markers);
+    let before = fx.snapshot();
+    assert_eq!(verify(), clean, "the planted files changed what verify reports");
+    assert!(fx.snapshot() == before, "the fixture root changed");
+    let written: Vec<_> = std::fs::read_dir(&markers)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    assert!(written.is_empty(), "the planted files ran: {written:?}");
+
+    // Control: the same key as the login user, as respot used to log in.
+    // The planted files take that login over, so they were live above.
+    let verify_key = fx.keys.verify_public_key().unwrap();
+    std::fs::write(
+        fx.keys_dir.join(&login),
+        format!("restrict,command=\"{}\" {verify_key}\n", fx.inspector.display()),
+    )
+    .unwrap();
+    let key = fx.keys.verify_key_path().unwrap();
+    let out = raw_ssh(&key, &fx.keys.known_hosts_path(), &login, port, "manifest")
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("hijacked"),
+        "the control was not taken over, so the test proves nothing: {}",
+        explain(&out)
+    );
+    assert!(markers.join("bashrc").exists());
+}
+
+/// respot-verify cannot write its own home: root owns it, no one else may
+/// write it, and a write as the account fails; the inspector says so too.
+fn assert_verify_account_cannot_write_its_home(fx: &Fixture, target: &str) {
+    let home = home_of(VERIFY_USER);
+    let meta = std::fs::metadata(&home).unwrap();
+    assert_eq!(
+        std::os::unix::fs::MetadataExt::uid(&meta),
+        0,
+        "{} is root's",
+        home.display()
+    );
+    assert_eq!(
+        meta.permissions().mode() & 0o022,
+        0,
+        "{} is writable by others",
+        home.display()
+    );
+    for name in [".bashrc", ".profile", ".pam_environment", ".curlrc"] {
+        let out = Command::new("runuser")
+            .args(["-u", VERIFY_USER, "--", "touch"])
+            .arg(home.join(name))
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{VERIFY_USER} wrote {name} in its home");
+    }
+    let facts = json(&fx.run(&["debug", target, "--section", "facts", "--output", "json"]));
+    assert_eq!(facts["facts"]["inspector_user"], VERIFY_USER, "{facts}");
+    assert_eq!(facts["facts"]["inspector_home_writable"], "no", "{facts}");
+}
+
+/// The review's files, in `login`'s home: each leaves a file in `markers`
+/// when it runs, and answers for the inspector if it can.
+fn plant_hostile_dotfiles(login: &str, markers: &Path) -> Planted {
+    let m = markers.display();
+    let fake = "printf 'respot-inspect\\t1\\tmanifest\\nend\\tok\\n'; exit 0";
+    Planted::new(
+        &home_of(login),
+        login,
+        &[
+            (
+                ".bashrc",
+                format!("/usr/bin/touch {m}/bashrc\necho hijacked\n{fake}\n"),
+            ),
+            (
+                ".profile",
+                format!("/usr/bin/touch {m}/profile\necho hijacked\n{fake}\n"),
+            ),
+            (
+                ".pam_environment",
+                format!(
+                    "RESPOT_INSPECT_ROOT DEFAULT={m}/fake-root\nBASH_ENV DEFAULT=@{{HOME}}/.bashrc\n\
+                     http_proxy DEFAULT=http://127.0.0.1:9/\nCURL_HOME DEFAULT=@{{HOME}}\n"
+                ),
+            ),
+            (
+                ".curlrc",
+                format!("output = \"{m}/curlrc\"\nwrite-out = \"hijacked\"\n"),
+            ),
+        ],
+    )
+}
+
+/// Under Debian's defaults with respot's drop-in, the verification key gets
+/// no terminal, no forwarding and no tunnel.
+#[test]
+fn the_verification_login_gets_no_tty_forwarding_or_tunnel() {
+    let fx = Fixture::new("pinned");
+    let port = free_port();
+    let _sshd = fx.sshd_debian("sshd-debian", &[port]);
+    fx.pin("127.0.0.1", port);
+    let key = fx.keys.verify_key_path().unwrap();
+    assert_no_tty_forwarding_or_tunnel(&key, &fx.keys.known_hosts_path(), VERIFY_USER, port, port);
+}
+
+/// An instance that checks no files and runs no probes fails: respot holds
+/// its lists to its own render.
+#[test]
+fn an_instance_that_checks_nothing_fails() {
+    let fx = Fixture::new("pinned");
+    let port = free_port();
+    let _sshd = fx.sshd("sshd", &[port]);
+    fx.pin("127.0.0.1", port);
+    let target = format!("127.0.0.1:{port}");
+    std::fs::write(fx.root.join("etc/respot/manifest.sha256"), "").unwrap();
+    std::fs::write(fx.root.join("etc/respot/probes"), "").unwrap();
+    let out = fx.run(&["verify", "--target", &target, "--output", "json"]);
+    assert_eq!(out.status.code(), Some(1), "{}", explain(&out));
+    let failed: Vec<(String, String)> = rows(&json(&out), &target)
+        .into_iter()
+        .filter(|(_, result, _)| result == "fail")
+        .map(|(check, _, detail)| (check, detail))
+        .collect();
+    assert_eq!(failed.len(), 2, "{failed:?}");
+    assert_eq!(failed[0].0, "files");
+    assert!(
+        failed[0]
+            .1
+            .starts_with("the instance checked no files; the render ships "),
+        "{failed:?}"
+    );
+    assert_eq!(failed[1].0, "health");
+    assert_eq!(
+        failed[1].1,
+        "the instance ran no health probes; the render has 1 probe"
+    );
+}
+
+/// The launch part's account script, run as cloud-init would (twice, as on
+/// a reboot, and once more over an account someone changed) in a private
+/// mount namespace with a copy of /etc and an empty /var/lib, so this
+/// machine's accounts are untouched. It makes `respot-verify-t`: the
+/// fixture's `respot-verify` may be in the copy, with sshd sessions of the
+/// other tests running as it, and usermod refuses to change a user in use.
+#[test]
+fn the_verification_account_bootcmd_locks_the_account_and_owns_its_home() {
+    let launch = respot::template::LaunchMaterial::default();
+    let sample = Test::sample();
+    let config = Config::load(&sample.path().join("respot.toml")).expect("load config");
+    let part = Blueprint::render(&config).unwrap().launch_section(&launch);
+    let line = part
+        .lines()
+        .find(|l| l.contains("useradd"))
+        .unwrap_or_else(|| panic!("no account bootcmd in:\n{part}"));
+    let (script, args) = line
+        .strip_prefix("  - [sh, -c, '")
+        .and_then(|rest| rest.rsplit_once("', respot, "))
+        .unwrap_or_else(|| panic!("unexpected bootcmd line: {line}"));
+    assert_eq!(args, format!("{VERIFY_USER}, {VERIFY_HOME}]"));
+
+    let (user, home) = ("respot-verify-t", VERIFY_HOME);
+    let dir = tempfile::tempdir().unwrap();
+    let etc = dir.path().join("etc");
+    let copied = Command::new("cp")
+        .arg("-a")
+        .arg("/etc/.")
+        .arg(&etc)
+        .status()
+        .unwrap();
+    assert!(copied.success(), "copy /etc");
+    let report = format!(
+        "getent passwd {user}; getent shadow {user} | cut -d: -f2; id -Gn {user}; stat -c '%U:%G %a' {home}"
+    );
+    let driver = format!(
+        "set -e; mount --bind \"$ETC\" /etc; mount -t tmpfs tmpfs /var/lib; \
+         run() {{ sh -c \"$SCRIPT\" respot {user} {home}; }}; \
+         run; run; {report}; echo ---; \
+         usermod -s /bin/bash -p secret -G users {user}; chown nobody {home}; chmod 0777 {home}; \
+         run; {report}; echo ---; \
+         userdel {user}; groupdel systemd-journal; run; {report}"
+    );
+    let out = Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c", &driver])
+        .env("ETC", &etc)
+        .env("SCRIPT", script)
+        .output()
+        .expect("run unshare");
+    assert!(out.status.success(), "{}", explain(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let runs: Vec<Vec<&str>> = stdout.split("---\n").map(|r| r.lines().collect()).collect();
+    assert_eq!(runs.len(), 3, "{stdout}");
+    for (i, run) in runs.iter().enumerate().take(2) {
+        assert_eq!(run.len(), 4, "run {i}: {stdout}");
+        assert!(run[0].starts_with(&format!("{user}:x:")), "run {i}: {stdout}");
+        assert!(run[0].ends_with(&format!(":{home}:/bin/sh")), "run {i}: {stdout}");
+        assert_eq!(
+            &run[1..],
+            ["!", &format!("{user} adm systemd-journal"), "root:root 755"],
+            "run {i}: {stdout}"
+        );
+    }
+    // Without systemd-journal, the account gets adm alone: the script
+    // creates no group.
+    assert_eq!(runs[2][2], format!("{user} adm"), "{stdout}");
+    assert_eq!(runs[2][3], "root:root 755", "{stdout}");
 }

@@ -116,6 +116,19 @@ impl TestContext {
 /// it by hand: no config file, no agent, strict host keys. Used to prove
 /// that the key runs nothing but the inspector.
 pub fn raw_ssh(key: &Path, known_hosts: &Path, user: &str, port: u16, command: &str) -> Command {
+    raw_ssh_with(key, known_hosts, user, port, &[], Some(command))
+}
+
+/// [`raw_ssh`] with more client options (`-tt`, `-L …`, `-N`), and with no
+/// command at all when `command` is `None`.
+pub fn raw_ssh_with(
+    key: &Path,
+    known_hosts: &Path,
+    user: &str,
+    port: u16,
+    options: &[&str],
+    command: Option<&str>,
+) -> Command {
     let mut ssh = Command::new("ssh");
     ssh.args(["-F", "/dev/null"])
         .args([
@@ -136,7 +149,11 @@ pub fn raw_ssh(key: &Path, known_hosts: &Path, user: &str, port: u16, command: &
         .arg(format!("UserKnownHostsFile={}", known_hosts.display()))
         .arg("-i")
         .arg(key)
-        .args(["-p", &port.to_string(), "-l", user, "127.0.0.1", "--", command])
+        .args(options)
+        .args(["-p", &port.to_string(), "-l", user, "127.0.0.1"])
         .stdin(std::process::Stdio::null());
+    if let Some(command) = command {
+        ssh.args(["--", command]);
+    }
     ssh
 }

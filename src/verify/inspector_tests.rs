@@ -1,0 +1,288 @@
+//! The real inspector (`src/guest/inspect.sh`, run by `sh`) on fixture roots.
+//!
+//! The shipped script reads fixed paths; these tests run a copy whose one
+//! `ROOT=` line points into a temporary directory, which is the only way to
+//! move it (the shipped script has no hook a session could use).
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+use super::query::tests::every_query;
+use super::query::{MAX_REPLY_BYTES, Query, Reply};
+
+const INSPECTOR: &str = include_str!("../guest/inspect.sh");
+
+/// A fixture root with respot's state directory, and the inspector copy
+/// that reads it.
+struct Root {
+    dir: tempfile::TempDir,
+    script: PathBuf,
+}
+
+impl Root {
+    fn new(units: &str) -> Root {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("etc/respot")).unwrap();
+        std::fs::write(dir.path().join("etc/respot/units"), units).unwrap();
+        let script = dir.path().join("inspect");
+        let copy = INSPECTOR.replacen("\nROOT=\n", &format!("\nROOT={}\n", dir.path().display()), 1);
+        assert_ne!(copy, INSPECTOR, "the inspector has a `ROOT=` line to rewrite");
+        std::fs::write(&script, copy).unwrap();
+        Root { dir, script }
+    }
+
+    fn path(&self, relative: &str) -> PathBuf {
+        let path = self.dir.path().join(relative);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        path
+    }
+
+    fn write(&self, relative: &str, content: &str) {
+        std::fs::write(self.path(relative), content).unwrap();
+    }
+
+    /// The inspector as sshd runs it: the query in SSH_ORIGINAL_COMMAND.
+    fn ask(&self, query: &str) -> Output {
+        Command::new("sh")
+            .arg(&self.script)
+            .env("SSH_ORIGINAL_COMMAND", query)
+            .output()
+            .unwrap()
+    }
+
+    fn stdout(&self, query: &str) -> String {
+        let out = self.ask(query);
+        assert!(
+            out.status.success(),
+            "{query}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+}
+
+/// None may be refused, and each answer parses.
+#[test]
+fn the_inspector_answers_every_query() {
+    let root = Root::new("hello-health.service\n");
+    root.write("etc/respot/manifest.json", "{}\n");
+    for q in every_query() {
+        let out = root.ask(&q.argv().join(" "));
+        assert!(
+            out.status.success(),
+            "{q}: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            String::from_utf8_lossy(&out.stdout)
+        );
+        Reply::parse(&q, &out.stdout).unwrap_or_else(|e| panic!("{q}: {e}"));
+    }
+}
+
+#[test]
+fn the_inspector_refuses_everything_else() {
+    let root = Root::new("a.service\n");
+    let cases = [
+        "",
+        "touch /tmp/x",
+        "manifest; rm -rf /",
+        "journal ../../etc/shadow 5",
+        "$(id)",
+        "`id`",
+        "units extra",
+        "units ",
+        " units",
+        "units  units",
+        "journal a.service",
+        "journal a.service 501",
+        "journal a.service 0",
+        "journal a.service 010",
+        "journal a.service 5 6",
+        "journal b.service 5",
+        "journal -a.service 5",
+        "facts\nid",
+        "sh",
+        "MANIFEST",
+    ];
+    for case in cases {
+        let out = root.ask(case);
+        assert_eq!(out.status.code(), Some(64), "{case:?} must be refused");
+        assert!(out.stdout.is_empty(), "{case:?} printed {:?}", out.stdout);
+        assert!(
+            String::from_utf8_lossy(&out.stderr).starts_with("refused\t"),
+            "{case:?}"
+        );
+    }
+    // Arguments are not a way in either: the query only comes from
+    // SSH_ORIGINAL_COMMAND (the forced command has none).
+    let out = Command::new("sh")
+        .arg(&root.script)
+        .args(["--query", "facts", "extra"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+}
+
+#[test]
+fn the_inspector_and_the_client_share_one_cap() {
+    let line = INSPECTOR
+        .lines()
+        .find_map(|l| l.strip_prefix("MAX_REPLY="))
+        .expect("the inspector defines MAX_REPLY=");
+    assert_eq!(line.parse::<usize>().unwrap(), MAX_REPLY_BYTES);
+}
+
+/// A deployment log far over the cap: the inspector stops at the cap and
+/// says so, and the client refuses the answer, naming the query.
+#[test]
+fn the_inspector_stops_at_the_cap_and_says_so() {
+    let root = Root::new("");
+    let line = format!("{}\n", "x".repeat(3000));
+    root.write("var/log/respot/deploy.log", &line.repeat(500));
+    let out = root.ask("log");
+    assert!(out.status.success());
+    assert!(out.stdout.len() <= MAX_REPLY_BYTES, "{} bytes", out.stdout.len());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.starts_with("respot-inspect\t1\tlog\n"));
+    assert!(
+        text.ends_with("\ntruncated\t1048576\n"),
+        "{}",
+        &text[text.len() - 40..]
+    );
+    let err = Reply::parse(&Query::Log, &out.stdout).unwrap_err().to_string();
+    assert!(err.starts_with("`log`: unexpected answer"), "{err}");
+    assert!(err.contains("cut its reply at its cap"), "{err}");
+
+    // One endless line: awk never sees more than the cap.
+    root.write("var/log/respot/deploy.log", &"y".repeat(3 * MAX_REPLY_BYTES));
+    let out = root.ask("log");
+    assert!(out.stdout.len() <= MAX_REPLY_BYTES);
+    assert!(String::from_utf8_lossy(&out.stdout).ends_with("\ntruncated\t1048576\n"));
+
+    // Under the cap, nothing changes.
+    root.write("var/log/respot/deploy.log", &line.repeat(10));
+    Reply::parse(&Query::Log, &root.ask("log").stdout).expect("a small log parses");
+}
+
+/// `manifest` hashes regular files only: symlinks are not followed, and
+/// special files are named, not read (a FIFO would block it).
+#[test]
+fn the_manifest_follows_no_symlink_and_reads_no_special_file() {
+    let root = Root::new("");
+    root.write("etc/respot/manifest.json", "{}\n");
+    root.write("opt/plain", "hello\n");
+    root.write("opt/target", "hello\n");
+    std::os::unix::fs::symlink(root.path("opt/target"), root.path("opt/link")).unwrap();
+    std::os::unix::fs::symlink("/dev/zero", root.path("opt/zero")).unwrap();
+    let fifo = std::ffi::CString::new(root.path("opt/fifo").into_os_string().into_encoded_bytes()).unwrap();
+    // SAFETY: mkfifo(3) on a NUL-terminated path in our temp dir.
+    assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o644) }, 0);
+    std::fs::create_dir_all(root.path("opt/dir")).unwrap();
+    let paths = [
+        "/opt/plain",
+        "/opt/link",
+        "/opt/zero",
+        "/opt/fifo",
+        "/opt/dir",
+        "/opt/gone",
+    ];
+    let sums: String = paths
+        .iter()
+        .map(|p| format!("{}  {p}\n", "0".repeat(64)))
+        .collect();
+    root.write("etc/respot/manifest.sha256", &sums);
+    let reply = Reply::parse(&Query::Manifest, root.stdout("manifest").as_bytes()).unwrap();
+    let live: Vec<(String, String)> = reply
+        .files()
+        .into_iter()
+        .map(|(path, _, live)| (path, live))
+        .collect();
+    let hello = "5891b5b522d5df086d0ff0b110fbd9d21bb4fc7163af34d08286a2e846f6be03";
+    let want: Vec<(String, String)> = [
+        ("/opt/plain", hello),
+        ("/opt/link", "symlink"),
+        ("/opt/zero", "symlink"),
+        ("/opt/fifo", "special"),
+        ("/opt/dir", "special"),
+        ("/opt/gone", "missing"),
+    ]
+    .iter()
+    .map(|(p, l)| (p.to_string(), l.to_string()))
+    .collect();
+    assert_eq!(live, want);
+}
+
+/// While status.json exists without result.json and lists no error,
+/// cloud-init is "running", answered without asking cloud-init (no `exit`
+/// record, which only `cloud-init status` gives).
+#[test]
+fn cloud_init_running_is_answered_from_its_status_files() {
+    let root = Root::new("");
+    let status = |errors: &str| {
+        format!(
+            "{{\n \"v1\": {{\n  \"init\": {{\n   \"errors\": {errors},\n   \"finished\": 2.0,\n   \"start\": 1.0\n  }},\n  \
+             \"modules-final\": {{\n   \"errors\": [],\n   \"finished\": null,\n   \"start\": 3.0\n  }},\n  \"stage\": \"modules-final\"\n }}\n}}\n"
+        )
+    };
+    root.write("run/cloud-init/status.json", &status("[]"));
+    let reply = Reply::parse(&Query::CloudInit, root.stdout("cloud-init").as_bytes()).unwrap();
+    assert_eq!(reply.status("cloud-init"), Some("running"));
+    assert_eq!(reply.kv("exit"), None, "answered from the files alone");
+
+    // An error listed, or a result written: cloud-init itself answers.
+    root.write("run/cloud-init/status.json", &status("[\n    \"boom\"\n   ]"));
+    let reply = Reply::parse(&Query::CloudInit, root.stdout("cloud-init").as_bytes()).unwrap();
+    assert!(reply.kv("exit").is_some(), "cloud-init status ran");
+    root.write("run/cloud-init/status.json", &status("[]"));
+    root.write("run/cloud-init/result.json", "{\"v1\": {\"errors\": []}}\n");
+    let reply = Reply::parse(&Query::CloudInit, root.stdout("cloud-init").as_bytes()).unwrap();
+    assert!(reply.kv("exit").is_some(), "cloud-init status ran");
+}
+
+/// One port on 127.0.0.1 that answers every request with a redirect to
+/// `/elsewhere`, for `requests` requests.
+fn redirecting_server(requests: usize) -> u16 {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().take(requests).flatten() {
+            let mut stream = stream;
+            let mut buf = [0u8; 1024];
+            let _ = stream.read(&mut buf);
+            let _ =
+                stream.write_all(b"HTTP/1.0 302 Found\r\nLocation: /elsewhere\r\nContent-Length: 0\r\n\r\n");
+        }
+    });
+    port
+}
+
+/// Both ways of probing report the redirect itself, never where it leads.
+#[test]
+fn health_probes_follow_no_redirect() {
+    for (name, rewrite) in [
+        ("curl", None),
+        ("python3", Some(("if have curl; then", "if false; then"))),
+    ] {
+        let root = Root::new("");
+        if let Some((from, to)) = rewrite {
+            let script = std::fs::read_to_string(&root.script).unwrap();
+            assert!(script.contains(from));
+            std::fs::write(&root.script, script.replacen(from, to, 1)).unwrap();
+        }
+        let port = redirecting_server(1);
+        root.write("etc/respot/probes", &format!("http {port} /health 200\n"));
+        let reply = Reply::parse(&Query::Health, root.stdout("health").as_bytes()).unwrap();
+        let probes = reply.probes();
+        assert_eq!(probes.len(), 1, "{name}");
+        assert_eq!(probes[0].got, "302", "{name}: {probes:?}");
+    }
+}
+
+#[test]
+fn facts_say_who_runs_the_inspector() {
+    let root = Root::new("");
+    let reply = Reply::parse(&Query::Facts, root.stdout("facts").as_bytes()).unwrap();
+    let me = String::from_utf8(Command::new("id").arg("-un").output().unwrap().stdout).unwrap();
+    assert_eq!(reply.kv("inspector_user"), Some(me.trim()));
+    assert!(reply.kv("inspector_home").is_some_and(|h| h.starts_with('/')));
+}
