@@ -6,6 +6,7 @@
 
 use std::path::PathBuf;
 use std::process::{Command, Output};
+use std::sync::{Arc, Mutex};
 
 use super::query::tests::every_query;
 use super::query::{MAX_REPLY_BYTES, Query, Reply};
@@ -238,25 +239,34 @@ fn cloud_init_running_is_answered_from_its_status_files() {
     assert!(reply.kv("exit").is_some(), "cloud-init status ran");
 }
 
-/// One port on 127.0.0.1 that answers every request with a redirect to
-/// `/elsewhere`, for `requests` requests.
-fn redirecting_server(requests: usize) -> u16 {
-    use std::io::{Read, Write};
+/// One port on 127.0.0.1 that redirects `/health` to `/elsewhere` (which
+/// would answer 200), and the request lines it was sent.
+fn redirecting_server() -> (u16, Arc<Mutex<Vec<String>>>) {
+    use std::io::{BufRead, BufReader, Write};
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let log = Arc::clone(&seen);
     std::thread::spawn(move || {
-        for stream in listener.incoming().take(requests).flatten() {
-            let mut stream = stream;
-            let mut buf = [0u8; 1024];
-            let _ = stream.read(&mut buf);
-            let _ =
-                stream.write_all(b"HTTP/1.0 302 Found\r\nLocation: /elsewhere\r\nContent-Length: 0\r\n\r\n");
+        for stream in listener.incoming().take(4).flatten() {
+            let mut request = String::new();
+            let _ = BufReader::new(&stream).read_line(&mut request);
+            let request = request.trim().to_string();
+            let answer: &[u8] = if request.starts_with("GET /health ") {
+                b"HTTP/1.0 302 Found\r\nLocation: /elsewhere\r\nContent-Length: 0\r\n\r\n"
+            } else {
+                b"HTTP/1.0 200 OK\r\nContent-Length: 8\r\n\r\nfollowed"
+            };
+            log.lock().unwrap().push(request);
+            let _ = (&stream).write_all(answer);
         }
     });
-    port
+    (port, seen)
 }
 
-/// Both ways of probing report the redirect itself, never where it leads.
+/// Both ways of probing report the redirect itself and never make the
+/// request it asks for (it could point anywhere, the metadata service
+/// included).
 #[test]
 fn health_probes_follow_no_redirect() {
     for (name, rewrite) in [
@@ -269,12 +279,15 @@ fn health_probes_follow_no_redirect() {
             assert!(script.contains(from));
             std::fs::write(&root.script, script.replacen(from, to, 1)).unwrap();
         }
-        let port = redirecting_server(1);
+        let (port, seen) = redirecting_server();
         root.write("etc/respot/probes", &format!("http {port} /health 200\n"));
         let reply = Reply::parse(&Query::Health, root.stdout("health").as_bytes()).unwrap();
         let probes = reply.probes();
         assert_eq!(probes.len(), 1, "{name}");
         assert_eq!(probes[0].got, "302", "{name}: {probes:?}");
+        let seen = seen.lock().unwrap().clone();
+        assert_eq!(seen.len(), 1, "{name} made these requests: {seen:?}");
+        assert!(seen[0].starts_with("GET /health "), "{name}: {seen:?}");
     }
 }
 
