@@ -1,36 +1,25 @@
 #!/bin/sh
-# respot's read-only inspector. Shipped by respot to every instance, root-owned.
+# respot's read-only inspector, shipped by respot to every instance: the only
+# command respot's verification key runs (restrict,command= in
+# /etc/respot/verify_keys/respot-verify, ForceCommand in 60-respot.conf), as
+# the account respot-verify. It answers the queries below, read from
+# SSH_ORIGINAL_COMMAND, refuses anything else (exit 64) and changes nothing.
+# It reads no other variable: it reruns itself under env -i.
 #
-# It runs as respot's own account, respot-verify (root-owned home it cannot
-# write, no password, groups adm and systemd-journal only), as the forced
-# command of respot's verification key: restrict,command="/usr/lib/respot/inspect"
-# in /etc/respot/verify_keys/respot-verify, and ForceCommand in 60-respot.conf.
-# So it is the only thing that key can run. It answers the named queries below,
-# read from SSH_ORIGINAL_COMMAND, and refuses everything else with exit 64. It
-# never writes, restarts, installs or evaluates anything.
+# Queries (single spaces): cloud-init | units | manifest | health | log |
+#   facts | journal <unit in /etc/respot/units> <n in 1..500>
 #
-# It trusts nothing from the session: it runs itself again at once under
-# `env -i` with an environment of its own (PATH, LC_ALL; IFS is set here),
-# takes the query as an argument, works from /, and reads no other variable.
-# Its children read no user configuration either (curl -q, python3 -I).
+# Output: TAB-separated records, MAX_REPLY bytes at most:
+#   respot-inspect 1 <query>         first
+#   status <component> <word>        e.g. status cloud-init done
+#   kv <key> <value>
+#   text <block> <line>              a line of a log or JSON block
+#   unit <name> <active state>
+#   file <path> <recorded sha256> <live sha256|missing|symlink|special|unreadable>
+#   probe <port> <path> <want> <got|none> <first bytes>
+#   end ok                           last; instead, at the cap: truncated <MAX_REPLY>
 #
-# Grammar (single spaces, nothing else):
-#   cloud-init | units | manifest | health | log | facts
-#   journal <unit listed in /etc/respot/units> <n in 1..500>
-#
-# Output: one record per line, fields separated by TAB, MAX_REPLY bytes at most:
-#   respot-inspect <TAB> 1 <TAB> <query>     first line
-#   status <TAB> <component> <TAB> <word>    e.g. status cloud-init done | unavailable
-#   kv     <TAB> <key> <TAB> <value>
-#   text   <TAB> <block> <TAB> <line>        a line of a text block (logs, JSON)
-#   unit   <TAB> <name> <TAB> <active state>
-#   file   <TAB> <path> <TAB> <recorded sha256> <TAB> <live sha256 | missing | symlink | special | unreadable>
-#   probe  <TAB> <port> <TAB> <path> <TAB> <want> <TAB> <got | none> <TAB> <first bytes>
-#   end    <TAB> ok                          last line; its absence means cut short
-#   truncated <TAB> <MAX_REPLY>              instead of `end`: the reply reached the cap
-#
-# ROOT is empty in the shipped script and nothing can set it. Tests run a copy
-# of this script with that one line rewritten to point into a fixture.
+# ROOT is empty here and nothing sets it; tests rewrite that line in a copy.
 
 QUERIES="cloud-init units journal manifest health log facts"
 REFUSED=64
@@ -54,8 +43,7 @@ refuse() {
     exit "$REFUSED"
 }
 
-# Prefixes every line of stdin as a line of text block $1; awk also ends
-# a last line that has no newline, so the next record starts on its own.
+# Every line of stdin as a line of text block $1 (awk ends a last line).
 block() {
     awk -v prefix="text${T}$1${T}" '{ print prefix $0 }'
 }
@@ -69,10 +57,8 @@ systemd_up() {
     [ -d "$ROOT/run/systemd/system" ] && have systemctl
 }
 
-# cloud-init is still running when its status.json exists, its result.json
-# does not yet, and no stage lists an error: `cloud-init status` then says
-# "running" too (cloudinit/cmd/status.py), and this answer costs no Python,
-# which matters to a one-CPU instance polled every second while it boots.
+# "running" as `cloud-init status` would say it (status.json, no result.json,
+# no error listed), without starting Python on a booting instance.
 cloud_init_running() {
     [ -f "$ROOT/run/cloud-init/status.json" ] && [ ! -e "$ROOT/run/cloud-init/result.json" ] || return 1
     ! tr -d ' \t\n' < "$ROOT/run/cloud-init/status.json" | grep -q '"errors":\[[^]]'
@@ -150,8 +136,7 @@ q_journal() {
     journalctl --no-pager -o short-iso -n "$n" -u "$unit" 2>&1 | block journal
 }
 
-# The live sha256 of file $1, or why there is none: a symlink is not
-# followed, and a special file (directory, device, FIFO, socket) is not read.
+# The live sha256 of $1, or why none: symlinks and special files are not read.
 live_sha256() {
     if [ -L "$1" ]; then
         echo symlink
@@ -162,9 +147,7 @@ live_sha256() {
     elif [ ! -r "$1" ]; then
         echo unreadable
     else
-        # sha256sum opens the file itself, so `timeout` also ends a file
-        # swapped for a FIFO after the checks above; it prefixes a `\` to
-        # the line of a name with a backslash or a newline.
+        # timeout: a file swapped for a FIFO since; sed: sha256sum's `\`.
         sum=$(timeout 20 sha256sum -- "$1" 2>/dev/null | sed 's/^\\//' | cut -c1-64)
         case $sum in
             *[!0-9a-f]*|'') echo unreadable ;;
@@ -188,10 +171,8 @@ q_manifest() {
     fi
 }
 
-# fetch PORT PATH: prints the HTTP status code on the first line (nothing
-# when no answer), then the first bytes of the body. It follows no redirect
-# (curl without -L; python's handler declines them), uses no proxy, and reads
-# no configuration file.
+# fetch PORT PATH: the status code (empty: no answer), then the body's first
+# bytes. No redirect is followed, no proxy used, no config file read.
 fetch() {
     if have curl; then
         curl -q -s --max-time 5 --noproxy '*' -D - "http://127.0.0.1:$1$2" 2>/dev/null |
@@ -267,8 +248,7 @@ q_facts() {
     account_facts
 }
 
-# Who runs the inspector, and whether it could write its own home (it must
-# not: see 60-respot.conf and the launch part's bootcmd).
+# Who runs the inspector, and whether it could write its home (it must not).
 account_facts() {
     me=$(id -un 2>/dev/null)
     printf 'kv\tinspector_user\t%s\n' "${me:-unknown}"
@@ -282,8 +262,7 @@ account_facts() {
     fi
 }
 
-# sshd runs this script with the session's environment: run it again with
-# ours alone, the query as its argument.
+# Rerun with our environment alone, the query as the argument.
 if [ $# -eq 0 ]; then
     exec env -i PATH="$PATH" LC_ALL=C /bin/sh "$0" --query "${SSH_ORIGINAL_COMMAND-}"
 fi
@@ -340,10 +319,8 @@ answer() {
     printf 'end\tok\n'
 }
 
-# At most MAX_REPLY bytes. Past that the inspector stops (awk exits, the
-# answer gets SIGPIPE) and says so with a `truncated` record instead of
-# `end`; 64 bytes stay free for it. `head` first, so that awk never holds
-# more than the cap, even of one endless line.
+# At most MAX_REPLY bytes: past that, stop (SIGPIPE) and say `truncated`
+# (64 bytes kept for it); head first, so awk never holds more than the cap.
 budget=$((MAX_REPLY - 64))
 answer | head -c "$((budget + 1))" | awk -v budget="$budget" -v cap="$MAX_REPLY" '
     { n += length($0) + 1 }
