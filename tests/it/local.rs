@@ -5,7 +5,11 @@
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
+use crate::support::sshd::{HOSTILE_COMMANDS, assert_no_tty_forwarding_or_tunnel};
 use crate::support::{Test, raw_ssh};
+
+/// respot's verification account, as `src/guest/mod.rs` names it.
+const VERIFY_USER: &str = "respot-verify";
 
 /// A sample blueprint with its own respot state directory. Dropping it
 /// destroys whatever VMs the test left, and as a last resort kills qemu
@@ -158,29 +162,7 @@ fn sample_deploys_verifies_refuses_writes_and_destroys() {
         "/health answers with the digest: {health}"
     );
 
-    // Through the verification key, nothing but the inspector runs.
-    let keys = fleet.test.context().keys_dir("hello");
-    let (key, known_hosts) = (keys.join("verify_ed25519"), keys.join("known_hosts"));
-    for attempt in [
-        "touch /tmp/respot-was-here",
-        "systemctl stop hello-health.service",
-        "sh -c 'rm -rf /opt/hello'",
-    ] {
-        let out = raw_ssh(
-            &key,
-            &known_hosts,
-            "respot",
-            u16::try_from(port).unwrap(),
-            attempt,
-        )
-        .output()
-        .unwrap();
-        assert!(
-            !out.status.success(),
-            "`{attempt}` must be refused: {}",
-            String::from_utf8_lossy(&out.stdout)
-        );
-    }
+    assert_only_the_inspector_answers(&fleet, &first, u16::try_from(port).unwrap());
     let after = fleet.json(&["verify", "--instance", &first]);
     assert_eq!(after["passed"], true, "the instance is unchanged: {after}");
     assert_eq!(
@@ -223,6 +205,44 @@ fn sample_deploys_verifies_refuses_writes_and_destroys() {
     let again = fleet.respot(&["destroy", "--yes"]);
     assert_eq!(again.status.code(), Some(0));
     assert!(stderr(&again).contains("nothing to do"));
+}
+
+/// On a real instance: respot's account runs the inspector and cannot
+/// write its home; through the verification key, every hostile string is
+/// refused by the inspector, and no terminal, forwarding or tunnel is had.
+fn assert_only_the_inspector_answers(fleet: &Fleet, id: &str, port: u16) {
+    let facts = fleet.json(&["debug", id, "--section", "facts"]);
+    let fact = |key: &str| facts["facts"][key].as_str().unwrap_or_default().to_string();
+    assert_eq!(fact("inspector_user"), VERIFY_USER, "{facts}");
+    assert_eq!(fact("inspector_home"), "/var/lib/respot-verify", "{facts}");
+    assert_eq!(fact("inspector_home_owner"), "root:root 755", "{facts}");
+    assert_eq!(fact("inspector_home_writable"), "no", "{facts}");
+    assert_eq!(
+        fact("inspector_groups"),
+        "respot-verify adm systemd-journal",
+        "{facts}"
+    );
+
+    let keys = fleet.test.context().keys_dir("hello");
+    let (key, known_hosts) = (keys.join("verify_ed25519"), keys.join("known_hosts"));
+    for attempt in HOSTILE_COMMANDS {
+        let out = raw_ssh(&key, &known_hosts, VERIFY_USER, port, attempt)
+            .output()
+            .unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(64),
+            "`{attempt}` must be refused by the inspector: {}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            stderr(&out)
+        );
+        assert!(
+            out.stdout.is_empty() && stderr(&out).contains("refused"),
+            "`{attempt}`: {}",
+            stderr(&out)
+        );
+    }
+    assert_no_tty_forwarding_or_tunnel(&key, &known_hosts, VERIFY_USER, port, 22);
 }
 
 /// A unit that exits 1: create fails verification and rolls back; with

@@ -21,7 +21,7 @@ use respot::keys::KeyStore;
 use respot::provider::SshEndpoint;
 use respot::template::Blueprint;
 
-use crate::support::sshd::{Sshd, assert_no_tty_forwarding_or_tunnel, free_port};
+use crate::support::sshd::{HOSTILE_COMMANDS, Sshd, assert_no_tty_forwarding_or_tunnel, free_port};
 use crate::support::{Test, raw_ssh};
 
 /// respot's verification account, as `src/guest/mod.rs` names it.
@@ -410,17 +410,7 @@ fn the_inspector_refuses_free_commands_and_changes_nothing() {
                 .output()
                 .expect("run ssh")
         };
-        for command in [
-            "touch /tmp/x",
-            "manifest; rm -rf /",
-            "journal ../../etc/shadow 5",
-            "$(id)",
-            "journal hello-health.service 501",
-            "units extra",
-            "sh -c id",
-            "internal-sftp",
-            "/usr/lib/openssh/sftp-server",
-        ] {
+        for command in HOSTILE_COMMANDS {
             let out = ssh(command);
             assert_eq!(
                 out.status.code(),

@@ -23,6 +23,22 @@ pub fn free_port() -> u16 {
     listener.local_addr().expect("local addr").port()
 }
 
+/// Command strings someone holding respot's verification key might send:
+/// the inspector must refuse every one (exit 64), whatever sshd is in front.
+pub const HOSTILE_COMMANDS: &[&str] = &[
+    "touch /tmp/x",
+    "manifest; rm -rf /",
+    "journal ../../etc/shadow 5",
+    "$(id)",
+    "journal hello-health.service 501",
+    "units extra",
+    "sh -c id",
+    "systemctl stop hello-health.service",
+    "sh -c 'rm -rf /opt/hello'",
+    "internal-sftp",
+    "/usr/lib/openssh/sftp-server",
+];
+
 /// The distribution's server config, which Debian-defaults mode runs.
 const DISTRIBUTION_CONFIG: &str = "/etc/ssh/sshd_config";
 /// How that config pulls in its drop-ins.
