@@ -451,13 +451,13 @@ pub(super) fn probe_row(target: &Target, check: &str, got: &str, want: &str, bod
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::provider::SshEndpoint;
     use crate::template::Digest;
     use crate::verify::{ExpectedFile, ExpectedProbe, Shipped};
 
-    fn target() -> Target {
+    pub(in crate::verify) fn target() -> Target {
         Target {
             instance: "i-1".into(),
             name: "n".into(),
@@ -468,13 +468,21 @@ mod tests {
         }
     }
 
-    fn reply(query: &Query, body: &str) -> Reply {
+    /// The inspector's answer to `query` with the records of `body`.
+    pub(in crate::verify) fn reply(query: &Query, body: &str) -> Reply {
         let text = format!("respot-inspect\t1\t{}\n{body}end\tok\n", query.name());
         Reply::parse(query, text.as_bytes()).unwrap()
     }
 
     fn outcomes(rows: &[CheckRow]) -> Vec<(String, Outcome)> {
         rows.iter().map(|r| (r.check.clone(), r.result)).collect()
+    }
+
+    fn failed_details(rows: &[CheckRow]) -> Vec<&str> {
+        rows.iter()
+            .filter(|r| r.result == Outcome::Fail)
+            .map(|r| r.detail.as_str())
+            .collect()
     }
 
     #[test]
@@ -540,11 +548,7 @@ mod tests {
         );
         let rows = eval_manifest(&target(), &reply(&Query::Manifest, &body), &expected);
         assert_eq!(rows[0].result, Outcome::Pass);
-        let failed: Vec<&str> = rows
-            .iter()
-            .filter(|r| r.result == Outcome::Fail)
-            .map(|r| r.detail.as_str())
-            .collect();
+        let failed = failed_details(&rows);
         assert_eq!(failed.len(), 2, "{rows:?}");
         assert!(failed[0].starts_with("`/b` changed"), "{failed:?}");
         assert!(failed[1].starts_with("`/c` is missing"), "{failed:?}");
@@ -587,11 +591,7 @@ mod tests {
             ..expected.clone()
         };
         let rows = eval_manifest(&target(), &reply(&Query::Manifest, &body), &rendered);
-        let failed: Vec<&str> = rows
-            .iter()
-            .filter(|r| r.result == Outcome::Fail)
-            .map(|r| r.detail.as_str())
-            .collect();
+        let failed = failed_details(&rows);
         assert_eq!(failed.len(), 3, "{rows:?}");
         assert!(failed[0].starts_with("`/b` changed"), "{failed:?}");
         assert!(failed[1].starts_with("`/d` is in the render"), "{failed:?}");
@@ -611,14 +611,12 @@ mod tests {
             digest: Digest::parse(&"a".repeat(64)).unwrap(),
             shipped: None,
         };
-        assert_eq!(
-            outcomes(&eval_health(&target(), &r, false, &unrendered)),
-            vec![
-                ("health :8080/health".to_string(), Outcome::Pass),
-                ("health :8081/".to_string(), Outcome::Fail),
-                ("health :8082/".to_string(), Outcome::Fail),
-            ]
-        );
+        let want = vec![
+            ("health :8080/health".to_string(), Outcome::Pass),
+            ("health :8081/".to_string(), Outcome::Fail),
+            ("health :8082/".to_string(), Outcome::Fail),
+        ];
+        assert_eq!(outcomes(&eval_health(&target(), &r, false, &unrendered)), want);
         // With a render, its probes decide, not the instance's.
         let rendered = Expected {
             shipped: Some(Shipped {
@@ -631,14 +629,7 @@ mod tests {
             }),
             ..unrendered
         };
-        assert_eq!(
-            outcomes(&eval_health(&target(), &r, false, &rendered)),
-            vec![
-                ("health :8080/health".to_string(), Outcome::Pass),
-                ("health :8081/".to_string(), Outcome::Fail),
-                ("health :8082/".to_string(), Outcome::Fail),
-            ]
-        );
+        assert_eq!(outcomes(&eval_health(&target(), &r, false, &rendered)), want);
         let r = reply(&Query::Health, "status\thealth\tavailable\n");
         assert_eq!(
             outcomes(&eval_health(&target(), &r, false, &rendered)),

@@ -149,24 +149,8 @@ pub(super) fn probe_rows(target: &Target, probes: &[ExpectedProbe], reply: &Repl
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::provider::SshEndpoint;
+    use crate::verify::checks::tests::{reply, target};
     use crate::verify::query::Query;
-
-    fn target() -> Target {
-        Target {
-            instance: "i-1".into(),
-            name: "n".into(),
-            endpoint: SshEndpoint {
-                host: "127.0.0.1".into(),
-                port: 22,
-            },
-        }
-    }
-
-    fn reply(query: &Query, body: &str) -> Reply {
-        let text = format!("respot-inspect\t1\t{}\n{body}end\tok\n", query.name());
-        Reply::parse(query, text.as_bytes()).unwrap()
-    }
 
     fn shipped() -> Shipped {
         let file = |path: &str, sha: &str| ExpectedFile {

@@ -63,28 +63,36 @@ fn current_user() -> String {
         if me != "root" {
             return me;
         }
-        let name = "respot-fx";
-        let exists = Command::new("id")
-            .arg(name)
-            .output()
-            .expect("id")
-            .status
-            .success();
-        if !exists {
-            let status = Command::new("useradd")
-                .args(["--system", "--no-create-home", "--shell", "/bin/sh", name])
-                .status()
-                .expect("useradd");
-            assert!(status.success(), "useradd {name}");
-        }
-        let status = Command::new("usermod")
-            .args(["-p", "*", name])
-            .status()
-            .expect("usermod");
-        assert!(status.success(), "usermod -p * {name}");
-        name.to_string()
+        system_user("respot-fx", &["--no-create-home", "--shell", "/bin/sh"])
     })
     .clone()
+}
+
+/// Makes system user `name` with `useradd --system OPTIONS` unless it
+/// exists, and gives it password `*`: none, but not locked, because sshd
+/// without PAM (the plain fixture) refuses a locked account.
+fn system_user(name: &str, options: &[&str]) -> String {
+    let exists = Command::new("id")
+        .arg(name)
+        .output()
+        .expect("id")
+        .status
+        .success();
+    if !exists {
+        let status = Command::new("useradd")
+            .arg("--system")
+            .args(options)
+            .arg(name)
+            .status()
+            .expect("useradd");
+        assert!(status.success(), "useradd {name}");
+    }
+    let status = Command::new("usermod")
+        .args(["-p", "*", name])
+        .status()
+        .expect("usermod");
+    assert!(status.success(), "usermod -p * {name}");
+    name.to_string()
 }
 
 /// Makes respot's verification account on this machine if it is missing,
@@ -97,49 +105,25 @@ fn current_user() -> String {
 fn verify_account() -> &'static str {
     static DONE: OnceLock<()> = OnceLock::new();
     DONE.get_or_init(|| {
-        let run = |program: &str, args: &[&str]| {
-            let status = Command::new(program).args(args).status().expect(program);
-            assert!(status.success(), "{program} {args:?}");
-        };
-        if !Command::new("id")
-            .arg(VERIFY_USER)
-            .output()
-            .expect("id")
-            .status
-            .success()
-        {
-            let groups = ["adm", "systemd-journal"]
-                .into_iter()
-                .filter(|g| {
-                    Command::new("getent")
-                        .args(["group", g])
-                        .output()
-                        .expect("getent")
-                        .status
-                        .success()
-                })
-                .collect::<Vec<_>>()
-                .join(",");
-            run(
-                "useradd",
-                &[
-                    "--system",
-                    "--no-create-home",
-                    "--home-dir",
-                    VERIFY_HOME,
-                    "--shell",
-                    "/bin/sh",
-                    "--groups",
-                    &groups,
-                    VERIFY_USER,
-                ],
-            );
-        }
-        run("usermod", &["-p", "*", VERIFY_USER]);
-        run(
-            "install",
-            &["-d", "-o", "root", "-g", "root", "-m", "0755", VERIFY_HOME],
-        );
+        let groups = ["adm", "systemd-journal"]
+            .into_iter()
+            .filter(|g| {
+                let out = Command::new("getent").args(["group", g]).output();
+                out.expect("getent").status.success()
+            })
+            .collect::<Vec<_>>()
+            .join(",");
+        let options = [
+            "--no-create-home",
+            "--home-dir",
+            VERIFY_HOME,
+            "--shell",
+            "/bin/sh",
+        ];
+        system_user(VERIFY_USER, &[&options[..], &["--groups", &groups]].concat());
+        let home = ["-d", "-o", "root", "-g", "root", "-m", "0755", VERIFY_HOME];
+        let status = Command::new("install").args(home).status().expect("install");
+        assert!(status.success(), "install -d {VERIFY_HOME}");
     });
     VERIFY_USER
 }
@@ -233,6 +217,15 @@ impl Fixture {
         Sshd::start_debian(&self.test.path().join(name), &self.host_key.0, &dropin, ports)
     }
 
+    /// The plain sshd on a fresh port, its host key pinned, and the target
+    /// `127.0.0.1:PORT` that reaches it.
+    fn serve(&self) -> (Sshd, String) {
+        let port = free_port();
+        let sshd = self.sshd("sshd", &[port]);
+        self.pin("127.0.0.1", port);
+        (sshd, format!("127.0.0.1:{port}"))
+    }
+
     fn sshd(&self, name: &str, ports: &[u16]) -> Sshd {
         Sshd::start(
             &self.test.path().join(name),
@@ -317,6 +310,14 @@ fn rows(report: &serde_json::Value, instance: &str) -> Vec<(String, String, Stri
         .collect()
 }
 
+/// (check, result, detail) of every failed row of instance `instance`.
+fn failed_rows(report: &serde_json::Value, instance: &str) -> Vec<(String, String, String)> {
+    rows(report, instance)
+        .into_iter()
+        .filter(|(_, result, _)| result == "fail")
+        .collect()
+}
+
 fn results(rows: &[(String, String, String)]) -> Vec<(&str, &str)> {
     rows.iter().map(|(c, r, _)| (c.as_str(), r.as_str())).collect()
 }
@@ -324,10 +325,7 @@ fn results(rows: &[(String, String, String)]) -> Vec<(&str, &str)> {
 #[test]
 fn verify_passes_on_the_fixture_where_systemd_and_cloud_init_are_unavailable() {
     let fx = Fixture::new("pinned");
-    let port = free_port();
-    let _sshd = fx.sshd("sshd", &[port]);
-    fx.pin("127.0.0.1", port);
-    let target = format!("127.0.0.1:{port}");
+    let (_sshd, target) = fx.serve();
 
     let out = fx.run(&["verify", "--target", &target, "--output", "json"]);
     assert_eq!(out.status.code(), Some(0), "{}", explain(&out));
@@ -445,10 +443,7 @@ fn the_inspector_refuses_free_commands_and_changes_nothing() {
 #[test]
 fn drift_fails_on_exactly_the_changed_file_and_debug_shows_it() {
     let fx = Fixture::new("pinned");
-    let port = free_port();
-    let _sshd = fx.sshd("sshd", &[port]);
-    fx.pin("127.0.0.1", port);
-    let target = format!("127.0.0.1:{port}");
+    let (_sshd, target) = fx.serve();
     let changed = fx.root.join("opt/hello/reporter.sh");
     let mut content = std::fs::read(&changed).unwrap();
     content.extend_from_slice(b"# hotfix by hand\n");
@@ -458,10 +453,7 @@ fn drift_fails_on_exactly_the_changed_file_and_debug_shows_it() {
     assert_eq!(out.status.code(), Some(1), "{}", explain(&out));
     let report = json(&out);
     assert_eq!(report["passed"], false);
-    let failed: Vec<_> = rows(&report, &target)
-        .into_iter()
-        .filter(|(_, result, _)| result == "fail")
-        .collect();
+    let failed = failed_rows(&report, &target);
     assert_eq!(failed.len(), 1, "{failed:?}");
     assert_eq!(failed[0].0, "files");
     assert!(
@@ -483,9 +475,8 @@ fn drift_fails_on_exactly_the_changed_file_and_debug_shows_it() {
 
     std::fs::remove_file(fx.root.join("opt/hello/health.py")).unwrap();
     let out = fx.run(&["verify", "--target", &target, "--output", "json"]);
-    let details: Vec<String> = rows(&json(&out), &target)
+    let details: Vec<String> = failed_rows(&json(&out), &target)
         .into_iter()
-        .filter(|(_, result, _)| result == "fail")
         .map(|(_, _, d)| d)
         .collect();
     assert_eq!(details.len(), 2, "{details:?}");
@@ -698,32 +689,11 @@ fn forty_targets_on_one_sshd_all_verify_without_maxstartups_drops() {
 fn hostile_login_user() -> String {
     static USER: OnceLock<String> = OnceLock::new();
     USER.get_or_init(|| {
-        let name = "respot-fx-login";
-        if !Command::new("id")
-            .arg(name)
-            .output()
-            .expect("id")
-            .status
-            .success()
-        {
-            let status = Command::new("useradd")
-                .args([
-                    "--system",
-                    "--create-home",
-                    "--home-dir",
-                    "/var/lib/respot-fx-login",
-                ])
-                .args(["--shell", "/bin/bash", name])
-                .status()
-                .expect("useradd");
-            assert!(status.success(), "useradd {name}");
-        }
-        let status = Command::new("usermod")
-            .args(["-p", "*", name])
-            .status()
-            .expect("usermod");
-        assert!(status.success(), "usermod -p * {name}");
-        name.to_string()
+        let home = ["--create-home", "--home-dir", "/var/lib/respot-fx-login"];
+        system_user(
+            "respot-fx-login",
+            &[&home[..], &["--shell", "/bin/bash"]].concat(),
+        )
     })
     .clone()
 }
@@ -909,30 +879,23 @@ fn the_verification_login_gets_no_tty_forwarding_or_tunnel() {
 #[test]
 fn an_instance_that_checks_nothing_fails() {
     let fx = Fixture::new("pinned");
-    let port = free_port();
-    let _sshd = fx.sshd("sshd", &[port]);
-    fx.pin("127.0.0.1", port);
-    let target = format!("127.0.0.1:{port}");
+    let (_sshd, target) = fx.serve();
     std::fs::write(fx.root.join("etc/respot/manifest.sha256"), "").unwrap();
     std::fs::write(fx.root.join("etc/respot/probes"), "").unwrap();
     let out = fx.run(&["verify", "--target", &target, "--output", "json"]);
     assert_eq!(out.status.code(), Some(1), "{}", explain(&out));
-    let failed: Vec<(String, String)> = rows(&json(&out), &target)
-        .into_iter()
-        .filter(|(_, result, _)| result == "fail")
-        .map(|(check, _, detail)| (check, detail))
-        .collect();
+    let failed = failed_rows(&json(&out), &target);
     assert_eq!(failed.len(), 2, "{failed:?}");
     assert_eq!(failed[0].0, "files");
     assert!(
         failed[0]
-            .1
+            .2
             .starts_with("the instance checked no files; the render ships "),
         "{failed:?}"
     );
     assert_eq!(failed[1].0, "health");
     assert_eq!(
-        failed[1].1,
+        failed[1].2,
         "the instance ran no health probes; the render has 1 probe"
     );
 }
