@@ -9,7 +9,7 @@
 use std::fmt;
 
 use super::VerifyError;
-use super::text::strip_controls;
+use super::text::{strip_controls, strip_json_controls};
 
 /// The inspector refuses journal tails longer than this.
 pub const MAX_JOURNAL_LINES: u16 = 500;
@@ -187,8 +187,12 @@ impl Reply {
     }
 
     /// cloud-init's `status --format json` (from the `cloud-init` query).
+    /// Its strings lose control characters too: JSON escapes such as
+    /// `\u001b` decode into them.
     pub fn cloud_init_json(&self) -> Option<serde_json::Value> {
-        serde_json::from_str(&self.text("status-json").join("\n")).ok()
+        let mut json = serde_json::from_str(&self.text("status-json").join("\n")).ok()?;
+        strip_json_controls(&mut json);
+        Some(json)
     }
 
     /// The errors cloud-init lists in its status JSON.
@@ -199,7 +203,7 @@ impl Reply {
             .and_then(|e| e.as_array())
             .map(|errs| {
                 errs.iter()
-                    .map(|e| strip_controls(&e.as_str().map_or_else(|| e.to_string(), str::to_string)))
+                    .map(|e| e.as_str().map_or_else(|| e.to_string(), str::to_string))
                     .collect()
             })
             .unwrap_or_default()

@@ -27,6 +27,22 @@ pub fn one_line(text: &str) -> String {
         .join("; ")
 }
 
+/// Every string in `json`, keys included, through [`strip_controls`].
+pub fn strip_json_controls(json: &mut serde_json::Value) {
+    match json {
+        serde_json::Value::String(text) => *text = strip_controls(text),
+        serde_json::Value::Array(items) => items.iter_mut().for_each(strip_json_controls),
+        serde_json::Value::Object(map) => {
+            let entries = std::mem::take(map);
+            for (key, mut value) in entries {
+                strip_json_controls(&mut value);
+                map.insert(strip_controls(&key), value);
+            }
+        }
+        serde_json::Value::Null | serde_json::Value::Bool(_) | serde_json::Value::Number(_) => {}
+    }
+}
+
 /// U+061C, U+200E/F, U+202A..U+202E and U+2066..U+2069: the marks,
 /// embeddings, overrides and isolates of the Unicode bidi algorithm.
 fn is_bidi_control(c: char) -> bool {
@@ -55,6 +71,20 @@ mod tests {
         for (name, input, want) in cases {
             assert_eq!(strip_controls(input), want, "{name}");
         }
+    }
+
+    #[test]
+    fn json_strings_and_keys_lose_them_too() {
+        let mut json = serde_json::json!({
+            "errors": ["\u{1b}[31mboom", {"k\u{7}": "\u{9b}v"}],
+            "n": 1,
+            "ok": true,
+        });
+        strip_json_controls(&mut json);
+        assert_eq!(
+            json,
+            serde_json::json!({"errors": ["[31mboom", {"k": "v"}], "n": 1, "ok": true})
+        );
     }
 
     #[test]
