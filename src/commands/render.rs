@@ -5,9 +5,9 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
+use super::create::launchable_blueprint;
 use super::{Context, ExitStatus};
 use crate::error::{Error, Result};
-use super::create::launchable_blueprint;
 use crate::template::{self, InstanceFile, LaunchMaterial, Origin, UserData};
 
 #[derive(Debug, Clone, Default)]

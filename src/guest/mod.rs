@@ -97,7 +97,9 @@ pub fn guarded(path: &str, content: &[u8]) -> Option<&'static str> {
              restricted verification key; set `ssh.authorized_key` in respot.toml instead",
         );
     }
-    let mentions_verify_user = content.windows(VERIFY_USER.len()).any(|w| w == VERIFY_USER.as_bytes());
+    let mentions_verify_user = content
+        .windows(VERIFY_USER.len())
+        .any(|w| w == VERIFY_USER.as_bytes());
     if under("/etc/sudoers.d") && mentions_verify_user {
         return Some("it grants rights to respot's verification account, which must stay read-only");
     }
@@ -151,7 +153,11 @@ mod tests {
             ("/root/.ssh/authorized_keys", "", true),
             ("/home/admin/.ssh/config", "", true),
             ("/etc/skel/.ssh/authorized_keys", "", true),
-            ("/etc/sudoers.d/respot", "respot-verify ALL=(ALL) NOPASSWD: ALL\n", true),
+            (
+                "/etc/sudoers.d/respot",
+                "respot-verify ALL=(ALL) NOPASSWD: ALL\n",
+                true,
+            ),
             ("/etc/sudoers.d/admin", "admin ALL=(ALL) ALL\n", false),
             ("/etc/sshx", "", false),
             ("/opt/app/ssh/config", "", false),
@@ -159,7 +165,11 @@ mod tests {
             ("/opt/hello/health.py", "", false),
         ];
         for (path, content, want) in cases {
-            assert_eq!(guarded(path, content.as_bytes()).is_some(), *want, "guarded({path})");
+            assert_eq!(
+                guarded(path, content.as_bytes()).is_some(),
+                *want,
+                "guarded({path})"
+            );
         }
     }
 

@@ -67,7 +67,9 @@ pub enum TemplateError {
         reason: &'static str,
     },
     /// The rendered document is not YAML; cloud-init would ignore it whole.
-    #[error("`{path}`: the rendered document is not valid YAML at rendered line {line}, column {column}: {message}\n  {line}| {text}")]
+    #[error(
+        "`{path}`: the rendered document is not valid YAML at rendered line {line}, column {column}: {message}\n  {line}| {text}"
+    )]
     Yaml {
         path: String,
         line: usize,

@@ -420,10 +420,26 @@ mod tests {
     #[test]
     fn files_that_could_weaken_verification_are_refused() {
         let cases: &[(&str, &str, &str)] = &[
-            ("files/etc/ssh/sshd_config.d/10-early.conf", "AuthorizedKeysFile .ssh/authorized_keys\n", "/etc/ssh/sshd_config.d/10-early.conf"),
-            ("files/etc/ssh/sshd_config", "PermitRootLogin yes\n", "/etc/ssh/sshd_config"),
-            ("files/root/.ssh/authorized_keys", "ssh-ed25519 AAAA x\n", "/root/.ssh/authorized_keys"),
-            ("files/etc/sudoers.d/verify", "respot-verify ALL=(ALL) NOPASSWD: ALL\n", "/etc/sudoers.d/verify"),
+            (
+                "files/etc/ssh/sshd_config.d/10-early.conf",
+                "AuthorizedKeysFile .ssh/authorized_keys\n",
+                "/etc/ssh/sshd_config.d/10-early.conf",
+            ),
+            (
+                "files/etc/ssh/sshd_config",
+                "PermitRootLogin yes\n",
+                "/etc/ssh/sshd_config",
+            ),
+            (
+                "files/root/.ssh/authorized_keys",
+                "ssh-ed25519 AAAA x\n",
+                "/root/.ssh/authorized_keys",
+            ),
+            (
+                "files/etc/sudoers.d/verify",
+                "respot-verify ALL=(ALL) NOPASSWD: ALL\n",
+                "/etc/sudoers.d/verify",
+            ),
         ];
         for (relative, content, path) in cases {
             let mut source = sample();

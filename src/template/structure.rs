@@ -64,11 +64,7 @@ fn yaml_error(document: &str, path: &str, err: &serde_norway::Error) -> Template
         .to_string();
     let message = err.to_string();
     // serde_norway appends " at line L column C"; the error says it already.
-    let message = message
-        .split(" at line ")
-        .next()
-        .unwrap_or(&message)
-        .to_string();
+    let message = message.split(" at line ").next().unwrap_or(&message).to_string();
     TemplateError::Yaml {
         path: path.to_string(),
         line,
@@ -93,9 +89,16 @@ fn mention(value: &Value, at: &str, needle: &str) -> Option<String> {
         Value::Mapping(map) => map.iter().find_map(|(key, item)| {
             let name = match key {
                 Value::String(name) => name.clone(),
-                other => serde_norway::to_string(other).unwrap_or_default().trim().to_string(),
+                other => serde_norway::to_string(other)
+                    .unwrap_or_default()
+                    .trim()
+                    .to_string(),
             };
-            let here = if at.is_empty() { name.clone() } else { format!("{at}.{name}") };
+            let here = if at.is_empty() {
+                name.clone()
+            } else {
+                format!("{at}.{name}")
+            };
             if name.contains(needle) {
                 return Some(here);
             }
@@ -114,7 +117,9 @@ mod tests {
     use super::*;
 
     fn problem(document: &str) -> Option<String> {
-        check(document, "templates/cloud-init.yaml").err().map(|e| e.to_string())
+        check(document, "templates/cloud-init.yaml")
+            .err()
+            .map(|e| e.to_string())
     }
 
     #[test]
@@ -132,9 +137,21 @@ mod tests {
                 "#cloud-config\nruncmd:\n  - [echo, hi\npackages: [curl]\n",
                 "rendered line",
             ),
-            ("not a mapping", "#cloud-config\n- a\n- b\n", "must be a YAML mapping"),
-            ("runcmd not a list", "#cloud-config\nruncmd: echo hi\n", "`runcmd` must be a list"),
-            ("file without path", "#cloud-config\nwrite_files:\n  - content: x\n", "`write_files[0]` has no `path`"),
+            (
+                "not a mapping",
+                "#cloud-config\n- a\n- b\n",
+                "must be a YAML mapping",
+            ),
+            (
+                "runcmd not a list",
+                "#cloud-config\nruncmd: echo hi\n",
+                "`runcmd` must be a list",
+            ),
+            (
+                "file without path",
+                "#cloud-config\nwrite_files:\n  - content: x\n",
+                "`write_files[0]` has no `path`",
+            ),
             (
                 "creates the verification account",
                 "#cloud-config\nusers:\n  - default\n  - name: respot-verify\n    sudo: ALL=(ALL) NOPASSWD:ALL\n",
@@ -145,7 +162,11 @@ mod tests {
                 "#cloud-config\nruncmd:\n  - [usermod, -aG, sudo, respot-verify]\n",
                 "at `runcmd[0][3]`",
             ),
-            ("as a group member", "#cloud-config\ngroups:\n  - wheel: [respot-verify]\n", "at `groups[0].wheel[0]`"),
+            (
+                "as a group member",
+                "#cloud-config\ngroups:\n  - wheel: [respot-verify]\n",
+                "at `groups[0].wheel[0]`",
+            ),
         ];
         for (name, doc, want) in cases {
             let got = problem(doc).unwrap_or_else(|| panic!("{name}: accepted"));

@@ -416,7 +416,10 @@ fn blueprints_that_could_weaken_verification_are_refused_before_any_cloud_call()
     let cases: Vec<(&str, Test, &str)> = vec![
         (
             "an early sshd drop-in",
-            Test::sample().write("instance/files/etc/ssh/sshd_config.d/10-early.conf", "AuthorizedKeysFile .ssh/authorized_keys\n"),
+            Test::sample().write(
+                "instance/files/etc/ssh/sshd_config.d/10-early.conf",
+                "AuthorizedKeysFile .ssh/authorized_keys\n",
+            ),
             "may not ship `/etc/ssh/sshd_config.d/10-early.conf`",
         ),
         (
@@ -426,12 +429,18 @@ fn blueprints_that_could_weaken_verification_are_refused_before_any_cloud_call()
         ),
         (
             "a login user's .ssh",
-            Test::sample().write("instance/files/home/respot/.ssh/authorized_keys", "ssh-ed25519 AAAA me\n"),
+            Test::sample().write(
+                "instance/files/home/respot/.ssh/authorized_keys",
+                "ssh-ed25519 AAAA me\n",
+            ),
             "may not ship `/home/respot/.ssh/authorized_keys`",
         ),
         (
             "sudo for the verification account",
-            Test::sample().write("instance/files/etc/sudoers.d/verify", "respot-verify ALL=(ALL) NOPASSWD: ALL\n"),
+            Test::sample().write(
+                "instance/files/etc/sudoers.d/verify",
+                "respot-verify ALL=(ALL) NOPASSWD: ALL\n",
+            ),
             "may not ship `/etc/sudoers.d/verify`",
         ),
         (
@@ -463,10 +472,12 @@ fn the_verification_key_cannot_be_a_login_key() {
     let keys = respot::keys::KeyStore::at(&test.context().keys_dir("hello"), "hello");
     keys.verify_public_key().unwrap();
     let public = test.context().keys_dir("hello").join("verify_ed25519.pub");
-    let toml = std::fs::read_to_string(test.path().join("respot.toml")).unwrap().replace(
-        "# authorized_key = \"~/.ssh/id_ed25519.pub\"",
-        &format!("authorized_key = \"{}\"", public.display()),
-    );
+    let toml = std::fs::read_to_string(test.path().join("respot.toml"))
+        .unwrap()
+        .replace(
+            "# authorized_key = \"~/.ssh/id_ed25519.pub\"",
+            &format!("authorized_key = \"{}\"", public.display()),
+        );
     let want = "`ssh.authorized_key` contains respot's verification public key";
     let (_, test) = test
         .write("respot.toml", &toml)
