@@ -194,6 +194,15 @@ pub enum ProviderError {
         owner: String,
         pattern: String,
     },
+    /// With `aws.encrypt_volumes`, the root volume is encrypted through a
+    /// block device mapping on the image's root device; without its name
+    /// the instance would boot unencrypted, holding the SSH host key.
+    #[error(
+        "{region}: image `{image}` has no root device name, so respot cannot encrypt its root volume \
+         and will not launch it unencrypted; use an EBS-backed image, or set \
+         `aws.encrypt_volumes = false` in respot.toml"
+    )]
+    NoRootDevice { region: String, image: String },
     #[error(
         "`aws.instance_types` mixes architectures (`{first}` is {first_arch}, `{other}` is {other_arch}); \
          one image serves every type, so list only one architecture"
@@ -347,6 +356,7 @@ impl ProviderError {
             | NothingToLaunch
             | UnknownImage { .. }
             | NoImage { .. }
+            | NoRootDevice { .. }
             | MixedArchitectures { .. }
             | NoDefaultVpc { .. }
             | ZoneWithoutSubnet { .. }
