@@ -196,12 +196,17 @@ pub fn security_group(sdk: &ec2::SecurityGroup) -> Option<SecurityGroup> {
             .ip_permissions()
             .iter()
             .map(|p| IngressRule {
+                protocol: p.ip_protocol().unwrap_or("-1").to_string(),
                 from_port: p.from_port(),
                 to_port: p.to_port(),
-                cidrs: p
+                sources: p
                     .ip_ranges()
                     .iter()
-                    .filter_map(|r| r.cidr_ip().map(str::to_string))
+                    .filter_map(|r| r.cidr_ip())
+                    .chain(p.ipv6_ranges().iter().filter_map(|r| r.cidr_ipv6()))
+                    .chain(p.prefix_list_ids().iter().filter_map(|r| r.prefix_list_id()))
+                    .chain(p.user_id_group_pairs().iter().filter_map(|r| r.group_id()))
+                    .map(str::to_string)
                     .collect(),
             })
             .collect(),

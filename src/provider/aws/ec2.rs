@@ -124,7 +124,7 @@ pub struct EncryptedRoot {
     pub size_gib: Option<i32>,
 }
 
-/// A security group, with the single-port TCP rules respot reads.
+/// A security group, with its ingress rules.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SecurityGroup {
     pub id: String,
@@ -132,11 +132,17 @@ pub struct SecurityGroup {
     pub rules: Vec<IngressRule>,
 }
 
+/// One ingress permission as EC2 groups it: a protocol and port range,
+/// open to every source listed.
 #[derive(Debug, Clone, PartialEq)]
 pub struct IngressRule {
+    /// `tcp`, `udp`, `icmp`, a protocol number, or `-1` for all traffic.
+    pub protocol: String,
     pub from_port: Option<i32>,
     pub to_port: Option<i32>,
-    pub cidrs: Vec<String>,
+    /// Everything the rule admits: IPv4 and IPv6 CIDRs, prefix list ids
+    /// (`pl-…`) and security group ids (`sg-…`).
+    pub sources: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -176,6 +176,29 @@ impl FakeEc2 {
         self.world().images.push((owner.to_string(), image));
     }
 
+    /// A security group respot did not create in this run: tagged `tags`,
+    /// admitting `rules`. Returns its id.
+    pub fn seed_group(
+        &self,
+        region: &str,
+        name: &str,
+        tags: &[(&str, &str)],
+        rules: Vec<IngressRule>,
+    ) -> String {
+        let mut world = self.world();
+        let id = world.new_id("sg");
+        world.groups.push(Group {
+            region: region.to_string(),
+            name: name.to_string(),
+            group: SecurityGroup {
+                id: id.clone(),
+                tags: tags.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+                rules,
+            },
+        });
+        id
+    }
+
     /// The calls of `action`, as (region, detail).
     pub fn calls_of(&self, action: &str) -> Vec<(String, String)> {
         self.calls()
@@ -477,9 +500,10 @@ impl Ec2Api for FakeEc2 {
         };
         for port in ports {
             group.group.rules.push(IngressRule {
+                protocol: "tcp".to_string(),
                 from_port: Some(i32::from(*port)),
                 to_port: Some(i32::from(*port)),
-                cidrs: vec![cidr.to_string()],
+                sources: vec![cidr.to_string()],
             });
         }
         Ok(())

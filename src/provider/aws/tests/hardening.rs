@@ -1,13 +1,14 @@
 //! Launch hardening against the scripted fake: what every `RunInstances`
-//! asks of the instance metadata service and the root volume.
+//! asks of the instance metadata service and the root volume, and which
+//! existing security groups a launch reuses.
 
-use super::{provider, region_failures, request};
+use super::{CIDR, DEPLOYMENT, provider, region_failures, request};
 use crate::config::Fallback;
 use crate::exit::ExitStatus;
 use crate::provider::aws::AwsProvider;
-use crate::provider::aws::ec2::{EncryptedRoot, Image, LaunchSpec, MetadataOptions};
+use crate::provider::aws::ec2::{EncryptedRoot, Image, IngressRule, LaunchSpec, MetadataOptions};
 use crate::provider::aws::fake::FakeEc2;
-use crate::provider::{Provider, ProviderError};
+use crate::provider::{Provider, ProviderError, tag};
 
 /// One region, one instance, from `image`.
 fn one_region(fake: &FakeEc2, image: &str, encrypt_volumes: bool) -> AwsProvider<FakeEc2> {
@@ -29,6 +30,15 @@ fn al2023(id: &str, created: &str, root_device: Option<&str>, size: Option<i32>)
         architecture: Some("x86_64".to_string()),
         root_device: root_device.map(str::to_string),
         root_volume_size: size,
+    }
+}
+
+fn rule(protocol: &str, port: i32, sources: &[&str]) -> IngressRule {
+    IngressRule {
+        protocol: protocol.to_string(),
+        from_port: Some(port),
+        to_port: Some(port),
+        sources: sources.iter().map(|s| s.to_string()).collect(),
     }
 }
 
@@ -152,4 +162,81 @@ async fn an_image_without_a_root_device_is_refused_not_launched_unencrypted() {
         assert_eq!(fake.calls_of("RunInstances"), [], "{name}: nothing launched");
         assert_eq!(err.exit_status(), ExitStatus::Failure, "{name}");
     }
+}
+
+#[tokio::test]
+async fn a_group_with_rules_respot_did_not_write_is_reported_with_them() {
+    let fake = FakeEc2::new("eu-west-1");
+    let group = fake.seed_group(
+        "eu-west-1",
+        "respot-fleet",
+        &[(tag::DEPLOYMENT, DEPLOYMENT)],
+        vec![
+            rule("tcp", 22, &[CIDR, "0.0.0.0/0"]),
+            rule("tcp", 443, &[CIDR]),
+            IngressRule {
+                protocol: "-1".to_string(),
+                from_port: None,
+                to_port: None,
+                sources: vec!["sg-0other".to_string()],
+            },
+        ],
+    );
+    let aws = one_region(&fake, "al2023", true);
+    let err = aws.launch(&request(1)).await.expect_err("unexpected rules");
+    let failures = region_failures(&err);
+    let [(region, ProviderError::UnexpectedIngress { group: id, rules, .. })] = failures[..] else {
+        panic!("not one UnexpectedIngress: {err:?}");
+    };
+    assert_eq!(region, "eu-west-1");
+    assert_eq!(*id, group);
+    assert_eq!(
+        *rules,
+        [
+            "tcp 22 from 0.0.0.0/0",
+            "tcp 443 from 198.51.100.0/24",
+            "all traffic from sg-0other"
+        ]
+    );
+    let text = err.to_string();
+    for want in [
+        group.as_str(),
+        "eu-west-1",
+        "tcp 22 from 0.0.0.0/0",
+        "TCP 22 from 198.51.100.0/24 (ssh.allow_cidr)",
+        "revoke-security-group-ingress",
+        "respot destroy",
+    ] {
+        assert!(text.contains(want), "lacks {want:?}: {text}");
+    }
+    assert_eq!(err.exit_status(), ExitStatus::Failure);
+    assert_eq!(fake.calls_of("RunInstances"), [], "nothing launched");
+    assert_eq!(
+        fake.calls_of("AuthorizeSecurityGroupIngress"),
+        [],
+        "nothing added"
+    );
+}
+
+#[tokio::test]
+async fn a_group_with_only_respots_rules_is_reused_and_completed() {
+    let fake = FakeEc2::new("eu-west-1");
+    let group = fake.seed_group(
+        "eu-west-1",
+        "respot-fleet",
+        &[(tag::DEPLOYMENT, DEPLOYMENT)],
+        vec![rule("tcp", 22, &[CIDR])],
+    );
+    let mut aws = one_region(&fake, "al2023", true);
+    aws.settings.open_ports = vec![8080];
+    aws.launch(&request(1)).await.expect("launch");
+    let specs = specs(&fake);
+    assert_eq!(specs.len(), 1, "{specs:?}");
+    assert_eq!(specs[0].group_id, group, "the existing group is reused");
+    assert_eq!(fake.group_names("eu-west-1"), ["respot-fleet"]);
+    assert_eq!(
+        fake.calls_of("AuthorizeSecurityGroupIngress"),
+        [("eu-west-1".to_string(), format!("{group} [8080] {CIDR}"))],
+        "only the missing port is added"
+    );
 }
