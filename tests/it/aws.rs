@@ -760,20 +760,16 @@ fn plan_shows_destroy_create_and_price_and_changes_nothing() {
     t.run(&["destroy", "--yes"], 0);
 }
 
+fn filter(name: &str, value: &str) -> ec2::Filter {
+    ec2::Filter::builder().name(name).values(value).build()
+}
+
 /// Our instances in `region`, as EC2 describes them.
 fn described_ours(t: &AwsTest, region: &str) -> Vec<ec2::Instance> {
-    let out = block_on(
-        ec2_client(region)
-            .describe_instances()
-            .filters(
-                ec2::Filter::builder()
-                    .name("tag:respot:deployment")
-                    .values(&t.deployment)
-                    .build(),
-            )
-            .send(),
-    )
-    .expect("describe instances");
+    let call = ec2_client(region)
+        .describe_instances()
+        .filters(filter("tag:respot:deployment", &t.deployment));
+    let out = block_on(call.send()).expect("describe instances");
     out.reservations()
         .iter()
         .flat_map(|r| r.instances())
@@ -783,19 +779,13 @@ fn described_ours(t: &AwsTest, region: &str) -> Vec<ec2::Instance> {
 
 /// The volumes attached to `instance`.
 fn volumes_of(region: &str, instance: &str) -> Vec<ec2::Volume> {
-    let out = block_on(
-        ec2_client(region)
-            .describe_volumes()
-            .filters(
-                ec2::Filter::builder()
-                    .name("attachment.instance-id")
-                    .values(instance)
-                    .build(),
-            )
-            .send(),
-    )
-    .expect("describe volumes");
-    out.volumes().to_vec()
+    let call = ec2_client(region)
+        .describe_volumes()
+        .filters(filter("attachment.instance-id", instance));
+    block_on(call.send())
+        .expect("describe volumes")
+        .volumes()
+        .to_vec()
 }
 
 /// The parameters of every `RunInstances` respot sent through the proxy.

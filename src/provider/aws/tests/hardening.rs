@@ -33,6 +33,17 @@ fn al2023(id: &str, created: &str, root_device: Option<&str>, size: Option<i32>)
     }
 }
 
+/// `respot-fleet` in eu-west-1, tagged for the deployment as if an earlier
+/// run had left it, admitting `rules`; returns its id.
+fn leftover_group(fake: &FakeEc2, rules: Vec<IngressRule>) -> String {
+    fake.seed_group(
+        "eu-west-1",
+        "respot-fleet",
+        &[(tag::DEPLOYMENT, DEPLOYMENT)],
+        rules,
+    )
+}
+
 fn rule(protocol: &str, port: i32, sources: &[&str]) -> IngressRule {
     IngressRule {
         protocol: protocol.to_string(),
@@ -167,10 +178,8 @@ async fn an_image_without_a_root_device_is_refused_not_launched_unencrypted() {
 #[tokio::test]
 async fn a_group_with_rules_respot_did_not_write_is_reported_with_them() {
     let fake = FakeEc2::new("eu-west-1");
-    let group = fake.seed_group(
-        "eu-west-1",
-        "respot-fleet",
-        &[(tag::DEPLOYMENT, DEPLOYMENT)],
+    let group = leftover_group(
+        &fake,
         vec![
             rule("tcp", 22, &[CIDR, "0.0.0.0/0"]),
             rule("tcp", 443, &[CIDR]),
@@ -221,12 +230,7 @@ async fn a_group_with_rules_respot_did_not_write_is_reported_with_them() {
 #[tokio::test]
 async fn a_group_with_only_respots_rules_is_reused_and_completed() {
     let fake = FakeEc2::new("eu-west-1");
-    let group = fake.seed_group(
-        "eu-west-1",
-        "respot-fleet",
-        &[(tag::DEPLOYMENT, DEPLOYMENT)],
-        vec![rule("tcp", 22, &[CIDR])],
-    );
+    let group = leftover_group(&fake, vec![rule("tcp", 22, &[CIDR])]);
     let mut aws = one_region(&fake, "al2023", true);
     aws.settings.open_ports = vec![8080];
     aws.launch(&request(1)).await.expect("launch");
