@@ -225,15 +225,7 @@ async fn fail_create<P: Provider, V: Verification>(
         cleanup.cleaned.extend(report.cleaned);
         cleanup.left_behind.extend(report.left_behind);
     }
-    printer.info(&format!(
-        "rolled back: terminated {}{}",
-        Count(cleanup.terminated.len(), "instance"),
-        if cleanup.cleaned.is_empty() {
-            String::new()
-        } else {
-            format!("; removed {}", cleanup.cleaned.join(", "))
-        }
-    ));
+    printer.info(&format!("rolled back: {}", cleanup.summary()));
     EngineError::RolledBack {
         reason,
         cleanup,
