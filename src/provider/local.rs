@@ -223,6 +223,15 @@ impl LocalProvider {
 
         let mut qemu = self.qemu_command(&id, &dir, &seed, accel, ssh_port, &forwards);
         run_tool(&mut qemu)?;
+        // qemu sets its own umask (027) when it daemonizes, so what it
+        // creates afterwards (the QMP socket) is made private here.
+        for name in ["qmp.sock", "qemu.pid", "console.log"] {
+            let path = dir.join(name);
+            if path.exists() {
+                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+                    .map_err(|e| io_error(&path, e))?;
+            }
+        }
         if our_qemu_pid(&dir).is_none() {
             return Err(ProviderError::VmExited {
                 name: name.to_string(),
