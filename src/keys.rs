@@ -148,6 +148,12 @@ impl KeyStore {
         read_public(&path)
     }
 
+    /// The verification key's public line if this machine already has one;
+    /// never generates.
+    pub fn existing_verify_public_key(&self) -> Option<String> {
+        read_public(&self.dir.join(VERIFY_KEY_FILE)).ok()
+    }
+
     /// The host key of `generation`: (OpenSSH private key text, public line).
     /// Generated on first use and kept, so a later `pin` or a re-verify of
     /// the same generation uses the same key.

@@ -8,7 +8,7 @@ use crate::engine::{self, CreateOptions, CreateReport, EngineError};
 use crate::error::{Error, Result};
 use crate::keys::KeyStore;
 use crate::output::{Count, Printer, Table};
-use crate::template::Blueprint;
+use crate::template::{Blueprint, TemplateError};
 
 #[derive(Debug, Clone, Default)]
 pub struct CreateCommand {
@@ -16,10 +16,10 @@ pub struct CreateCommand {
 }
 
 pub async fn create(context: &Context<'_>, options: &CreateCommand) -> Result<ExitStatus> {
-    let (config, printer) = (context.config()?, context.printer);
-    let provider = context.connect().await?;
+    let printer = context.printer;
     let keys = context.keys()?;
-    let blueprint = Blueprint::render(config)?;
+    let blueprint = launchable_blueprint(context, &keys)?;
+    let provider = context.connect().await?;
     let verification = launch_verification(context, &keys, &blueprint)?;
     let result = engine::create(&provider, &verification, &blueprint, &options.create, printer).await;
     let report = show_failed_checks(result, printer)?;
@@ -29,6 +29,18 @@ pub async fn create(context: &Context<'_>, options: &CreateCommand) -> Result<Ex
         print_created(&report, printer)?;
     }
     Ok(ExitStatus::Success)
+}
+
+/// The current render, refused before any provider is asked when a login
+/// key is respot's verification key (that key must run only the inspector).
+pub(super) fn launchable_blueprint(context: &Context<'_>, keys: &KeyStore) -> Result<Blueprint> {
+    let blueprint = Blueprint::render(context.config()?)?;
+    if let Some(verify_key) = keys.existing_verify_public_key()
+        && blueprint.logs_in_with(&verify_key)
+    {
+        return Err(TemplateError::VerifyKeyReused.into());
+    }
+    Ok(blueprint)
 }
 
 /// Verification of a generation launched from `blueprint`: it must report

@@ -1,12 +1,11 @@
 //! `respot deploy`: ship the current blueprint; a fresh, verified
 //! generation replaces the live one (recreate or blue-green).
 
-use super::create::{launch_verification, print_created, show_failed_checks};
+use super::create::{launch_verification, launchable_blueprint, print_created, show_failed_checks};
 use super::{Context, ExitStatus};
 use crate::engine::{self, Confirm, DeployOptions};
 use crate::error::{Error, Result};
 use crate::output::Count;
-use crate::template::Blueprint;
 
 #[derive(Debug, Clone, Default)]
 pub struct DeployCommand {
@@ -14,10 +13,10 @@ pub struct DeployCommand {
 }
 
 pub async fn deploy(context: &Context<'_>, options: &DeployCommand) -> Result<ExitStatus> {
-    let (config, printer) = (context.config()?, context.printer);
-    let provider = context.connect().await?;
+    let printer = context.printer;
     let keys = context.keys()?;
-    let blueprint = Blueprint::render(config)?;
+    let blueprint = launchable_blueprint(context, &keys)?;
+    let provider = context.connect().await?;
     let verification = launch_verification(context, &keys, &blueprint)?;
     let ask = |question: &str| printer.ask(question);
     let confirm: Option<Confirm> = printer.can_ask().then_some(&ask);

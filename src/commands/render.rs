@@ -5,9 +5,10 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
+use super::create::launchable_blueprint;
 use super::{Context, ExitStatus};
 use crate::error::{Error, Result};
-use crate::template::{self, Blueprint, InstanceFile, LaunchMaterial, Origin, UserData};
+use crate::template::{self, InstanceFile, LaunchMaterial, Origin, UserData};
 
 #[derive(Debug, Clone, Default)]
 pub struct RenderOptions {
@@ -71,7 +72,8 @@ fn sample_launch() -> LaunchMaterial {
 
 pub fn render(context: &Context, options: &RenderOptions) -> Result<ExitStatus> {
     let printer = context.printer;
-    let blueprint = Blueprint::render(context.config()?)?;
+    // `create` refuses a login key that is the verification key; say so now.
+    let blueprint = launchable_blueprint(context, &context.keys()?)?;
     let user_data = blueprint.user_data(&sample_launch())?;
     let schema = if options.check {
         Some(schema_check(&user_data)?)

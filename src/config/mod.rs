@@ -191,6 +191,11 @@ pub struct AwsSection {
     /// Extra TCP ports opened to `ssh.allow_cidr`, besides 22.
     #[serde(default)]
     pub open_ports: Vec<u16>,
+    /// Launch with the root volume encrypted (the account's default KMS
+    /// key). User data carries the generation's SSH host private key, and
+    /// cloud-init writes it to the root volume.
+    #[serde(default = "default_encrypt_volumes")]
+    pub encrypt_volumes: bool,
 }
 
 impl Default for AwsSection {
@@ -202,6 +207,7 @@ impl Default for AwsSection {
             fallback: Fallback::None,
             regions: Vec::new(),
             open_ports: Vec::new(),
+            encrypt_volumes: default_encrypt_volumes(),
         }
     }
 }
@@ -296,6 +302,9 @@ fn default_image() -> String {
 }
 fn default_instance_types() -> Vec<String> {
     vec!["t3.small".to_string()]
+}
+fn default_encrypt_volumes() -> bool {
+    true
 }
 fn default_local_count() -> u32 {
     2

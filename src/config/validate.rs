@@ -292,4 +292,22 @@ mod tests {
             assert_eq!(valid_ipv4_cidr(cidr), *want, "cidr {cidr:?}");
         }
     }
+
+    #[test]
+    fn volumes_are_encrypted_unless_turned_off() {
+        let cases: &[(&str, &str, Option<bool>)] = &[
+            ("default", "", Some(true)),
+            ("off", "encrypt_volumes = false\n", Some(false)),
+            ("on", "encrypt_volumes = true\n", Some(true)),
+            ("misspelt", "encrypt_volume = false\n", None),
+            ("not a bool", "encrypt_volumes = \"no\"\n", None),
+        ];
+        for (name, line, want) in cases {
+            let text = format!("[deployment]\nname = \"fleet\"\n\n[aws]\n{line}");
+            let got = Config::parse(&text, std::path::Path::new("respot.toml"))
+                .ok()
+                .map(|c| c.aws.encrypt_volumes);
+            assert_eq!(got, *want, "{name}");
+        }
+    }
 }

@@ -225,6 +225,7 @@ async fn fail_create<P: Provider, V: Verification>(
         cleanup.cleaned.extend(report.cleaned);
         cleanup.left_behind.extend(report.left_behind);
     }
+    printer.info(&format!("rolled back: {}", cleanup.summary()));
     EngineError::RolledBack {
         reason,
         cleanup,

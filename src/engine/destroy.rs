@@ -64,15 +64,7 @@ pub async fn destroy<P: Provider, F: Forget>(
     if report.terminated.is_empty() && report.cleaned.is_empty() {
         printer.info("nothing to do");
     } else {
-        printer.info(&format!(
-            "terminated {}{}",
-            Count(report.terminated.len(), "instance"),
-            if report.cleaned.is_empty() {
-                String::new()
-            } else {
-                format!("; removed {}", report.cleaned.join(", "))
-            }
-        ));
+        printer.info(&report.summary());
     }
     Ok(DestroyOutcome {
         deployment: deployment.to_string(),

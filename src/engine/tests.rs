@@ -222,6 +222,7 @@ fn blueprint(digest_byte: char) -> Blueprint {
         files: Vec::new(),
         units: Vec::new(),
         ssh_user: "admin".to_string(),
+        authorized_keys: Vec::new(),
     }
 }
 

@@ -60,10 +60,6 @@ pub const UNITS_PATH: &str = "/etc/respot/units";
 pub const PROBES_PATH: &str = "/etc/respot/probes";
 /// sshd reads the verification key from here (see `60-respot.conf`).
 pub const VERIFY_KEYS_DIR: &str = "/etc/respot/verify_keys";
-/// respot's own account on the instance, made by the launch part: the
-/// inspector runs as it, and respot logs in as no one else (never as
-/// `ssh.user`). Its only key is `VERIFY_KEYS_DIR/respot-verify`.
-pub const VERIFY_USER: &str = "respot-verify";
 /// `VERIFY_USER`'s home: root-owned and 0755, so the account cannot write
 /// anything there that a login would read.
 pub const VERIFY_HOME: &str = "/var/lib/respot-verify";
@@ -79,6 +75,38 @@ pub fn owns(path: &str) -> bool {
         .map(|f| f.path)
         .chain([STATE_DIR])
         .any(|owned| path == owned || path.strip_prefix(owned).is_some_and(|rest| rest.starts_with('/')))
+}
+
+/// The account that answers respot's verification: the inspector runs as
+/// it, never as the login user. respot creates it at boot; a blueprint may
+/// neither create nor change it.
+pub const VERIFY_USER: &str = "respot-verify";
+
+/// Why a blueprint may not ship a file at `path` (with `content`) even
+/// though respot does not own that path: it could decide which key runs
+/// what over SSH, or give the verification account rights. `None` when
+/// the file is the blueprint's business.
+pub fn guarded(path: &str, content: &[u8]) -> Option<&'static str> {
+    let under = |dir: &str| path.strip_prefix(dir).is_some_and(|rest| rest.starts_with('/'));
+    if path == "/etc/ssh" || under("/etc/ssh") {
+        return Some(
+            "sshd's configuration, host keys and key files decide which key may run what; \
+             respot's drop-in and pinned host keys must be the only word there",
+        );
+    }
+    if path.split('/').any(|part| part == ".ssh") {
+        return Some(
+            "`.ssh/` holds login keys, which could reach the instance outside respot's \
+             restricted verification key; set `ssh.authorized_key` in respot.toml instead",
+        );
+    }
+    let mentions_verify_user = content
+        .windows(VERIFY_USER.len())
+        .any(|w| w == VERIFY_USER.as_bytes());
+    if under("/etc/sudoers.d") && mentions_verify_user {
+        return Some("it grants rights to respot's verification account, which must stay read-only");
+    }
+    None
 }
 
 /// The content of `PROBES_PATH`: one probe per line, `http PORT PATH STATUS`,
@@ -115,6 +143,36 @@ mod tests {
         ];
         for (path, want) in cases {
             assert_eq!(owns(path), *want, "owns({path})");
+        }
+    }
+
+    #[test]
+    fn files_that_could_weaken_verification_are_guarded() {
+        let cases: &[(&str, &str, bool)] = &[
+            ("/etc/ssh/sshd_config", "", true),
+            ("/etc/ssh/sshd_config.d/10-early.conf", "", true),
+            ("/etc/ssh/sshd_config.d/99-late.conf", "", true),
+            ("/etc/ssh/ssh_host_ed25519_key", "", true),
+            ("/root/.ssh/authorized_keys", "", true),
+            ("/home/admin/.ssh/config", "", true),
+            ("/etc/skel/.ssh/authorized_keys", "", true),
+            (
+                "/etc/sudoers.d/respot",
+                "respot-verify ALL=(ALL) NOPASSWD: ALL\n",
+                true,
+            ),
+            ("/etc/sudoers.d/admin", "admin ALL=(ALL) ALL\n", false),
+            ("/etc/sshx", "", false),
+            ("/opt/app/ssh/config", "", false),
+            ("/opt/app/.sshrc", "", false),
+            ("/opt/hello/health.py", "", false),
+        ];
+        for (path, content, want) in cases {
+            assert_eq!(
+                guarded(path, content.as_bytes()).is_some(),
+                *want,
+                "guarded({path})"
+            );
         }
     }
 

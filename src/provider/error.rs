@@ -194,6 +194,15 @@ pub enum ProviderError {
         owner: String,
         pattern: String,
     },
+    /// With `aws.encrypt_volumes`, the root volume is encrypted through a
+    /// block device mapping on the image's root device; without its name
+    /// the instance would boot unencrypted, holding the SSH host key.
+    #[error(
+        "{region}: image `{image}` has no root device name, so respot cannot encrypt its root volume \
+         and will not launch it unencrypted; use an EBS-backed image, or set \
+         `aws.encrypt_volumes = false` in respot.toml"
+    )]
+    NoRootDevice { region: String, image: String },
     #[error(
         "`aws.instance_types` mixes architectures (`{first}` is {first_arch}, `{other}` is {other_arch}); \
          one image serves every type, so list only one architecture"
@@ -224,6 +233,30 @@ pub enum ProviderError {
         region: String,
         name: String,
         deployment: String,
+    },
+    /// The deployment's own group (tagged, left by an earlier run) admits
+    /// more than respot writes: rules added by hand, or left from an
+    /// earlier `ssh.allow_cidr` or `aws.open_ports`. Reusing it would put
+    /// hosts holding the generation's SSH host key behind rules nobody
+    /// reviewed. Exit `Failure`, as for `ForeignGroup`: AWS answered every
+    /// call and the credentials work, so the provider needs no fix (exit 3
+    /// would send the user to credentials and quotas); the launch was
+    /// refused on the account's state, which the user changes before
+    /// running again.
+    #[error(
+        "{region}: the deployment's security group {group} has ingress rules respot did not write: {}; \
+         respot opens only {expected} and does not launch behind other rules: remove them \
+         (`aws ec2 revoke-security-group-ingress --region {region} --group-id {group} ...`), \
+         or run `respot destroy` to delete the group",
+        .rules.join(", ")
+    )]
+    UnexpectedIngress {
+        region: String,
+        group: String,
+        /// One per rule and source, e.g. `tcp 443 from 0.0.0.0/0`.
+        rules: Vec<String>,
+        /// What respot opens, e.g. `TCP 22 from 203.0.113.7/32 (ssh.allow_cidr)`.
+        expected: String,
     },
     /// Some regions of a multi-region action failed; the others are in the
     /// action's result (or rolled back by the caller).
@@ -347,10 +380,12 @@ impl ProviderError {
             | NothingToLaunch
             | UnknownImage { .. }
             | NoImage { .. }
+            | NoRootDevice { .. }
             | MixedArchitectures { .. }
             | NoDefaultVpc { .. }
             | ZoneWithoutSubnet { .. }
             | ForeignGroup { .. }
+            | UnexpectedIngress { .. }
             | ToolFailed { .. }
             | Host { .. }
             | VmExited { .. }

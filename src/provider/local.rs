@@ -11,7 +11,9 @@
 
 use std::io::{Read, Write};
 use std::net::TcpListener;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::os::unix::net::UnixStream;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant, SystemTime};
@@ -180,7 +182,7 @@ impl LocalProvider {
         let id = new_instance_id()?;
         let name = format!("{}-g{}-{}", request.deployment, request.generation, index + 1);
         let dir = self.deployment_dir(&request.deployment).join(&id);
-        std::fs::create_dir_all(&dir).map_err(|e| io_error(&dir, e))?;
+        private_dir(&dir)?;
 
         let overlay = dir.join("overlay.qcow2");
         let disk = self.image_dir.join("disk.raw");
@@ -221,6 +223,15 @@ impl LocalProvider {
 
         let mut qemu = self.qemu_command(&id, &dir, &seed, accel, ssh_port, &forwards);
         run_tool(&mut qemu)?;
+        // qemu sets its own umask (027) when it daemonizes, so what it
+        // creates afterwards (the QMP socket) is made private here.
+        for name in ["qmp.sock", "qemu.pid", "console.log"] {
+            let path = dir.join(name);
+            if path.exists() {
+                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+                    .map_err(|e| io_error(&path, e))?;
+            }
+        }
         if our_qemu_pid(&dir).is_none() {
             return Err(ProviderError::VmExited {
                 name: name.to_string(),
@@ -445,7 +456,7 @@ impl LocalProvider {
 /// packed user-data AWS would get, and meta-data with the instance id.
 fn write_seed(dir: &Path, id: &str, name: &str, user_data: &[u8]) -> Result<PathBuf> {
     let seed_dir = dir.join("seed");
-    std::fs::create_dir_all(&seed_dir).map_err(|e| io_error(&seed_dir, e))?;
+    private_dir(&seed_dir)?;
     write_file(&seed_dir.join("user-data"), user_data)?;
     write_file(
         &seed_dir.join("meta-data"),
@@ -533,7 +544,17 @@ fn new_instance_id() -> Result<String> {
     Ok(format!("i-{}", hex::encode(bytes)))
 }
 
+/// Runs a tool that writes into an instance's directory with umask 077, so
+/// what it creates (overlay, seed image, console log, QMP socket, PID file)
+/// is private to this user like the rest of the state.
 fn run_tool(command: &mut Command) -> Result<()> {
+    // SAFETY: umask(2) is async-signal-safe and touches only the child.
+    unsafe {
+        command.pre_exec(|| {
+            libc::umask(0o077);
+            Ok(())
+        });
+    }
     let program = command.get_program().to_string_lossy().to_string();
     let output = command.output().map_err(|source| ProviderError::ToolStart {
         tool: program.clone(),
@@ -550,8 +571,28 @@ fn run_tool(command: &mut Command) -> Result<()> {
     }
 }
 
+/// Writes a state file readable by this user only: the seed holds the
+/// generation's host private key.
 fn write_file(path: &Path, content: &[u8]) -> Result<()> {
-    std::fs::write(path, content).map_err(|e| io_error(path, e))
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| io_error(path, e))?;
+    file.write_all(content).map_err(|e| io_error(path, e))
+}
+
+/// Creates `dir` and any missing parent with mode 0700, and makes `dir`
+/// itself 0700 if it existed.
+fn private_dir(dir: &Path) -> Result<()> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| io_error(dir, e))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(|e| io_error(dir, e))
 }
 
 fn io_error(path: &Path, source: std::io::Error) -> ProviderError {

@@ -15,6 +15,7 @@ use std::time::SystemTime;
 
 use serde::Serialize;
 
+use crate::output::Count;
 use crate::template::{Digest, UserData};
 
 pub use self::error::{ProviderError, RegionFailure};
@@ -215,6 +216,17 @@ pub struct DestroyReport {
     pub cleaned: Vec<String>,
     /// What could not be removed; a non-empty list fails the command.
     pub left_behind: Vec<String>,
+}
+
+impl DestroyReport {
+    /// "terminated 2 instances; removed security group sg-1 (eu-west-1)".
+    pub fn summary(&self) -> String {
+        let mut text = format!("terminated {}", Count(self.terminated.len(), "instance"));
+        if !self.cleaned.is_empty() {
+            text.push_str(&format!("; removed {}", self.cleaned.join(", ")));
+        }
+        text
+    }
 }
 
 /// What `create` would launch in one region, for `plan`.

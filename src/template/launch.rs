@@ -137,6 +137,7 @@ mod tests {
             files: Vec::new(),
             units: Vec::new(),
             ssh_user: "alice".to_string(),
+            authorized_keys: Vec::new(),
         }
     }
 

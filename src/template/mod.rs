@@ -24,6 +24,7 @@ mod pack;
 mod render;
 mod schema;
 mod source;
+mod structure;
 
 use std::fmt;
 
@@ -59,6 +60,40 @@ pub enum TemplateError {
          remove `{file}` from the blueprint"
     )]
     RespotPath { file: String, path: String },
+    #[error("`{file}`: a blueprint may not ship `{path}`: {reason}; remove `{file}` from the blueprint")]
+    Guarded {
+        file: String,
+        path: String,
+        reason: &'static str,
+    },
+    /// The rendered document is not YAML; cloud-init would ignore it whole.
+    #[error(
+        "`{path}`: the rendered document is not valid YAML at rendered line {line}, column {column}: {message}\n  {line}| {text}"
+    )]
+    Yaml {
+        path: String,
+        line: usize,
+        column: usize,
+        message: String,
+        /// The rendered line, so the user can find the template line that made it.
+        text: String,
+    },
+    #[error("`{path}`: {problem}")]
+    Structure { path: String, problem: String },
+    #[error(
+        "`{path}`: the template mentions `{user}` at `{at}`; that account is respot's verification \
+         account, which respot creates itself and no blueprint may create or change"
+    )]
+    VerifyAccount {
+        path: String,
+        user: &'static str,
+        at: String,
+    },
+    #[error(
+        "`ssh.authorized_key` contains respot's verification public key; that key must stay \
+         restricted to the read-only inspector, so it may not be a login key. Use your own key"
+    )]
+    VerifyKeyReused,
     #[error("`{path}`: {message}")]
     Render { path: String, message: String },
     #[error(
@@ -87,6 +122,11 @@ impl TemplateError {
             TemplateError::Read { .. }
             | TemplateError::InstanceFile { .. }
             | TemplateError::RespotPath { .. }
+            | TemplateError::Guarded { .. }
+            | TemplateError::Yaml { .. }
+            | TemplateError::Structure { .. }
+            | TemplateError::VerifyAccount { .. }
+            | TemplateError::VerifyKeyReused
             | TemplateError::Render { .. }
             | TemplateError::ReservedKey { .. }
             | TemplateError::TooLarge { .. }
@@ -179,9 +219,23 @@ pub struct Blueprint {
     pub files: Vec<InstanceFile>,
     pub units: Vec<String>,
     pub ssh_user: String,
+    /// The person's own login keys (`ssh.authorized_key`).
+    pub authorized_keys: Vec<String>,
 }
 
 impl Blueprint {
+    /// Whether `public_line` (`type base64 [comment]`) is one of the
+    /// blueprint's login keys, whatever the comments say.
+    pub fn logs_in_with(&self, public_line: &str) -> bool {
+        let blob = |line: &str| line.split_whitespace().nth(1).map(str::to_string);
+        let Some(wanted) = blob(public_line) else {
+            return false;
+        };
+        self.authorized_keys
+            .iter()
+            .any(|key| blob(key).as_deref() == Some(wanted.as_str()))
+    }
+
     /// Loads and renders the blueprint named by `config`: `render(&load(config)?)`.
     pub fn render(config: &Config) -> Result<Blueprint, TemplateError> {
         render(&load(config)?)

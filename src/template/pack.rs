@@ -12,6 +12,11 @@ pub const USER_DATA_LIMIT: usize = 16 * 1024;
 impl Blueprint {
     /// Joins both parts and packs them to fit EC2's limit.
     pub fn user_data(&self, launch: &LaunchMaterial) -> Result<UserData, TemplateError> {
+        if let Some(verify_key) = &launch.verify_key
+            && self.logs_in_with(verify_key)
+        {
+            return Err(TemplateError::VerifyKeyReused);
+        }
         let document = format!("{}{}", self.document, self.launch_section(launch));
         let (packed, gzipped) = pack(document.as_bytes());
         if packed.len() > USER_DATA_LIMIT {

@@ -6,7 +6,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use serde::Serialize;
 
-use super::{Blueprint, Digest, InstanceFile, Origin, Source, SourceFile, TemplateError};
+use super::{Blueprint, Digest, InstanceFile, Origin, Source, SourceFile, TemplateError, structure};
 use crate::config::HttpProbe;
 use crate::guest;
 
@@ -43,6 +43,7 @@ pub fn render(source: &Source) -> Result<Blueprint, TemplateError> {
         files,
         units,
         ssh_user: source.ssh_user.clone(),
+        authorized_keys: source.authorized_keys.clone(),
     })
 }
 
@@ -62,6 +63,13 @@ fn instance_files(source: &Source) -> Result<Vec<InstanceFile>, TemplateError> {
             })?;
         if guest::owns(&path) {
             return Err(TemplateError::RespotPath { file: shown, path });
+        }
+        if let Some(reason) = guest::guarded(&path, &file.content) {
+            return Err(TemplateError::Guarded {
+                file: shown,
+                path,
+                reason,
+            });
         }
         files.push(InstanceFile::new(
             path,
@@ -177,6 +185,7 @@ fn render_document(
     };
     let document = render_template(&source.template_text, &source.template_path, context)?;
     check_blueprint_document(&document, &source.template_path)?;
+    structure::check(&document, &source.template_path)?;
     Ok(document)
 }
 
@@ -403,12 +412,48 @@ mod tests {
         let mut neighbour = sample();
         neighbour
             .files
-            .push(file("files/etc/ssh/sshd_config.d/50-mine.conf", false, "x\n"));
-        neighbour
-            .files
             .push(file("files/usr/lib/respot-tools/x", false, "x\n"));
         let blueprint = render(&neighbour).unwrap();
-        assert_eq!(blueprint.files.len(), 9, "both neighbours land");
+        assert_eq!(blueprint.files.len(), 8, "a neighbour of respot's paths lands");
+    }
+
+    #[test]
+    fn files_that_could_weaken_verification_are_refused() {
+        let cases: &[(&str, &str, &str)] = &[
+            (
+                "files/etc/ssh/sshd_config.d/10-early.conf",
+                "AuthorizedKeysFile .ssh/authorized_keys\n",
+                "/etc/ssh/sshd_config.d/10-early.conf",
+            ),
+            (
+                "files/etc/ssh/sshd_config",
+                "PermitRootLogin yes\n",
+                "/etc/ssh/sshd_config",
+            ),
+            (
+                "files/root/.ssh/authorized_keys",
+                "ssh-ed25519 AAAA x\n",
+                "/root/.ssh/authorized_keys",
+            ),
+            (
+                "files/etc/sudoers.d/verify",
+                "respot-verify ALL=(ALL) NOPASSWD: ALL\n",
+                "/etc/sudoers.d/verify",
+            ),
+        ];
+        for (relative, content, path) in cases {
+            let mut source = sample();
+            source.files.push(file(relative, false, content));
+            match render(&source) {
+                Err(err @ TemplateError::Guarded { .. }) => {
+                    let message = err.to_string();
+                    assert!(message.contains(&format!("`instance/{relative}`")), "{message}");
+                    assert!(message.contains(&format!("may not ship `{path}`")), "{message}");
+                    assert_eq!(err.exit_status(), crate::exit::ExitStatus::Usage);
+                }
+                other => panic!("{relative}: want a Guarded refusal, got {other:?}"),
+            }
+        }
     }
 
     #[test]

@@ -149,7 +149,17 @@ pub struct GitInfo {
 impl GitInfo {
     pub fn probe(dir: &Path) -> GitInfo {
         let git = |args: &[&str]| -> Option<String> {
-            let out = Command::new("git").arg("-C").arg(dir).args(args).output().ok()?;
+            // A repository's own config may name programs git runs (an
+            // fsmonitor hook, hooks); respot only reads, so it turns them
+            // off, and asks git not to refresh the index while reading.
+            let out = Command::new("git")
+                .arg("-C")
+                .arg(dir)
+                .args(["-c", "core.fsmonitor=false", "-c", "core.hooksPath=/dev/null"])
+                .env("GIT_OPTIONAL_LOCKS", "0")
+                .args(args)
+                .output()
+                .ok()?;
             out.status
                 .success()
                 .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())

@@ -759,3 +759,220 @@ fn plan_shows_destroy_create_and_price_and_changes_nothing() {
     assert_eq!(live_generations(&t), ["1", "1", "1", "1"]);
     t.run(&["destroy", "--yes"], 0);
 }
+
+fn filter(name: &str, value: &str) -> ec2::Filter {
+    ec2::Filter::builder().name(name).values(value).build()
+}
+
+/// Our instances in `region`, as EC2 describes them.
+fn described_ours(t: &AwsTest, region: &str) -> Vec<ec2::Instance> {
+    let call = ec2_client(region)
+        .describe_instances()
+        .filters(filter("tag:respot:deployment", &t.deployment));
+    let out = block_on(call.send()).expect("describe instances");
+    out.reservations()
+        .iter()
+        .flat_map(|r| r.instances())
+        .cloned()
+        .collect()
+}
+
+/// The volumes attached to `instance`.
+fn volumes_of(region: &str, instance: &str) -> Vec<ec2::Volume> {
+    let call = ec2_client(region)
+        .describe_volumes()
+        .filters(filter("attachment.instance-id", instance));
+    block_on(call.send())
+        .expect("describe volumes")
+        .volumes()
+        .to_vec()
+}
+
+/// The parameters of every `RunInstances` respot sent through the proxy.
+fn run_instances_params(t: &AwsTest) -> Vec<Value> {
+    t.proxy
+        .requests()
+        .into_iter()
+        .filter(|r| r["action"] == "RunInstances")
+        .map(|r| r["params"].clone())
+        .collect()
+}
+
+/// IMDSv2 only, one hop, the endpoint on: what respot asks of every instance.
+fn assert_imdsv2_only(region: &str, instance: &ec2::Instance) {
+    let id = instance.instance_id().unwrap_or_default();
+    let metadata = instance
+        .metadata_options()
+        .unwrap_or_else(|| panic!("{region} {id}: moto records MetadataOptions"));
+    assert_eq!(
+        metadata.http_tokens(),
+        Some(&ec2::HttpTokensState::Required),
+        "{region} {id}: {metadata:?}"
+    );
+    assert_eq!(
+        metadata.http_put_response_hop_limit(),
+        Some(1),
+        "{region} {id}: {metadata:?}"
+    );
+    assert_eq!(
+        metadata.http_endpoint(),
+        Some(&ec2::InstanceMetadataEndpointState::Enabled),
+        "{region} {id}: {metadata:?}"
+    );
+}
+
+#[test]
+fn create_launches_imdsv2_only_with_encrypted_root_volumes() {
+    let t = AwsTest::new("hardened", 2);
+    t.run(&["create", "--no-verify"], 0);
+    for region in &t.regions {
+        let instances = described_ours(&t, region);
+        assert_eq!(instances.len(), 2, "{region}: {instances:?}");
+        for instance in &instances {
+            let id = instance.instance_id().unwrap_or_default();
+            assert_imdsv2_only(region, instance);
+            let root = instance
+                .root_device_name()
+                .unwrap_or_else(|| panic!("{region} {id}: moto records the root device"));
+            let volumes = volumes_of(region, id);
+            assert_eq!(volumes.len(), 1, "{region} {id}: one root volume: {volumes:?}");
+            assert_eq!(volumes[0].encrypted(), Some(true), "{region} {id}: {volumes:?}");
+            assert_eq!(
+                volumes[0].attachments().first().and_then(|a| a.device()),
+                Some(root),
+                "{region} {id}: the encrypted volume is the root: {volumes:?}"
+            );
+            let mapping = instance
+                .block_device_mappings()
+                .iter()
+                .find(|m| m.device_name() == Some(root))
+                .and_then(|m| m.ebs());
+            assert_eq!(
+                mapping.and_then(|ebs| ebs.delete_on_termination()),
+                Some(true),
+                "{region} {id}: {mapping:?}"
+            );
+        }
+    }
+    for p in run_instances_params(&t) {
+        assert_eq!(p["MetadataOptions.HttpTokens"], "required", "{p}");
+        assert_eq!(p["MetadataOptions.HttpPutResponseHopLimit"], "1", "{p}");
+        assert_eq!(p["MetadataOptions.HttpEndpoint"], "enabled", "{p}");
+        assert_eq!(p["BlockDeviceMapping.1.DeviceName"], "/dev/xvda", "{p}");
+        assert_eq!(p["BlockDeviceMapping.1.Ebs.Encrypted"], "true", "{p}");
+        assert_eq!(p["BlockDeviceMapping.1.Ebs.DeleteOnTermination"], "true", "{p}");
+        assert!(
+            p["BlockDeviceMapping.1.Ebs.VolumeType"].is_null(),
+            "the volume type stays the image's: {p}"
+        );
+        assert!(p["BlockDeviceMapping.2.DeviceName"].is_null(), "{p}");
+    }
+    // Hardening rides on calls respot already made (BENCHMARKS.md: 7 per
+    // region plus one STS call per run).
+    assert_eq!(
+        t.proxy.stats()["by_action"],
+        json!({
+            "AuthorizeSecurityGroupIngress": 2, "CreateSecurityGroup": 2, "DescribeImages": 2,
+            "DescribeInstances": 4, "DescribeSubnets": 2, "GetCallerIdentity": 1, "RunInstances": 2
+        })
+    );
+    t.run(&["destroy", "--yes"], 0);
+    assert_eq!(t.live_ours(), 0);
+    t.assert_foreign_untouched();
+}
+
+#[test]
+fn encrypt_volumes_false_leaves_the_root_volume_to_the_image() {
+    let t = AwsTest::with("plainroot", 1, 1, "encrypt_volumes = false");
+    let region = &t.regions[0];
+    t.run(&["create", "--no-verify"], 0);
+    let instances = described_ours(&t, region);
+    assert_eq!(instances.len(), 1, "{instances:?}");
+    assert_imdsv2_only(region, &instances[0]);
+    let volumes = volumes_of(region, instances[0].instance_id().unwrap_or_default());
+    assert_eq!(volumes.len(), 1, "{volumes:?}");
+    assert_eq!(volumes[0].encrypted(), Some(false), "moto's default: {volumes:?}");
+    for p in run_instances_params(&t) {
+        assert!(p["BlockDeviceMapping.1.DeviceName"].is_null(), "{p}");
+    }
+    t.run(&["destroy", "--yes"], 0);
+    t.assert_foreign_untouched();
+}
+
+#[test]
+fn a_group_with_a_rule_respot_did_not_write_stops_create() {
+    let t = AwsTest::new("openrule", 1);
+    let region = &t.regions[0];
+    let client = ec2_client(region);
+    let tags = ec2::TagSpecification::builder()
+        .resource_type(ec2::ResourceType::SecurityGroup)
+        .tags(
+            ec2::Tag::builder()
+                .key("respot:deployment")
+                .value("openrule")
+                .build(),
+        )
+        .build();
+    let group = block_on(
+        client
+            .create_security_group()
+            .group_name("respot-openrule")
+            .description("left by an earlier run")
+            .tag_specifications(tags)
+            .send(),
+    )
+    .expect("create the group")
+    .group_id()
+    .expect("a group id")
+    .to_string();
+    let rule = |port: i32, cidr: &str| {
+        ec2::IpPermission::builder()
+            .ip_protocol("tcp")
+            .from_port(port)
+            .to_port(port)
+            .ip_ranges(ec2::IpRange::builder().cidr_ip(cidr).build())
+            .build()
+    };
+    block_on(
+        client
+            .authorize_security_group_ingress()
+            .group_id(&group)
+            .ip_permissions(rule(22, CIDR))
+            .ip_permissions(rule(443, "0.0.0.0/0"))
+            .send(),
+    )
+    .expect("add the rules");
+
+    let out = t.run(&["create", "--no-verify"], 1);
+    let err = stderr(&out);
+    for want in [
+        group.as_str(),
+        region.as_str(),
+        "ingress rules respot did not write: tcp 443 from 0.0.0.0/0;",
+        "respot destroy",
+    ] {
+        assert!(err.contains(want), "lacks {want:?}:\n{err}");
+    }
+    assert_eq!(t.ours(), [], "no instance was created");
+    assert_eq!(t.proxy.calls("RunInstances"), 0);
+    assert_eq!(t.proxy.calls("AuthorizeSecurityGroupIngress"), 0);
+    t.assert_foreign_untouched();
+    // The rollback's destroy deletes the group (it is tagged ours), rules
+    // and all, so the next create starts from a group of respot's rules only.
+    assert_eq!(t.security_groups(region), [], "{err}");
+    t.run(&["create", "--no-verify"], 0);
+    let groups = t.security_groups(region);
+    let rules: Vec<(Option<i32>, Vec<&str>)> = groups
+        .iter()
+        .flat_map(|g| g.ip_permissions())
+        .map(|p| {
+            (
+                p.from_port(),
+                p.ip_ranges().iter().filter_map(|r| r.cidr_ip()).collect(),
+            )
+        })
+        .collect();
+    assert_eq!(rules, [(Some(22), vec![CIDR])], "{groups:?}");
+    t.run(&["destroy", "--yes"], 0);
+    t.assert_foreign_untouched();
+}

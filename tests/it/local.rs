@@ -266,6 +266,22 @@ fn broken_unit_rolls_back_or_is_kept_for_debug() {
     let kept = fleet.respot(&["create", "--keep-on-failure"]);
     assert_eq!(kept.status.code(), Some(1), "{}", stderr(&kept));
     assert!(stderr(&kept).contains("kept 1 instance for"), "{}", stderr(&kept));
+    // While the kept VM runs, its state (the seed holds the host private
+    // key) is this user's alone.
+    let vms = fleet.test.context().vms_dir("hello");
+    let mut checked = 0;
+    for path in walkdir(&vms).into_iter().chain([vms.clone()]) {
+        let meta = std::fs::symlink_metadata(&path).unwrap();
+        let mode = std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o777;
+        let want = if meta.is_dir() { 0o700 } else { 0o600 };
+        assert!(
+            mode & !want == 0,
+            "{} is {mode:o}, want at most {want:o}",
+            path.display()
+        );
+        checked += 1;
+    }
+    assert!(checked >= 8, "the VM's state: {checked} entries");
     let listed = fleet.json(&["list"]);
     let id = listed[0]["id"].as_str().unwrap().to_string();
     let report = fleet.json(&["debug", &id]);

@@ -68,7 +68,14 @@ fn digest_ignores_listing_order_and_sees_every_byte() {
     for rel in files {
         let path = copy.path().join(rel);
         let mut bytes = std::fs::read(&path).unwrap();
-        let last = bytes.len() - 2;
+        // A bit of the template's first comment, so the document stays YAML.
+        let last = match rel.ends_with(".yaml") {
+            true => bytes
+                .iter()
+                .position(|b| *b == b'S')
+                .expect("the sample's comment"),
+            false => bytes.len() - 2,
+        };
         bytes[last] ^= 0x01;
         std::fs::write(&path, &bytes).unwrap();
         let changed = digest(original.context(), copy.path());
@@ -227,12 +234,12 @@ fn broken_template_fails_with_cloud_inits_message() {
     Test::sample()
         .write(
             "templates/cloud-init.yaml",
-            "#cloud-config\nwrite_files: 5\nruncmd: [[echo, {{ deployment.name }}]]\n",
+            "#cloud-config\npackage_update: maybe\nruncmd: [[echo, {{ deployment.name }}]]\n",
         )
         .args(["render", "--check"])
         .status(2)
         .stderr_contains("fails cloud-init's schema check")
-        .stderr_contains("write_files: 5 is not of type 'array'")
+        .stderr_contains("package_update: 'maybe' is not of type 'boolean'")
         .run();
 }
 
@@ -337,7 +344,14 @@ fn dirty_git_tree_is_flagged() {
     git(&["init", "-q"]);
     git(&["add", "."]);
     git(&["commit", "-q", "-m", "sample"]);
+    // A repository's config can name programs git runs; respot must run none.
+    let planted = test.context().home().join("fsmonitor-ran");
+    let hook = test.context().home().join("fsmonitor");
+    std::fs::write(&hook, format!("#!/bin/sh\ntouch {}\n", planted.display())).unwrap();
+    std::fs::set_permissions(&hook, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    git(&["config", "core.fsmonitor", hook.to_str().unwrap()]);
     let clean = render_json(test.context(), test.path());
+    assert!(!planted.exists(), "respot ran the repository's fsmonitor hook");
     assert_eq!(clean["git_dirty"], false);
     assert_eq!(clean["git_commit"].as_str().unwrap().len(), 40);
     let version = clean["version"].as_str().unwrap();
@@ -393,4 +407,93 @@ fn init_names_the_deployment() {
     assert!(toml.contains("name = \"edge-1\""), "{toml}");
     let report = render_json(test.context(), &test.path().join("fleet"));
     assert_eq!(report["deployment"], "edge-1");
+}
+
+/// Appends `extra` to the sample template.
+fn with_template_tail(test: Test, extra: &str) -> Test {
+    let path = test.path().join("templates/cloud-init.yaml");
+    let mut text = std::fs::read_to_string(&path).unwrap();
+    text.push_str(extra);
+    std::fs::write(&path, text).unwrap();
+    test
+}
+
+#[test]
+fn blueprints_that_could_weaken_verification_are_refused_before_any_cloud_call() {
+    let cases: Vec<(&str, Test, &str)> = vec![
+        (
+            "an early sshd drop-in",
+            Test::sample().write(
+                "instance/files/etc/ssh/sshd_config.d/10-early.conf",
+                "AuthorizedKeysFile .ssh/authorized_keys\n",
+            ),
+            "may not ship `/etc/ssh/sshd_config.d/10-early.conf`",
+        ),
+        (
+            "sshd_config itself",
+            Test::sample().write("instance/files/etc/ssh/sshd_config", "PermitRootLogin yes\n"),
+            "may not ship `/etc/ssh/sshd_config`",
+        ),
+        (
+            "a login user's .ssh",
+            Test::sample().write(
+                "instance/files/home/respot/.ssh/authorized_keys",
+                "ssh-ed25519 AAAA me\n",
+            ),
+            "may not ship `/home/respot/.ssh/authorized_keys`",
+        ),
+        (
+            "sudo for the verification account",
+            Test::sample().write(
+                "instance/files/etc/sudoers.d/verify",
+                "respot-verify ALL=(ALL) NOPASSWD: ALL\n",
+            ),
+            "may not ship `/etc/sudoers.d/verify`",
+        ),
+        (
+            "a template that renders invalid YAML",
+            with_template_tail(Test::sample(), "packages: [curl\n"),
+            "is not valid YAML at rendered line",
+        ),
+        (
+            "a template that changes the verification account",
+            with_template_tail(Test::sample(), "groups:\n  - wheel: [respot-verify]\n"),
+            "mentions `respot-verify` at `groups[0].wheel[0]`",
+        ),
+    ];
+    for (name, test, want) in cases {
+        eprintln!("case: {name}");
+        let (_, test) = test.args(["render"]).status(2).stderr_contains(want).run();
+        // `create` refuses the same way, before asking any provider (this
+        // context has no VM image and no credentials).
+        test.args(["create", "--allow-dirty", "--provider", "aws"])
+            .status(2)
+            .stderr_contains(want)
+            .run();
+    }
+}
+
+#[test]
+fn the_verification_key_cannot_be_a_login_key() {
+    let test = Test::sample();
+    let keys = respot::keys::KeyStore::at(&test.context().keys_dir("hello"), "hello");
+    keys.verify_public_key().unwrap();
+    let public = test.context().keys_dir("hello").join("verify_ed25519.pub");
+    let toml = std::fs::read_to_string(test.path().join("respot.toml"))
+        .unwrap()
+        .replace(
+            "# authorized_key = \"~/.ssh/id_ed25519.pub\"",
+            &format!("authorized_key = \"{}\"", public.display()),
+        );
+    let want = "`ssh.authorized_key` contains respot's verification public key";
+    let (_, test) = test
+        .write("respot.toml", &toml)
+        .args(["render"])
+        .status(2)
+        .stderr_contains(want)
+        .run();
+    test.args(["create", "--allow-dirty", "--provider", "aws"])
+        .status(2)
+        .stderr_contains(want)
+        .run();
 }

@@ -11,7 +11,8 @@ use std::time::SystemTime;
 use aws_sdk_ec2::types as ec2;
 
 use super::ec2::{
-    Image, IngressRule, LaunchSpec, Market, RawInstance, SecurityGroup, SpotPrice, Tags, tag_value,
+    EncryptedRoot, Image, IngressRule, LaunchSpec, Market, MetadataOptions, RawInstance, SecurityGroup,
+    SpotPrice, Tags, tag_value,
 };
 use crate::provider::{Instance, InstanceId, InstanceState, Lifecycle, SshEndpoint, tag};
 use crate::template::Digest;
@@ -66,6 +67,34 @@ pub fn spot_options(max_price: Option<f64>) -> ec2::InstanceMarketOptionsRequest
                 .spot_instance_type(ec2::SpotInstanceType::OneTime)
                 .instance_interruption_behavior(ec2::InstanceInterruptionBehavior::Terminate)
                 .set_max_price(max_price.map(|p| format!("{p}")))
+                .build(),
+        )
+        .build()
+}
+
+/// The metadata service on, with tokens required or optional.
+pub fn metadata_options(options: MetadataOptions) -> ec2::InstanceMetadataOptionsRequest {
+    ec2::InstanceMetadataOptionsRequest::builder()
+        .http_endpoint(ec2::InstanceMetadataEndpointState::Enabled)
+        .http_tokens(if options.tokens_required {
+            ec2::HttpTokensState::Required
+        } else {
+            ec2::HttpTokensState::Optional
+        })
+        .http_put_response_hop_limit(i32::from(options.hop_limit))
+        .build()
+}
+
+/// The image's root device, encrypted and deleted with the instance; the
+/// volume type and, when the image gives none, the size are left to EC2.
+pub fn encrypted_root(root: &EncryptedRoot) -> ec2::BlockDeviceMapping {
+    ec2::BlockDeviceMapping::builder()
+        .device_name(&root.device)
+        .ebs(
+            ec2::EbsBlockDevice::builder()
+                .encrypted(true)
+                .delete_on_termination(true)
+                .set_volume_size(root.size_gib)
                 .build(),
         )
         .build()
@@ -134,11 +163,20 @@ pub fn raw_instance(sdk: &ec2::Instance) -> Option<RawInstance> {
 }
 
 pub fn image(sdk: &ec2::Image) -> Option<Image> {
+    let root_device = sdk.root_device_name();
+    let root_volume_size = sdk
+        .block_device_mappings()
+        .iter()
+        .find(|m| root_device.is_some() && m.device_name() == root_device)
+        .and_then(|m| m.ebs())
+        .and_then(|ebs| ebs.volume_size());
     Some(Image {
         id: sdk.image_id()?.to_string(),
         name: sdk.name().unwrap_or_default().to_string(),
         creation_date: sdk.creation_date().unwrap_or_default().to_string(),
         architecture: sdk.architecture().map(|a| a.as_str().to_string()),
+        root_device: root_device.map(str::to_string),
+        root_volume_size,
     })
 }
 
@@ -158,12 +196,17 @@ pub fn security_group(sdk: &ec2::SecurityGroup) -> Option<SecurityGroup> {
             .ip_permissions()
             .iter()
             .map(|p| IngressRule {
+                protocol: p.ip_protocol().unwrap_or("-1").to_string(),
                 from_port: p.from_port(),
                 to_port: p.to_port(),
-                cidrs: p
+                sources: p
                     .ip_ranges()
                     .iter()
-                    .filter_map(|r| r.cidr_ip().map(str::to_string))
+                    .filter_map(|r| r.cidr_ip())
+                    .chain(p.ipv6_ranges().iter().filter_map(|r| r.cidr_ipv6()))
+                    .chain(p.prefix_list_ids().iter().filter_map(|r| r.prefix_list_id()))
+                    .chain(p.user_id_group_pairs().iter().filter_map(|r| r.group_id()))
+                    .map(str::to_string)
                     .collect(),
             })
             .collect(),

@@ -94,9 +94,37 @@ pub struct LaunchSpec {
     /// Applied at creation to the instances, their volumes and, for spot,
     /// the spot requests.
     pub tags: Tags,
+    /// How the instance metadata service answers (`launch` asks for IMDSv2
+    /// only, one hop).
+    pub metadata: MetadataOptions,
+    /// `Some`: the root volume is encrypted; `None`: it is as the image
+    /// says (`aws.encrypt_volumes = false`).
+    pub encrypted_root: Option<EncryptedRoot>,
 }
 
-/// A security group, with the single-port TCP rules respot reads.
+/// The instance metadata service (IMDS) settings of a launch; the endpoint
+/// is always on (cloud-init reads user data through it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MetadataOptions {
+    /// IMDSv2 only: a read needs a session token from a `PUT` first.
+    pub tokens_required: bool,
+    /// How many network hops the token's answer may travel.
+    pub hop_limit: u8,
+}
+
+/// The root volume of a launch, encrypted (with the account's default KMS
+/// key) and deleted with the instance. Size and type stay the image's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EncryptedRoot {
+    /// The image's root device name, e.g. `/dev/xvda`.
+    pub device: String,
+    /// The image's own root volume size (GiB), repeated as it is: EC2 takes
+    /// the size from the image when it is left out, but moto refuses a
+    /// mapping with neither a size nor a snapshot.
+    pub size_gib: Option<i32>,
+}
+
+/// A security group, with its ingress rules.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SecurityGroup {
     pub id: String,
@@ -104,11 +132,17 @@ pub struct SecurityGroup {
     pub rules: Vec<IngressRule>,
 }
 
+/// One ingress permission as EC2 groups it: a protocol and port range,
+/// open to every source listed.
 #[derive(Debug, Clone, PartialEq)]
 pub struct IngressRule {
+    /// `tcp`, `udp`, `icmp`, a protocol number, or `-1` for all traffic.
+    pub protocol: String,
     pub from_port: Option<i32>,
     pub to_port: Option<i32>,
-    pub cidrs: Vec<String>,
+    /// Everything the rule admits: IPv4 and IPv6 CIDRs, prefix list ids
+    /// (`pl-…`) and security group ids (`sg-…`).
+    pub sources: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -117,6 +151,12 @@ pub struct Image {
     pub name: String,
     pub creation_date: String,
     pub architecture: Option<String>,
+    /// Where the root volume attaches (`/dev/xvda`, `/dev/sda1`); EBS-backed
+    /// images have one.
+    pub root_device: Option<String>,
+    /// The size (GiB) of the root volume in the image's own block device
+    /// mapping.
+    pub root_volume_size: Option<i32>,
 }
 
 /// A default subnet of the default VPC.
@@ -224,6 +264,10 @@ pub trait Ec2Api: Clone {
     /// `DescribeImages` of `owner` whose name matches `name_pattern` and
     /// which are available.
     async fn describe_images(&self, owner: &str, name_pattern: &str) -> Ec2Result<Vec<Image>>;
+
+    /// `DescribeImages` of one image id; AWS answers an unknown id with
+    /// `InvalidAMIID.NotFound`.
+    async fn describe_image(&self, id: &str) -> Ec2Result<Image>;
 
     /// `DescribeSubnets` of the default subnets (one per zone).
     async fn describe_default_subnets(&self) -> Ec2Result<Vec<Subnet>>;

@@ -3,7 +3,7 @@
 //!
 //! [`FakeEc2`] keeps a small world per region (instances, security groups,
 //! spot requests) so that what one call creates the next call sees, and it
-//! records every call. [`Rule`]s script failures: the next `times` calls of
+//! records every call (and every `LaunchSpec` in full). [`Rule`]s script failures: the next `times` calls of
 //! an action (in a region, whose recorded detail contains a text) fail with
 //! an EC2 error code. It never opens a socket.
 
@@ -86,6 +86,8 @@ struct Group {
 #[derive(Debug)]
 struct World {
     calls: Vec<Call>,
+    /// Every `RunInstances`, scripted failures included: (region, spec).
+    launches: Vec<(String, LaunchSpec)>,
     rules: Vec<Rule>,
     instances: Vec<(String, RawInstance)>,
     groups: Vec<Group>,
@@ -113,9 +115,12 @@ impl FakeEc2 {
             name: name.to_string(),
             creation_date: "2025-01-01T00:00:00.000Z".to_string(),
             architecture: Some(arch.to_string()),
+            root_device: Some("/dev/xvda".to_string()),
+            root_volume_size: Some(8),
         };
         let world = World {
             calls: Vec::new(),
+            launches: Vec::new(),
             rules: Vec::new(),
             instances: Vec::new(),
             groups: Vec::new(),
@@ -159,6 +164,39 @@ impl FakeEc2 {
 
     pub fn calls(&self) -> Vec<Call> {
         self.world().calls.clone()
+    }
+
+    /// The spec of every `RunInstances`, failed ones included: (region, spec).
+    pub fn launch_specs(&self) -> Vec<(String, LaunchSpec)> {
+        self.world().launches.clone()
+    }
+
+    /// An image `owner` publishes, for `DescribeImages`.
+    pub fn add_image(&self, owner: &str, image: Image) {
+        self.world().images.push((owner.to_string(), image));
+    }
+
+    /// A security group respot did not create in this run: tagged `tags`,
+    /// admitting `rules`. Returns its id.
+    pub fn seed_group(
+        &self,
+        region: &str,
+        name: &str,
+        tags: &[(&str, &str)],
+        rules: Vec<IngressRule>,
+    ) -> String {
+        let mut world = self.world();
+        let id = world.new_id("sg");
+        world.groups.push(Group {
+            region: region.to_string(),
+            name: name.to_string(),
+            group: SecurityGroup {
+                id: id.clone(),
+                tags: tags.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+                rules,
+            },
+        });
+        id
     }
 
     /// The calls of `action`, as (region, detail).
@@ -311,6 +349,7 @@ impl Ec2Api for FakeEc2 {
             spec.market.as_str(),
             spec.count
         );
+        self.world().launches.push((self.region.clone(), spec.clone()));
         self.call("RunInstances", detail)?;
         let mut world = self.world();
         let mut ids = Vec::new();
@@ -371,6 +410,19 @@ impl Ec2Api for FakeEc2 {
             .filter(|(o, image)| o == owner && glob(name_pattern, &image.name))
             .map(|(_, image)| image.clone())
             .collect())
+    }
+
+    async fn describe_image(&self, id: &str) -> Ec2Result<Image> {
+        const ACTION: &str = "DescribeImages";
+        self.call(ACTION, id.to_string())?;
+        let world = self.world();
+        match world.images.iter().find(|(_, image)| image.id == id) {
+            Some((_, image)) => Ok(image.clone()),
+            None => {
+                let message = format!("The image id '[{id}]' does not exist");
+                Err(Ec2Error::service(ACTION, "InvalidAMIID.NotFound", &message))
+            }
+        }
     }
 
     async fn describe_default_subnets(&self) -> Ec2Result<Vec<Subnet>> {
@@ -448,9 +500,10 @@ impl Ec2Api for FakeEc2 {
         };
         for port in ports {
             group.group.rules.push(IngressRule {
+                protocol: "tcp".to_string(),
                 from_port: Some(i32::from(*port)),
                 to_port: Some(i32::from(*port)),
-                cidrs: vec![cidr.to_string()],
+                sources: vec![cidr.to_string()],
             });
         }
         Ok(())

@@ -3,9 +3,10 @@
 //! official AMI of the instance types' architecture.
 //!
 //! `config` validates `aws.image` against this table; only `resolve` calls
-//! AWS (one `DescribeImages`).
+//! AWS: one `DescribeImages`, by name for an alias, by id for a literal id
+//! whose root device is needed (to encrypt it), none otherwise.
 
-use super::ec2::{Ec2Api, Image};
+use super::ec2::{Ec2Api, EncryptedRoot, Image};
 use super::errors::api_error;
 use crate::provider::{ProviderError, Result};
 
@@ -97,17 +98,65 @@ pub fn architecture(instance_types: &[String]) -> Result<&'static str> {
     }
 }
 
-/// The AMI id of `image` in `ec2`'s region: a literal `ami-...` as is, an
-/// alias as the newest official image for the instance types' architecture.
+/// What a region launches: the AMI id and, when volumes are encrypted,
+/// the root volume to encrypt.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LaunchImage {
+    pub id: String,
+    pub encrypted_root: Option<EncryptedRoot>,
+}
+
+/// The image of `image` in `ec2`'s region: a literal `ami-...` as is, an
+/// alias as the newest official image for the instance types'
+/// architecture. With `encrypt`, its root device comes along; an image
+/// without one is refused rather than launched unencrypted.
 pub async fn resolve(
     ec2: &impl Ec2Api,
     image: &str,
     instance_types: &[String],
+    encrypt: bool,
     hint: &str,
-) -> Result<String> {
-    if image.starts_with("ami-") {
-        return Ok(image.to_string());
-    }
+) -> Result<LaunchImage> {
+    let region = ec2.region();
+    let described = if image.starts_with("ami-") {
+        if !encrypt {
+            return Ok(LaunchImage {
+                id: image.to_string(),
+                encrypted_root: None,
+            });
+        }
+        ec2.describe_image(image)
+            .await
+            .map_err(|err| api_error(region, &err, hint))?
+    } else {
+        newest_of_alias(ec2, image, instance_types, hint).await?
+    };
+    let encrypted_root = match (encrypt, &described.root_device) {
+        (false, _) => None,
+        (true, Some(device)) => Some(EncryptedRoot {
+            device: device.clone(),
+            size_gib: described.root_volume_size,
+        }),
+        (true, None) => {
+            return Err(ProviderError::NoRootDevice {
+                region: region.to_string(),
+                image: described.id,
+            });
+        }
+    };
+    Ok(LaunchImage {
+        id: described.id,
+        encrypted_root,
+    })
+}
+
+/// The newest official image of the alias `image`.
+async fn newest_of_alias(
+    ec2: &impl Ec2Api,
+    image: &str,
+    instance_types: &[String],
+    hint: &str,
+) -> Result<Image> {
     let arch = architecture(instance_types)?;
     let Some(alias) = IMAGE_ALIASES.iter().find(|a| a.name == image) else {
         return Err(ProviderError::UnknownImage {
@@ -125,23 +174,23 @@ pub async fn resolve(
         .describe_images(alias.owner, &pattern)
         .await
         .map_err(|err| api_error(ec2.region(), &err, hint))?;
-    newest(&images, arch).ok_or_else(|| ProviderError::NoImage {
-        region: ec2.region().to_string(),
-        alias: image.to_string(),
-        owner: alias.owner.to_string(),
-        pattern,
-    })
+    newest(&images, arch)
+        .cloned()
+        .ok_or_else(|| ProviderError::NoImage {
+            region: ec2.region().to_string(),
+            alias: image.to_string(),
+            owner: alias.owner.to_string(),
+            pattern,
+        })
 }
 
 /// Newest first; images published together tie on CreationDate, and then
 /// the later name (e.g. the newer kernel) wins.
-fn newest(images: &[Image], arch: &str) -> Option<String> {
+fn newest<'a>(images: &'a [Image], arch: &str) -> Option<&'a Image> {
     images
         .iter()
         .filter(|i| i.architecture.as_deref().is_none_or(|a| a == arch))
-        .map(|i| (&i.creation_date, &i.name, &i.id))
-        .max()
-        .map(|(_, _, id)| id.clone())
+        .max_by(|a, b| (&a.creation_date, &a.name, &a.id).cmp(&(&b.creation_date, &b.name, &b.id)))
 }
 
 #[cfg(test)]
@@ -199,6 +248,8 @@ mod tests {
             name: name.to_string(),
             creation_date: date.to_string(),
             architecture: Some(arch.to_string()),
+            root_device: Some("/dev/xvda".to_string()),
+            root_volume_size: Some(8),
         };
         let images = [
             image("ami-old", "2024-01-01", "al2023-kernel-6.1", "x86_64"),
@@ -206,8 +257,9 @@ mod tests {
             image("ami-tie-a", "2025-05-01", "al2023-kernel-6.1", "x86_64"),
             image("ami-tie-b", "2025-05-01", "al2023-kernel-6.12", "x86_64"),
         ];
-        assert_eq!(newest(&images, "x86_64").as_deref(), Some("ami-tie-b"));
-        assert_eq!(newest(&images, "arm64").as_deref(), Some("ami-arm"));
-        assert_eq!(newest(&images[..0], "x86_64"), None);
+        let id = |arch: &str, images: &[Image]| newest(images, arch).map(|i| i.id.clone());
+        assert_eq!(id("x86_64", &images).as_deref(), Some("ami-tie-b"));
+        assert_eq!(id("arm64", &images).as_deref(), Some("ami-arm"));
+        assert_eq!(id("x86_64", &images[..0]), None);
     }
 }

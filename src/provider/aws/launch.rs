@@ -2,6 +2,10 @@
 //! security group), run the batch through the pools, then wait until every
 //! instance runs with a public IP.
 //!
+//! Every `RunInstances` asks for IMDSv2 only and, with
+//! `aws.encrypt_volumes`, an encrypted root volume: user data carries the
+//! generation's SSH host private key.
+//!
 //! Everything is tagged at creation. On an error it returns at once and
 //! does not clean up: what launched is tagged with its generation, and the
 //! engine's rollback finds it by listing.
@@ -10,7 +14,7 @@ use std::time::SystemTime;
 
 use base64::Engine as _;
 
-use super::ec2::{Ec2Api, LaunchSpec, Market, Subnet, Tags};
+use super::ec2::{Ec2Api, EncryptedRoot, LaunchSpec, Market, MetadataOptions, Subnet, Tags};
 use super::errors::caller_error;
 use super::pools::{Pool, PoolOutcome, Verdicts, pools};
 use super::{AwsProvider, RegionTarget, gather, image, per_region};
@@ -20,9 +24,21 @@ use crate::provider::{Instance, InstanceId, InstanceState, LaunchRequest, Provid
 /// Tag holding the AMI id the image alias resolved to.
 const TAG_IMAGE: &str = "respot:image";
 
+/// IMDSv2 only, one hop, on every launch. User data carries the
+/// generation's SSH host private key, and the metadata service hands it to
+/// whoever asks: with tokens required, a server-side request forgery (a
+/// plain `GET`) cannot read it; with one hop, neither can a container
+/// behind a bridge.
+const METADATA: MetadataOptions = MetadataOptions {
+    tokens_required: true,
+    hop_limit: 1,
+};
+
 /// What the first stage of a region's launch found out.
 struct Prepared {
     image: String,
+    /// The image's root volume, when `aws.encrypt_volumes`.
+    encrypted_root: Option<EncryptedRoot>,
     /// Default subnets, in the order to try.
     subnets: Vec<Subnet>,
     group_id: String,
@@ -56,6 +72,8 @@ impl Prepared {
             market: pool.market,
             max_price: self.max_price,
             tags: self.tags.clone(),
+            metadata: METADATA,
+            encrypted_root: self.encrypted_root.clone(),
         }
     }
 }
@@ -121,12 +139,13 @@ impl<E: Ec2Api> AwsProvider<E> {
                 &target.ec2,
                 &self.settings.image,
                 &self.settings.instance_types,
+                self.settings.encrypt_volumes,
                 hint
             ),
             self.default_subnets(target),
             self.ensure_group(target, &request.deployment),
         )?;
-        tracing::info!("{}: image {} is {image}", target.name, self.settings.image);
+        tracing::info!("{}: image {} is {}", target.name, self.settings.image, image.id);
         let name = format!("respot-{}-g{}", request.deployment, request.generation);
         let nonce = created_at
             .duration_since(SystemTime::UNIX_EPOCH)
@@ -134,9 +153,10 @@ impl<E: Ec2Api> AwsProvider<E> {
             .unwrap_or_default();
         let mut tags = request.tags(&name, created_at);
         tags.push((tag::CREATED_BY.to_string(), caller));
-        tags.push((TAG_IMAGE.to_string(), image.clone()));
+        tags.push((TAG_IMAGE.to_string(), image.id.clone()));
         Ok(Prepared {
-            image,
+            image: image.id,
+            encrypted_root: image.encrypted_root,
             subnets,
             group_id,
             missing_ports,

@@ -83,6 +83,7 @@ struct Settings {
     open_ports: Vec<u16>,
     allow_cidr: Option<String>,
     regions: Vec<RegionSection>,
+    encrypt_volumes: bool,
 }
 
 impl Settings {
@@ -95,6 +96,7 @@ impl Settings {
             open_ports: config.aws.open_ports.clone(),
             allow_cidr: config.ssh.allow_cidr.clone(),
             regions: config.aws.regions.clone(),
+            encrypt_volumes: config.aws.encrypt_volumes,
         }
     }
 }

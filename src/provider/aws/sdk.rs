@@ -158,7 +158,11 @@ impl Ec2Api for SdkEc2 {
             .user_data(&spec.user_data)
             .instance_initiated_shutdown_behavior(ec2::ShutdownBehavior::Terminate)
             .client_token(&spec.client_token)
-            .set_tag_specifications(Some(convert::launch_tag_specs(spec)));
+            .set_tag_specifications(Some(convert::launch_tag_specs(spec)))
+            .metadata_options(convert::metadata_options(spec.metadata));
+        if let Some(root) = &spec.encrypted_root {
+            call = call.block_device_mappings(convert::encrypted_root(root));
+        }
         if spec.market == Market::Spot {
             call = call.instance_market_options(convert::spot_options(spec.max_price));
         }
@@ -191,6 +195,21 @@ impl Ec2Api for SdkEc2 {
             .await
             .map_err(|err| from_sdk("DescribeImages", &err))?;
         Ok(out.images().iter().filter_map(convert::image).collect())
+    }
+
+    async fn describe_image(&self, id: &str) -> Ec2Result<Image> {
+        const ACTION: &str = "DescribeImages";
+        let out = self
+            .ec2
+            .describe_images()
+            .image_ids(id)
+            .send()
+            .await
+            .map_err(|err| from_sdk(ACTION, &err))?;
+        out.images()
+            .iter()
+            .find_map(convert::image)
+            .ok_or_else(|| missing(ACTION, "image"))
     }
 
     async fn describe_default_subnets(&self) -> Ec2Result<Vec<Subnet>> {

@@ -2,6 +2,8 @@
 //! against the scripted fake: every test asserts on the values returned
 //! and on the calls AWS would have seen. No sockets, no wall-clock waits.
 
+mod hardening;
+
 use std::time::Duration;
 
 use super::connect::check_regions;
@@ -25,6 +27,7 @@ fn provider(fake: &FakeEc2, regions: &[(&str, u32)], fallback: Fallback) -> AwsP
         fallback,
         open_ports: Vec::new(),
         allow_cidr: Some(CIDR.to_string()),
+        encrypt_volumes: true,
         regions: regions
             .iter()
             .map(|(name, count)| RegionSection {
