@@ -54,16 +54,15 @@ pub fn pack(document: &[u8]) -> (Vec<u8>, bool) {
 
 /// The `n` largest files, for the refusal: blueprint files by their place
 /// in the blueprint, respot's own by their path on the instance.
+/// The blueprint's `n` largest files: the ones the user can shrink.
+/// respot's own files are left out; they are the same for every blueprint.
 fn largest_files(files: &[InstanceFile], n: usize) -> String {
-    let mut by_size: Vec<&InstanceFile> = files.iter().collect();
+    let mut by_size: Vec<&InstanceFile> = files.iter().filter(|f| f.origin == Origin::Blueprint).collect();
     by_size.sort_by(|a, b| b.content.len().cmp(&a.content.len()).then(a.path.cmp(&b.path)));
     by_size
         .iter()
         .take(n)
-        .map(|f| match f.origin {
-            Origin::Blueprint => format!("`{}` ({} bytes)", f.source, f.content.len()),
-            Origin::Respot => format!("`{}` (respot's own, {} bytes)", f.path, f.content.len()),
-        })
+        .map(|f| format!("`{}` ({} bytes)", f.source, f.content.len()))
         .collect::<Vec<_>>()
         .join(", ")
 }
@@ -87,7 +86,7 @@ mod tests {
     }
 
     #[test]
-    fn largest_files_name_blueprint_files_by_source_and_respot_files_by_path() {
+    fn largest_files_name_only_the_blueprints_files_by_source() {
         let sized = |path: &str, source: &str, origin, len| {
             InstanceFile::new(
                 path.to_string(),
@@ -105,8 +104,8 @@ mod tests {
         ];
         assert_eq!(
             largest_files(&files, 3),
-            "`/usr/lib/respot/inspect` (respot's own, 30 bytes), \
-             `instance/files/opt/b` (20 bytes), `instance/files/opt/c` (20 bytes)"
+            "`instance/files/opt/b` (20 bytes), `instance/files/opt/c` (20 bytes), \
+             `instance/files/opt/a` (10 bytes)"
         );
     }
 }
