@@ -6,7 +6,6 @@
 //! instance's own lists count only when it has none.
 
 use std::collections::HashMap;
-use std::fmt;
 use std::time::Duration;
 
 use serde::Serialize;
@@ -14,57 +13,12 @@ use tokio::time::Instant;
 
 use super::expect::{Expected, file_rows, probe_rows};
 use super::query::{Query, Reply};
+use super::row::{CheckRow, Outcome, drift_detail, probe_row};
 use super::text::strip_controls;
 use super::transport::{Connection, HostKeyTrust, Transport};
 use super::{Target, VerifyError, VerifySettings};
 use crate::guest::VERIFY_USER;
 use crate::keys::KeyStore;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Outcome {
-    Pass,
-    Warn,
-    Fail,
-}
-
-impl fmt::Display for Outcome {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Outcome::Pass => "pass",
-            Outcome::Warn => "warn",
-            Outcome::Fail => "fail",
-        })
-    }
-}
-
-/// One row of the verification table.
-#[derive(Debug, Clone, Serialize)]
-pub struct CheckRow {
-    pub instance: String,
-    pub name: String,
-    /// `reachable`, `cloud-init`, `unit <name>`, `units`, `digest`,
-    /// `files`, `health <port><path>`.
-    pub check: String,
-    pub result: Outcome,
-    pub detail: String,
-    /// The host presented an unexpected key (possible MITM).
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
-    pub mismatch: bool,
-}
-
-impl CheckRow {
-    pub fn new(target: &Target, check: &str, result: Outcome, detail: impl Into<String>) -> CheckRow {
-        CheckRow {
-            instance: target.instance.clone(),
-            name: target.name.clone(),
-            check: check.to_string(),
-            result,
-            detail: detail.into(),
-            mismatch: false,
-        }
-    }
-}
 
 /// Pass/fail/warn for one instance; a warning fails under `--strict`.
 fn warn_or_fail(strict: bool) -> Outcome {
@@ -377,26 +331,6 @@ fn drift_rows(target: &Target, manifest: &serde_json::Value, reply: &Reply) -> V
         .collect()
 }
 
-/// Why file `path`, recorded (or rendered) with sha256 `recorded`, fails,
-/// given what the inspector found: `live`.
-pub(super) fn drift_detail(path: &str, recorded: &str, live: &str) -> String {
-    let what = match live {
-        "missing" => "is missing".to_string(),
-        "unchecked" => "is not in /etc/respot/manifest.sha256, so it was not checked".to_string(),
-        "symlink" => "is a symlink on the instance; respot does not follow it".to_string(),
-        "special" => {
-            "is not a regular file on the instance (a directory, device, FIFO or socket)".to_string()
-        }
-        "unreadable" => "cannot be read by the inspector".to_string(),
-        live => format!(
-            "changed on the instance: recorded {}, live {}",
-            recorded.get(..12).unwrap_or(recorded),
-            live.get(..12).unwrap_or(live)
-        ),
-    };
-    format!("`{path}` {what}")
-}
-
 pub(crate) fn eval_health(
     target: &Target,
     reply: &Reply,
@@ -427,27 +361,6 @@ pub(crate) fn eval_health(
             )
         })
         .collect()
-}
-
-/// One probe's row: it passes when it answered `want`.
-pub(super) fn probe_row(target: &Target, check: &str, got: &str, want: &str, body: &str) -> CheckRow {
-    if got == want {
-        CheckRow::new(target, check, Outcome::Pass, format!("HTTP {got}"))
-    } else if got == "none" {
-        CheckRow::new(
-            target,
-            check,
-            Outcome::Fail,
-            format!("no answer (want HTTP {want})"),
-        )
-    } else {
-        CheckRow::new(
-            target,
-            check,
-            Outcome::Fail,
-            format!("HTTP {got} (want {want}): {}", body.trim()),
-        )
-    }
 }
 
 #[cfg(test)]

@@ -9,8 +9,8 @@
 
 use std::collections::BTreeMap;
 
-use super::checks::{CheckRow, Outcome, drift_detail, probe_row};
 use super::query::Reply;
+use super::row::{CheckRow, Outcome, drift_detail, probe_row};
 use super::{Target, text::strip_controls};
 use crate::output::Count;
 use crate::template::Digest;

@@ -19,6 +19,7 @@ mod expect;
 #[cfg(test)]
 mod inspector_tests;
 pub mod query;
+mod row;
 mod text;
 mod transport;
 
@@ -28,10 +29,10 @@ use futures::stream::{self, StreamExt};
 use serde::Serialize;
 use tokio::time::Instant;
 
-pub use checks::{CheckRow, Outcome};
 pub use debug::{DebugReport, Section, debug_report};
 pub use expect::{Expected, ExpectedFile, ExpectedProbe, Shipped};
 pub use query::{Query, UnitName};
+pub use row::{CheckRow, Outcome};
 
 use crate::config::HostKeyPolicy;
 use crate::exit::ExitStatus;
