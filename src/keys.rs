@@ -16,13 +16,12 @@
 //! module never connects anywhere, and opening a store writes nothing: the
 //! directory is made (0700) on the first write.
 
-use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use crate::exit::ExitStatus;
-use crate::paths::{Paths, PathsError};
+use crate::paths::{self, Paths, PathsError};
 use crate::provider::SshEndpoint;
 
 const VERIFY_KEY_FILE: &str = "verify_ed25519";
@@ -120,9 +119,7 @@ impl KeyStore {
 
     /// Creates the store's directory (0700) before the first write.
     fn ensure_dir(&self) -> Result<(), KeyError> {
-        std::fs::create_dir_all(&self.dir).map_err(|e| state_err(&self.dir, e))?;
-        std::fs::set_permissions(&self.dir, std::fs::Permissions::from_mode(0o700))
-            .map_err(|e| state_err(&self.dir, e))
+        paths::private_dir(&self.dir).map_err(|e| state_err(&self.dir, e))
     }
 
     pub fn dir(&self) -> &Path {
@@ -284,14 +281,7 @@ fn state_err(path: &Path, source: std::io::Error) -> KeyError {
 }
 
 fn write_private(path: &Path, content: &[u8]) -> Result<(), KeyError> {
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(|e| state_err(path, e))?;
-    file.write_all(content).map_err(|e| state_err(path, e))
+    paths::write_private(path, content).map_err(|e| state_err(path, e))
 }
 
 fn read_public(private: &Path) -> Result<String, KeyError> {

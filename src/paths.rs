@@ -109,6 +109,31 @@ impl Paths {
     }
 }
 
+/// Writes `content` to `path`, readable and writable by this user only
+/// (0600): key material, seeds that carry a host private key.
+pub fn write_private(path: &Path, content: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    file.write_all(content)
+}
+
+/// Creates `dir` and any missing parent with mode 0700, and makes `dir`
+/// itself 0700 if it existed.
+pub fn private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+}
+
 /// `raw` relative to `base` unless absolute; `~/` expands to `HOME`.
 pub fn resolve(base: &Path, raw: &str) -> PathBuf {
     let expanded = Paths::from_env().expand_tilde(raw);

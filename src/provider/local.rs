@@ -11,7 +11,7 @@
 
 use std::io::{Read, Write};
 use std::net::TcpListener;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -25,6 +25,7 @@ use super::{
     ProviderError, Result, SshEndpoint,
 };
 use crate::config::{Accel, Config};
+use crate::paths;
 use crate::template::Digest;
 
 const QEMU: &str = "qemu-system-x86_64";
@@ -574,25 +575,12 @@ fn run_tool(command: &mut Command) -> Result<()> {
 /// Writes a state file readable by this user only: the seed holds the
 /// generation's host private key.
 fn write_file(path: &Path, content: &[u8]) -> Result<()> {
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(|e| io_error(path, e))?;
-    file.write_all(content).map_err(|e| io_error(path, e))
+    paths::write_private(path, content).map_err(|e| io_error(path, e))
 }
 
-/// Creates `dir` and any missing parent with mode 0700, and makes `dir`
-/// itself 0700 if it existed.
+/// The VM's directories are this user's alone (0700).
 fn private_dir(dir: &Path) -> Result<()> {
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .map_err(|e| io_error(dir, e))?;
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(|e| io_error(dir, e))
+    paths::private_dir(dir).map_err(|e| io_error(dir, e))
 }
 
 fn io_error(path: &Path, source: std::io::Error) -> ProviderError {
