@@ -45,6 +45,11 @@ const MAX_BACKOFF: Duration = Duration::from_secs(4);
 const INSPECTOR_REFUSED: i32 = 64;
 /// The inspector's stderr is one line of refusal at most; more is not its.
 const MAX_STDERR_BYTES: usize = 64 * 1024;
+/// One query's time limit: the per-instance timeout, within these bounds.
+/// Every query is quick on a healthy instance (hashing is capped in the
+/// inspector); one that hangs must not hold `verify` past its timeout.
+const MIN_QUERY_TIMEOUT: Duration = Duration::from_secs(1);
+const MAX_QUERY_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// How far the host key of a connection was checked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -146,6 +151,7 @@ impl Transport {
                         session,
                         target: target.name.clone(),
                         trust,
+                        query_timeout: settings.timeout.clamp(MIN_QUERY_TIMEOUT, MAX_QUERY_TIMEOUT),
                     });
                 }
                 Ok(Err(err)) => ssh_message(&err),
@@ -214,6 +220,8 @@ pub struct Connection {
     session: Session,
     target: String,
     trust: HostKeyTrust,
+    /// How long one query may take before it counts as failed.
+    query_timeout: Duration,
 }
 
 impl Connection {
@@ -226,6 +234,21 @@ impl Connection {
     /// stdout (or `MAX_STDERR_BYTES` of stderr) it stops reading, leaves the
     /// command, and fails with a protocol error naming the query.
     pub async fn run(&self, query: &Query) -> Result<Reply, VerifyError> {
+        match tokio::time::timeout(self.query_timeout, self.run_unbounded(query)).await {
+            Ok(reply) => reply,
+            // Dropping the future drops the channel; the master stays usable.
+            Err(_) => Err(VerifyError::Session {
+                target: self.target.clone(),
+                query: query.to_string(),
+                message: format!(
+                    "no answer within {} s; the instance may be overloaded, or its inspector hung",
+                    self.query_timeout.as_secs()
+                ),
+            }),
+        }
+    }
+
+    async fn run_unbounded(&self, query: &Query) -> Result<Reply, VerifyError> {
         let argv = query.argv();
         let session_error = |message: String| VerifyError::Session {
             target: self.target.clone(),

@@ -636,6 +636,46 @@ fn verify_fails_cleanly_when_the_timeout_runs_out() {
 }
 
 #[test]
+fn a_hung_inspector_fails_each_query_within_the_timeout() {
+    let fx = Fixture::new("pinned");
+    // A forced command that never answers, but dies of SIGPIPE within a
+    // second once respot gives up on the channel: no process outlives it.
+    let verify_key = fx.keys.verify_public_key().unwrap();
+    std::fs::write(
+        fx.keys_dir.join(verify_account()),
+        format!("restrict,command=\"/bin/sh -c 'while printf x; do sleep 1; done'\" {verify_key}\n"),
+    )
+    .unwrap();
+    let port = free_port();
+    let _sshd = fx.sshd("sshd", &[port]);
+    fx.pin("127.0.0.1", port);
+    let target = format!("127.0.0.1:{port}");
+    let started = Instant::now();
+    let out = fx.run(&[
+        "verify",
+        "--target",
+        &target,
+        "--timeout",
+        "3",
+        "--output",
+        "json",
+    ]);
+    let elapsed = started.elapsed();
+    assert_eq!(out.status.code(), Some(1), "{}", explain(&out));
+    // cloud-init, then units, manifest and health together: about 2 × 3 s.
+    assert!(elapsed < Duration::from_secs(20), "took {elapsed:?}");
+    let rows = rows(&json(&out), &target);
+    assert_eq!(rows[0].0, "reachable", "{rows:?}");
+    assert_eq!(rows[0].1, "pass", "{rows:?}");
+    let cloud_init = rows
+        .iter()
+        .find(|r| r.0 == "cloud-init")
+        .expect("a cloud-init row");
+    assert_eq!(cloud_init.1, "fail", "{rows:?}");
+    assert!(cloud_init.2.contains("no answer within 3 s"), "{rows:?}");
+}
+
+#[test]
 fn forty_targets_on_one_sshd_all_verify_without_maxstartups_drops() {
     let fx = Fixture::new("pinned");
     let ports: Vec<u16> = (0..10).map(|_| free_port()).collect();
