@@ -5,7 +5,7 @@
 use std::net::Ipv4Addr;
 
 use super::located::{Located, Seg};
-use super::{Config, ConfigError};
+use super::{Config, ConfigError, ProviderKind};
 use crate::provider::aws::{image, regions};
 
 impl Config {
@@ -84,6 +84,14 @@ impl Config {
                     "expected a literal `ami-...` id or one of {}, got `{image}`",
                     image::quoted_aliases()
                 ),
+            ));
+        }
+        if self.deployment.provider == ProviderKind::Aws && aws.regions.is_empty() {
+            return Err(at.invalid(
+                &[Seg::Key("aws"), Seg::Key("regions")],
+                "`deployment.provider` is \"aws\" but no region is listed; add at least one \
+                 `[[aws.regions]]` with `name` and `count`"
+                    .to_string(),
             ));
         }
         if aws.instance_types.is_empty() {

@@ -7,6 +7,16 @@ const HEAD: &str = "[deployment]\nname = \"hello\"\n";
 /// (name, respot.toml text, expected stderr fragments)
 const CASES: &[(&str, &str, &[&str])] = &[
     (
+        "aws without regions",
+        "[deployment]\nname = \"hello\"\nprovider = \"aws\"\n\n[aws]\nregions = []\n",
+        &["respot.toml:6:11: aws.regions: `deployment.provider` is \"aws\" but no region is listed"],
+    ),
+    (
+        "aws without an [aws] section",
+        "[deployment]\nname = \"hello\"\nprovider = \"aws\"\n",
+        &["respot.toml: aws.regions: `deployment.provider` is \"aws\" but no region is listed"],
+    ),
+    (
         "count zero",
         "[deployment]\nname = \"hello\"\n\n[[aws.regions]]\nname = \"eu-west-1\"\ncount = 2\n\n[[aws.regions]]\nname = \"us-east-1\"\ncount = 0\n",
         &["respot.toml:10:9: aws.regions[1].count: expected an integer >= 1, got 0"],
