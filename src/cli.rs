@@ -6,7 +6,7 @@
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
 
 use crate::exit::ExitStatus;
 use crate::provider::SshEndpoint;
@@ -62,6 +62,33 @@ pub enum Command {
     Verify(VerifyArgs),
     /// A read-only inspection report for one instance
     Debug(DebugArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell)
+    Completions(CompletionsArgs),
+    /// Print the man page (roff), generated from this help
+    Man,
+}
+
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell to complete for
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
+}
+
+/// The completion script for `shell`, generated from these clap types.
+pub fn completion_script(shell: clap_complete::Shell) -> String {
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut Cli::command(), "respot", &mut script);
+    String::from_utf8_lossy(&script).into_owned()
+}
+
+/// The man page, in roff, generated from these clap types.
+pub fn man_page() -> String {
+    let mut page = Vec::new();
+    clap_mangen::Man::new(Cli::command())
+        .render(&mut page)
+        .expect("rendering into a Vec cannot fail");
+    String::from_utf8_lossy(&page).into_owned()
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -8,8 +8,8 @@ use crate::cli::{
     AccelArg, AwsArgs, Cli, Command, CreateArgs, DebugArgs, OutputArg, ProviderArg, StrategyArg, VerifyArgs,
 };
 use crate::commands::{
-    CommandOptions, CreateCommand, DebugOptions, DeployCommand, InitOptions, Invocation, ProviderOptions,
-    RenderOptions, VerifyOptions,
+    CommandOptions, CreateCommand, DebugOptions, DeployCommand, Generated, InitOptions, Invocation,
+    ProviderOptions, RenderOptions, VerifyOptions,
 };
 use crate::config::{Accel, ProviderKind};
 use crate::engine::{CreateOptions, DeployOptions, DestroyOptions, Strategy};
@@ -61,6 +61,8 @@ fn refuses_all_regions(command: &Command) -> Option<&'static str> {
         Command::Render(_) => Some("render"),
         Command::Init(_) => Some("init"),
         Command::Plan(_) => Some("plan"),
+        Command::Completions(_) => Some("completions"),
+        Command::Man => Some("man"),
         Command::Create(_) => Some("create"),
         Command::Deploy(_) => Some("deploy"),
     }
@@ -94,6 +96,14 @@ fn command_options(command: Command) -> CommandOptions {
             },
         }),
         Command::Verify(args) => CommandOptions::Verify(verify_options(args)),
+        Command::Completions(args) => CommandOptions::Print(Generated {
+            what: "completions",
+            text: crate::cli::completion_script(args.shell),
+        }),
+        Command::Man => CommandOptions::Print(Generated {
+            what: "man",
+            text: crate::cli::man_page(),
+        }),
         Command::Debug(args) => CommandOptions::Debug(debug_options(args)),
     }
 }

@@ -10,6 +10,7 @@ mod create;
 mod debug;
 mod deploy;
 mod destroy;
+mod generated;
 mod init;
 mod list;
 mod plan;
@@ -25,6 +26,7 @@ pub use crate::exit::ExitStatus;
 pub use create::CreateCommand;
 pub use debug::DebugOptions;
 pub use deploy::DeployCommand;
+pub use generated::Generated;
 pub use init::InitOptions;
 pub use render::RenderOptions;
 pub use verify::VerifyOptions;
@@ -61,6 +63,8 @@ pub enum CommandOptions {
     Deploy(DeployCommand),
     Verify(VerifyOptions),
     Debug(DebugOptions),
+    /// Text generated from the command line itself (completions, man page).
+    Print(Generated),
 }
 
 /// One run of respot: the command and the options every command shares.
@@ -92,6 +96,7 @@ pub async fn run(invocation: Invocation, printer: &Printer) -> Result<ExitStatus
         CommandOptions::Deploy(options) => deploy::deploy(&context, options).await,
         CommandOptions::Verify(options) => verify::verify(&context, options).await,
         CommandOptions::Debug(options) => debug::debug(&context, options).await,
+        CommandOptions::Print(generated) => generated::print(generated, printer),
     }
 }
 

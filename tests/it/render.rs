@@ -497,3 +497,37 @@ fn the_verification_key_cannot_be_a_login_key() {
         .stderr_contains(want)
         .run();
 }
+
+#[test]
+fn completions_and_man_page_come_from_the_cli_and_need_no_blueprint() {
+    let cases: &[(&[&str], &[&str])] = &[
+        (
+            &["completions", "bash"],
+            &["_respot()", "deploy", "--all-regions"],
+        ),
+        (&["completions", "zsh"], &["#compdef respot", "blue-green"]),
+        (&["completions", "fish"], &["complete -c respot", "cloud-init"]),
+        (
+            &["man"],
+            &[
+                ".TH respot 1",
+                ".SH SUBCOMMANDS",
+                "Exit codes:",
+                "a confirmation was declined",
+            ],
+        ),
+    ];
+    for (args, wants) in cases {
+        // An empty directory: no respot.toml, and none is needed.
+        let mut test = Test::new().args(args.iter().copied()).status(0);
+        for want in *wants {
+            test = test.stdout_contains(want);
+        }
+        test.run();
+    }
+    Test::new()
+        .args(["completions", "tcsh"])
+        .status(2)
+        .stderr_contains("invalid value 'tcsh'")
+        .run();
+}
