@@ -72,12 +72,10 @@ impl Paths {
     /// where that place is another root (a deployment named `local` shared
     /// its directory with the VMs, which must never move).
     pub fn legacy_keys_dir(&self, deployment: &str) -> Option<PathBuf> {
-        let legacy = self.state_root("SSH keys").ok()?.join(deployment);
-        let roots = [
-            self.vms_root().ok(),
-            self.state_root("SSH keys").ok().map(|r| r.join("keys")),
-        ];
-        (!roots.iter().flatten().any(|root| *root == legacy)).then_some(legacy)
+        let root = self.state_root("SSH keys").ok()?;
+        let legacy = root.join(deployment);
+        let other_roots = [self.vms_root().ok()?, root.join("keys")];
+        (!other_roots.contains(&legacy)).then_some(legacy)
     }
 
     /// The root of the local provider's VM state.

@@ -46,7 +46,8 @@ pub async fn debug(context: &Context<'_>, options: &DebugOptions) -> Result<Exit
         }
         (Err(err), Err(_)) => return Err(err),
     };
-    let (target, instance) = find_target(provider.as_ref(), context, &keys, &options.target).await?;
+    let (target, instance) =
+        find_target(provider.as_ref(), context, &keys, &options.target, endpoint).await?;
     let settings = verify_settings(config, options.timeout, false);
     let report = debug_report(&keys, &target, &options.sections, &settings).await?;
     let console = match (&provider, &instance) {
@@ -85,9 +86,9 @@ async fn find_target(
     context: &Context<'_>,
     keys: &KeyStore,
     wanted: &str,
+    endpoint: std::result::Result<SshEndpoint, String>,
 ) -> Result<(Target, Option<Instance>)> {
     let config = context.config()?;
-    let endpoint = SshEndpoint::parse(wanted);
     if let Some(provider) = provider {
         match live_instances(provider, config, &[wanted.to_string()]).await {
             Ok(instances) => {

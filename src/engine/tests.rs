@@ -226,6 +226,18 @@ fn blueprint(digest_byte: char) -> Blueprint {
     }
 }
 
+/// Creates generation 1 of `blueprint('a')`, verified, as the live fleet.
+fn live_generation_one(provider: &MemoryProvider) -> CreateReport {
+    block_on(create(
+        provider,
+        &FakeVerification::passing(true),
+        &blueprint('a'),
+        &verified(),
+        &printer(),
+    ))
+    .expect("generation 1 is created")
+}
+
 fn printer() -> Printer {
     Printer::new(Format::Table, true, 0)
 }
@@ -308,14 +320,7 @@ fn a_failed_verification_carries_its_report_and_keep_on_failure_keeps() {
 fn a_second_create_is_refused_without_launching() {
     let provider = MemoryProvider::new(2);
     let verification = FakeVerification::passing(true);
-    let report = block_on(create(
-        &provider,
-        &verification,
-        &blueprint('a'),
-        &verified(),
-        &printer(),
-    ))
-    .unwrap();
+    let report = live_generation_one(&provider);
     assert_eq!((report.generation, report.instances.len()), (1, 2));
     let err = block_on(create(
         &provider,
@@ -339,14 +344,7 @@ fn a_second_create_is_refused_without_launching() {
 #[test]
 fn blue_green_never_touches_the_old_generation_on_failure() {
     let provider = MemoryProvider::new(2);
-    block_on(create(
-        &provider,
-        &FakeVerification::passing(true),
-        &blueprint('a'),
-        &verified(),
-        &printer(),
-    ))
-    .unwrap();
+    live_generation_one(&provider);
     let options = DeployOptions {
         strategy: Strategy::BlueGreen,
         create: verified(),
@@ -379,14 +377,7 @@ fn blue_green_creates_before_destroying_and_recreate_after() {
     ] {
         let provider = MemoryProvider::new(1);
         let verification = FakeVerification::passing(true);
-        block_on(create(
-            &provider,
-            &verification,
-            &blueprint('a'),
-            &verified(),
-            &printer(),
-        ))
-        .unwrap();
+        live_generation_one(&provider);
         let options = DeployOptions {
             strategy,
             create: verified(),
@@ -412,14 +403,7 @@ fn blue_green_creates_before_destroying_and_recreate_after() {
 fn deploy_and_destroy_decline_the_same_way() {
     let provider = MemoryProvider::new(1);
     let verification = FakeVerification::passing(true);
-    block_on(create(
-        &provider,
-        &verification,
-        &blueprint('a'),
-        &verified(),
-        &printer(),
-    ))
-    .unwrap();
+    live_generation_one(&provider);
     let no = |_: &str| Ok(false);
     let deploy_options = DeployOptions {
         create: verified(),
@@ -484,14 +468,7 @@ fn plan_reads_only_and_compares_digests() {
     let new = block_on(plan(&provider, &blueprint('a'), Strategy::Recreate)).unwrap();
     assert_eq!(new.change, Change::New);
     assert_eq!(new.cost_per_hour, Some(1.0));
-    block_on(create(
-        &provider,
-        &FakeVerification::passing(true),
-        &blueprint('a'),
-        &verified(),
-        &printer(),
-    ))
-    .unwrap();
+    live_generation_one(&provider);
     let same = block_on(plan(&provider, &blueprint('a'), Strategy::Recreate)).unwrap();
     let changed = block_on(plan(&provider, &blueprint('b'), Strategy::Recreate)).unwrap();
     assert_eq!(

@@ -251,6 +251,22 @@ impl Fixture {
         self.test.context().command()
     }
 
+    /// `verify --target TARGET --timeout SECS --output json`, and how long it took.
+    fn verify_timed(&self, target: &str, secs: u32) -> (Output, Duration) {
+        let started = Instant::now();
+        let secs = secs.to_string();
+        let out = self.run(&[
+            "verify",
+            "--target",
+            target,
+            "--timeout",
+            &secs,
+            "--output",
+            "json",
+        ]);
+        (out, started.elapsed())
+    }
+
     fn run(&self, args: &[&str]) -> Output {
         self.cmd().args(args).output().expect("run respot")
     }
@@ -616,17 +632,7 @@ fn verify_fails_cleanly_when_the_timeout_runs_out() {
     let port = free_port();
     fx.pin("127.0.0.1", port);
     let target = format!("127.0.0.1:{port}");
-    let started = Instant::now();
-    let out = fx.run(&[
-        "verify",
-        "--target",
-        &target,
-        "--timeout",
-        "2",
-        "--output",
-        "json",
-    ]);
-    let elapsed = started.elapsed();
+    let (out, elapsed) = fx.verify_timed(&target, 2);
     assert_eq!(out.status.code(), Some(1), "{}", explain(&out));
     assert!(elapsed < Duration::from_secs(6), "took {elapsed:?}");
     let rows = rows(&json(&out), &target);
@@ -650,17 +656,7 @@ fn a_hung_inspector_fails_each_query_within_the_timeout() {
     let _sshd = fx.sshd("sshd", &[port]);
     fx.pin("127.0.0.1", port);
     let target = format!("127.0.0.1:{port}");
-    let started = Instant::now();
-    let out = fx.run(&[
-        "verify",
-        "--target",
-        &target,
-        "--timeout",
-        "3",
-        "--output",
-        "json",
-    ]);
-    let elapsed = started.elapsed();
+    let (out, elapsed) = fx.verify_timed(&target, 3);
     assert_eq!(out.status.code(), Some(1), "{}", explain(&out));
     // cloud-init, then units, manifest and health together: about 2 × 3 s.
     assert!(elapsed < Duration::from_secs(20), "took {elapsed:?}");
