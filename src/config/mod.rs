@@ -146,6 +146,10 @@ pub struct DeploymentSection {
     pub template: PathBuf,
     #[serde(default = "default_instance_dir")]
     pub instance_dir: PathBuf,
+    /// Ship only commits that `git verify-commit` accepts, from a clean tree
+    /// (`create`, `deploy`, `rollback`); the signer goes into the tags.
+    #[serde(default)]
+    pub require_signed: bool,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

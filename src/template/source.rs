@@ -144,6 +144,10 @@ pub struct GitInfo {
     pub commit: Option<String>,
     /// True when inside a repository and anything is modified or untracked.
     pub dirty: bool,
+    /// The signing key's fingerprint, once `[deployment] require_signed`
+    /// has checked the commit (`crate::provenance`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signer: Option<String>,
 }
 
 impl GitInfo {
@@ -181,6 +185,7 @@ impl GitInfo {
             describe,
             commit: if dirty { None } else { head },
             dirty,
+            signer: None,
         }
     }
 }

@@ -5,6 +5,7 @@ mod support;
 
 mod aws;
 mod config;
+mod history;
 mod local;
 mod render;
 mod verify;
