@@ -25,4 +25,5 @@ pub mod provider;
 pub mod scaffold;
 pub mod settings;
 pub mod template;
+pub mod traffic;
 pub mod verify;
