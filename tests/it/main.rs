@@ -3,6 +3,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod alb;
 mod aws;
 mod config;
 mod history;
