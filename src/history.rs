@@ -206,6 +206,29 @@ impl Recorder {
         self.mark = now;
     }
 
+    /// Ends a phase whose parts someone else timed: records `parts` (in
+    /// seconds) and, under `name`, whatever time since the last mark they
+    /// do not cover (listing, rollback), when there is any to speak of.
+    pub fn mark_parts(&mut self, name: &str, parts: &[(&str, f64)]) {
+        let now = Instant::now();
+        let total = (now - self.mark).as_secs_f64();
+        let mut covered = 0.0;
+        for (part, secs) in parts {
+            covered += secs;
+            self.record.phases.push(Phase {
+                name: (*part).to_string(),
+                secs: (secs * 1000.0).round() / 1000.0,
+            });
+        }
+        if total - covered >= 0.001 {
+            self.record.phases.push(Phase {
+                name: name.to_string(),
+                secs: ((total - covered) * 1000.0).round() / 1000.0,
+            });
+        }
+        self.mark = now;
+    }
+
     /// Restarts the clock without recording (time nobody should be billed for).
     pub fn restart(&mut self) {
         self.mark = Instant::now();

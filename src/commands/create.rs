@@ -38,7 +38,10 @@ async fn create_recorded(
     let verification = launch_verification(context, &keys, &blueprint)?;
     recorder.mark("connect");
     let result = engine::create(&provider, &verification, &blueprint, &options.create, printer).await;
-    recorder.mark("launch-and-verify");
+    match &result {
+        Ok(report) => recorder.mark_parts("create", &history::engine_phases(report)),
+        Err(_) => recorder.mark("create"),
+    }
     let report = show_failed_checks(result, printer)?;
     recorder.created(report.generation, report.instances.len());
     if printer.is_json() {

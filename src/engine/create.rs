@@ -1,7 +1,7 @@
 //! `create`: launch a fresh generation, verify it, and roll back on any
 //! failure or Ctrl-C. Also the launch step `deploy` reuses.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
@@ -28,6 +28,10 @@ pub struct CreateReport {
     pub instances: Vec<Instance>,
     /// `None` with `--no-verify`.
     pub verification: Option<Verdict>,
+    /// Seconds from the launch call until every instance was running.
+    pub launch_secs: f64,
+    /// Seconds verification took; `None` with `--no-verify`.
+    pub verify_secs: Option<f64>,
 }
 
 enum Outcome<T> {
@@ -114,6 +118,7 @@ pub(super) async fn launch_generation<P: Provider, V: Verification>(
         request.user_data.packed.len(),
         if request.user_data.gzipped { " (gzip)" } else { "" }
     ));
+    let started = Instant::now();
     let instances = match interruptible(provider.launch(&request)).await {
         Outcome::Done(Ok(instances)) => instances,
         Outcome::Done(Err(err)) => {
@@ -129,7 +134,9 @@ pub(super) async fn launch_generation<P: Provider, V: Verification>(
             return Err(fail_create(provider, verification, &request, options, printer, failure).await);
         }
     };
+    let launch_secs = started.elapsed().as_secs_f64();
     printer.info(&format!("{} running", Count(instances.len(), "instance")));
+    let started = Instant::now();
     let verdict = if options.verify {
         printer.info("verifying over SSH with the read-only inspector");
         let verdict = match interruptible(verification.verify(&instances)).await {
@@ -160,6 +167,8 @@ pub(super) async fn launch_generation<P: Provider, V: Verification>(
         gzipped: request.user_data.gzipped,
         user_data_bytes: request.user_data.packed.len(),
         instances,
+        launch_secs,
+        verify_secs: verdict.as_ref().map(|_| started.elapsed().as_secs_f64()),
         verification: verdict,
     })
 }

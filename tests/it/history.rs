@@ -94,10 +94,11 @@ fn history_records_every_change_and_deploy_ref_ships_the_recorded_digest() {
         create["time"].as_str().is_some_and(|t| t.ends_with('Z')),
         "{create}"
     );
-    assert_eq!(
-        phase_names(create),
-        ["render", "connect", "launch-and-verify"],
-        "{create}"
+    let phases = phase_names(create);
+    assert_eq!(phases[..3], ["render", "connect", "launch"], "{create}");
+    assert!(
+        phases[3..].iter().all(|p| p == "create"),
+        "the rest is the engine's own: {create}"
     );
     let digest_a = create["digest"].as_str().expect("digest").to_string();
     assert_eq!(
