@@ -62,6 +62,8 @@ pub enum Command {
     Verify(VerifyArgs),
     /// A read-only inspection report for one instance
     Debug(DebugArgs),
+    /// Send all traffic back to the previous generation, then destroy the newer one
+    Rollback(RollbackArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell)
     Completions(CompletionsArgs),
     /// Print the man page (roff), generated from this help
@@ -118,8 +120,13 @@ pub enum StrategyArg {
     Recreate,
     /// Create and verify the new generation next to the old one, then
     /// destroy the old one; a failed new generation is rolled back and the
-    /// old one keeps running.
+    /// old one keeps running. With `[traffic]`: shift 100 % behind the
+    /// front door, hold under the guard, then drain the old one.
     BlueGreen,
+    /// Needs `[traffic]`: shift in steps (`traffic.steps`), guarded at each.
+    Canary,
+    /// Needs `[traffic]`: replace `traffic.batch` instances per region at a time.
+    Rolling,
 }
 
 /// AWS-only choices; the local provider ignores them.
@@ -167,8 +174,20 @@ pub struct DeployArgs {
     /// Do not ask before replacing live instances
     #[arg(long, short = 'y')]
     pub yes: bool,
+    /// With `[traffic]`: keep the old generation alive, out of the door, this
+    /// long (e.g. 30m) so `respot rollback` stays instant; the next deploy or
+    /// rollback reaps it
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub keep_old: Option<std::time::Duration>,
     #[command(flatten)]
     pub create: CreateArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct RollbackArgs {
+    /// Do not ask before terminating the newer generation
+    #[arg(long, short = 'y')]
+    pub yes: bool,
 }
 
 #[derive(Debug, Args)]

@@ -7,6 +7,7 @@
 //! - keys:  `$XDG_STATE_HOME/respot/keys/<deployment>/` (fallback
 //!   `~/.local/state`)
 //! - VMs:   `$XDG_STATE_HOME/respot/local/<deployment>/`
+//! - door:  `$XDG_STATE_HOME/respot/door/<deployment>/` (HAProxy)
 //! - image: `$XDG_CACHE_HOME/respot/images/debian-12/` (fallback `~/.cache`)
 //!
 //! Nothing here creates a directory; callers that write create what they
@@ -81,6 +82,15 @@ impl Paths {
     /// The root of the local provider's VM state.
     pub fn vms_root(&self) -> Result<PathBuf, PathsError> {
         Ok(self.state_root("local VM state")?.join("local"))
+    }
+
+    /// The local front door (HAProxy) of a deployment: its config, PID and
+    /// admin socket. Not under `vms_root`, whose entries are all VMs.
+    pub fn door_dir(&self, deployment: &str) -> Result<PathBuf, PathsError> {
+        Ok(self
+            .state_root("the local front door")?
+            .join("door")
+            .join(deployment))
     }
 
     /// The default local VM image, built by `scripts/build-image`.

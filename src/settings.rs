@@ -9,7 +9,7 @@ use crate::cli::{
 };
 use crate::commands::{
     CommandOptions, CreateCommand, DebugOptions, DeployCommand, Generated, InitOptions, Invocation,
-    ProviderOptions, RenderOptions, VerifyOptions,
+    ProviderOptions, RenderOptions, RollbackOptions, VerifyOptions,
 };
 use crate::config::{Accel, ProviderKind};
 use crate::engine::{CreateOptions, DeployOptions, DestroyOptions, Strategy};
@@ -65,6 +65,7 @@ fn refuses_all_regions(command: &Command) -> Option<&'static str> {
         Command::Man => Some("man"),
         Command::Create(_) => Some("create"),
         Command::Deploy(_) => Some("deploy"),
+        Command::Rollback(_) => Some("rollback"),
     }
 }
 
@@ -93,6 +94,7 @@ fn command_options(command: Command) -> CommandOptions {
                 strategy: strategy(args.strategy),
                 create: create_options(&args.create),
                 yes: args.yes,
+                keep_old: args.keep_old,
             },
         }),
         Command::Verify(args) => CommandOptions::Verify(verify_options(args)),
@@ -105,6 +107,7 @@ fn command_options(command: Command) -> CommandOptions {
             text: crate::cli::man_page(),
         }),
         Command::Debug(args) => CommandOptions::Debug(debug_options(args)),
+        Command::Rollback(args) => CommandOptions::Rollback(RollbackOptions { yes: args.yes }),
     }
 }
 
@@ -168,6 +171,8 @@ fn strategy(arg: StrategyArg) -> Strategy {
     match arg {
         StrategyArg::Recreate => Strategy::Recreate,
         StrategyArg::BlueGreen => Strategy::BlueGreen,
+        StrategyArg::Canary => Strategy::Canary,
+        StrategyArg::Rolling => Strategy::Rolling,
     }
 }
 

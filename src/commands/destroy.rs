@@ -4,9 +4,10 @@
 
 use super::verification::HostKeys;
 use super::{Context, ExitStatus};
-use crate::engine::{self, Confirm, DestroyOptions, DestroyOutcome};
+use crate::engine::{self, Confirm, DestroyOptions, DestroyOutcome, EngineError};
 use crate::error::{Error, Result};
 use crate::output::Table;
+use crate::traffic::FrontDoor;
 
 pub async fn destroy(context: &Context<'_>, options: &DestroyOptions) -> Result<ExitStatus> {
     let (config, printer) = (context.config()?, context.printer);
@@ -24,6 +25,14 @@ pub async fn destroy(context: &Context<'_>, options: &DestroyOptions) -> Result<
         printer,
     )
     .await?;
+    // The whole deployment is gone: so is its front door.
+    if !outcome.dry_run
+        && let Ok(Some(door)) = super::door::connect(context, &provider)
+    {
+        for removed in door.remove().await.map_err(EngineError::from)? {
+            printer.info(&format!("removed {removed}"));
+        }
+    }
     if printer.is_json() {
         printer.json(&outcome).map_err(Error::Output)?;
     } else if outcome.dry_run && !outcome.instances.is_empty() {

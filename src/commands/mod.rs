@@ -10,11 +10,13 @@ mod create;
 mod debug;
 mod deploy;
 mod destroy;
+mod door;
 mod generated;
 mod init;
 mod list;
 mod plan;
 mod render;
+mod rollback;
 mod select;
 mod verification;
 mod verify;
@@ -29,6 +31,7 @@ pub use deploy::DeployCommand;
 pub use generated::Generated;
 pub use init::InitOptions;
 pub use render::RenderOptions;
+pub use rollback::RollbackOptions;
 pub use verify::VerifyOptions;
 
 use crate::config::{Accel, Config, ProviderKind};
@@ -63,6 +66,7 @@ pub enum CommandOptions {
     Deploy(DeployCommand),
     Verify(VerifyOptions),
     Debug(DebugOptions),
+    Rollback(RollbackOptions),
     /// Text generated from the command line itself (completions, man page).
     Print(Generated),
 }
@@ -96,6 +100,7 @@ pub async fn run(invocation: Invocation, printer: &Printer) -> Result<ExitStatus
         CommandOptions::Deploy(options) => deploy::deploy(&context, options).await,
         CommandOptions::Verify(options) => verify::verify(&context, options).await,
         CommandOptions::Debug(options) => debug::debug(&context, options).await,
+        CommandOptions::Rollback(options) => rollback::rollback(&context, options).await,
         CommandOptions::Print(generated) => generated::print(generated, printer),
     }
 }

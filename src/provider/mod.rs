@@ -187,6 +187,10 @@ pub struct LaunchRequest {
     pub version: String,
     pub generation: u64,
     pub user_data: UserData,
+    /// A rolling deploy's batches: launch until the generation has this
+    /// many instances per region (never more than the configured count);
+    /// `None`: the configured count.
+    pub upto: Option<u32>,
 }
 
 impl LaunchRequest {

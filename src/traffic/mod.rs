@@ -8,6 +8,9 @@
 //! state directory, the ALB door in tags), so a run that dies mid-shift is
 //! picked up by the next one from what the door reports, not from memory.
 
+mod any;
+pub mod haproxy;
+
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
@@ -16,6 +19,8 @@ use serde::Serialize;
 
 use crate::exit::ExitStatus;
 use crate::provider::{Instance, InstanceId};
+
+pub use any::AnyDoor;
 
 /// Share of the traffic per generation, in percent. A generation that is
 /// not listed gets none; the shares of a shift sum to 100, or to 0 for a
