@@ -178,8 +178,10 @@ impl<E: Elbv2Api> AlbDoor<E> {
             });
         }
         if groups.len() < COLOURS.len() {
-            if !create && groups.is_empty() {
-                return Ok(None);
+            if !create {
+                // Nothing, or half of what an interrupted run created: use
+                // what is there, and remember nothing.
+                return Ok((!groups.is_empty()).then_some(groups));
             }
             self.create_missing(region, &mut groups).await?;
         }
