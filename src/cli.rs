@@ -62,6 +62,8 @@ pub enum Command {
     Verify(VerifyArgs),
     /// A read-only inspection report for one instance
     Debug(DebugArgs),
+    /// Every create, deploy, rollback and destroy: who, when, commit, digest, result
+    History(HistoryArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell)
     Completions(CompletionsArgs),
     /// Print the man page (roff), generated from this help
@@ -167,8 +169,19 @@ pub struct DeployArgs {
     /// Do not ask before replacing live instances
     #[arg(long, short = 'y')]
     pub yes: bool,
+    /// Deploy the blueprint as it was at this git commit, branch or tag
+    /// (its digest must match the one recorded when it was first deployed)
+    #[arg(long = "ref", value_name = "GIT-REF")]
+    pub git_ref: Option<String>,
     #[command(flatten)]
     pub create: CreateArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct HistoryArgs {
+    /// Only the newest N records
+    #[arg(long, value_name = "N")]
+    pub limit: Option<usize>,
 }
 
 #[derive(Debug, Args)]

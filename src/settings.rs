@@ -8,8 +8,8 @@ use crate::cli::{
     AccelArg, AwsArgs, Cli, Command, CreateArgs, DebugArgs, OutputArg, ProviderArg, StrategyArg, VerifyArgs,
 };
 use crate::commands::{
-    CommandOptions, CreateCommand, DebugOptions, DeployCommand, Generated, InitOptions, Invocation,
-    ProviderOptions, RenderOptions, VerifyOptions,
+    CommandOptions, CreateCommand, DebugOptions, DeployCommand, Generated, HistoryOptions, InitOptions,
+    Invocation, ProviderOptions, RenderOptions, VerifyOptions,
 };
 use crate::config::{Accel, ProviderKind};
 use crate::engine::{CreateOptions, DeployOptions, DestroyOptions, Strategy};
@@ -65,6 +65,7 @@ fn refuses_all_regions(command: &Command) -> Option<&'static str> {
         Command::Man => Some("man"),
         Command::Create(_) => Some("create"),
         Command::Deploy(_) => Some("deploy"),
+        Command::History(_) => Some("history"),
     }
 }
 
@@ -94,6 +95,7 @@ fn command_options(command: Command) -> CommandOptions {
                 create: create_options(&args.create),
                 yes: args.yes,
             },
+            git_ref: args.git_ref,
         }),
         Command::Verify(args) => CommandOptions::Verify(verify_options(args)),
         Command::Completions(args) => CommandOptions::Print(Generated {
@@ -105,6 +107,7 @@ fn command_options(command: Command) -> CommandOptions {
             text: crate::cli::man_page(),
         }),
         Command::Debug(args) => CommandOptions::Debug(debug_options(args)),
+        Command::History(args) => CommandOptions::History(HistoryOptions { limit: args.limit }),
     }
 }
 

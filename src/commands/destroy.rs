@@ -3,14 +3,30 @@
 //! no longer renders: it needs only the settings and the key store.
 
 use super::verification::HostKeys;
-use super::{Context, ExitStatus};
+use super::{Context, ExitStatus, history};
 use crate::engine::{self, Confirm, DestroyOptions, DestroyOutcome};
 use crate::error::{Error, Result};
+use crate::history::{Action, Recorder};
 use crate::output::Table;
 
 pub async fn destroy(context: &Context<'_>, options: &DestroyOptions) -> Result<ExitStatus> {
+    let mut recorder = Recorder::start(Action::Destroy);
+    let result = destroy_recorded(context, options, &mut recorder).await;
+    // A dry run changes nothing, so it is not history.
+    if !options.dry_run {
+        history::finish(context, recorder, &result);
+    }
+    result
+}
+
+async fn destroy_recorded(
+    context: &Context<'_>,
+    options: &DestroyOptions,
+    recorder: &mut Recorder,
+) -> Result<ExitStatus> {
     let (config, printer) = (context.config()?, context.printer);
     let provider = context.connect().await?;
+    recorder.mark("connect");
     let keys = context.keys()?;
     let host_keys = HostKeys { keys: &keys, printer };
     let ask = |question: &str| printer.ask(question);
@@ -24,6 +40,8 @@ pub async fn destroy(context: &Context<'_>, options: &DestroyOptions) -> Result<
         printer,
     )
     .await?;
+    recorder.mark("destroy");
+    history::note_destroyed(context, recorder, &outcome.instances);
     if printer.is_json() {
         printer.json(&outcome).map_err(Error::Output)?;
     } else if outcome.dry_run && !outcome.instances.is_empty() {

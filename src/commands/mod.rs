@@ -11,6 +11,7 @@ mod debug;
 mod deploy;
 mod destroy;
 mod generated;
+mod history;
 mod init;
 mod list;
 mod plan;
@@ -27,6 +28,7 @@ pub use create::CreateCommand;
 pub use debug::DebugOptions;
 pub use deploy::DeployCommand;
 pub use generated::Generated;
+pub use history::HistoryOptions;
 pub use init::InitOptions;
 pub use render::RenderOptions;
 pub use verify::VerifyOptions;
@@ -63,6 +65,7 @@ pub enum CommandOptions {
     Deploy(DeployCommand),
     Verify(VerifyOptions),
     Debug(DebugOptions),
+    History(HistoryOptions),
     /// Text generated from the command line itself (completions, man page).
     Print(Generated),
 }
@@ -96,6 +99,7 @@ pub async fn run(invocation: Invocation, printer: &Printer) -> Result<ExitStatus
         CommandOptions::Deploy(options) => deploy::deploy(&context, options).await,
         CommandOptions::Verify(options) => verify::verify(&context, options).await,
         CommandOptions::Debug(options) => debug::debug(&context, options).await,
+        CommandOptions::History(options) => history::history(&context, options),
         CommandOptions::Print(generated) => generated::print(generated, printer),
     }
 }

@@ -15,10 +15,12 @@ use serde::{Deserialize, Serialize};
 use crate::exit::ExitStatus;
 
 mod located;
+mod traffic;
 mod validate;
 
 use located::Located;
 pub use located::Seg;
+pub use traffic::{Batch, ListenerSection, TrafficAws, TrafficSection, listener_region};
 pub use validate::valid_deployment_name;
 
 pub const DEFAULT_CONFIG_FILE: &str = "respot.toml";
@@ -130,6 +132,9 @@ pub struct Config {
     pub local: LocalSection,
     #[serde(default)]
     pub verify: VerifySection,
+    /// The front door and rollout settings; `None`: no door.
+    #[serde(default)]
+    pub traffic: Option<TrafficSection>,
     /// Where the file was read from; relative paths in it resolve against
     /// its directory.
     #[serde(skip)]
@@ -146,6 +151,10 @@ pub struct DeploymentSection {
     pub template: PathBuf,
     #[serde(default = "default_instance_dir")]
     pub instance_dir: PathBuf,
+    /// Ship only commits that `git verify-commit` accepts, from a clean tree
+    /// (`create`, `deploy`, `rollback`); the signer goes into the tags.
+    #[serde(default)]
+    pub require_signed: bool,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

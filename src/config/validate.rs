@@ -36,7 +36,8 @@ impl Config {
         self.validate_ssh(at)?;
         self.validate_aws(at)?;
         self.validate_local(at)?;
-        self.validate_verify(at)
+        self.validate_verify(at)?;
+        self.validate_traffic(at)
     }
 
     fn validate_ssh(&self, at: &Located) -> Result<(), ConfigError> {

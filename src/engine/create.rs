@@ -105,6 +105,7 @@ pub(super) async fn launch_generation<P: Provider, V: Verification>(
         version: blueprint.version.clone(),
         generation,
         user_data: blueprint.user_data(&material)?,
+        signer: blueprint.git.signer.clone(),
     };
     printer.info(&format!(
         "creating generation {generation} of `{}` ({}), {} bytes of user-data{}",

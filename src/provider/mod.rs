@@ -28,6 +28,8 @@ pub mod tag {
     pub const GENERATION: &str = "respot:generation";
     pub const CREATED_AT: &str = "respot:created-at";
     pub const CREATED_BY: &str = "respot:created-by";
+    /// The fingerprint of the key that signed the commit (`require_signed`).
+    pub const SIGNER: &str = "respot:signer";
     pub const NAME: &str = "Name";
 }
 
@@ -187,12 +189,14 @@ pub struct LaunchRequest {
     pub version: String,
     pub generation: u64,
     pub user_data: UserData,
+    /// The commit's signing key fingerprint, tagged as `respot:signer`.
+    pub signer: Option<String>,
 }
 
 impl LaunchRequest {
     /// The tags every launched resource carries, `Name` included.
     pub fn tags(&self, name: &str, created_at: SystemTime) -> Vec<(String, String)> {
-        vec![
+        let mut tags = vec![
             (tag::DEPLOYMENT.to_string(), self.deployment.clone()),
             (tag::DIGEST.to_string(), self.digest.to_string()),
             (tag::VERSION.to_string(), self.version.clone()),
@@ -202,7 +206,11 @@ impl LaunchRequest {
                 humantime::format_rfc3339_seconds(created_at).to_string(),
             ),
             (tag::NAME.to_string(), name.to_string()),
-        ]
+        ];
+        if let Some(signer) = &self.signer {
+            tags.push((tag::SIGNER.to_string(), signer.clone()));
+        }
+        tags
     }
 }
 

@@ -26,7 +26,7 @@ const TAG_KEYS: &[&str] = &[
     "Name",
 ];
 
-fn block_on<F: std::future::Future>(future: F) -> F::Output {
+pub(crate) fn block_on<F: std::future::Future>(future: F) -> F::Output {
     static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
     RUNTIME
         .get_or_init(|| {
@@ -40,7 +40,7 @@ fn block_on<F: std::future::Future>(future: F) -> F::Output {
 }
 
 /// A client straight to moto (not through the proxy, so it is not counted).
-fn ec2_client(region: &str) -> aws_sdk_ec2::Client {
+pub(crate) fn ec2_client(region: &str) -> aws_sdk_ec2::Client {
     let config = aws_sdk_ec2::Config::builder()
         .behavior_version(BehaviorVersion::latest())
         .region(Region::new(region.to_string()))
@@ -50,7 +50,7 @@ fn ec2_client(region: &str) -> aws_sdk_ec2::Client {
     aws_sdk_ec2::Client::from_conf(config)
 }
 
-fn tags_of(tags: &[ec2::Tag]) -> BTreeMap<String, String> {
+pub(crate) fn tags_of(tags: &[ec2::Tag]) -> BTreeMap<String, String> {
     tags.iter()
         .filter_map(|t| Some((t.key()?.to_string(), t.value()?.to_string())))
         .collect()
@@ -128,11 +128,11 @@ fn seed_foreign(region: &str) -> Vec<String> {
 }
 
 /// A blueprint deployed to AWS regions of the shared moto, through a proxy.
-struct AwsTest {
-    context: TestContext,
-    proxy: Proxy,
-    deployment: String,
-    regions: Vec<String>,
+pub(crate) struct AwsTest {
+    pub(crate) context: TestContext,
+    pub(crate) proxy: Proxy,
+    pub(crate) deployment: String,
+    pub(crate) regions: Vec<String>,
     foreign: Vec<(String, Vec<String>)>,
 }
 
@@ -142,7 +142,7 @@ impl AwsTest {
     }
 
     /// `count` instances per region; `extra` is appended to `[aws]`.
-    fn with(deployment: &str, regions: usize, count: u32, extra: &str) -> AwsTest {
+    pub(crate) fn with(deployment: &str, regions: usize, count: u32, extra: &str) -> AwsTest {
         let regions = moto::regions(regions);
         let proxy = Proxy::start(0);
         let context = TestContext::new();
@@ -183,7 +183,7 @@ impl AwsTest {
         }
     }
 
-    fn command(&self, args: &[&str]) -> Command {
+    pub(crate) fn command(&self, args: &[&str]) -> Command {
         let mut cmd = self.context.std_command();
         cmd.args(args)
             .env("AWS_ENDPOINT_URL", self.proxy.endpoint())
@@ -204,7 +204,7 @@ impl AwsTest {
     }
 
     /// Runs respot and checks the exit code; returns the output.
-    fn run(&self, args: &[&str], want: i32) -> Output {
+    pub(crate) fn run(&self, args: &[&str], want: i32) -> Output {
         let out = self.command(args).output().expect("run respot");
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(
@@ -221,7 +221,7 @@ impl AwsTest {
     }
 
     /// Our instances in every region, straight from moto: (region, id, state, tags).
-    fn ours(&self) -> Vec<(String, String, String, BTreeMap<String, String>)> {
+    pub(crate) fn ours(&self) -> Vec<(String, String, String, BTreeMap<String, String>)> {
         self.regions
             .iter()
             .flat_map(|r| {
@@ -283,7 +283,7 @@ impl AwsTest {
     }
 }
 
-fn stderr(out: &Output) -> String {
+pub(crate) fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).to_string()
 }
 

@@ -59,6 +59,7 @@ fn request(generation: u64) -> LaunchRequest {
             packed: b"#cloud-config\n".to_vec(),
             gzipped: false,
         },
+        signer: None,
     }
 }
 
