@@ -64,6 +64,8 @@ pub enum Command {
     Debug(DebugArgs),
     /// Every create, deploy, rollback and destroy: who, when, commit, digest, result
     History(HistoryArgs),
+    /// Send all traffic back to the previous generation, then destroy the newer one
+    Rollback(RollbackArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell)
     Completions(CompletionsArgs),
     /// Print the man page (roff), generated from this help
@@ -120,8 +122,13 @@ pub enum StrategyArg {
     Recreate,
     /// Create and verify the new generation next to the old one, then
     /// destroy the old one; a failed new generation is rolled back and the
-    /// old one keeps running.
+    /// old one keeps running. With `[traffic]`: shift 100 % behind the
+    /// front door, hold under the guard, then drain the old one.
     BlueGreen,
+    /// Needs `[traffic]`: shift in steps (`traffic.steps`), guarded at each.
+    Canary,
+    /// Needs `[traffic]`: replace `traffic.batch` instances per region at a time.
+    Rolling,
 }
 
 /// AWS-only choices; the local provider ignores them.
@@ -173,6 +180,11 @@ pub struct DeployArgs {
     /// (its digest must match the one recorded when it was first deployed)
     #[arg(long = "ref", value_name = "GIT-REF")]
     pub git_ref: Option<String>,
+    /// With `[traffic]`: keep the old generation alive, out of the door, this
+    /// long (e.g. 30m) so `respot rollback` stays instant; the next deploy or
+    /// rollback reaps it
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub keep_old: Option<std::time::Duration>,
     #[command(flatten)]
     pub create: CreateArgs,
 }
@@ -182,6 +194,13 @@ pub struct HistoryArgs {
     /// Only the newest N records
     #[arg(long, value_name = "N")]
     pub limit: Option<usize>,
+}
+
+#[derive(Debug, Args)]
+pub struct RollbackArgs {
+    /// Do not ask before terminating the newer generation
+    #[arg(long, short = 'y')]
+    pub yes: bool,
 }
 
 #[derive(Debug, Args)]

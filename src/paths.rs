@@ -8,6 +8,7 @@
 //!   `~/.local/state`)
 //! - VMs:   `$XDG_STATE_HOME/respot/local/<deployment>/`
 //! - history: `$XDG_STATE_HOME/respot/history/<deployment>.jsonl`
+//! - door:  `$XDG_STATE_HOME/respot/door/<deployment>/` (HAProxy)
 //! - image: `$XDG_CACHE_HOME/respot/images/debian-12/` (fallback `~/.cache`)
 //!
 //! Nothing here creates a directory; callers that write create what they
@@ -91,6 +92,15 @@ impl Paths {
             .state_root("the deployment history")?
             .join("history")
             .join(format!("{deployment}.jsonl")))
+    }
+
+    /// The local front door (HAProxy) of a deployment: its config, PID and
+    /// admin socket. Not under `vms_root`, whose entries are all VMs.
+    pub fn door_dir(&self, deployment: &str) -> Result<PathBuf, PathsError> {
+        Ok(self
+            .state_root("the local front door")?
+            .join("door")
+            .join(deployment))
     }
 
     /// The default local VM image, built by `scripts/build-image`.

@@ -9,7 +9,7 @@ use crate::cli::{
 };
 use crate::commands::{
     CommandOptions, CreateCommand, DebugOptions, DeployCommand, Generated, HistoryOptions, InitOptions,
-    Invocation, ProviderOptions, RenderOptions, VerifyOptions,
+    Invocation, ProviderOptions, RenderOptions, RollbackOptions, VerifyOptions,
 };
 use crate::config::{Accel, ProviderKind};
 use crate::engine::{CreateOptions, DeployOptions, DestroyOptions, Strategy};
@@ -66,6 +66,7 @@ fn refuses_all_regions(command: &Command) -> Option<&'static str> {
         Command::Create(_) => Some("create"),
         Command::Deploy(_) => Some("deploy"),
         Command::History(_) => Some("history"),
+        Command::Rollback(_) => Some("rollback"),
     }
 }
 
@@ -94,6 +95,7 @@ fn command_options(command: Command) -> CommandOptions {
                 strategy: strategy(args.strategy),
                 create: create_options(&args.create),
                 yes: args.yes,
+                keep_old: args.keep_old,
             },
             git_ref: args.git_ref,
         }),
@@ -108,6 +110,7 @@ fn command_options(command: Command) -> CommandOptions {
         }),
         Command::Debug(args) => CommandOptions::Debug(debug_options(args)),
         Command::History(args) => CommandOptions::History(HistoryOptions { limit: args.limit }),
+        Command::Rollback(args) => CommandOptions::Rollback(RollbackOptions { yes: args.yes }),
     }
 }
 
@@ -171,6 +174,8 @@ fn strategy(arg: StrategyArg) -> Strategy {
     match arg {
         StrategyArg::Recreate => Strategy::Recreate,
         StrategyArg::BlueGreen => Strategy::BlueGreen,
+        StrategyArg::Canary => Strategy::Canary,
+        StrategyArg::Rolling => Strategy::Rolling,
     }
 }
 

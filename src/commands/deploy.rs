@@ -1,15 +1,17 @@
 //! `respot deploy`: ship the current blueprint, or with `--ref` the
 //! blueprint as it was at a commit; a fresh, verified generation replaces
-//! the live one (recreate or blue-green).
+//! the live one. Without `[traffic]`: recreate or blue-green as instances
+//! only. With it: through the front door (recreate, blue-green, canary,
+//! rolling), traffic shifted only after verification.
 
 use std::cell::OnceCell;
 
 use super::create::{launch_verification, print_created, shippable_blueprint, show_failed_checks};
 use super::{Context, ExitStatus, history};
-use crate::engine::{self, Confirm, DeployOptions};
+use crate::engine::{self, Confirm, DeployOptions, DeployReport};
 use crate::error::{Error, Result};
 use crate::history::{Action, History, Recorder, first_shipped};
-use crate::output::Count;
+use crate::output::{Count, Printer};
 use crate::provenance::{self, Checkout, ProvenanceError};
 use crate::template::Blueprint;
 
@@ -79,19 +81,38 @@ async fn deploy_from(
     }
     recorder.mark("render");
     let provider = context.connect().await?;
+    let door = super::door::connect(context, &provider)?;
     let verification = launch_verification(context, &keys, &blueprint)?;
     recorder.mark("connect");
     let ask = |question: &str| printer.ask(question);
     let confirm: Option<Confirm> = printer.can_ask().then_some(&ask);
-    let result = engine::deploy(
-        &provider,
-        &verification,
-        &blueprint,
-        &options.deploy,
-        confirm,
-        printer,
-    )
-    .await;
+    let traffic = context.config()?.traffic.as_ref();
+    let result = match (&door, traffic) {
+        (Some(door), Some(traffic)) => {
+            engine::rollout(
+                &provider,
+                &verification,
+                door,
+                traffic,
+                &blueprint,
+                &options.deploy,
+                confirm,
+                printer,
+            )
+            .await
+        }
+        _ => {
+            engine::deploy(
+                &provider,
+                &verification,
+                &blueprint,
+                &options.deploy,
+                confirm,
+                printer,
+            )
+            .await
+        }
+    };
     recorder.mark("rollout");
     let report = show_failed_checks(result, printer)?;
     recorder.created(report.created.generation, report.created.instances.len());
@@ -103,12 +124,7 @@ async fn deploy_from(
         return Ok(ExitStatus::Success);
     }
     print_created(&report.created, printer)?;
-    if let Some(destroyed) = &report.destroyed {
-        printer.info(&format!(
-            "replaced {} of the previous generation",
-            Count(destroyed.terminated.len(), "instance")
-        ));
-    }
+    print_door(&report, printer);
     Ok(ExitStatus::Success)
 }
 
@@ -149,5 +165,41 @@ fn same_digest_as_recorded(context: &Context<'_>, blueprint: &Blueprint) -> Resu
             ));
             Ok(())
         }
+    }
+}
+
+fn print_door(report: &DeployReport, printer: &Printer) {
+    if let Some(destroyed) = &report.destroyed {
+        printer.info(&format!(
+            "replaced {} of the previous generation",
+            Count(destroyed.terminated.len(), "instance")
+        ));
+    }
+    let Some(door) = &report.door else {
+        return;
+    };
+    for shift in &report
+        .door
+        .iter()
+        .flat_map(|d| d.shifts.clone())
+        .collect::<Vec<_>>()
+    {
+        if let Some(hold) = &shift.hold {
+            printer.info(&format!(
+                "shift {:?}: held {:.0} s, {}/{} probes failed, {} verify runs passed",
+                shift.weights, hold.held_secs, hold.failed_probes, hold.probes, hold.verifies
+            ));
+        }
+    }
+    printer.info(&format!(
+        "{} serves generation {}",
+        door.address, report.created.generation
+    ));
+    if let Some(kept) = &door.kept {
+        printer.info(&format!(
+            "generation {} is kept out of the door until {}; `respot rollback` shifts back to it instantly",
+            kept.generation,
+            humantime::format_rfc3339_seconds(kept.until)
+        ));
     }
 }

@@ -4,10 +4,11 @@
 
 use super::verification::HostKeys;
 use super::{Context, ExitStatus, history};
-use crate::engine::{self, Confirm, DestroyOptions, DestroyOutcome};
+use crate::engine::{self, Confirm, DestroyOptions, DestroyOutcome, EngineError};
 use crate::error::{Error, Result};
 use crate::history::{Action, Recorder};
 use crate::output::Table;
+use crate::traffic::FrontDoor;
 
 pub async fn destroy(context: &Context<'_>, options: &DestroyOptions) -> Result<ExitStatus> {
     let mut recorder = Recorder::start(Action::Destroy);
@@ -42,6 +43,14 @@ async fn destroy_recorded(
     .await?;
     recorder.mark("destroy");
     history::note_destroyed(context, recorder, &outcome.instances);
+    // The whole deployment is gone: so is its front door.
+    if !outcome.dry_run
+        && let Ok(Some(door)) = super::door::connect(context, &provider)
+    {
+        for removed in door.remove().await.map_err(EngineError::from)? {
+            printer.info(&format!("removed {removed}"));
+        }
+    }
     if printer.is_json() {
         printer.json(&outcome).map_err(Error::Output)?;
     } else if outcome.dry_run && !outcome.instances.is_empty() {

@@ -10,12 +10,14 @@ mod create;
 mod debug;
 mod deploy;
 mod destroy;
+mod door;
 mod generated;
 mod history;
 mod init;
 mod list;
 mod plan;
 mod render;
+mod rollback;
 mod select;
 mod verification;
 mod verify;
@@ -31,6 +33,7 @@ pub use generated::Generated;
 pub use history::HistoryOptions;
 pub use init::InitOptions;
 pub use render::RenderOptions;
+pub use rollback::RollbackOptions;
 pub use verify::VerifyOptions;
 
 use crate::config::{Accel, Config, ProviderKind};
@@ -66,6 +69,7 @@ pub enum CommandOptions {
     Verify(VerifyOptions),
     Debug(DebugOptions),
     History(HistoryOptions),
+    Rollback(RollbackOptions),
     /// Text generated from the command line itself (completions, man page).
     Print(Generated),
 }
@@ -100,6 +104,7 @@ pub async fn run(invocation: Invocation, printer: &Printer) -> Result<ExitStatus
         CommandOptions::Verify(options) => verify::verify(&context, options).await,
         CommandOptions::Debug(options) => debug::debug(&context, options).await,
         CommandOptions::History(options) => history::history(&context, options),
+        CommandOptions::Rollback(options) => rollback::rollback(&context, options).await,
         CommandOptions::Print(generated) => generated::print(generated, printer),
     }
 }

@@ -106,6 +106,7 @@ pub(super) async fn launch_generation<P: Provider, V: Verification>(
         generation,
         user_data: blueprint.user_data(&material)?,
         signer: blueprint.git.signer.clone(),
+        upto: None,
     };
     printer.info(&format!(
         "creating generation {generation} of `{}` ({}), {} bytes of user-data{}",

@@ -346,6 +346,7 @@ fn blue_green_never_touches_the_old_generation_on_failure() {
     let provider = MemoryProvider::new(2);
     live_generation_one(&provider);
     let options = DeployOptions {
+        keep_old: None,
         strategy: Strategy::BlueGreen,
         create: verified(),
         yes: true,
@@ -379,6 +380,7 @@ fn blue_green_creates_before_destroying_and_recreate_after() {
         let verification = FakeVerification::passing(true);
         live_generation_one(&provider);
         let options = DeployOptions {
+            keep_old: None,
             strategy,
             create: verified(),
             yes: true,
@@ -406,6 +408,7 @@ fn deploy_and_destroy_decline_the_same_way() {
     live_generation_one(&provider);
     let no = |_: &str| Ok(false);
     let deploy_options = DeployOptions {
+        keep_old: None,
         create: verified(),
         ..DeployOptions::default()
     };

@@ -97,7 +97,7 @@ impl LocalProvider {
             memory_mib: config.local.memory_mib,
             cpus: config.local.cpus,
             accel: accel_override.unwrap_or(config.local.accel),
-            forward_ports: config.local.forward_ports.clone(),
+            forward_ports: forwarded_guest_ports(config),
             image_dir,
             state_root: vms_root,
         })
@@ -105,6 +105,19 @@ impl LocalProvider {
 
     fn deployment_dir(&self, deployment: &str) -> PathBuf {
         self.state_root.join(deployment)
+    }
+
+    /// The 127.0.0.1 port forwarded to `guest` on an instance, for the
+    /// front door's backends.
+    pub fn forwarded_port(&self, deployment: &str, id: &InstanceId, guest: u16) -> Option<u16> {
+        let text = std::fs::read_to_string(self.deployment_dir(deployment).join(&id.0).join("instance.json"))
+            .ok()?;
+        let record: Record = serde_json::from_str(&text).ok()?;
+        record
+            .forwards
+            .iter()
+            .find(|(_, g)| *g == guest)
+            .map(|(host, _)| *host)
     }
 
     /// The serial console log of an instance, for `debug`.
@@ -342,7 +355,14 @@ impl Provider for LocalProvider {
 
     async fn launch(&self, request: &LaunchRequest) -> Result<Vec<Instance>> {
         let accel = self.resolved_accel();
-        for index in 0..self.count {
+        // A rolling batch adds to what the generation already has.
+        let have = self
+            .records(&request.deployment)?
+            .iter()
+            .filter(|(_, r)| r.generation == request.generation)
+            .count() as u32;
+        let until = request.upto.map_or(self.count, |upto| upto.min(self.count));
+        for index in have.min(until)..until {
             let this = self.clone();
             let request = request.clone();
             tokio::task::spawn_blocking(move || this.launch_one(&request, index, accel))
@@ -514,7 +534,18 @@ fn kvm_works() -> bool {
     device_ok && flags_ok
 }
 
-fn on_path(tool: &str) -> bool {
+/// `local.forward_ports`, plus the front door's `traffic.guest_port`.
+fn forwarded_guest_ports(config: &Config) -> Vec<u16> {
+    let mut ports = config.local.forward_ports.clone();
+    if let Some(traffic) = &config.traffic
+        && !ports.contains(&traffic.guest_port)
+    {
+        ports.push(traffic.guest_port);
+    }
+    ports
+}
+
+pub(crate) fn on_path(tool: &str) -> bool {
     std::env::var_os("PATH")
         .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(tool).is_file()))
 }

@@ -191,6 +191,10 @@ pub struct LaunchRequest {
     pub user_data: UserData,
     /// The commit's signing key fingerprint, tagged as `respot:signer`.
     pub signer: Option<String>,
+    /// A rolling deploy's batches: launch until the generation has this
+    /// many instances per region (never more than the configured count);
+    /// `None`: the configured count.
+    pub upto: Option<u32>,
 }
 
 impl LaunchRequest {

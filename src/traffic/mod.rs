@@ -9,6 +9,8 @@
 //! picked up by the next one from what the door reports, not from memory.
 
 pub mod alb;
+mod any;
+pub mod haproxy;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -18,6 +20,8 @@ use serde::Serialize;
 
 use crate::exit::ExitStatus;
 use crate::provider::{Instance, InstanceId};
+
+pub use any::AnyDoor;
 
 /// Share of the traffic per generation, in percent. A generation that is
 /// not listed gets none; the shares of a shift sum to 100, or to 0 for a

@@ -94,7 +94,22 @@ impl<E: Ec2Api> AwsProvider<E> {
                 }
             );
         }
-        let targets: Vec<RegionTarget<E>> = self.regions.iter().filter(|r| r.count > 0).cloned().collect();
+        use crate::provider::Provider as _;
+        let mut targets: Vec<RegionTarget<E>> =
+            self.regions.iter().filter(|r| r.count > 0).cloned().collect();
+        if let Some(upto) = request.upto {
+            // A rolling batch: what this generation still lacks per region.
+            let have = self.list(&request.deployment).await?;
+            for target in &mut targets {
+                let live = have
+                    .iter()
+                    .filter(|i| i.state.is_live() && i.generation == Some(request.generation))
+                    .filter(|i| i.region == target.name)
+                    .count() as u32;
+                target.count = target.count.min(upto).saturating_sub(live);
+            }
+            targets.retain(|t| t.count > 0);
+        }
         if targets.is_empty() {
             return Err(ProviderError::NothingToLaunch);
         }

@@ -60,6 +60,7 @@ fn request(generation: u64) -> LaunchRequest {
             gzipped: false,
         },
         signer: None,
+        upto: None,
     }
 }
 
