@@ -214,6 +214,7 @@ pub fn checkout(config: &Path, reference: &str) -> Result<Checkout, ProvenanceEr
             describe,
             commit: Some(commit),
             dirty: false,
+            ignored: Vec::new(),
             signer: None,
         },
         repo: base,
@@ -354,6 +355,7 @@ mod tests {
             describe: None,
             commit: Some(second.clone()),
             dirty: false,
+            ignored: Vec::new(),
             signer: None,
         };
         let err = require_signed(dir.path(), &clean).unwrap_err();

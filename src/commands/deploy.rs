@@ -141,42 +141,6 @@ async fn deploy_from(
     Ok(ExitStatus::Success)
 }
 
-fn print_door(report: &DeployReport, printer: &Printer) {
-    if let Some(destroyed) = &report.destroyed {
-        printer.info(&format!(
-            "replaced {} of the previous generation",
-            Count(destroyed.terminated.len(), "instance")
-        ));
-    }
-    let Some(door) = &report.door else {
-        return;
-    };
-    for shift in &report
-        .door
-        .iter()
-        .flat_map(|d| d.shifts.clone())
-        .collect::<Vec<_>>()
-    {
-        if let Some(hold) = &shift.hold {
-            printer.info(&format!(
-                "shift {:?}: held {:.0} s, {}/{} probes failed, {} verify runs passed",
-                shift.weights, hold.held_secs, hold.failed_probes, hold.probes, hold.verifies
-            ));
-        }
-    }
-    printer.info(&format!(
-        "{} serves generation {}",
-        door.address, report.created.generation
-    ));
-    if let Some(kept) = &door.kept {
-        printer.info(&format!(
-            "generation {} is kept out of the door until {}; `respot rollback` shifts back to it instantly",
-            kept.generation,
-            humantime::format_rfc3339_seconds(kept.until)
-        ));
-    }
-}
-
 /// The render of a commit must be the one recorded when that commit was
 /// first deployed (the render is deterministic); a commit never deployed
 /// from this machine has nothing to compare with.
@@ -214,5 +178,41 @@ fn same_digest_as_recorded(context: &Context<'_>, blueprint: &Blueprint) -> Resu
             ));
             Ok(())
         }
+    }
+}
+
+fn print_door(report: &DeployReport, printer: &Printer) {
+    if let Some(destroyed) = &report.destroyed {
+        printer.info(&format!(
+            "replaced {} of the previous generation",
+            Count(destroyed.terminated.len(), "instance")
+        ));
+    }
+    let Some(door) = &report.door else {
+        return;
+    };
+    for shift in &report
+        .door
+        .iter()
+        .flat_map(|d| d.shifts.clone())
+        .collect::<Vec<_>>()
+    {
+        if let Some(hold) = &shift.hold {
+            printer.info(&format!(
+                "shift {:?}: held {:.0} s, {}/{} probes failed, {} verify runs passed",
+                shift.weights, hold.held_secs, hold.failed_probes, hold.probes, hold.verifies
+            ));
+        }
+    }
+    printer.info(&format!(
+        "{} serves generation {}",
+        door.address, report.created.generation
+    ));
+    if let Some(kept) = &door.kept {
+        printer.info(&format!(
+            "generation {} is kept out of the door until {}; `respot rollback` shifts back to it instantly",
+            kept.generation,
+            humantime::format_rfc3339_seconds(kept.until)
+        ));
     }
 }

@@ -65,8 +65,8 @@ pub(super) async fn rolling<P: Provider, V: Verification, D: FrontDoor>(
         version: blueprint.version.clone(),
         generation,
         user_data: blueprint.user_data(&material)?,
-        upto: None,
         signer: blueprint.git.signer.clone(),
+        upto: None,
     };
     let started = std::time::Instant::now();
     let largest = count_by_region(&fleet.blue_instances)

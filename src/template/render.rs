@@ -2,26 +2,30 @@
 //! no clock: the same `Source` always gives the same bytes, whatever the
 //! order of its files.
 
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD as B64;
 use serde::Serialize;
 
-use super::{Blueprint, Digest, InstanceFile, Origin, Source, SourceFile, TemplateError, structure};
+use super::{
+    Blueprint, Digest, InstanceFile, Origin, Source, SourceFile, TemplateError, structure, yaml_text,
+};
 use crate::config::HttpProbe;
 use crate::guest;
 
 /// Top-level cloud-config keys that belong to the launch part.
 const RESERVED_KEYS: &[&str] = &["bootcmd", "ssh_keys", "ssh_deletekeys", "ssh_genkeytypes"];
 
+/// Top-level keys respot writes into the digest-covered part itself.
+const RESPOT_KEYS: &[&str] = &["write_files"];
+
 const UNIT_SUFFIXES: &[&str] = &["service", "timer", "socket", "path", "target", "mount"];
 
-/// What the template sees of each file.
+/// What the template sees of each file. respot writes the files itself
+/// (see [`write_files_section`]); the template may count or name them.
 #[derive(Serialize)]
 struct TemplateFile<'a> {
     path: &'a str,
     mode: &'a str,
-    content_b64: String,
     sha256: &'a str,
+    bytes: usize,
 }
 
 /// Renders `source` into the digest-covered part of the user-data.
@@ -45,6 +49,23 @@ pub fn render(source: &Source) -> Result<Blueprint, TemplateError> {
         ssh_user: source.ssh_user.clone(),
         authorized_keys: source.authorized_keys.clone(),
     })
+}
+
+impl Blueprint {
+    /// The document as the blueprint alone makes it: the template's output
+    /// and the blueprint's files, without respot's own.
+    pub(super) fn user_document(&self) -> String {
+        let blueprint_files: Vec<InstanceFile> = self
+            .files
+            .iter()
+            .filter(|f| f.origin == Origin::Blueprint)
+            .cloned()
+            .collect();
+        match self.document.strip_suffix(&write_files_section(&self.files)) {
+            Some(template_output) => format!("{template_output}{}", write_files_section(&blueprint_files)),
+            None => self.document.clone(),
+        }
+    }
 }
 
 /// The blueprint's files placed by the mapping convention, then respot's
@@ -88,7 +109,7 @@ fn instance_files(source: &Source) -> Result<Vec<InstanceFile>, TemplateError> {
 fn respot_files(probes: &[HttpProbe]) -> Vec<InstanceFile> {
     let shipped = guest::FILES
         .iter()
-        .map(|f| (f.path, f.mode, f.content.as_bytes().to_vec()));
+        .map(|f| (f.path, f.mode, f.shipped().into_bytes()));
     let generated = [(
         guest::PROBES_PATH,
         "0644",
@@ -165,8 +186,8 @@ fn render_document(
         .map(|f| TemplateFile {
             path: &f.path,
             mode: &f.mode,
-            content_b64: B64.encode(&f.content),
             sha256: &f.sha256,
+            bytes: f.content.len(),
         })
         .collect();
     let context = minijinja::context! {
@@ -183,25 +204,36 @@ fn render_document(
             log_file => guest::DEPLOY_LOG_PATH,
         },
     };
-    let document = render_template(&source.template_text, &source.template_path, context)?;
+    let mut document = render_template(&source.template_text, &source.template_path, context)?;
     check_blueprint_document(&document, &source.template_path)?;
+    document.push_str(&write_files_section(files));
     structure::check(&document, &source.template_path)?;
     Ok(document)
+}
+
+/// respot's `write_files`: every file, text as a literal block scalar so
+/// gzip packs it like the file itself, anything else as `b64`. Owner is
+/// cloud-init's default, `root:root`.
+pub(super) fn write_files_section(files: &[InstanceFile]) -> String {
+    let mut out =
+        String::from("\n# ---- files: instance/ and respot's own, written by respot ----\nwrite_files:\n");
+    for file in files {
+        out.push_str(&format!(
+            "  - path: {}\n    permissions: '{}'\n",
+            file.path, file.mode
+        ));
+        out.push_str(&yaml_text::content_entry(&file.content, 4));
+    }
+    out
 }
 
 fn render_template(text: &str, path: &str, context: minijinja::Value) -> Result<String, TemplateError> {
     let mut env = minijinja::Environment::new();
     env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
     env.set_keep_trailing_newline(true);
-    let to_render_error = |err: minijinja::Error| {
-        let mut message = err.to_string();
-        if let Some(line) = err.line() {
-            message = format!("line {line}: {message}");
-        }
-        TemplateError::Render {
-            path: path.to_string(),
-            message,
-        }
+    let to_render_error = |err: minijinja::Error| TemplateError::Render {
+        path: path.to_string(),
+        message: render_message(&err, text),
     };
     env.add_template("cloud-init", text).map_err(to_render_error)?;
     let template = env.get_template("cloud-init").map_err(to_render_error)?;
@@ -212,6 +244,25 @@ fn render_template(text: &str, path: &str, context: minijinja::Value) -> Result<
     Ok(document)
 }
 
+/// minijinja's message, with the line and, for an undefined value, the
+/// expression that was undefined (minijinja says only "undefined value").
+fn render_message(err: &minijinja::Error, text: &str) -> String {
+    let mut message = err.to_string();
+    if err.kind() == minijinja::ErrorKind::UndefinedError
+        && let Some(expression) = err.range().and_then(|range| text.get(range))
+    {
+        message = format!(
+            "`{}` is undefined (strict: every name the template uses must exist; \
+             the sample template's header lists them)",
+            expression.trim()
+        );
+    }
+    match err.line() {
+        Some(line) => format!("line {line}: {message}"),
+        None => message,
+    }
+}
+
 fn check_blueprint_document(document: &str, path: &str) -> Result<(), TemplateError> {
     if document.lines().next().map(str::trim_end) != Some("#cloud-config") {
         return Err(TemplateError::Render {
@@ -220,7 +271,7 @@ fn check_blueprint_document(document: &str, path: &str) -> Result<(), TemplateEr
         });
     }
     for line in document.lines() {
-        for key in RESERVED_KEYS {
+        for key in RESERVED_KEYS.iter().chain(RESPOT_KEYS) {
             let Some(rest) = line.strip_prefix(key) else {
                 continue;
             };
@@ -228,7 +279,12 @@ fn check_blueprint_document(document: &str, path: &str) -> Result<(), TemplateEr
                 return Err(TemplateError::ReservedKey {
                     path: path.to_string(),
                     key: key.to_string(),
-                    reserved: RESERVED_KEYS.join(", "),
+                    reserved: RESERVED_KEYS
+                        .iter()
+                        .chain(RESPOT_KEYS)
+                        .copied()
+                        .collect::<Vec<_>>()
+                        .join(", "),
                 });
             }
         }
@@ -303,7 +359,10 @@ mod tests {
             hex::encode(Sha256::digest(&first.document))
         );
         assert_eq!(first.version, first.digest.short(), "no git, no describe");
-        assert!(first.document.contains(&B64.encode(guest::INSPECTOR.content)));
+        assert!(
+            first.document.contains("\n      QUERIES=\"cloud-init units"),
+            "text files land as block scalars"
+        );
 
         let mut changed = source.clone();
         changed.files[2].content.push(b'\n');
