@@ -1,25 +1,44 @@
 //! `respot destroy`: terminate every instance of the deployment, and only
 //! those, then clean up what respot created. Works even when the blueprint
 //! no longer renders: it needs only the settings and the key store.
+//!
+//! `--deployment NAME` does the same for another deployment (one that
+//! `list --all-deployments` found): the same exact-tag scoping, so `app`
+//! never touches `app-2`, and the same confirmation.
 
 use super::verification::HostKeys;
 use super::{Context, ExitStatus};
 use crate::engine::{self, Confirm, DestroyOptions, DestroyOutcome};
 use crate::error::{Error, Result};
+use crate::keys::KeyStore;
 use crate::output::Table;
 
-pub async fn destroy(context: &Context<'_>, options: &DestroyOptions) -> Result<ExitStatus> {
+#[derive(Debug, Clone, Default)]
+pub struct DestroyCommand {
+    pub destroy: DestroyOptions,
+    /// Another deployment than `respot.toml`'s, by its exact name.
+    pub deployment: Option<String>,
+}
+
+pub async fn destroy(context: &Context<'_>, options: &DestroyCommand) -> Result<ExitStatus> {
     let (config, printer) = (context.config()?, context.printer);
+    let deployment = options.deployment.as_deref().unwrap_or(&config.deployment.name);
+    if deployment != config.deployment.name {
+        printer.info(&format!(
+            "destroying `{deployment}`, not this blueprint's `{}`",
+            config.deployment.name
+        ));
+    }
     let provider = context.connect().await?;
-    let keys = context.keys()?;
+    let keys = KeyStore::open(&context.paths, deployment)?;
     let host_keys = HostKeys { keys: &keys, printer };
     let ask = |question: &str| printer.ask(question);
     let confirm: Option<Confirm> = printer.can_ask().then_some(&ask);
     let outcome = engine::destroy(
         &provider,
         &host_keys,
-        &config.deployment.name,
-        options,
+        deployment,
+        &options.destroy,
         confirm,
         printer,
     )
