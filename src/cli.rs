@@ -49,7 +49,7 @@ pub enum Command {
     /// Create a new blueprint folder from the embedded sample
     Init(InitArgs),
     /// List the deployment's instances, marking those stale against the current render
-    List,
+    List(ListArgs),
     /// Show what `deploy` would destroy and create per region, the digest change and the price
     Plan(PlanArgs),
     /// Launch a fresh generation, wait for it, verify it; roll back on failure
@@ -70,6 +70,47 @@ pub enum Command {
     Completions(CompletionsArgs),
     /// Print the man page (roff), generated from this help
     Man,
+    /// Bring the live generation back to its count from the same digest, after spot reclaims
+    Heal(HealArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// Every respot-tagged instance and resource, grouped by deployment, with what is left
+    /// without a live instance
+    #[arg(long)]
+    pub all_deployments: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct HealArgs {
+    /// Wait for running replacements but skip SSH verification
+    #[arg(long)]
+    pub no_verify: bool,
+    /// Check again every INTERVAL (e.g. 60s, 5m) until Ctrl-C; one line per check and per
+    /// replacement
+    #[arg(long, value_name = "INTERVAL", value_parser = parse_interval)]
+    pub watch: Option<std::time::Duration>,
+}
+
+/// An interval of at least one second, in humantime's syntax (`90s`, `5m`).
+fn parse_interval(text: &str) -> Result<std::time::Duration, String> {
+    let interval = humantime::parse_duration(text).map_err(|err| format!("`{text}`: {err}"))?;
+    if interval < std::time::Duration::from_secs(1) {
+        return Err(format!("`{text}`: the interval must be at least 1s"));
+    }
+    Ok(interval)
+}
+
+/// A deployment name as `respot.toml` allows it, so it can never name a path.
+fn deployment_name(text: &str) -> Result<String, String> {
+    if crate::config::valid_deployment_name(text) {
+        Ok(text.to_string())
+    } else {
+        Err(format!(
+            "`{text}`: expected 1 to 40 characters of [a-z0-9-], not starting or ending with `-`"
+        ))
+    }
 }
 
 #[derive(Debug, Args)]
@@ -214,6 +255,10 @@ pub struct DestroyArgs {
     /// Return once termination has started
     #[arg(long)]
     pub no_wait: bool,
+    /// Destroy another deployment's resources, by its exact name (`respot list
+    /// --all-deployments` shows them) [default: the one in respot.toml]
+    #[arg(long, value_name = "NAME", value_parser = deployment_name)]
+    pub deployment: Option<String>,
 }
 
 #[derive(Debug, Args)]

@@ -11,8 +11,9 @@ use crate::commands::{
     CommandOptions, CreateCommand, DebugOptions, DeployCommand, Generated, HistoryOptions, InitOptions,
     Invocation, ProviderOptions, RenderOptions, RollbackOptions, VerifyOptions,
 };
+use crate::commands::{DestroyCommand, HealCommand, ListOptions};
 use crate::config::{Accel, ProviderKind};
-use crate::engine::{CreateOptions, DeployOptions, DestroyOptions, Strategy};
+use crate::engine::{CreateOptions, DeployOptions, DestroyOptions, HealOptions, Strategy};
 use crate::error::{Error, Result};
 use crate::output::{Format, Printer};
 use crate::provider::aws::AwsOptions;
@@ -57,7 +58,8 @@ pub fn resolve(cli: Cli) -> Result<Invocation> {
 /// command that refuses it.
 fn refuses_all_regions(command: &Command) -> Option<&'static str> {
     match command {
-        Command::List | Command::Destroy(_) | Command::Verify(_) | Command::Debug(_) => None,
+        Command::List(_) | Command::Destroy(_) | Command::Verify(_) | Command::Debug(_) => None,
+        Command::Heal(_) => Some("heal"),
         Command::Render(_) => Some("render"),
         Command::Init(_) => Some("init"),
         Command::Plan(_) => Some("plan"),
@@ -80,15 +82,20 @@ fn command_options(command: Command) -> CommandOptions {
             check: args.check,
             user_data_out: args.user_data_out,
         }),
-        Command::List => CommandOptions::List,
+        Command::List(args) => CommandOptions::List(ListOptions {
+            all_deployments: args.all_deployments,
+        }),
         Command::Plan(args) => CommandOptions::Plan(strategy(args.strategy)),
         Command::Create(args) => CommandOptions::Create(CreateCommand {
             create: create_options(&args),
         }),
-        Command::Destroy(args) => CommandOptions::Destroy(DestroyOptions {
-            yes: args.yes,
-            dry_run: args.dry_run,
-            wait: !args.no_wait,
+        Command::Destroy(args) => CommandOptions::Destroy(DestroyCommand {
+            destroy: DestroyOptions {
+                yes: args.yes,
+                dry_run: args.dry_run,
+                wait: !args.no_wait,
+            },
+            deployment: args.deployment,
         }),
         Command::Deploy(args) => CommandOptions::Deploy(DeployCommand {
             deploy: DeployOptions {
@@ -111,6 +118,12 @@ fn command_options(command: Command) -> CommandOptions {
         Command::Debug(args) => CommandOptions::Debug(debug_options(args)),
         Command::History(args) => CommandOptions::History(HistoryOptions { limit: args.limit }),
         Command::Rollback(args) => CommandOptions::Rollback(RollbackOptions { yes: args.yes }),
+        Command::Heal(args) => CommandOptions::Heal(HealCommand {
+            heal: HealOptions {
+                verify: !args.no_verify,
+            },
+            watch: args.watch,
+        }),
     }
 }
 

@@ -52,6 +52,18 @@ impl Verification for SshVerification<'_> {
         })
     }
 
+    fn heal_material(&self, generation: u64) -> Result<LaunchMaterial, KeyError> {
+        let host_key = match self.settings.host_keys {
+            HostKeyPolicy::Pinned => Some(self.keys.host_key(generation)?),
+            HostKeyPolicy::RecordOnFirstUse => None,
+        };
+        Ok(LaunchMaterial {
+            generation,
+            host_key,
+            verify_key: Some(self.keys.verify_public_key()?),
+        })
+    }
+
     async fn verify(&self, instances: &[Instance]) -> Verdict {
         pin_host_keys(self.keys, self.config, instances);
         let targets = targets(instances);

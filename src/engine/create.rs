@@ -34,13 +34,13 @@ pub struct CreateReport {
     pub verify_secs: Option<f64>,
 }
 
-enum Outcome<T> {
+pub(super) enum Outcome<T> {
     Done(T),
     Interrupted,
 }
 
 /// Runs `work` unless Ctrl-C comes first; then the future is dropped.
-async fn interruptible<T>(work: impl std::future::Future<Output = T>) -> Outcome<T> {
+pub(super) async fn interruptible<T>(work: impl std::future::Future<Output = T>) -> Outcome<T> {
     tokio::select! {
         result = work => Outcome::Done(result),
         _ = tokio::signal::ctrl_c() => Outcome::Interrupted,

@@ -4,7 +4,10 @@ use std::sync::Mutex;
 
 use super::*;
 use crate::output::{Format, Printer};
-use crate::provider::{InstanceId, InstanceState, LaunchRequest, Lifecycle, PlannedRegion, SshEndpoint};
+use crate::provider::{
+    InstanceId, InstanceState, Inventory, LaunchRequest, Lifecycle, PlannedRegion, PoolKey, RegionCount,
+    SshEndpoint,
+};
 use crate::template::{Blueprint, Digest, GitInfo};
 use crate::verify::{CheckRow, Outcome, Target};
 
@@ -157,6 +160,38 @@ impl Provider for MemoryProvider {
             price_per_hour: Some(0.5),
             price_note: None,
         }])
+    }
+
+    fn wanted(&self) -> Vec<RegionCount> {
+        vec![RegionCount {
+            region: "mem-1".to_string(),
+            count: self.count as u32,
+        }]
+    }
+
+    async fn launch_more(
+        &self,
+        request: &LaunchRequest,
+        _counts: &[RegionCount],
+        _avoid: &[PoolKey],
+    ) -> Result<Vec<Instance>, ProviderError> {
+        self.launch(request).await
+    }
+
+    async fn interruption_notices(&self, _deployment: &str) -> Result<Vec<InstanceId>, ProviderError> {
+        Ok(Vec::new())
+    }
+
+    fn take_pools_without_capacity(&self) -> Vec<PoolKey> {
+        Vec::new()
+    }
+
+    async fn inventory(&self) -> Result<Inventory, ProviderError> {
+        let instances = self.instances.lock().unwrap().clone();
+        Ok(Inventory {
+            instances: instances.into_iter().map(|i| ("demo".to_string(), i)).collect(),
+            ..Inventory::default()
+        })
     }
 }
 

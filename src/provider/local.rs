@@ -20,9 +20,11 @@ use std::time::{Duration, Instant, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
+mod fleet;
+
 use super::{
-    DestroyReport, Instance, InstanceId, InstanceState, LaunchRequest, Lifecycle, PlannedRegion, Provider,
-    ProviderError, Result, SshEndpoint,
+    DestroyReport, Instance, InstanceId, InstanceState, Inventory, LaunchRequest, Lifecycle, PlannedRegion,
+    PoolKey, Provider, ProviderError, RegionCount, Result, SshEndpoint,
 };
 use crate::config::{Accel, Config};
 use crate::paths;
@@ -412,6 +414,38 @@ impl Provider for LocalProvider {
                 task: "destroy",
                 detail: e.to_string(),
             })?
+    }
+
+    fn wanted(&self) -> Vec<RegionCount> {
+        self.wanted_counts()
+    }
+
+    async fn launch_more(
+        &self,
+        request: &LaunchRequest,
+        counts: &[RegionCount],
+        _avoid: &[PoolKey],
+    ) -> Result<Vec<Instance>> {
+        let count = counts
+            .iter()
+            .filter(|c| c.region == fleet::LOCAL)
+            .map(|c| c.count)
+            .sum();
+        self.launch_counted(request, count).await
+    }
+
+    /// A local VM gets no notice before it goes.
+    async fn interruption_notices(&self, _deployment: &str) -> Result<Vec<InstanceId>> {
+        Ok(Vec::new())
+    }
+
+    /// One pool, this computer: it never runs out of capacity.
+    fn take_pools_without_capacity(&self) -> Vec<PoolKey> {
+        Vec::new()
+    }
+
+    async fn inventory(&self) -> Result<Inventory> {
+        self.all_deployments()
     }
 }
 

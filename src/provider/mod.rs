@@ -8,6 +8,7 @@
 
 pub mod aws;
 mod error;
+mod fleet;
 pub mod local;
 
 use std::fmt;
@@ -19,6 +20,7 @@ use crate::output::Count;
 use crate::template::{Digest, UserData};
 
 pub use self::error::{ProviderError, RegionFailure};
+pub use self::fleet::{Inventory, PoolKey, RegionCount, ResourceKind, TaggedResource};
 
 /// Tag keys, the same on AWS and in the local provider's state.
 pub mod tag {
@@ -275,6 +277,32 @@ pub trait Provider {
     /// What `launch` would create, per region, with current prices. Only
     /// reads; never creates anything.
     async fn capacity_plan(&self) -> Result<Vec<PlannedRegion>>;
+
+    /// The count each region should run, as configured; `heal` brings a
+    /// generation back to it. Regions with none are left out.
+    fn wanted(&self) -> Vec<RegionCount>;
+
+    /// Launches `counts` more instances of `request`'s generation (which
+    /// already runs), tagged like any launch. Pools in `avoid` are tried
+    /// only after every other pool. Waits like `launch`; on error, what
+    /// launched is tagged and found by listing.
+    async fn launch_more(
+        &self,
+        request: &LaunchRequest,
+        counts: &[RegionCount],
+        avoid: &[PoolKey],
+    ) -> Result<Vec<Instance>>;
+
+    /// Live instances of `deployment` the provider has announced it will
+    /// take back (a spot interruption notice). Only reads.
+    async fn interruption_notices(&self, deployment: &str) -> Result<Vec<InstanceId>>;
+
+    /// The pools that answered "no capacity" since the last call.
+    fn take_pools_without_capacity(&self) -> Vec<PoolKey>;
+
+    /// Every respot-tagged instance and resource, every deployment, in the
+    /// regions this provider covers. Only reads.
+    async fn inventory(&self) -> Result<Inventory>;
 }
 
 /// The provider a command runs against, picked from `respot.toml` or
@@ -311,6 +339,46 @@ impl Provider for AnyProvider {
         match self {
             AnyProvider::Local(p) => p.destroy(deployment, instances, wait).await,
             AnyProvider::Aws(p) => p.destroy(deployment, instances, wait).await,
+        }
+    }
+
+    fn wanted(&self) -> Vec<RegionCount> {
+        match self {
+            AnyProvider::Local(p) => p.wanted(),
+            AnyProvider::Aws(p) => p.wanted(),
+        }
+    }
+
+    async fn launch_more(
+        &self,
+        request: &LaunchRequest,
+        counts: &[RegionCount],
+        avoid: &[PoolKey],
+    ) -> Result<Vec<Instance>> {
+        match self {
+            AnyProvider::Local(p) => p.launch_more(request, counts, avoid).await,
+            AnyProvider::Aws(p) => p.launch_more(request, counts, avoid).await,
+        }
+    }
+
+    async fn interruption_notices(&self, deployment: &str) -> Result<Vec<InstanceId>> {
+        match self {
+            AnyProvider::Local(p) => p.interruption_notices(deployment).await,
+            AnyProvider::Aws(p) => p.interruption_notices(deployment).await,
+        }
+    }
+
+    fn take_pools_without_capacity(&self) -> Vec<PoolKey> {
+        match self {
+            AnyProvider::Local(p) => p.take_pools_without_capacity(),
+            AnyProvider::Aws(p) => p.take_pools_without_capacity(),
+        }
+    }
+
+    async fn inventory(&self) -> Result<Inventory> {
+        match self {
+            AnyProvider::Local(p) => p.inventory().await,
+            AnyProvider::Aws(p) => p.inventory().await,
         }
     }
 }

@@ -15,6 +15,9 @@ use serde_json::{Value, json};
 use crate::support::TestContext;
 use crate::support::moto::{self, Proxy};
 
+mod heal;
+mod orphans;
+
 const CIDR: &str = "198.51.100.0/24";
 const TAG_KEYS: &[&str] = &[
     "respot:deployment",

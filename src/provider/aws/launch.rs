@@ -121,7 +121,7 @@ impl<E: Ec2Api> AwsProvider<E> {
         Ok(gather("create", results)?.into_iter().flatten().collect())
     }
 
-    async fn launch_region(
+    pub(super) async fn launch_region(
         &self,
         target: &RegionTarget<E>,
         request: &LaunchRequest,
@@ -244,11 +244,15 @@ impl<E: Ec2Api> AwsProvider<E> {
         let mut tried: Vec<String> = Vec::new();
         let mut abandoned: Option<Market> = None;
         let mut calls = 0u32;
-        for pool in pools(
+        let mut order: Vec<Pool> = pools(
             self.settings.fallback,
             &self.settings.instance_types,
             &prepared.subnets,
-        ) {
+        )
+        .collect();
+        // `heal`: pools just interrupted or out of capacity go last.
+        order.sort_by_key(|pool| target.avoids(pool));
+        for pool in order {
             let remaining = target.count.saturating_sub(count(&launched));
             if remaining == 0 {
                 break;
@@ -270,6 +274,7 @@ impl<E: Ec2Api> AwsProvider<E> {
                     launched.extend(ids);
                 }
                 PoolOutcome::NoCapacity(code) => {
+                    self.note_no_capacity(region, &pool);
                     tracing::warn!(
                         "{region}: no capacity for {} in {} ({code}); trying the next pool",
                         pool.instance_type,

@@ -35,9 +35,11 @@ mod errors;
 #[cfg(test)]
 mod fake;
 mod group;
+mod heal;
 pub mod image;
 mod launch;
 mod list;
+mod orphans;
 mod plan;
 mod pools;
 pub mod regions;
@@ -141,6 +143,8 @@ struct RegionTarget<E> {
     count: u32,
     zones: Vec<String>,
     ec2: E,
+    /// Pools (instance type, zone) tried only after every other (`heal`).
+    avoid: Vec<(String, String)>,
 }
 
 /// The EC2 provider. Build it once per command with [`AwsProvider::new`];
@@ -155,6 +159,8 @@ pub struct AwsProvider<E: Ec2Api = SdkEc2> {
     /// The caller ARN for `respot:created-by`, fetched once by `launch`.
     caller: tokio::sync::OnceCell<String>,
     waits: Waits,
+    /// Pools that answered "no capacity", until `heal` takes them.
+    no_capacity: std::sync::Mutex<Vec<super::PoolKey>>,
 }
 
 impl AwsProvider {
@@ -189,6 +195,7 @@ impl<E: Ec2Api> AwsProvider<E> {
                     count: section.map_or(0, |r| r.count),
                     zones: section.map(|r| r.zones.clone()).unwrap_or_default(),
                     ec2: home.in_region(name),
+                    avoid: Vec::new(),
                 }
             })
             .collect();
@@ -199,6 +206,7 @@ impl<E: Ec2Api> AwsProvider<E> {
             credentials_hint,
             caller: tokio::sync::OnceCell::new(),
             waits: Waits::AWS,
+            no_capacity: std::sync::Mutex::new(Vec::new()),
         }
     }
 
@@ -212,6 +220,7 @@ impl<E: Ec2Api> AwsProvider<E> {
                 count: 0,
                 zones: Vec::new(),
                 ec2: self.home.in_region(region),
+                avoid: Vec::new(),
             },
         }
     }
@@ -289,5 +298,30 @@ impl<E: Ec2Api> Provider for AwsProvider<E> {
 
     async fn capacity_plan(&self) -> Result<Vec<PlannedRegion>> {
         Ok(self.plan_regions().await)
+    }
+
+    fn wanted(&self) -> Vec<super::RegionCount> {
+        self.wanted_counts()
+    }
+
+    async fn launch_more(
+        &self,
+        request: &LaunchRequest,
+        counts: &[super::RegionCount],
+        avoid: &[super::PoolKey],
+    ) -> Result<Vec<Instance>> {
+        self.launch_counts(request, counts, avoid).await
+    }
+
+    async fn interruption_notices(&self, deployment: &str) -> Result<Vec<super::InstanceId>> {
+        self.marked_for_termination(deployment).await
+    }
+
+    fn take_pools_without_capacity(&self) -> Vec<super::PoolKey> {
+        self.drain_no_capacity()
+    }
+
+    async fn inventory(&self) -> Result<super::Inventory> {
+        self.tagged_inventory().await
     }
 }

@@ -3,6 +3,7 @@
 //! and on the calls AWS would have seen. No sockets, no wall-clock waits.
 
 mod hardening;
+mod heal;
 
 use std::time::Duration;
 
