@@ -348,13 +348,21 @@ impl History {
     }
 }
 
-/// The newest successful record that left a generation live: what is
-/// deployed now, as far as this history knows.
+/// The newest successful record that left a generation live and whose
+/// generation no later record destroyed: what is deployed now, as far as
+/// this history knows.
 pub fn current(records: &[Record]) -> Option<&Record> {
-    records
-        .iter()
-        .rev()
-        .find(|r| r.succeeded() && r.action.ships() && r.created_generation().is_some())
+    let mut destroyed: Vec<u64> = Vec::new();
+    for record in records.iter().rev().filter(|r| r.succeeded()) {
+        if let Some(generation) = record.created_generation()
+            && record.action.ships()
+            && !destroyed.contains(&generation)
+        {
+            return Some(record);
+        }
+        destroyed.extend(record.destroyed.iter().filter_map(|g| g.generation));
+    }
+    None
 }
 
 /// The last successful generation before `current_generation`, with a
@@ -452,6 +460,14 @@ mod tests {
         recorder.record
     }
 
+    fn destroying(mut record: Record, generation: u64) -> Record {
+        record.destroyed.push(Generation {
+            generation: Some(generation),
+            instances: 2,
+        });
+        record
+    }
+
     #[test]
     fn records_round_trip_one_line_each() {
         let dir = tempfile::tempdir().unwrap();
@@ -490,11 +506,19 @@ mod tests {
         let records = vec![
             record(Action::Create, true, Some(1), "a", "c1"),
             record(Action::Deploy, false, Some(2), "b", "c2"),
-            record(Action::Deploy, true, Some(3), "b", "c2"),
-            record(Action::Deploy, true, Some(4), "c", "c3"),
-            record(Action::Destroy, true, None, "c", "c3"),
+            destroying(record(Action::Deploy, true, Some(3), "b", "c2"), 1),
+            destroying(record(Action::Deploy, true, Some(4), "c", "c3"), 3),
+            destroying(record(Action::Destroy, true, None, "c", "c3"), 4),
         ];
-        assert_eq!(current(&records).unwrap().created_generation(), Some(4));
+        assert_eq!(current(&records), None, "the destroy ended generation 4");
+        assert_eq!(current(&records[..4]).unwrap().created_generation(), Some(4));
+        // An instant rollback from 4 to 3 destroys 4: 3 is current again.
+        // 4 deployed with --keep-old (3 stays), then an instant rollback
+        // destroys 4: 3 is current again.
+        let mut back = records[..3].to_vec();
+        back.push(record(Action::Deploy, true, Some(4), "c", "c3"));
+        back.push(destroying(record(Action::Rollback, true, None, "b", "c2"), 4));
+        assert_eq!(current(&back).unwrap().created_generation(), Some(3));
         assert_eq!(
             previous_success(&records, 4).unwrap().commit.as_deref(),
             Some("c2")
