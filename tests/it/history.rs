@@ -298,6 +298,10 @@ fn require_signed_refuses_unsigned_commits_and_records_the_signer() {
         .filter(|r| r["result"] == "failure")
         .collect();
     assert_eq!(refusals.len(), 2, "both refusals are history too");
+    // --ref of the unsigned parent is refused too, before any cloud call.
+    let out = t.run(&["deploy", "--ref", "HEAD~1", "--yes", "--no-verify"], 2);
+    assert!(stderr(&out).contains("git verify-commit"), "{}", stderr(&out));
+    assert_eq!(t.ours().len(), 1, "the refused deploy launched nothing");
     t.run(&["destroy", "--yes"], 0);
 }
 
