@@ -86,39 +86,14 @@ fn listener(region: &str, name: &str) -> String {
         .to_string()
 }
 
-/// `count` running instances in `region` (real moto ids), as respot lists them.
-fn instances(region: &str, count: i32, generation: u64) -> Vec<Instance> {
-    let image = block_on(
-        ec2_client(region)
-            .describe_images()
-            .owners("amazon")
-            .filters(
-                ec2::Filter::builder()
-                    .name("name")
-                    .values("al2023-ami-2023*-x86_64")
-                    .build(),
-            )
-            .send(),
-    )
-    .expect("images")
-    .images()[0]
-        .image_id()
-        .expect("image id")
-        .to_string();
-    let out = block_on(
-        ec2_client(region)
-            .run_instances()
-            .image_id(image)
-            .instance_type(ec2::InstanceType::T3Micro)
-            .min_count(count)
-            .max_count(count)
-            .send(),
-    )
-    .expect("run instances");
-    out.instances()
-        .iter()
-        .map(|i| Instance {
-            id: InstanceId(i.instance_id().expect("id").to_string()),
+/// `count` instances of `generation` in `region`, as respot lists them.
+/// Their ids are not moto's: moto's ELBv2 reports any registered target
+/// healthy unless an EC2 instance of that id is stopped, and these regions
+/// have no images to launch from.
+fn instances(region: &str, count: usize, generation: u64) -> Vec<Instance> {
+    (0..count)
+        .map(|n| Instance {
+            id: InstanceId(format!("i-{generation:08x}{n:09x}")),
             name: format!("g{generation}"),
             region: region.to_string(),
             zone: None,
@@ -169,8 +144,13 @@ struct Fixture {
     deployment: String,
 }
 
+/// Regions moto serves with a default VPC but without images: the EC2
+/// tests cannot launch there (see `moto::regions`), the door needs only a
+/// VPC, so this test takes them and leaves the pool to the others.
+const ALB_REGIONS: [&str; 3] = ["ap-east-2", "ap-southeast-6", "ap-southeast-7"];
+
 fn fixture(deployment: &str) -> Fixture {
-    let regions = moto::regions(3);
+    let regions: Vec<String> = ALB_REGIONS.iter().map(|r| r.to_string()).collect();
     let proxy = Proxy::start(0);
     let listeners: Vec<String> = regions
         .iter()
@@ -248,7 +228,7 @@ fn one_modify_per_region() -> BTreeMap<String, u64> {
 }
 
 #[test]
-fn alb_blue_green_then_canary_across_three_regions() {
+fn alb_blue_green_canary_and_shift_latency_across_three_regions() {
     let f = fixture("albdoor");
     let blue = f.fleet(1);
     block_on(f.door.register(1, &blue)).expect("register blue");
@@ -282,37 +262,8 @@ fn alb_blue_green_then_canary_across_three_regions() {
     assert_eq!(f.shift(&[(2, 100), (3, 0)]), one_modify_per_region());
     f.assert_weights(0, 100);
 
-    let removed = block_on(f.door.remove()).expect("remove");
-    assert_eq!(removed.len(), 6, "{removed:?}");
-    for (region, listener) in f.regions.iter().zip(&f.listeners) {
-        let groups = block_on(
-            elb_client(region)
-                .describe_target_groups()
-                .names(format!("respot-{}-blue", f.deployment))
-                .send(),
-        );
-        assert!(groups.is_err(), "{region}: the blue group is gone");
-        assert!(
-            weights_by_name(region, listener).is_empty(),
-            "{region}: no forward left"
-        );
-    }
-    assert!(
-        block_on(f.door.remove()).expect("remove again").is_empty(),
-        "idempotent"
-    );
-}
-
-/// Benchmark (BENCHMARKS.md): wall time of a shift across 3 regions with
-/// 80 ms per request, from the decision to every listener changed.
-#[test]
-fn alb_shift_is_one_round_trip_at_80_ms() {
-    let f = fixture("albbench");
-    let blue = f.fleet(1);
-    let green = f.fleet(2);
-    block_on(f.door.register(1, &blue)).expect("register blue");
-    block_on(f.door.register(2, &green)).expect("register green");
-    block_on(f.door.shift(&[(1u64, 100u32)].into_iter().collect())).expect("first shift");
+    // Benchmark (BENCHMARKS.md): wall time of a shift across the 3 regions,
+    // from the decision to every listener changed, at 0 and 80 ms per request.
     let median_at = |ms: u64| {
         let (status, body) = moto::http(
             f.proxy.port,
@@ -322,7 +273,7 @@ fn alb_shift_is_one_round_trip_at_80_ms() {
         )
         .expect("set latency");
         assert_eq!(status, 200, "{body}");
-        let mut times: Vec<Duration> = [[(1u64, 0u32), (2, 100)], [(1, 100), (2, 0)], [(1, 0), (2, 100)]]
+        let mut times: Vec<Duration> = [[(2u64, 0u32), (3, 100)], [(2, 100), (3, 0)], [(2, 0), (3, 100)]]
             .iter()
             .map(|weights| {
                 let (calls, elapsed) = f.timed_shift(weights);
@@ -348,5 +299,27 @@ fn alb_shift_is_one_round_trip_at_80_ms() {
         round_trips < 1.5,
         "regions must shift in parallel: {round_trips:.2} round trips ({at_80:?} at 80 ms, {at_0:?} at 0 ms)"
     );
-    block_on(f.door.remove()).expect("remove");
+    moto::http(f.proxy.port, "POST", "/__proxy/latency", Some(r#"{"ms": 0}"#)).expect("reset latency");
+    block_on(f.door.shift(&[(2u64, 100u32), (3, 0)].into_iter().collect())).expect("back to green");
+    f.assert_weights(0, 100);
+
+    let removed = block_on(f.door.remove()).expect("remove");
+    assert_eq!(removed.len(), 6, "{removed:?}");
+    for (region, listener) in f.regions.iter().zip(&f.listeners) {
+        let groups = block_on(
+            elb_client(region)
+                .describe_target_groups()
+                .names(format!("respot-{}-blue", f.deployment))
+                .send(),
+        );
+        assert!(groups.is_err(), "{region}: the blue group is gone");
+        assert!(
+            weights_by_name(region, listener).is_empty(),
+            "{region}: no forward left"
+        );
+    }
+    assert!(
+        block_on(f.door.remove()).expect("remove again").is_empty(),
+        "idempotent"
+    );
 }

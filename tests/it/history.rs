@@ -72,15 +72,22 @@ fn phase_names(record: &Value) -> Vec<String> {
 }
 
 #[test]
-fn history_records_every_change_and_deploy_ref_ships_the_recorded_digest() {
+fn history_records_every_change_deploy_ref_ships_the_recorded_digest_and_rollback_goes_forward() {
     let t = AwsTest::with("hist", 1, 1, "");
     let dir = t.context.path().to_path_buf();
     git(&dir, &["init", "-q"]);
     let a = commit_all(&t, "a", &[]);
+    // Nothing deployed yet: no rollback, and the refusal is history.
+    let out = t.run(&["rollback", "--yes", "--no-verify"], 1);
+    assert!(stderr(&out).contains("nothing to roll back"), "{}", stderr(&out));
     t.run(&["create", "--no-verify"], 0);
     let lines = history_lines(&t);
-    assert_eq!(lines.len(), 1, "{lines:?}");
-    let create = &lines[0];
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert_eq!(
+        (lines[0]["action"].as_str(), lines[0]["result"].as_str()),
+        (Some("rollback"), Some("failure"))
+    );
+    let create = &lines[1];
     assert_eq!(create["action"], "create");
     assert_eq!(create["result"], "success");
     assert_eq!(create["commit"], a.as_str());
@@ -115,7 +122,7 @@ fn history_records_every_change_and_deploy_ref_ships_the_recorded_digest() {
     let b = commit_all(&t, "b", &[]);
     t.run(&["deploy", "--strategy", "blue-green", "--yes", "--no-verify"], 0);
     let lines = history_lines(&t);
-    let deploy_b = &lines[1];
+    let deploy_b = &lines[2];
     assert_eq!(deploy_b["action"], "deploy");
     assert_eq!(deploy_b["strategy"], "blue-green");
     assert_eq!(deploy_b["commit"], b.as_str());
@@ -149,9 +156,9 @@ fn history_records_every_change_and_deploy_ref_ships_the_recorded_digest() {
         "--ref A runs A's digest"
     );
     let lines = history_lines(&t);
-    assert_eq!(lines[2]["digest"], digest_a.as_str());
-    assert_eq!(lines[2]["commit"], a.as_str());
-    assert_eq!(lines[2]["git_ref"], &a[..10]);
+    assert_eq!(lines[3]["digest"], digest_a.as_str());
+    assert_eq!(lines[3]["commit"], a.as_str());
+    assert_eq!(lines[3]["git_ref"], &a[..10]);
 
     // A render that no longer matches the record is refused, showing both.
     let path = t.context.state().join("respot/history/hist.jsonl");
@@ -174,23 +181,44 @@ fn history_records_every_change_and_deploy_ref_ships_the_recorded_digest() {
         "{refused}"
     );
 
+    // No generation is kept (no front door): rollback goes forward, and
+    // deploys the commit before the live one (B) again.
+    let digest_b = deploy_b["digest"].as_str().expect("digest").to_string();
+    let out = t.run(&["rollback", "--yes", "--no-verify"], 0);
+    assert!(stderr(&out).contains("rolling back forward"), "{}", stderr(&out));
+    assert_eq!(live_digests(&t), std::slice::from_ref(&digest_b));
+    let rollback = history_lines(&t).pop().expect("the rollback is recorded");
+    assert_eq!(rollback["action"], "rollback");
+    assert_eq!(rollback["result"], "success");
+    assert_eq!(rollback["commit"], b.as_str());
+    assert_eq!(rollback["git_ref"], b.as_str());
+    assert_eq!(rollback["digest"], digest_b.as_str());
+    assert_eq!(
+        rollback["created"],
+        serde_json::json!([{"generation": 4, "instances": 1}])
+    );
+    assert_eq!(
+        rollback["destroyed"],
+        serde_json::json!([{"generation": 3, "instances": 1}])
+    );
+
     t.run(&["destroy", "--yes"], 0);
     let destroy = history_lines(&t).pop().expect("destroy recorded");
     assert_eq!(destroy["action"], "destroy");
     assert_eq!(
         destroy["destroyed"],
-        serde_json::json!([{"generation": 3, "instances": 1}])
+        serde_json::json!([{"generation": 4, "instances": 1}])
     );
     assert_eq!(
         destroy["commit"],
-        a.as_str(),
+        b.as_str(),
         "the commit of the destroyed generation"
     );
-    assert_eq!(destroy["digest"], digest_a.as_str());
+    assert_eq!(destroy["digest"], digest_b.as_str());
 
     let out = t.run(&["history", "--output", "json"], 0);
     let listed: Vec<Value> = serde_json::from_slice(&out.stdout).expect("history JSON");
-    assert_eq!(listed.len(), 5);
+    assert_eq!(listed.len(), 7);
     let out = t.run(&["history"], 0);
     let table = String::from_utf8_lossy(&out.stdout);
     for want in [
@@ -200,7 +228,8 @@ fn history_records_every_change_and_deploy_ref_ships_the_recorded_digest() {
         "destroy",
         "FAILED",
         "blue-green",
-        "g3×1",
+        "rollback",
+        "g4×1",
     ] {
         assert!(table.contains(want), "{want}: {table}");
     }
@@ -302,50 +331,5 @@ fn require_signed_refuses_unsigned_commits_and_records_the_signer() {
     let out = t.run(&["deploy", "--ref", "HEAD~1", "--yes", "--no-verify"], 2);
     assert!(stderr(&out).contains("git verify-commit"), "{}", stderr(&out));
     assert_eq!(t.ours().len(), 1, "the refused deploy launched nothing");
-    t.run(&["destroy", "--yes"], 0);
-}
-
-#[test]
-fn rollback_without_a_kept_generation_deploys_the_previous_commit_forward() {
-    let t = AwsTest::with("rollfwd", 1, 1, "");
-    let dir = t.context.path().to_path_buf();
-    git(&dir, &["init", "-q"]);
-    let a = commit_all(&t, "a", &[]);
-    let out = t.run(&["rollback", "--yes", "--no-verify"], 1);
-    assert!(stderr(&out).contains("nothing to roll back"), "{}", stderr(&out));
-    t.run(&["create", "--no-verify"], 0);
-    let digest_a = history_lines(&t).pop().expect("create")["digest"].clone();
-    std::fs::write(dir.join("instance/files/opt/hello/b.conf"), "b\n").expect("write b");
-    commit_all(&t, "b", &[]);
-    t.run(&["deploy", "--strategy", "blue-green", "--yes", "--no-verify"], 0);
-
-    let out = t.run(&["rollback", "--yes", "--no-verify"], 0);
-    assert!(stderr(&out).contains("rolling back forward"), "{}", stderr(&out));
-    assert_eq!(live_digests(&t), [digest_a.as_str().expect("digest").to_string()]);
-    let lines = history_lines(&t);
-    let refused = &lines[0];
-    assert_eq!(
-        (refused["action"].as_str(), refused["result"].as_str()),
-        (Some("rollback"), Some("failure"))
-    );
-    let rollback = lines.last().expect("the rollback is recorded");
-    assert_eq!(rollback["action"], "rollback");
-    assert_eq!(rollback["result"], "success");
-    assert_eq!(rollback["commit"], a.as_str());
-    assert_eq!(rollback["git_ref"], a.as_str());
-    assert_eq!(rollback["digest"], digest_a);
-    assert_eq!(
-        rollback["created"],
-        serde_json::json!([{"generation": 3, "instances": 1}])
-    );
-    assert_eq!(
-        rollback["destroyed"],
-        serde_json::json!([{"generation": 2, "instances": 1}])
-    );
-    assert_eq!(
-        lines.len(),
-        4,
-        "refused rollback, create, deploy, rollback: {lines:?}"
-    );
     t.run(&["destroy", "--yes"], 0);
 }

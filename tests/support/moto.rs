@@ -21,7 +21,8 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-/// Regions moto serves with a default VPC and Amazon Linux 2023 images.
+/// Regions moto serves with a default VPC, Amazon Linux 2023 images and
+/// t3 instance types (not me-central-1, whose offerings list has no t3).
 /// Tests draw disjoint sets from it.
 const REGION_POOL: &[&str] = &[
     "us-east-1",
@@ -49,9 +50,10 @@ const REGION_POOL: &[&str] = &[
     "eu-south-2",
     "ap-south-2",
     "ap-southeast-3",
-    "me-central-1",
     "il-central-1",
     "ca-west-1",
+    "ap-southeast-4",
+    "ap-southeast-5",
 ];
 
 static NEXT_REGION: AtomicUsize = AtomicUsize::new(0);
