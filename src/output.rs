@@ -3,14 +3,23 @@
 //!
 //! One `Printer` decides, and it is the only writer to stdout and stderr
 //! (tracing's log lines aside). stdout carries data only (a table or one
-//! JSON document); everything for people goes to stderr. Progress is shown
-//! only on a terminal, and not with `--quiet` or in verbose mode, where it
-//! would interleave with logs.
+//! JSON document); everything for people goes to stderr. Live progress is
+//! shown only on a terminal, and not with `--quiet` or in verbose mode,
+//! where it would interleave with logs; there, phase changes are plain
+//! lines (or JSON lines with `--output json`), see `progress`.
+
+mod progress;
 
 use std::fmt;
 use std::io::{IsTerminal, Write};
+use std::sync::Arc;
+use std::time::Duration;
 
 use serde::Serialize;
+
+use self::progress::{Display, Hub};
+pub use self::progress::{SCHEMA as PROGRESS_SCHEMA, VERSION as PROGRESS_VERSION, json_line, plain_line};
+use crate::progress::{Observer, Timeline};
 
 /// `Count(2, "instance")` shows `2 instances`; `Count(1, "instance")` shows
 /// `1 instance`. Nouns here all take a plain `s`.
@@ -36,17 +45,51 @@ pub struct Printer {
     quiet: bool,
     progress: bool,
     color: bool,
+    hub: Arc<Hub>,
 }
 
 impl Printer {
     pub fn new(format: Format, quiet: bool, verbosity: u8) -> Printer {
         let stderr_tty = std::io::stderr().is_terminal();
+        let progress = stderr_tty && !quiet && verbosity == 0;
+        let color = stderr_tty && std::env::var_os("NO_COLOR").is_none();
+        let display = if quiet {
+            Display::Hidden
+        } else if format == Format::Json {
+            Display::Json
+        } else if progress {
+            Display::Live
+        } else {
+            Display::Lines
+        };
         Printer {
             format,
             quiet,
-            progress: stderr_tty && !quiet && verbosity == 0,
-            color: stderr_tty && std::env::var_os("NO_COLOR").is_none(),
+            progress,
+            color,
+            hub: Arc::new(Hub::new(display, color)),
         }
+    }
+
+    /// Where the engine and verification report the phases of a launch.
+    pub fn observer(&self) -> &dyn Observer {
+        &*self.hub
+    }
+
+    /// Every progress event so far, stamped: what a summary is made of.
+    pub fn timeline(&self) -> Timeline {
+        self.hub.timeline()
+    }
+
+    /// Time since this printer (so, the command) started.
+    pub fn elapsed(&self) -> Duration {
+        self.hub.elapsed()
+    }
+
+    /// Ends the live progress lines (they vanish from the terminal); call it
+    /// before the summary or the error, so nothing is printed under them.
+    pub fn finish_progress(&self) {
+        self.hub.finish();
     }
 
     pub fn is_json(&self) -> bool {
@@ -56,38 +99,44 @@ impl Printer {
     /// Writes a JSON document to stdout.
     pub fn json<T: Serialize>(&self, value: &T) -> std::io::Result<()> {
         let text = serde_json::to_string_pretty(value).map_err(std::io::Error::other)?;
-        let mut out = std::io::stdout().lock();
-        writeln!(out, "{text}")?;
-        out.flush()
+        self.hub.suspend(|| {
+            let mut out = std::io::stdout().lock();
+            writeln!(out, "{text}")?;
+            out.flush()
+        })
     }
 
     /// Writes raw data (a rendered document, a table) to stdout.
     pub fn data(&self, text: &str) -> std::io::Result<()> {
-        let mut out = std::io::stdout().lock();
-        out.write_all(text.as_bytes())?;
-        out.flush()
+        self.hub.suspend(|| {
+            let mut out = std::io::stdout().lock();
+            out.write_all(text.as_bytes())?;
+            out.flush()
+        })
     }
 
     /// A line for people on stderr; hidden by `--quiet`.
     pub fn info(&self, message: &str) {
         if !self.quiet {
-            eprintln!("{message}");
+            self.hub.suspend(|| eprintln!("{message}"));
         }
     }
 
     /// A warning on stderr; never hidden.
     pub fn warn(&self, message: &str) {
-        if self.color {
-            eprintln!("\x1b[33mwarning\x1b[0m: {message}");
-        } else {
-            eprintln!("warning: {message}");
-        }
+        self.hub.suspend(|| {
+            if self.color {
+                eprintln!("\x1b[33mwarning\x1b[0m: {message}");
+            } else {
+                eprintln!("warning: {message}");
+            }
+        });
     }
 
     /// A progress line for long waits: only on a terminal, not quiet, not verbose.
     pub fn progress(&self, message: &str) {
         if self.progress {
-            eprintln!("… {message}");
+            self.hub.suspend(|| eprintln!("… {message}"));
         }
     }
 
@@ -96,7 +145,7 @@ impl Printer {
     /// mode, where the report travels in the JSON document.
     pub fn evidence(&self, text: &str) {
         if !self.is_json() {
-            eprint!("{text}");
+            self.hub.suspend(|| eprint!("{text}"));
         }
     }
 
@@ -117,11 +166,13 @@ impl Printer {
 
     /// An error on stderr.
     pub fn error(&self, message: &str) {
-        if self.color {
-            eprintln!("\x1b[31merror\x1b[0m: {message}");
-        } else {
-            eprintln!("error: {message}");
-        }
+        self.hub.suspend(|| {
+            if self.color {
+                eprintln!("\x1b[31merror\x1b[0m: {message}");
+            } else {
+                eprintln!("error: {message}");
+            }
+        });
     }
 }
 

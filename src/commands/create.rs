@@ -1,6 +1,8 @@
 //! `respot create`: launch a fresh generation from the current render, wait
 //! for it, verify it read-only, and roll back on failure.
 
+use serde::Serialize;
+
 use super::select::{expected_from, verify_settings};
 use super::verification::SshVerification;
 use super::{Context, ExitStatus};
@@ -8,6 +10,8 @@ use crate::engine::{self, CreateOptions, CreateReport, EngineError};
 use crate::error::{Error, Result};
 use crate::keys::KeyStore;
 use crate::output::{Count, Printer, Table};
+use crate::progress::Summary;
+use crate::provider::{AnyProvider, Instance, Provider};
 use crate::template::{Blueprint, TemplateError};
 
 #[derive(Debug, Clone, Default)]
@@ -22,13 +26,42 @@ pub async fn create(context: &Context<'_>, options: &CreateCommand) -> Result<Ex
     let provider = context.connect().await?;
     let verification = launch_verification(context, &keys, &blueprint)?;
     let result = engine::create(&provider, &verification, &blueprint, &options.create, printer).await;
+    printer.finish_progress();
     let report = show_failed_checks(result, printer)?;
+    let summary = summarize(&provider, &report.instances, printer).await;
     if printer.is_json() {
-        printer.json(&report).map_err(Error::Output)?;
+        let output = Summarized {
+            report: &report,
+            summary: &summary,
+        };
+        printer.json(&output).map_err(Error::Output)?;
     } else {
         print_created(&report, printer)?;
+        printer.info(summary.render().trim_end());
     }
     Ok(ExitStatus::Success)
+}
+
+/// A command's JSON report with the run's summary beside its fields.
+#[derive(Serialize)]
+pub(super) struct Summarized<'a, T: Serialize> {
+    #[serde(flatten)]
+    pub report: &'a T,
+    pub summary: &'a Summary,
+}
+
+/// What a run that launched `instances` ends with: its phases as the
+/// printer saw them, and the instances priced by the provider's current
+/// plan (no price when the provider cannot say; never an error).
+pub(super) async fn summarize(provider: &AnyProvider, instances: &[Instance], printer: &Printer) -> Summary {
+    let prices = match provider.capacity_plan().await {
+        Ok(prices) => prices,
+        Err(err) => {
+            tracing::info!("no prices for the summary: {err}");
+            Vec::new()
+        }
+    };
+    Summary::new(&printer.timeline(), printer.elapsed(), instances, &prices)
 }
 
 /// The current render, refused before any provider is asked when a login

@@ -1,7 +1,9 @@
 //! `respot deploy`: ship the current blueprint; a fresh, verified
 //! generation replaces the live one (recreate or blue-green).
 
-use super::create::{launch_verification, launchable_blueprint, print_created, show_failed_checks};
+use super::create::{
+    Summarized, launch_verification, launchable_blueprint, print_created, show_failed_checks, summarize,
+};
 use super::{Context, ExitStatus};
 use crate::engine::{self, Confirm, DeployOptions};
 use crate::error::{Error, Result};
@@ -29,9 +31,15 @@ pub async fn deploy(context: &Context<'_>, options: &DeployCommand) -> Result<Ex
         printer,
     )
     .await;
+    printer.finish_progress();
     let report = show_failed_checks(result, printer)?;
+    let summary = summarize(&provider, &report.created.instances, printer).await;
     if printer.is_json() {
-        printer.json(&report).map_err(Error::Output)?;
+        let output = Summarized {
+            report: &report,
+            summary: &summary,
+        };
+        printer.json(&output).map_err(Error::Output)?;
         return Ok(ExitStatus::Success);
     }
     print_created(&report.created, printer)?;
@@ -41,5 +49,6 @@ pub async fn deploy(context: &Context<'_>, options: &DeployCommand) -> Result<Ex
             Count(destroyed.terminated.len(), "instance")
         ));
     }
+    printer.info(summary.render().trim_end());
     Ok(ExitStatus::Success)
 }
