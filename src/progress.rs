@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-pub use summary::{InstanceSummary, PhaseTime, Summary};
+pub use summary::{InstanceSummary, PhaseTime, Summary, human};
 
 use crate::provider::Instance;
 

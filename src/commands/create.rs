@@ -11,7 +11,7 @@ use crate::error::{Error, Result};
 use crate::keys::KeyStore;
 use crate::output::{Count, Printer, Table};
 use crate::progress::Summary;
-use crate::provider::{AnyProvider, Instance, Provider};
+use crate::provider::{AnyProvider, PlannedRegion, Provider};
 use crate::template::{Blueprint, TemplateError};
 
 #[derive(Debug, Clone, Default)]
@@ -25,10 +25,15 @@ pub async fn create(context: &Context<'_>, options: &CreateCommand) -> Result<Ex
     let blueprint = launchable_blueprint(context, &keys)?;
     let provider = context.connect().await?;
     let verification = launch_verification(context, &keys, &blueprint)?;
-    let result = engine::create(&provider, &verification, &blueprint, &options.create, printer).await;
+    // The prices for the summary are read while the instances boot: no
+    // round trip of their own.
+    let (result, prices) = tokio::join!(
+        engine::create(&provider, &verification, &blueprint, &options.create, printer),
+        current_prices(&provider),
+    );
     printer.finish_progress();
     let report = show_failed_checks(result, printer)?;
-    let summary = summarize(&provider, &report.instances, printer).await;
+    let summary = Summary::new(&printer.timeline(), printer.elapsed(), &report.instances, &prices);
     if printer.is_json() {
         let output = Summarized {
             report: &report,
@@ -50,18 +55,16 @@ pub(super) struct Summarized<'a, T: Serialize> {
     pub summary: &'a Summary,
 }
 
-/// What a run that launched `instances` ends with: its phases as the
-/// printer saw them, and the instances priced by the provider's current
-/// plan (no price when the provider cannot say; never an error).
-pub(super) async fn summarize(provider: &AnyProvider, instances: &[Instance], printer: &Printer) -> Summary {
-    let prices = match provider.capacity_plan().await {
+/// The provider's current prices per region, for a run's `Summary`: none
+/// when the provider cannot say (the summary then says so), never an error.
+pub(super) async fn current_prices(provider: &AnyProvider) -> Vec<PlannedRegion> {
+    match provider.capacity_plan().await {
         Ok(prices) => prices,
         Err(err) => {
             tracing::info!("no prices for the summary: {err}");
             Vec::new()
         }
-    };
-    Summary::new(&printer.timeline(), printer.elapsed(), instances, &prices)
+    }
 }
 
 /// The current render, refused before any provider is asked when a login

@@ -2,12 +2,13 @@
 //! generation replaces the live one (recreate or blue-green).
 
 use super::create::{
-    Summarized, launch_verification, launchable_blueprint, print_created, show_failed_checks, summarize,
+    Summarized, current_prices, launch_verification, launchable_blueprint, print_created, show_failed_checks,
 };
 use super::{Context, ExitStatus};
 use crate::engine::{self, Confirm, DeployOptions};
 use crate::error::{Error, Result};
 use crate::output::Count;
+use crate::progress::Summary;
 
 #[derive(Debug, Clone, Default)]
 pub struct DeployCommand {
@@ -22,18 +23,26 @@ pub async fn deploy(context: &Context<'_>, options: &DeployCommand) -> Result<Ex
     let verification = launch_verification(context, &keys, &blueprint)?;
     let ask = |question: &str| printer.ask(question);
     let confirm: Option<Confirm> = printer.can_ask().then_some(&ask);
-    let result = engine::deploy(
-        &provider,
-        &verification,
-        &blueprint,
-        &options.deploy,
-        confirm,
-        printer,
-    )
-    .await;
+    // The prices for the summary are read while the instances boot.
+    let (result, prices) = tokio::join!(
+        engine::deploy(
+            &provider,
+            &verification,
+            &blueprint,
+            &options.deploy,
+            confirm,
+            printer,
+        ),
+        current_prices(&provider),
+    );
     printer.finish_progress();
     let report = show_failed_checks(result, printer)?;
-    let summary = summarize(&provider, &report.created.instances, printer).await;
+    let summary = Summary::new(
+        &printer.timeline(),
+        printer.elapsed(),
+        &report.created.instances,
+        &prices,
+    );
     if printer.is_json() {
         let output = Summarized {
             report: &report,

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
 
-use crate::progress::{Event, Observer, Phase, Stamped, Timeline};
+use crate::progress::{Event, Observer, Phase, Stamped, Timeline, human};
 
 /// The JSON lines' `schema` and `version`: a field is only ever added
 /// under the same version; renaming or removing one bumps it.
@@ -225,8 +225,8 @@ impl Live {
                     let bar = self.multi.add(
                         ProgressBar::new_spinner()
                             .with_style(self.style(
-                                "{spinner} {prefix} {wide_msg} {elapsed:>4}",
-                                "{spinner:.cyan} {prefix:.bold} {wide_msg} {elapsed:>4}",
+                                "{spinner} {prefix} {wide_msg} {elapsed_precise}",
+                                "{spinner:.cyan} {prefix:.bold} {wide_msg} {elapsed_precise}",
                             ))
                             .with_prefix(subject.region.clone())
                             .with_elapsed(since_request),
@@ -274,8 +274,8 @@ impl Live {
         let bar = self.multi.add(
             ProgressBar::new_spinner()
                 .with_style(self.style(
-                    "{spinner} {prefix} {wide_msg} {elapsed:>4}",
-                    "{spinner:.cyan} {prefix:.bold} {wide_msg} {elapsed:>4}",
+                    "{spinner} {prefix} {wide_msg} {elapsed_precise}",
+                    "{spinner:.cyan} {prefix:.bold} {wide_msg} {elapsed_precise}",
                 ))
                 .with_prefix(prefix)
                 .with_message(message),
@@ -290,8 +290,8 @@ impl Live {
             None => return,
         };
         let running = self.style(
-            "  {spinner} {prefix:<40} [{bar:6}] {msg:<10} {elapsed:>4}",
-            "  {spinner:.cyan} {prefix:<40} [{bar:6.green}] {msg:<10} {elapsed:>4}",
+            "  {spinner} {prefix:<40} [{bar:6}] {msg:<10} {elapsed_precise}",
+            "  {spinner:.cyan} {prefix:<40} [{bar:6.green}] {msg:<10} {elapsed_precise}",
         );
         let ended = self.style(
             "    {prefix:<40} [{bar:6}] {msg}",
@@ -332,7 +332,7 @@ impl Live {
         if event.phase.is_final() {
             bar.disable_steady_tick();
             bar.set_style(ended);
-            let mut message = format!("{} after {}", event.phase, tenths(bar.elapsed()));
+            let mut message = format!("{} after {}", event.phase, human(bar.elapsed().as_secs_f64()));
             if let Some(detail) = &event.detail {
                 message.push_str(&format!(": {detail}"));
             }
@@ -341,6 +341,14 @@ impl Live {
             bar.set_message(event.phase.to_string());
         }
         region.bar.set_message(region_message(&region.instances));
+        let everywhere: Vec<Phase> = self
+            .regions
+            .values()
+            .flat_map(|r| r.instances.iter().map(|(_, _, phase)| *phase))
+            .collect();
+        if let Some(header) = self.headers.get(&(event.deployment.clone(), event.generation)) {
+            header.set_message(phase_counts(&everywhere));
+        }
     }
 
     fn clear(self) {
@@ -358,16 +366,21 @@ impl Live {
     }
 }
 
-/// `2 instances: 1 ssh, 1 verified`.
 fn region_message(instances: &[(String, ProgressBar, Phase)]) -> String {
+    let phases: Vec<Phase> = instances.iter().map(|(_, _, phase)| *phase).collect();
+    phase_counts(&phases)
+}
+
+/// `2 instances: 1 ssh, 1 verified`.
+fn phase_counts(phases: &[Phase]) -> String {
     let mut by_phase: BTreeMap<Phase, usize> = BTreeMap::new();
-    for (_, _, phase) in instances {
+    for phase in phases {
         *by_phase.entry(*phase).or_default() += 1;
     }
     let parts: Vec<String> = by_phase.iter().map(|(phase, n)| format!("{n} {phase}")).collect();
     format!(
         "{}: {}",
-        crate::output::Count(instances.len(), "instance"),
+        crate::output::Count(phases.len(), "instance"),
         parts.join(", ")
     )
 }

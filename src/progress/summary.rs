@@ -160,7 +160,7 @@ fn seconds(d: Duration) -> f64 {
 }
 
 /// `4.2s`, `1m 05s`.
-fn human(seconds: f64) -> String {
+pub fn human(seconds: f64) -> String {
     if seconds < 60.0 {
         format!("{seconds:.1}s")
     } else {
