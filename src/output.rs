@@ -53,15 +53,7 @@ impl Printer {
         let stderr_tty = std::io::stderr().is_terminal();
         let progress = stderr_tty && !quiet && verbosity == 0;
         let color = stderr_tty && std::env::var_os("NO_COLOR").is_none();
-        let display = if quiet {
-            Display::Hidden
-        } else if format == Format::Json {
-            Display::Json
-        } else if progress {
-            Display::Live
-        } else {
-            Display::Lines
-        };
+        let display = Display::pick(format, quiet, progress);
         Printer {
             format,
             quiet,
@@ -237,6 +229,26 @@ mod tests {
         let cases = [(0, "0 instances"), (1, "1 instance"), (2, "2 instances")];
         for (n, want) in cases {
             assert_eq!(Count(n, "instance").to_string(), want);
+        }
+    }
+
+    #[test]
+    fn progress_shows_live_only_on_a_terminal_and_never_with_quiet() {
+        // (format, quiet, live-capable: a terminal and not verbose, want)
+        let cases = [
+            (Format::Table, false, true, Display::Live),
+            (Format::Table, false, false, Display::Lines),
+            (Format::Json, false, true, Display::Json),
+            (Format::Json, false, false, Display::Json),
+            (Format::Table, true, true, Display::Hidden),
+            (Format::Json, true, false, Display::Hidden),
+        ];
+        for (format, quiet, live, want) in cases {
+            assert_eq!(
+                Display::pick(format, quiet, live),
+                want,
+                "{format:?} quiet={quiet} live={live}"
+            );
         }
     }
 

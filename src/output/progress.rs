@@ -34,6 +34,22 @@ pub(super) enum Display {
     Json,
 }
 
+impl Display {
+    /// `--quiet` hides progress, JSON output gets JSON lines, and live lines
+    /// need `live` (stderr is a terminal and logs are not verbose).
+    pub(super) fn pick(format: super::Format, quiet: bool, live: bool) -> Display {
+        if quiet {
+            Display::Hidden
+        } else if format == super::Format::Json {
+            Display::Json
+        } else if live {
+            Display::Live
+        } else {
+            Display::Lines
+        }
+    }
+}
+
 /// Stamps, records and shows events; shared by every clone of a `Printer`.
 pub(super) struct Hub {
     start: Instant,
