@@ -876,7 +876,8 @@ fn create_launches_imdsv2_only_with_encrypted_root_volumes() {
         t.proxy.stats()["by_action"],
         json!({
             "AuthorizeSecurityGroupIngress": 2, "CreateSecurityGroup": 2, "DescribeImages": 2,
-            "DescribeInstances": 4, "DescribeSubnets": 2, "GetCallerIdentity": 1, "RunInstances": 2
+            "DescribeInstances": 4, "DescribeSpotPriceHistory": 2, "DescribeSubnets": 2,
+            "GetCallerIdentity": 1, "RunInstances": 2
         })
     );
     t.run(&["destroy", "--yes"], 0);
