@@ -242,6 +242,9 @@ pub struct RollbackArgs {
     /// Do not ask before terminating the newer generation
     #[arg(long, short = 'y')]
     pub yes: bool,
+    /// Forward path (the previous commit deployed again): skip SSH verification
+    #[arg(long)]
+    pub no_verify: bool,
 }
 
 #[derive(Debug, Args)]

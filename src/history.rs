@@ -206,6 +206,29 @@ impl Recorder {
         self.mark = now;
     }
 
+    /// Ends a phase whose parts someone else timed: records `parts` (in
+    /// seconds) and, under `name`, whatever time since the last mark they
+    /// do not cover (listing, rollback), when there is any to speak of.
+    pub fn mark_parts(&mut self, name: &str, parts: &[(&str, f64)]) {
+        let now = Instant::now();
+        let total = (now - self.mark).as_secs_f64();
+        let mut covered = 0.0;
+        for (part, secs) in parts {
+            covered += secs;
+            self.record.phases.push(Phase {
+                name: (*part).to_string(),
+                secs: (secs * 1000.0).round() / 1000.0,
+            });
+        }
+        if total - covered >= 0.001 {
+            self.record.phases.push(Phase {
+                name: name.to_string(),
+                secs: ((total - covered) * 1000.0).round() / 1000.0,
+            });
+        }
+        self.mark = now;
+    }
+
     /// Restarts the clock without recording (time nobody should be billed for).
     pub fn restart(&mut self) {
         self.mark = Instant::now();
@@ -325,13 +348,21 @@ impl History {
     }
 }
 
-/// The newest successful record that left a generation live: what is
-/// deployed now, as far as this history knows.
+/// The newest successful record that left a generation live and whose
+/// generation no later record destroyed: what is deployed now, as far as
+/// this history knows.
 pub fn current(records: &[Record]) -> Option<&Record> {
-    records
-        .iter()
-        .rev()
-        .find(|r| r.succeeded() && r.action.ships() && r.created_generation().is_some())
+    let mut destroyed: Vec<u64> = Vec::new();
+    for record in records.iter().rev().filter(|r| r.succeeded()) {
+        if let Some(generation) = record.created_generation()
+            && record.action.ships()
+            && !destroyed.contains(&generation)
+        {
+            return Some(record);
+        }
+        destroyed.extend(record.destroyed.iter().filter_map(|g| g.generation));
+    }
+    None
 }
 
 /// The last successful generation before `current_generation`, with a
@@ -429,6 +460,14 @@ mod tests {
         recorder.record
     }
 
+    fn destroying(mut record: Record, generation: u64) -> Record {
+        record.destroyed.push(Generation {
+            generation: Some(generation),
+            instances: 2,
+        });
+        record
+    }
+
     #[test]
     fn records_round_trip_one_line_each() {
         let dir = tempfile::tempdir().unwrap();
@@ -467,11 +506,19 @@ mod tests {
         let records = vec![
             record(Action::Create, true, Some(1), "a", "c1"),
             record(Action::Deploy, false, Some(2), "b", "c2"),
-            record(Action::Deploy, true, Some(3), "b", "c2"),
-            record(Action::Deploy, true, Some(4), "c", "c3"),
-            record(Action::Destroy, true, None, "c", "c3"),
+            destroying(record(Action::Deploy, true, Some(3), "b", "c2"), 1),
+            destroying(record(Action::Deploy, true, Some(4), "c", "c3"), 3),
+            destroying(record(Action::Destroy, true, None, "c", "c3"), 4),
         ];
-        assert_eq!(current(&records).unwrap().created_generation(), Some(4));
+        assert_eq!(current(&records), None, "the destroy ended generation 4");
+        assert_eq!(current(&records[..4]).unwrap().created_generation(), Some(4));
+        // An instant rollback from 4 to 3 destroys 4: 3 is current again.
+        // 4 deployed with --keep-old (3 stays), then an instant rollback
+        // destroys 4: 3 is current again.
+        let mut back = records[..3].to_vec();
+        back.push(record(Action::Deploy, true, Some(4), "c", "c3"));
+        back.push(destroying(record(Action::Rollback, true, None, "b", "c2"), 4));
+        assert_eq!(current(&back).unwrap().created_generation(), Some(3));
         assert_eq!(
             previous_success(&records, 4).unwrap().commit.as_deref(),
             Some("c2")

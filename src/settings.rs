@@ -117,7 +117,10 @@ fn command_options(command: Command) -> CommandOptions {
         }),
         Command::Debug(args) => CommandOptions::Debug(debug_options(args)),
         Command::History(args) => CommandOptions::History(HistoryOptions { limit: args.limit }),
-        Command::Rollback(args) => CommandOptions::Rollback(RollbackOptions { yes: args.yes }),
+        Command::Rollback(args) => CommandOptions::Rollback(RollbackOptions {
+            yes: args.yes,
+            verify: !args.no_verify,
+        }),
         Command::Heal(args) => CommandOptions::Heal(HealCommand {
             heal: HealOptions {
                 verify: !args.no_verify,

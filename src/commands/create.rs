@@ -48,7 +48,10 @@ async fn create_recorded(
         current_prices(&provider),
     );
     printer.finish_progress();
-    recorder.mark("launch-and-verify");
+    match &result {
+        Ok(report) => recorder.mark_parts("create", &history::engine_phases(report)),
+        Err(_) => recorder.mark("create"),
+    }
     let report = show_failed_checks(result, printer)?;
     recorder.created(report.generation, report.instances.len());
     let summary = Summary::new(&printer.timeline(), printer.elapsed(), &report.instances, &prices);

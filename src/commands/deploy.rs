@@ -26,7 +26,17 @@ pub struct DeployCommand {
 }
 
 pub async fn deploy(context: &Context<'_>, options: &DeployCommand) -> Result<ExitStatus> {
-    let mut recorder = Recorder::start(Action::Deploy);
+    deploy_as(context, options, Action::Deploy).await
+}
+
+/// A deploy recorded in the history as `action`: `rollback`'s forward path
+/// deploys the previous successful commit (`git_ref`) as a rollback.
+pub(super) async fn deploy_as(
+    context: &Context<'_>,
+    options: &DeployCommand,
+    action: Action,
+) -> Result<ExitStatus> {
+    let mut recorder = Recorder::start(action);
     recorder.record.strategy = serde_json::to_value(options.deploy.strategy)
         .ok()
         .and_then(|v| v.as_str().map(str::to_string));
@@ -121,7 +131,10 @@ async fn deploy_from(
     };
     let (result, prices) = tokio::join!(rollout, current_prices(&provider));
     printer.finish_progress();
-    recorder.mark("rollout");
+    match &result {
+        Ok(report) => recorder.mark_parts("rollout", &history::engine_phases(&report.created)),
+        Err(_) => recorder.mark("rollout"),
+    }
     let report = show_failed_checks(result, printer)?;
     recorder.created(report.created.generation, report.created.instances.len());
     if report.destroyed.is_some() {

@@ -5,6 +5,7 @@
 //! `refs/notes/respot`. Neither can fail the command that is recorded.
 
 use super::{Context, ExitStatus};
+use crate::engine::CreateReport;
 use crate::error::{Error, Result};
 use crate::history::{self, History, Record, Recorder};
 use crate::output::Table;
@@ -89,6 +90,15 @@ fn generations(list: &[history::Generation]) -> String {
         })
         .collect::<Vec<_>>()
         .join(" ")
+}
+
+/// The phases the engine timed in a created generation: launch, verify.
+pub(super) fn engine_phases(report: &CreateReport) -> Vec<(&'static str, f64)> {
+    let mut phases = vec![("launch", report.launch_secs)];
+    if let Some(verify) = report.verify_secs {
+        phases.push(("verify", verify));
+    }
+    phases
 }
 
 /// What the rendered `blueprint` tells the record: digest, version, commit

@@ -1,7 +1,7 @@
 //! `create`: launch a fresh generation, verify it, and roll back on any
 //! failure or Ctrl-C. Also the launch step `deploy` reuses.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
@@ -29,6 +29,10 @@ pub struct CreateReport {
     pub instances: Vec<Instance>,
     /// `None` with `--no-verify`.
     pub verification: Option<Verdict>,
+    /// Seconds from the launch call until every instance was running.
+    pub launch_secs: f64,
+    /// Seconds verification took; `None` with `--no-verify`.
+    pub verify_secs: Option<f64>,
 }
 
 pub(super) enum Outcome<T> {
@@ -122,6 +126,7 @@ pub(super) async fn launch_generation<P: Provider, V: Verification>(
         generation,
         Phase::Requested,
     ));
+    let started = Instant::now();
     let instances = match interruptible(provider.launch(&request)).await {
         Outcome::Done(Ok(instances)) => instances,
         Outcome::Done(Err(err)) => {
@@ -140,7 +145,9 @@ pub(super) async fn launch_generation<P: Provider, V: Verification>(
     for instance in &instances {
         progress.observe(Event::instance(&request.deployment, instance, Phase::Running));
     }
+    let launch_secs = started.elapsed().as_secs_f64();
     printer.info(&format!("{} running", Count(instances.len(), "instance")));
+    let started = Instant::now();
     let verdict = if options.verify {
         printer.info("verifying over SSH with the read-only inspector");
         let verdict = match interruptible(verification.verify(&instances)).await {
@@ -171,6 +178,8 @@ pub(super) async fn launch_generation<P: Provider, V: Verification>(
         gzipped: request.user_data.gzipped,
         user_data_bytes: request.user_data.packed.len(),
         instances,
+        launch_secs,
+        verify_secs: verdict.as_ref().map(|_| started.elapsed().as_secs_f64()),
         verification: verdict,
     })
 }

@@ -68,6 +68,7 @@ pub(super) async fn rolling<P: Provider, V: Verification, D: FrontDoor>(
         signer: blueprint.git.signer.clone(),
         upto: None,
     };
+    let started = std::time::Instant::now();
     let largest = count_by_region(&fleet.blue_instances)
         .into_values()
         .max()
@@ -114,6 +115,9 @@ pub(super) async fn rolling<P: Provider, V: Verification, D: FrontDoor>(
         user_data_bytes: request.user_data.packed.len(),
         instances: green,
         verification: None,
+        // Launches and verifications interleave in rounds: all of it.
+        launch_secs: started.elapsed().as_secs_f64(),
+        verify_secs: None,
     };
     Ok((created, Some(destroyed).filter(|d| !d.terminated.is_empty())))
 }

@@ -22,6 +22,7 @@ mod fake;
 mod sdk;
 #[cfg(test)]
 mod tests;
+mod wire;
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -31,6 +32,7 @@ use sha2::{Digest as _, Sha256};
 pub use self::elbv2::{ElbError, Elbv2Api};
 use self::elbv2::{NewTargetGroup, Tags};
 pub use self::sdk::SdkElbv2;
+use self::wire::{http_get, kept_text, parse_kept};
 use super::{DoorError, DoorState, FrontDoor, Kept, Probe, Result, Weights};
 use crate::config::TrafficSection;
 use crate::provider::{Instance, InstanceId, tag};
@@ -176,8 +178,10 @@ impl<E: Elbv2Api> AlbDoor<E> {
             });
         }
         if groups.len() < COLOURS.len() {
-            if !create && groups.is_empty() {
-                return Ok(None);
+            if !create {
+                // Nothing, or half of what an interrupted run created: use
+                // what is there, and remember nothing.
+                return Ok((!groups.is_empty()).then_some(groups));
             }
             self.create_missing(region, &mut groups).await?;
         }
@@ -561,52 +565,6 @@ fn ids_in(region: &str, targets: &[Instance]) -> Vec<String> {
         .filter(|i| i.region == region)
         .map(|i| i.id.0.clone())
         .collect()
-}
-
-/// `<generation>@<RFC 3339>` or `none`.
-fn kept_text(kept: Option<Kept>) -> String {
-    match kept {
-        Some(k) => format!("{}@{}", k.generation, humantime::format_rfc3339_seconds(k.until)),
-        None => "none".to_string(),
-    }
-}
-
-fn parse_kept(text: &str) -> Option<Kept> {
-    let (generation, until) = text.split_once('@')?;
-    Some(Kept {
-        generation: generation.parse().ok()?,
-        until: humantime::parse_rfc3339(until).ok()?,
-    })
-}
-
-/// One GET of `path` on `host:port`, HTTP/1.0, within five seconds.
-async fn http_get(host: &str, port: u16, path: &str) -> Probe {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let attempt = async {
-        let mut stream = tokio::net::TcpStream::connect((host, port)).await?;
-        let request = format!("GET {path} HTTP/1.0\r\nHost: {host}\r\nConnection: close\r\n\r\n");
-        stream.write_all(request.as_bytes()).await?;
-        let mut head = vec![0u8; 64];
-        let n = stream.read(&mut head).await?;
-        Ok::<String, std::io::Error>(String::from_utf8_lossy(&head[..n]).to_string())
-    };
-    match tokio::time::timeout(Duration::from_secs(5), attempt).await {
-        Ok(Ok(head)) => {
-            let status = head.split_whitespace().nth(1).unwrap_or("no status").to_string();
-            Probe {
-                ok: status.starts_with('2'),
-                detail: status,
-            }
-        }
-        Ok(Err(err)) => Probe {
-            ok: false,
-            detail: err.to_string(),
-        },
-        Err(_) => Probe {
-            ok: false,
-            detail: "no answer within 5 s".to_string(),
-        },
-    }
 }
 
 impl<E: Elbv2Api> FrontDoor for AlbDoor<E> {

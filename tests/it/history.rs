@@ -94,10 +94,11 @@ fn history_records_every_change_and_deploy_ref_ships_the_recorded_digest() {
         create["time"].as_str().is_some_and(|t| t.ends_with('Z')),
         "{create}"
     );
-    assert_eq!(
-        phase_names(create),
-        ["render", "connect", "launch-and-verify"],
-        "{create}"
+    let phases = phase_names(create);
+    assert_eq!(phases[..3], ["render", "connect", "launch"], "{create}");
+    assert!(
+        phases[3..].iter().all(|p| p == "create"),
+        "the rest is the engine's own: {create}"
     );
     let digest_a = create["digest"].as_str().expect("digest").to_string();
     assert_eq!(
@@ -297,5 +298,54 @@ fn require_signed_refuses_unsigned_commits_and_records_the_signer() {
         .filter(|r| r["result"] == "failure")
         .collect();
     assert_eq!(refusals.len(), 2, "both refusals are history too");
+    // --ref of the unsigned parent is refused too, before any cloud call.
+    let out = t.run(&["deploy", "--ref", "HEAD~1", "--yes", "--no-verify"], 2);
+    assert!(stderr(&out).contains("git verify-commit"), "{}", stderr(&out));
+    assert_eq!(t.ours().len(), 1, "the refused deploy launched nothing");
+    t.run(&["destroy", "--yes"], 0);
+}
+
+#[test]
+fn rollback_without_a_kept_generation_deploys_the_previous_commit_forward() {
+    let t = AwsTest::with("rollfwd", 1, 1, "");
+    let dir = t.context.path().to_path_buf();
+    git(&dir, &["init", "-q"]);
+    let a = commit_all(&t, "a", &[]);
+    let out = t.run(&["rollback", "--yes", "--no-verify"], 1);
+    assert!(stderr(&out).contains("nothing to roll back"), "{}", stderr(&out));
+    t.run(&["create", "--no-verify"], 0);
+    let digest_a = history_lines(&t).pop().expect("create")["digest"].clone();
+    std::fs::write(dir.join("instance/files/opt/hello/b.conf"), "b\n").expect("write b");
+    commit_all(&t, "b", &[]);
+    t.run(&["deploy", "--strategy", "blue-green", "--yes", "--no-verify"], 0);
+
+    let out = t.run(&["rollback", "--yes", "--no-verify"], 0);
+    assert!(stderr(&out).contains("rolling back forward"), "{}", stderr(&out));
+    assert_eq!(live_digests(&t), [digest_a.as_str().expect("digest").to_string()]);
+    let lines = history_lines(&t);
+    let refused = &lines[0];
+    assert_eq!(
+        (refused["action"].as_str(), refused["result"].as_str()),
+        (Some("rollback"), Some("failure"))
+    );
+    let rollback = lines.last().expect("the rollback is recorded");
+    assert_eq!(rollback["action"], "rollback");
+    assert_eq!(rollback["result"], "success");
+    assert_eq!(rollback["commit"], a.as_str());
+    assert_eq!(rollback["git_ref"], a.as_str());
+    assert_eq!(rollback["digest"], digest_a);
+    assert_eq!(
+        rollback["created"],
+        serde_json::json!([{"generation": 3, "instances": 1}])
+    );
+    assert_eq!(
+        rollback["destroyed"],
+        serde_json::json!([{"generation": 2, "instances": 1}])
+    );
+    assert_eq!(
+        lines.len(),
+        4,
+        "refused rollback, create, deploy, rollback: {lines:?}"
+    );
     t.run(&["destroy", "--yes"], 0);
 }

@@ -177,6 +177,11 @@ impl AwsProvider {
             connection.credentials_hint,
         ))
     }
+
+    /// The loaded AWS configuration, for other clients (the ALB door).
+    pub fn sdk_config(&self) -> &aws_config::SdkConfig {
+        self.home.sdk_config()
+    }
 }
 
 impl<E: Ec2Api> AwsProvider<E> {

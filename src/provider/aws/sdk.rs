@@ -61,6 +61,14 @@ impl SdkEc2 {
     }
 }
 
+impl SdkEc2 {
+    /// The loaded configuration (credentials, endpoint, retries), for the
+    /// other AWS clients a command needs (the ALB front door).
+    pub fn sdk_config(&self) -> &SdkConfig {
+        &self.sdk
+    }
+}
+
 /// EC2 sends `InsufficientInstanceCapacity` as HTTP 500, which the SDK would
 /// retry against the same empty pool. Forbidding the retry moves respot to
 /// the next instance type or zone at once; throttling is still retried.

@@ -216,3 +216,29 @@ fn long_deployment_names_fit_elb_names() {
     let name = long.group_name("green");
     assert!(name.len() <= 32 && name.ends_with("-green"), "{name}");
 }
+
+#[tokio::test]
+async fn remove_deletes_half_a_door_without_creating_the_other_half() {
+    use super::Elbv2Api;
+    use super::elbv2::NewTargetGroup;
+    let (door, fakes) = door(0);
+    fakes[0]
+        .create_target_group(&NewTargetGroup {
+            name: "respot-web-blue".to_string(),
+            vpc_id: "vpc-1".to_string(),
+            port: 8080,
+            health_path: "/health".to_string(),
+            tags: vec![("respot:deployment".to_string(), "web".to_string())],
+        })
+        .await
+        .unwrap();
+    let removed = door.remove().await.unwrap();
+    assert_eq!(removed, ["target group respot-web-blue (eu-west-1)"]);
+    for fake in &fakes {
+        assert_eq!(
+            fake.count("CreateTargetGroup"),
+            usize::from(fake.region_name() == "eu-west-1")
+        );
+        assert!(fake.world.lock().unwrap().groups.is_empty());
+    }
+}
