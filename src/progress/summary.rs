@@ -128,7 +128,7 @@ impl Summary {
             );
         }
         let cost = match self.cost_per_hour {
-            Some(cost) => format!("estimated cost: ${cost:.4}/hour"),
+            Some(cost) => format!("estimated cost: {}/hour", dollars(cost)),
             None => "estimated cost: unknown".to_string(),
         };
         text.push_str(&cost);
@@ -152,6 +152,18 @@ fn price_of(instance: &Instance, prices: &[PlannedRegion]) -> Option<f64> {
                 && p.lifecycle == instance.lifecycle
         })
         .and_then(|p| p.price_per_hour)
+}
+
+/// `$0.00` for nothing, `$0.004200` below a cent (spot prices are that
+/// small), `$1.2345` otherwise.
+fn dollars(amount: f64) -> String {
+    if amount == 0.0 {
+        "$0.00".to_string()
+    } else if amount < 0.01 {
+        format!("${amount:.6}")
+    } else {
+        format!("${amount:.4}")
+    }
 }
 
 /// Seconds to a tenth.
@@ -244,6 +256,19 @@ mod tests {
     }
 
     #[test]
+    fn dollars_keep_small_prices_visible() {
+        let cases = [
+            (0.0, "$0.00"),
+            (0.00002, "$0.000020"),
+            (0.0042, "$0.004200"),
+            (1.23456, "$1.2346"),
+        ];
+        for (amount, want) in cases {
+            assert_eq!(dollars(amount), want);
+        }
+    }
+
+    #[test]
     fn the_summary_names_phases_addresses_and_cost() {
         let mut timeline = Timeline::default();
         let a = instance("i-a", "eu-west-1", "t3.micro", Lifecycle::Spot);
@@ -260,7 +285,7 @@ mod tests {
             "done in 1m 10s; slowest instance: running 3.0s, ssh 1m 02s\n\
              \x20 eu-west-1  d-g1-i-a (i-a)  203.0.113.9  ssh\n\
              \x20 eu-west-1  d-g1-i-b (i-b)  203.0.113.9  running\n\
-             estimated cost: $0.0042/hour (no current price for t3.small spot in eu-west-1)\n"
+             estimated cost: $0.004200/hour (no current price for t3.small spot in eu-west-1)\n"
         );
         let json = serde_json::to_value(&summary).unwrap();
         assert_eq!(json["phases"][1]["phase"], "ssh");
