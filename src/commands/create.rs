@@ -1,6 +1,8 @@
 //! `respot create`: launch a fresh generation from the current render, wait
 //! for it, verify it read-only, and roll back on failure.
 
+use serde::Serialize;
+
 use super::select::{expected_from, verify_settings};
 use super::verification::SshVerification;
 use super::{Context, ExitStatus, history};
@@ -9,7 +11,9 @@ use crate::error::{Error, Result};
 use crate::history::{Action, Recorder};
 use crate::keys::KeyStore;
 use crate::output::{Count, Printer, Table};
+use crate::progress::Summary;
 use crate::provenance::{self, Checkout};
+use crate::provider::{AnyProvider, PlannedRegion, Provider};
 use crate::template::{self, Blueprint, TemplateError};
 
 #[derive(Debug, Clone, Default)]
@@ -37,19 +41,51 @@ async fn create_recorded(
     let provider = context.connect().await?;
     let verification = launch_verification(context, &keys, &blueprint)?;
     recorder.mark("connect");
-    let result = engine::create(&provider, &verification, &blueprint, &options.create, printer).await;
+    // The prices for the summary are read while the instances boot: no
+    // round trip of their own.
+    let (result, prices) = tokio::join!(
+        engine::create(&provider, &verification, &blueprint, &options.create, printer),
+        current_prices(&provider),
+    );
+    printer.finish_progress();
     match &result {
         Ok(report) => recorder.mark_parts("create", &history::engine_phases(report)),
         Err(_) => recorder.mark("create"),
     }
     let report = show_failed_checks(result, printer)?;
     recorder.created(report.generation, report.instances.len());
+    let summary = Summary::new(&printer.timeline(), printer.elapsed(), &report.instances, &prices);
     if printer.is_json() {
-        printer.json(&report).map_err(Error::Output)?;
+        let output = Summarized {
+            report: &report,
+            summary: &summary,
+        };
+        printer.json(&output).map_err(Error::Output)?;
     } else {
         print_created(&report, printer)?;
+        printer.info(summary.render().trim_end());
     }
     Ok(ExitStatus::Success)
+}
+
+/// A command's JSON report with the run's summary beside its fields.
+#[derive(Serialize)]
+pub(super) struct Summarized<'a, T: Serialize> {
+    #[serde(flatten)]
+    pub report: &'a T,
+    pub summary: &'a Summary,
+}
+
+/// The provider's current prices per region, for a run's `Summary`: none
+/// when the provider cannot say (the summary then says so), never an error.
+pub(super) async fn current_prices(provider: &AnyProvider) -> Vec<PlannedRegion> {
+    match provider.capacity_plan().await {
+        Ok(prices) => prices,
+        Err(err) => {
+            tracing::info!("no prices for the summary: {err}");
+            Vec::new()
+        }
+    }
 }
 
 /// The current render, refused before any provider is asked when a login

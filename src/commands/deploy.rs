@@ -6,12 +6,15 @@
 
 use std::cell::OnceCell;
 
-use super::create::{launch_verification, print_created, shippable_blueprint, show_failed_checks};
+use super::create::{
+    Summarized, current_prices, launch_verification, print_created, shippable_blueprint, show_failed_checks,
+};
 use super::{Context, ExitStatus, history};
 use crate::engine::{self, Confirm, DeployOptions, DeployReport};
 use crate::error::{Error, Result};
 use crate::history::{Action, History, Recorder, first_shipped};
 use crate::output::{Count, Printer};
+use crate::progress::Summary;
 use crate::provenance::{self, Checkout, ProvenanceError};
 use crate::template::Blueprint;
 
@@ -97,32 +100,37 @@ async fn deploy_from(
     let ask = |question: &str| printer.ask(question);
     let confirm: Option<Confirm> = printer.can_ask().then_some(&ask);
     let traffic = context.config()?.traffic.as_ref();
-    let result = match (&door, traffic) {
-        (Some(door), Some(traffic)) => {
-            engine::rollout(
-                &provider,
-                &verification,
-                door,
-                traffic,
-                &blueprint,
-                &options.deploy,
-                confirm,
-                printer,
-            )
-            .await
-        }
-        _ => {
-            engine::deploy(
-                &provider,
-                &verification,
-                &blueprint,
-                &options.deploy,
-                confirm,
-                printer,
-            )
-            .await
+    // The prices for the summary are read while the instances boot.
+    let rollout = async {
+        match (&door, traffic) {
+            (Some(door), Some(traffic)) => {
+                engine::rollout(
+                    &provider,
+                    &verification,
+                    door,
+                    traffic,
+                    &blueprint,
+                    &options.deploy,
+                    confirm,
+                    printer,
+                )
+                .await
+            }
+            _ => {
+                engine::deploy(
+                    &provider,
+                    &verification,
+                    &blueprint,
+                    &options.deploy,
+                    confirm,
+                    printer,
+                )
+                .await
+            }
         }
     };
+    let (result, prices) = tokio::join!(rollout, current_prices(&provider));
+    printer.finish_progress();
     match &result {
         Ok(report) => recorder.mark_parts("rollout", &history::engine_phases(&report.created)),
         Err(_) => recorder.mark("rollout"),
@@ -132,12 +140,23 @@ async fn deploy_from(
     if report.destroyed.is_some() {
         recorder.destroyed(&report.replaced);
     }
+    let summary = Summary::new(
+        &printer.timeline(),
+        printer.elapsed(),
+        &report.created.instances,
+        &prices,
+    );
     if printer.is_json() {
-        printer.json(&report).map_err(Error::Output)?;
+        let output = Summarized {
+            report: &report,
+            summary: &summary,
+        };
+        printer.json(&output).map_err(Error::Output)?;
         return Ok(ExitStatus::Success);
     }
     print_created(&report.created, printer)?;
     print_door(&report, printer);
+    printer.info(summary.render().trim_end());
     Ok(ExitStatus::Success)
 }
 

@@ -7,6 +7,7 @@ use serde::Serialize;
 
 use super::{EngineError, Verdict, Verification, count_by, live, next_generation};
 use crate::output::{Count, Printer};
+use crate::progress::{Event, Phase};
 use crate::provider::{DestroyReport, Instance, LaunchRequest, Provider, ProviderError};
 use crate::template::{Blueprint, Digest};
 
@@ -119,6 +120,12 @@ pub(super) async fn launch_generation<P: Provider, V: Verification>(
         request.user_data.packed.len(),
         if request.user_data.gzipped { " (gzip)" } else { "" }
     ));
+    let progress = printer.observer();
+    progress.observe(Event::generation(
+        &request.deployment,
+        generation,
+        Phase::Requested,
+    ));
     let started = Instant::now();
     let instances = match interruptible(provider.launch(&request)).await {
         Outcome::Done(Ok(instances)) => instances,
@@ -135,6 +142,9 @@ pub(super) async fn launch_generation<P: Provider, V: Verification>(
             return Err(fail_create(provider, verification, &request, options, printer, failure).await);
         }
     };
+    for instance in &instances {
+        progress.observe(Event::instance(&request.deployment, instance, Phase::Running));
+    }
     let launch_secs = started.elapsed().as_secs_f64();
     printer.info(&format!("{} running", Count(instances.len(), "instance")));
     let started = Instant::now();
@@ -188,6 +198,9 @@ async fn fail_create<P: Provider, V: Verification>(
         interrupted,
         verdict,
     } = failure;
+    printer.observer().observe(
+        Event::generation(&request.deployment, request.generation, Phase::Failed).detail(reason.clone()),
+    );
     let launched = match generation_instances(provider, request).await {
         Ok(instances) => instances,
         Err(err) => {

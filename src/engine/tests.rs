@@ -529,3 +529,37 @@ fn counts_are_sorted_by_key() {
     assert_eq!(count_by(["b", "a", "b"].into_iter()), "a: 1, b: 2");
     assert_eq!(count_by(std::iter::empty()), "");
 }
+
+/// The progress events of a scripted create, then of a create whose
+/// launch fails, as the JSON lines `--output json` prints (times filtered).
+#[test]
+fn create_reports_each_phase_and_a_failed_launch() {
+    let printer = printer();
+    let provider = MemoryProvider::new(2);
+    block_on(create(
+        &provider,
+        &FakeVerification::passing(true),
+        &blueprint('a'),
+        &verified(),
+        &printer,
+    ))
+    .expect("created");
+    let failing = MemoryProvider::new(1).with_launch(Launch::FailAfterStarting);
+    block_on(create(
+        &failing,
+        &FakeVerification::passing(true),
+        &blueprint('b'),
+        &verified(),
+        &printer,
+    ))
+    .expect_err("the launch fails");
+    let lines: Vec<String> = printer
+        .timeline()
+        .events()
+        .iter()
+        .map(crate::output::json_line)
+        .collect();
+    insta::with_settings!({filters => vec![(r#""(elapsed|took)_ms":\d+"#, r#""${1}_ms":"[ms]""#)]}, {
+        insta::assert_snapshot!(lines.join("\n"));
+    });
+}

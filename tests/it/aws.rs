@@ -876,7 +876,8 @@ fn create_launches_imdsv2_only_with_encrypted_root_volumes() {
         t.proxy.stats()["by_action"],
         json!({
             "AuthorizeSecurityGroupIngress": 2, "CreateSecurityGroup": 2, "DescribeImages": 2,
-            "DescribeInstances": 4, "DescribeSubnets": 2, "GetCallerIdentity": 1, "RunInstances": 2
+            "DescribeInstances": 4, "DescribeSpotPriceHistory": 2, "DescribeSubnets": 2,
+            "GetCallerIdentity": 1, "RunInstances": 2
         })
     );
     t.run(&["destroy", "--yes"], 0);
@@ -978,4 +979,61 @@ fn a_group_with_a_rule_respot_did_not_write_stops_create() {
     assert_eq!(rules, [(Some(22), vec![CIDR])], "{groups:?}");
     t.run(&["destroy", "--yes"], 0);
     t.assert_foreign_untouched();
+}
+
+/// Off a terminal, one plain line per phase change and a summary priced at
+/// the current spot price; with `--output json`, the phases as JSON lines
+/// on stderr and the same summary in the report.
+#[test]
+fn create_reports_each_phase_and_ends_with_a_priced_summary() {
+    let t = AwsTest::with("progress", 1, 2, "");
+    let region = t.regions[0].clone();
+    let out = t.run(&["create", "--no-verify"], 0);
+    let text = stderr(&out);
+    assert!(text.contains("] progress generation 1: requested"), "{text}");
+    assert_eq!(
+        text.matches(&format!("] {region} respot-progress-g1 (")).count(),
+        2,
+        "one running line per instance: {text}"
+    );
+    assert!(text.contains("estimated cost: $0.0"), "{text}");
+    assert!(
+        text.contains("estimated cost: $0.0000") && !text.contains("estimated cost: $0.00/"),
+        "moto has a spot price: {text}"
+    );
+    t.run(&["destroy", "--yes"], 0);
+
+    let out = t.run(&["create", "--no-verify", "--output", "json"], 0);
+    let events: Vec<Value> = stderr(&out)
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}")))
+        .collect();
+    let phases: Vec<(&str, &str)> = events
+        .iter()
+        .map(|e| (e["region"].as_str().unwrap_or("-"), e["phase"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        phases,
+        [
+            ("-", "requested"),
+            (region.as_str(), "running"),
+            (region.as_str(), "running")
+        ],
+        "{events:?}"
+    );
+    assert!(
+        events
+            .iter()
+            .all(|e| e["schema"] == "respot.progress" && e["version"] == 1)
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let summary = &report["summary"];
+    let instances = summary["instances"].as_array().unwrap();
+    assert_eq!(instances.len(), 2, "{summary}");
+    let each = instances[0]["price_per_hour"].as_f64().expect("priced");
+    let total = summary["cost_per_hour"].as_f64().unwrap();
+    assert!(each > 0.0 && (total - 2.0 * each).abs() < 1e-9, "{summary}");
+    assert!(instances[0]["address"].is_string(), "{summary}");
+    t.run(&["destroy", "--yes"], 0);
 }

@@ -8,5 +8,6 @@ mod aws;
 mod config;
 mod history;
 mod local;
+mod progress;
 mod render;
 mod verify;
