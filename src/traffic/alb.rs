@@ -67,6 +67,9 @@ pub struct AlbDoor<E: Elbv2Api = SdkElbv2> {
     regions: Vec<RegionDoor<E>>,
     /// How often health and draining are polled.
     poll: Duration,
+    /// Where `probe` sends its GET (the first region's balancer and the
+    /// listener's port), read once.
+    address: tokio::sync::OnceCell<(String, u16)>,
 }
 
 impl AlbDoor {
@@ -106,6 +109,7 @@ impl<E: Elbv2Api> AlbDoor<E> {
                 })
                 .collect(),
             poll: Duration::from_secs(2),
+            address: tokio::sync::OnceCell::new(),
         }
     }
 
@@ -603,22 +607,26 @@ impl<E: Elbv2Api> FrontDoor for AlbDoor<E> {
                 detail: "no listener configured".to_string(),
             };
         };
-        let found = async {
-            let listener = region.api.describe_listener(&region.listener_arn).await?;
-            let lb = region
-                .api
-                .describe_load_balancer(&listener.load_balancer_arn)
-                .await?;
-            Ok::<_, ElbError>((lb.dns_name, listener.port))
-        };
-        match found.await {
-            Ok((Some(host), Some(port))) => {
-                http_get(&host, u16::try_from(port).unwrap_or(80), &self.health_path).await
-            }
-            Ok(_) => Probe {
-                ok: false,
-                detail: "the load balancer has no DNS name or the listener no port".to_string(),
-            },
+        let found = self
+            .address
+            .get_or_try_init(|| async {
+                let listener = region.api.describe_listener(&region.listener_arn).await?;
+                let lb = region
+                    .api
+                    .describe_load_balancer(&listener.load_balancer_arn)
+                    .await?;
+                match (lb.dns_name, listener.port.and_then(|p| u16::try_from(p).ok())) {
+                    (Some(host), Some(port)) => Ok((host, port)),
+                    _ => Err(ElbError {
+                        action: "DescribeLoadBalancers",
+                        code: None,
+                        message: "the load balancer has no DNS name or the listener no port".to_string(),
+                    }),
+                }
+            })
+            .await;
+        match found {
+            Ok((host, port)) => http_get(host, *port, &self.health_path).await,
             Err(err) => Probe {
                 ok: false,
                 detail: err.to_string(),
