@@ -1,5 +1,5 @@
-//! A deployment's history: one JSON line per create, deploy, rollback and
-//! destroy, appended to `$XDG_STATE_HOME/respot/history/<deployment>.jsonl`
+//! A deployment's history: one JSON line per create, deploy, rollback,
+//! destroy and heal (one that changed something), appended to `$XDG_STATE_HOME/respot/history/<deployment>.jsonl`
 //! (see `paths`). Each line says when, who, which commit and digest, which
 //! strategy, the result, the generations created and destroyed with their
 //! instance counts, how long each phase took and why a failure failed.
@@ -67,6 +67,9 @@ pub enum Action {
     Deploy,
     Rollback,
     Destroy,
+    /// The live generation brought back to its count (recorded only when
+    /// it changed something or failed).
+    Heal,
 }
 
 impl Action {
@@ -76,12 +79,16 @@ impl Action {
             Action::Deploy => "deploy",
             Action::Rollback => "rollback",
             Action::Destroy => "destroy",
+            Action::Heal => "heal",
         }
     }
 
     /// Whether a successful record of this action left a generation live.
     pub fn ships(self) -> bool {
-        matches!(self, Action::Create | Action::Deploy | Action::Rollback)
+        matches!(
+            self,
+            Action::Create | Action::Deploy | Action::Rollback | Action::Heal
+        )
     }
 }
 

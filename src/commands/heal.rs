@@ -13,10 +13,11 @@ use std::time::{Duration, SystemTime};
 use serde::Serialize;
 use serde_json::json;
 
-use super::create::{launch_verification, launchable_blueprint};
-use super::{Context, ExitStatus};
+use super::create::{launch_verification, shippable_blueprint};
+use super::{Context, ExitStatus, history};
 use crate::engine::{self, BadPools, HealOptions, HealReport, NoFrontDoor};
 use crate::error::{Error, Result};
+use crate::history::{Action, Generation, Recorder, per_generation};
 use crate::output::{Count, Printer, Table};
 use crate::provider::{AnyProvider, Instance};
 
@@ -54,8 +55,11 @@ async fn heal_once(
     options: &HealOptions,
 ) -> Result<HealReport> {
     let printer = context.printer;
+    let mut recorder = Recorder::start(Action::Heal);
     let keys = context.keys()?;
-    let blueprint = launchable_blueprint(context, &keys)?;
+    // Replacements are shipped too: `require_signed` holds for them.
+    let blueprint = shippable_blueprint(context, &keys, None)?;
+    history::note_blueprint(&mut recorder, &blueprint);
     let verification = launch_verification(context, &keys, &blueprint)?;
     let file = context
         .paths
@@ -75,6 +79,22 @@ async fn heal_once(
     .await;
     if let Some(file) = &file {
         save(file, &memory, printer);
+    }
+    recorder.mark("heal");
+    // A check that changed nothing is not history (a watch checks often).
+    match &result {
+        Ok(report) if report.is_noop() => {}
+        Ok(report) => {
+            recorder.record.created = per_generation(&report.launched);
+            if let Some(released) = &report.released {
+                recorder.record.destroyed = vec![Generation {
+                    generation: report.launched.iter().find_map(|i| i.generation),
+                    instances: released.terminated.len(),
+                }];
+            }
+            history::finish_outcome(context, recorder, None);
+        }
+        Err(err) => history::finish_outcome(context, recorder, Some(err.to_string())),
     }
     Ok(result?)
 }

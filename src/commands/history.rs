@@ -140,15 +140,25 @@ pub(super) fn note_destroyed(context: &Context<'_>, recorder: &mut Recorder, ins
 /// Ends the record with `result` and writes it: to the history file, and
 /// as a git note on its commit. Without a deployment name (the settings did
 /// not load) there is nothing to record. Failures to write only warn.
-pub(super) fn finish(context: &Context<'_>, mut recorder: Recorder, result: &Result<ExitStatus>) {
+pub(super) fn finish(context: &Context<'_>, recorder: Recorder, result: &Result<ExitStatus>) {
+    let failure = match result {
+        Ok(ExitStatus::Success) => None,
+        Ok(status) => Some(format!("exit {}", status.code())),
+        Err(err) => Some(err.chain()),
+    };
+    finish_outcome(context, recorder, failure);
+}
+
+/// [`finish`] for a command that knows its outcome as a failure reason
+/// (`None`: it succeeded).
+pub(super) fn finish_outcome(context: &Context<'_>, mut recorder: Recorder, failure: Option<String>) {
     let Ok(config) = context.config() else {
         return;
     };
     recorder.record.deployment = config.deployment.name.clone();
-    match result {
-        Ok(ExitStatus::Success) => recorder.succeed(),
-        Ok(status) => recorder.fail(format!("exit {}", status.code())),
-        Err(err) => recorder.fail(err.chain()),
+    match failure {
+        None => recorder.succeed(),
+        Some(reason) => recorder.fail(reason),
     }
     let record = recorder.record;
     let printer = context.printer;

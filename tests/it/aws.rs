@@ -146,7 +146,11 @@ impl AwsTest {
 
     /// `count` instances per region; `extra` is appended to `[aws]`.
     pub(crate) fn with(deployment: &str, regions: usize, count: u32, extra: &str) -> AwsTest {
-        let regions = moto::regions(regions);
+        AwsTest::in_regions(deployment, moto::regions(regions), count, extra)
+    }
+
+    /// The same in the regions given (drawn from `moto`'s pool).
+    pub(crate) fn in_regions(deployment: &str, regions: Vec<String>, count: u32, extra: &str) -> AwsTest {
         let proxy = Proxy::start(0);
         let context = TestContext::new();
         let out = context
@@ -236,7 +240,7 @@ impl AwsTest {
             .collect()
     }
 
-    fn live_ours(&self) -> usize {
+    pub(crate) fn live_ours(&self) -> usize {
         self.ours()
             .iter()
             .filter(|(_, _, state, _)| state != "terminated")
@@ -432,7 +436,8 @@ fn create_list_destroy_across_three_regions() {
 
 #[test]
 fn no_capacity_for_the_first_type_launches_the_second() {
-    let t = AwsTest::with("fallback", 1, 2, "");
+    // The second type must exist where the first has no capacity.
+    let t = AwsTest::in_regions("fallback", moto::regions_with_t3a(1), 2, "");
     let region = &t.regions[0];
     t.proxy.faults(json!([
         {"action": "RunInstances", "match": {"InstanceType": "t3.small"}, "code": "InsufficientInstanceCapacity"}

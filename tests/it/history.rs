@@ -8,7 +8,7 @@ use std::process::Command;
 
 use serde_json::Value;
 
-use crate::aws::{AwsTest, stderr};
+use crate::aws::{AwsTest, block_on, ec2_client, stderr};
 
 /// `git -C dir <args>` with a fixed identity; panics on failure.
 fn git(dir: &Path, args: &[&str]) -> String {
@@ -240,7 +240,7 @@ fn history_records_every_change_deploy_ref_ships_the_recorded_digest_and_rollbac
 
 #[test]
 fn require_signed_refuses_unsigned_commits_and_records_the_signer() {
-    let t = AwsTest::with("signed", 1, 1, "");
+    let t = AwsTest::with("signed", 1, 2, "");
     let dir = t.context.path().to_path_buf();
     let config = std::fs::read_to_string(dir.join("respot.toml")).expect("respot.toml");
     let config = config.replacen("[deployment]\n", "[deployment]\nrequire_signed = true\n", 1);
@@ -312,7 +312,7 @@ fn require_signed_refuses_unsigned_commits_and_records_the_signer() {
     assert_ne!(signed, signed_after, "amending with -S makes a new commit");
     t.run(&["create", "--no-verify"], 0);
     let ours = t.ours();
-    assert_eq!(ours.len(), 1);
+    assert_eq!(ours.len(), 2);
     assert_eq!(
         ours[0].3.get("respot:signer"),
         Some(&fingerprint),
@@ -327,9 +327,28 @@ fn require_signed_refuses_unsigned_commits_and_records_the_signer() {
         .filter(|r| r["result"] == "failure")
         .collect();
     assert_eq!(refusals.len(), 2, "both refusals are history too");
+    // heal ships replacements: signed, tagged and recorded the same way.
+    let (region, id) = (ours[0].0.clone(), ours[0].1.clone());
+    block_on(ec2_client(&region).terminate_instances().instance_ids(&id).send()).expect("terminate");
+    t.run(&["heal", "--no-verify"], 0);
+    let original: Vec<String> = ours.iter().map(|(_, i, _, _)| i.clone()).collect();
+    let healed: Vec<_> = t
+        .ours()
+        .into_iter()
+        .filter(|(_, i, state, _)| !original.contains(i) && state != "terminated")
+        .collect();
+    assert_eq!(healed.len(), 1, "{healed:?}");
+    assert_eq!(healed[0].3.get("respot:signer"), Some(&fingerprint));
+    let heal = history_lines(&t).pop().expect("the heal is recorded");
+    assert_eq!(heal["action"], "heal");
+    assert_eq!(heal["signer"], fingerprint.as_str());
+    assert_eq!(
+        heal["created"],
+        serde_json::json!([{"generation": 1, "instances": 1}])
+    );
     // --ref of the unsigned parent is refused too, before any cloud call.
     let out = t.run(&["deploy", "--ref", "HEAD~1", "--yes", "--no-verify"], 2);
     assert!(stderr(&out).contains("git verify-commit"), "{}", stderr(&out));
-    assert_eq!(t.ours().len(), 1, "the refused deploy launched nothing");
+    assert_eq!(t.live_ours(), 2, "the refused deploy launched nothing");
     t.run(&["destroy", "--yes"], 0);
 }

@@ -17,13 +17,14 @@ use std::net::{TcpListener, TcpStream};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::OnceLock;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 /// Regions moto serves with a default VPC, Amazon Linux 2023 images and
 /// t3 instance types (not me-central-1, whose offerings list has no t3).
-/// Tests draw disjoint sets from it.
+/// Tests draw disjoint sets from it, in order: the regions that also offer
+/// t3a (the sample's second type, which the capacity fallback tests need)
+/// come first.
 const REGION_POOL: &[&str] = &[
     "us-east-1",
     "eu-west-1",
@@ -34,15 +35,17 @@ const REGION_POOL: &[&str] = &[
     "eu-west-2",
     "eu-west-3",
     "eu-central-1",
-    "eu-north-1",
     "ap-southeast-1",
     "ap-northeast-1",
     "ap-northeast-2",
-    "ap-northeast-3",
     "ap-south-1",
     "ca-central-1",
     "sa-east-1",
     "eu-south-1",
+    "il-central-1",
+    // From here on moto offers no t3a: only t3.small launches.
+    "eu-north-1",
+    "ap-northeast-3",
     "af-south-1",
     "me-south-1",
     "ap-east-1",
@@ -50,21 +53,40 @@ const REGION_POOL: &[&str] = &[
     "eu-south-2",
     "ap-south-2",
     "ap-southeast-3",
-    "il-central-1",
     "ca-west-1",
     "ap-southeast-4",
     "ap-southeast-5",
 ];
 
-static NEXT_REGION: AtomicUsize = AtomicUsize::new(0);
+/// How many of `REGION_POOL`'s first regions offer t3a.
+const WITH_T3A: usize = 17;
 
-/// `n` regions no other test in this process uses.
+/// Regions handed out so far: (from the front, from the back).
+static TAKEN: Mutex<(usize, usize)> = Mutex::new((0, 0));
+
+/// `n` regions no other test in this process uses, from the back of the
+/// pool, so that the regions with t3a stay for [`regions_with_t3a`].
 pub fn regions(n: usize) -> Vec<String> {
-    let start = NEXT_REGION.fetch_add(n, Ordering::SeqCst);
+    let mut taken = TAKEN.lock().expect("not poisoned");
     assert!(
-        start + n <= REGION_POOL.len(),
+        taken.0 + taken.1 + n <= REGION_POOL.len(),
         "the tests need more regions than REGION_POOL has; add some"
     );
+    let end = REGION_POOL.len() - taken.1;
+    taken.1 += n;
+    REGION_POOL[end - n..end].iter().map(|r| r.to_string()).collect()
+}
+
+/// `n` unused regions where moto offers t3a.small too (the capacity
+/// fallback's second type), from the front of the pool.
+pub fn regions_with_t3a(n: usize) -> Vec<String> {
+    let mut taken = TAKEN.lock().expect("not poisoned");
+    assert!(
+        taken.0 + n <= WITH_T3A && taken.0 + taken.1 + n <= REGION_POOL.len(),
+        "the tests need more t3a regions than REGION_POOL has free; add some"
+    );
+    let start = taken.0;
+    taken.0 += n;
     REGION_POOL[start..start + n]
         .iter()
         .map(|r| r.to_string())
