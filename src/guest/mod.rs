@@ -53,17 +53,32 @@ impl GuestFile {
     /// are for this repository's readers and cost a third of respot's
     /// share of EC2's 16 KB; what runs is unchanged.
     pub fn shipped(&self) -> String {
-        self.content
-            .lines()
-            .enumerate()
-            .filter(|(i, line)| {
-                let code = line.trim_start();
-                (*i == 0 && code.starts_with("#!")) || !(code.is_empty() || code.starts_with('#'))
-            })
-            .map(|(_, line)| format!("{line}\n"))
-            .collect()
+        without_comments(self.content)
     }
 }
+
+/// `text` without comment lines or blank lines, a `#!` first line kept.
+fn without_comments(text: &str) -> String {
+    text.lines()
+        .enumerate()
+        .filter(|(i, line)| {
+            let code = line.trim_start();
+            (*i == 0 && code.starts_with("#!")) || !(code.is_empty() || code.starts_with('#'))
+        })
+        .map(|(_, line)| format!("{line}\n"))
+        .collect()
+}
+
+/// The bundle step (Python, as cloud-init runs it): fetches the bundle,
+/// checks its sha256 before writing anything, writes its files, and fails
+/// closed with a line in the deployment log. Its arguments are the sha256
+/// and the source (`https://…` or `seed:NAME`).
+pub fn bundle_step() -> String {
+    without_comments(include_str!("bundle-boot.py"))
+}
+
+/// The bundle's file name on the local provider's NoCloud seed.
+pub const SEED_BUNDLE_NAME: &str = "bundle.tar.gz";
 
 pub const INSPECTOR_PATH: &str = "/usr/lib/respot/inspect";
 /// respot's state on the instance. Everything below it is respot's.

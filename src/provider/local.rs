@@ -194,7 +194,8 @@ impl LocalProvider {
                 .arg(&overlay),
         )?;
 
-        let seed = write_seed(&dir, &id, &name, &request.user_data.packed)?;
+        let bundle = request.bundle.as_ref().map(|b| b.archive.as_slice());
+        let seed = write_seed(&dir, &id, &name, &request.user_data.packed, bundle)?;
 
         let ssh_port = free_port()?;
         let mut forwards = Vec::new();
@@ -454,8 +455,10 @@ impl LocalProvider {
 }
 
 /// The NoCloud seed of one VM (`seed.iso`, volume `cidata`): the same
-/// packed user-data AWS would get, and meta-data with the instance id.
-fn write_seed(dir: &Path, id: &str, name: &str, user_data: &[u8]) -> Result<PathBuf> {
+/// packed user-data AWS would get, meta-data with the instance id, and the
+/// bundle, when the blueprint has one, with no size limit (the instance's
+/// bundle step reads it from the seed and checks its sha256).
+fn write_seed(dir: &Path, id: &str, name: &str, user_data: &[u8], bundle: Option<&[u8]>) -> Result<PathBuf> {
     let seed_dir = dir.join("seed");
     private_dir(&seed_dir)?;
     write_file(&seed_dir.join("user-data"), user_data)?;
@@ -463,16 +466,20 @@ fn write_seed(dir: &Path, id: &str, name: &str, user_data: &[u8]) -> Result<Path
         &seed_dir.join("meta-data"),
         format!("instance-id: {id}\nlocal-hostname: {name}\n").as_bytes(),
     )?;
+    let mut files = vec![seed_dir.join("user-data"), seed_dir.join("meta-data")];
+    if let Some(archive) = bundle {
+        let path = seed_dir.join(crate::guest::SEED_BUNDLE_NAME);
+        write_file(&path, archive)?;
+        files.push(path);
+    }
     let seed = dir.join("seed.iso");
     run_tool(
         Command::new("genisoimage")
             .args(["-quiet", "-output"])
             .arg(&seed)
             .args(["-volid", "cidata", "-joliet", "-rock"])
-            .arg(seed_dir.join("user-data"))
-            .arg(seed_dir.join("meta-data")),
+            .args(&files),
     )?;
-
     Ok(seed)
 }
 

@@ -9,7 +9,7 @@ use std::process::Command;
 use serde::Serialize;
 
 use super::TemplateError;
-use crate::config::{Config, HttpProbe};
+use crate::config::{Config, HttpProbe, Transport};
 
 /// A blueprint as read from disk: the config values the template needs, the
 /// template text, the instance files and what git says. Rendering the same
@@ -30,6 +30,8 @@ pub struct Source {
     /// Every file under the instance directory, in any order.
     pub files: Vec<SourceFile>,
     pub git: GitInfo,
+    /// `[deployment] transport`.
+    pub transport: Transport,
 }
 
 /// One file of the instance directory.
@@ -69,6 +71,7 @@ pub fn load(config: &Config) -> Result<Source, TemplateError> {
             .map_or_else(|| "instance".to_string(), |n| n.to_string_lossy().to_string()),
         files,
         git: GitInfo::probe(&config.base_dir()).with_ignored(&instance_dir),
+        transport: config.deployment.transport,
     })
 }
 
