@@ -4,9 +4,11 @@ import hashlib, io, os, subprocess, sys, tarfile, tempfile, time, urllib.request
 # archive (an https URL, or seed:NAME on the NoCloud seed), checks its
 # sha256 BEFORE writing anything, and fails closed with a line in the
 # deployment log. Once written, later boots skip it (bootcmd runs each boot).
+# A third argument roots every path it writes elsewhere (tests only).
 WANT, SOURCE = sys.argv[1], sys.argv[2]
-LOG = "/var/log/respot/deploy.log"
-DONE = "/var/lib/respot/bundle.sha256"
+ROOT = sys.argv[3] if len(sys.argv) > 3 else ""
+LOG = ROOT + "/var/log/respot/deploy.log"
+DONE = ROOT + "/var/lib/respot/bundle.sha256"
 def log(message):
     os.makedirs(os.path.dirname(LOG), exist_ok=True)
     stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
@@ -61,7 +63,7 @@ for m in members:
     if not m.isfile() or m.name.startswith("/") or ".." in parts or "" in parts:
         fail("unexpected entry %r" % m.name)
 for m in members:
-    path = "/" + m.name
+    path = ROOT + "/" + m.name
     os.makedirs(os.path.dirname(path), exist_ok=True)
     temporary = path + ".respot-new"
     with open(temporary, "wb") as f:

@@ -249,6 +249,71 @@ mod tests {
         }
     }
 
+    /// The bundle step as cloud-init runs it (`python3 -I -c`), rooted in
+    /// a temporary directory, on an archive given as a `file://` URL.
+    fn run_bundle_step(root: &std::path::Path, sha256: &str, archive: &std::path::Path) -> bool {
+        std::process::Command::new("python3")
+            .args(["-I", "-c", &bundle_step(), sha256])
+            .arg(format!("file://{}", archive.display()))
+            .arg(root)
+            .status()
+            .expect("python3 runs")
+            .success()
+    }
+
+    #[test]
+    fn bundle_step_checks_the_sha256_before_writing_and_fails_closed() {
+        use sha2::Digest as _;
+        let dir = tempfile::tempdir().unwrap();
+        let mut tar = tar::Builder::new(Vec::new());
+        for (path, mode, content) in [
+            ("opt/app/run.sh", 0o755, &b"#!/bin/sh\n"[..]),
+            ("etc/app.conf", 0o600, b"k=v\n"),
+        ] {
+            let mut header = tar::Header::new_ustar();
+            header.set_size(content.len() as u64);
+            header.set_mode(mode);
+            header.set_cksum();
+            tar.append_data(&mut header, path, content).unwrap();
+        }
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        std::io::Write::write_all(&mut gz, &tar.into_inner().unwrap()).unwrap();
+        let archive_bytes = gz.finish().unwrap();
+        let archive = dir.path().join("bundle.tar.gz");
+        std::fs::write(&archive, &archive_bytes).unwrap();
+        let sha256 = hex::encode(sha2::Sha256::digest(&archive_bytes));
+        let root = dir.path().join("root");
+        std::fs::create_dir(&root).unwrap();
+        let log = || std::fs::read_to_string(root.join("var/log/respot/deploy.log")).unwrap_or_default();
+
+        assert!(
+            !run_bundle_step(&root, &"0".repeat(64), &archive),
+            "a wrong sha256 fails"
+        );
+        assert!(
+            !root.join("opt").exists() && !root.join("etc").exists(),
+            "nothing written"
+        );
+        assert!(log().contains("FAILED: sha256 is"), "{}", log());
+        assert!(log().contains("nothing written"), "{}", log());
+
+        assert!(run_bundle_step(&root, &sha256, &archive));
+        assert_eq!(std::fs::read(root.join("etc/app.conf")).unwrap(), b"k=v\n");
+        let mode = |p: &str| {
+            std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(root.join(p)).unwrap().permissions())
+                & 0o7777
+        };
+        assert_eq!((mode("opt/app/run.sh"), mode("etc/app.conf")), (0o755, 0o600));
+        assert!(log().contains("2 files written"), "{}", log());
+
+        // A later boot skips it, even if the source is gone.
+        std::fs::remove_file(&archive).unwrap();
+        assert!(
+            run_bundle_step(&root, &sha256, &archive),
+            "done once, skipped after"
+        );
+    }
+
     #[test]
     fn probes_file_has_one_line_per_probe() {
         let probe = |port, path: &str, expect_status| HttpProbe {
