@@ -14,9 +14,17 @@ use serde::{Deserialize, Serialize};
 
 use crate::exit::ExitStatus;
 
+mod files;
+mod files_check;
+mod glob;
 mod located;
+pub mod units;
 mod validate;
 
+pub use files::{
+    DirectoryRule, FileRule, Mode, Ownership, PackageManager, PackageSpec, PackagesSection, SecretEntry,
+    UnitStep,
+};
 use located::Located;
 pub use located::Seg;
 pub use validate::valid_deployment_name;
@@ -130,6 +138,15 @@ pub struct Config {
     pub local: LocalSection,
     #[serde(default)]
     pub verify: VerifySection,
+    /// `[[files]]`, `[[directories]]`, `[[secrets]]`, `[packages]`: see `files`.
+    #[serde(default)]
+    pub files: Vec<FileRule>,
+    #[serde(default)]
+    pub directories: Vec<DirectoryRule>,
+    #[serde(default)]
+    pub secrets: Vec<SecretEntry>,
+    #[serde(default)]
+    pub packages: PackagesSection,
     /// Where the file was read from; relative paths in it resolve against
     /// its directory.
     #[serde(skip)]
@@ -146,6 +163,9 @@ pub struct DeploymentSection {
     pub template: PathBuf,
     #[serde(default = "default_instance_dir")]
     pub instance_dir: PathBuf,
+    /// The unit start order (see `units`); file name order when absent.
+    #[serde(default)]
+    pub units: Option<Vec<UnitStep>>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

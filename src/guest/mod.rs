@@ -109,6 +109,13 @@ pub fn guarded(path: &str, content: &[u8]) -> Option<&'static str> {
     None
 }
 
+/// Whether `path` is where sudo reads its rules (`/etc/sudoers`,
+/// `/etc/sudoers.d/`): a file there whose content respot cannot see (a
+/// secret) could grant the verification account anything.
+pub fn guarded_dir(path: &str) -> bool {
+    path == "/etc/sudoers" || path == "/etc/sudoers.d" || path.starts_with("/etc/sudoers.d/")
+}
+
 /// The content of `PROBES_PATH`: one probe per line, `http PORT PATH STATUS`,
 /// so the POSIX-shell inspector reads it without a JSON parser. Config
 /// validation keeps every field free of spaces and shell metacharacters.
