@@ -189,6 +189,9 @@ pub struct InstanceFile {
     pub origin: Origin,
     /// Octal mode such as `0644`.
     pub mode: String,
+    /// `root` unless `[[files]]` says otherwise.
+    pub owner: String,
+    pub group: String,
     pub sha256: String,
     #[serde(skip)]
     pub content: Vec<u8>,
@@ -202,6 +205,8 @@ impl InstanceFile {
             source,
             origin,
             mode: mode.to_string(),
+            owner: "root".to_string(),
+            group: "root".to_string(),
             content,
         }
     }
