@@ -232,6 +232,35 @@ pub fn owner_and_group(owner: Option<&str>, group: Option<&str>) -> (String, Str
     (user, group)
 }
 
+/// The attributes of the instance file at `relative` (to the instance
+/// directory): the matching `rules`, later ones winning key by key;
+/// root:root and no mode (the mapping convention's) when none match. Also
+/// whether the file is a template.
+pub fn file_attributes(rules: &[FileRule], relative: &str) -> (Ownership, bool) {
+    let mut owner: Option<&str> = None;
+    let mut group: Option<&str> = None;
+    let mut mode = None;
+    let mut template = false;
+    for rule in rules.iter().filter(|r| glob::matches_path(&r.path, relative)) {
+        if let Some(o) = rule.owner.as_deref() {
+            owner = Some(o);
+            if o.contains(':') {
+                group = None;
+            }
+        }
+        if rule.group.is_some() {
+            group = rule.group.as_deref();
+        }
+        mode = rule.mode.or(mode);
+        template |= rule.template;
+    }
+    let (owner, group) = match (owner, group) {
+        (Some(o), Some(g)) if !o.contains(':') => (o.to_string(), g.to_string()),
+        (o, g) => owner_and_group(o, g),
+    };
+    (Ownership { owner, group, mode }, template)
+}
+
 impl DirectoryRule {
     /// Owner and group as for files; mode `0755` unless given.
     pub fn ownership(&self) -> Ownership {
@@ -257,37 +286,10 @@ impl SecretEntry {
 }
 
 impl super::Config {
-    /// The attributes of the instance file at `relative` (to the instance
-    /// directory): the matching `[[files]]` entries, later ones winning key
-    /// by key; root:root and no mode (the mapping convention's) when none
-    /// match. Also whether the file is a template.
+    /// The attributes of the instance file at `relative`: see
+    /// [`file_attributes`].
     pub fn file_attributes(&self, relative: &str) -> (Ownership, bool) {
-        let mut owner: Option<&str> = None;
-        let mut group: Option<&str> = None;
-        let mut mode = None;
-        let mut template = false;
-        for rule in self
-            .files
-            .iter()
-            .filter(|r| glob::matches_path(&r.path, relative))
-        {
-            if let Some(o) = rule.owner.as_deref() {
-                owner = Some(o);
-                if o.contains(':') {
-                    group = None;
-                }
-            }
-            if rule.group.is_some() {
-                group = rule.group.as_deref();
-            }
-            mode = rule.mode.or(mode);
-            template |= rule.template;
-        }
-        let (owner, group) = match (owner, group) {
-            (Some(o), Some(g)) if !o.contains(':') => (o.to_string(), g.to_string()),
-            (o, g) => owner_and_group(o, g),
-        };
-        (Ownership { owner, group, mode }, template)
+        file_attributes(&self.files, relative)
     }
 
     /// The package manager of the instances: `dnf` on Amazon Linux images

@@ -23,7 +23,7 @@ mod validate;
 
 pub use files::{
     DirectoryRule, FileRule, Mode, Ownership, PackageManager, PackageSpec, PackagesSection, SecretEntry,
-    UnitStep,
+    UnitStep, file_attributes,
 };
 use located::Located;
 pub use located::Seg;

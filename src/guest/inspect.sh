@@ -10,7 +10,7 @@
 #   facts | packages | journal <unit in /etc/respot/units> <n in 1..500>
 #
 # One more entry, not over SSH: `inspect hash-manifest`, run as root through
-# the one sudo rule in /etc/sudoers.d/respot-verify (fixed argument, no
+# the one sudo rule in /etc/sudoers.d/respot (fixed argument, no
 # input), prints the file, dir and secret records of `manifest` for files
 # respot-verify cannot read itself (0600 ones). It reads only respot's lists.
 #

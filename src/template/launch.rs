@@ -7,7 +7,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use serde::Serialize;
 
-use super::{Blueprint, Digest, LaunchMaterial};
+use super::{Blueprint, Digest, LaunchMaterial, yaml_text};
 use crate::guest::{
     DEPLOY_LOG_PATH, INSPECTOR_PATH, MANIFEST_PATH, SUMS_PATH, UNITS_PATH, VERIFY_HOME, VERIFY_KEYS_DIR,
     VERIFY_USER,
@@ -83,22 +83,40 @@ impl Blueprint {
     /// The launch part: reserved top-level keys carrying per-generation data.
     /// Its `bootcmd` does, before sshd starts: write the manifest (JSON), the
     /// same file list in `sha256sum` format and the unit list; make the
-    /// verification account `VERIFY_USER`; and write its one key.
+    /// verification account `VERIFY_USER`; and write its one key
+    /// ([`Blueprint::key_section`], which continues this `bootcmd` list).
     pub fn launch_section(&self, launch: &LaunchMaterial) -> String {
-        let manifest_b64 = B64.encode(self.manifest_json(launch.generation));
-        let sums_b64 = B64.encode(self.sha256_list());
-        let units_b64 = B64.encode(self.units.iter().map(|u| format!("{u}\n")).collect::<String>());
+        let manifest = self.manifest_json(launch.generation);
+        let sums = self.sha256_list();
+        let units: String = self.units.iter().map(|u| format!("{u}\n")).collect();
         let mut out = String::new();
         out.push_str("\n# ---- respot launch material: per generation, outside the digest ----\n");
         out.push_str("bootcmd:\n");
+        // Plain text (block scalars), not base64: the outer gzip then packs
+        // the manifest and shares the hashes it repeats with the file list.
         out.push_str(&format!(
-            "  - [sh, -c, 'umask 022 && mkdir -p /etc/respot /var/log/respot && printf %s \"$1\" | base64 -d > {MANIFEST_PATH} && printf %s \"$2\" | base64 -d > {SUMS_PATH} && printf %s \"$3\" | base64 -d > {UNITS_PATH} && printf \"%s bootcmd: manifest written (generation %s, digest %s)\\n\" \"$(date -u +%Y-%m-%dT%H:%M:%SZ)\" \"$4\" \"$5\" >> {DEPLOY_LOG_PATH}', respot, \"{manifest_b64}\", \"{sums_b64}\", \"{units_b64}\", \"{}\", \"{}\"]\n",
+            "  - - sh\n    - -c\n    - 'umask 022 && mkdir -p /etc/respot /var/log/respot && printf %s \"$1\" > {MANIFEST_PATH} && printf %s \"$2\" > {SUMS_PATH} && printf %s \"$3\" > {UNITS_PATH} && printf \"%s bootcmd: manifest written (generation %s, digest %s)\\n\" \"$(date -u +%Y-%m-%dT%H:%M:%SZ)\" \"$4\" \"$5\" >> {DEPLOY_LOG_PATH}'\n    - respot\n"
+        ));
+        for text in [manifest.as_str(), sums.as_str(), units.as_str()] {
+            out.push_str("    - ");
+            out.push_str(&yaml_text::block_value(text, 6));
+        }
+        out.push_str(&format!(
+            "    - \"{}\"\n    - \"{}\"\n",
             launch.generation,
             self.digest.short()
         ));
         out.push_str(&format!(
             "  - [sh, -c, '{VERIFY_ACCOUNT_SCRIPT}', respot, {VERIFY_USER}, {VERIFY_HOME}]\n"
         ));
+        out
+    }
+
+    /// The keys: the end of the launch part. Random bytes of a length fixed
+    /// by the key types and comments, so packing stores them uncompressed
+    /// and the packed size does not depend on which keys they are.
+    pub fn key_section(&self, launch: &LaunchMaterial) -> String {
+        let mut out = String::new();
         if let Some(verify_key) = &launch.verify_key {
             let line = format!("restrict,command=\"{INSPECTOR_PATH}\" {}\n", verify_key.trim());
             out.push_str(&format!(
@@ -158,9 +176,14 @@ mod tests {
             host_key: None,
             verify_key: Some("ssh-ed25519 AAAAtest respot-verify\n".to_string()),
         };
-        let part = blueprint().launch_section(&launch);
-        let bootcmd: Vec<&str> = part.lines().filter(|l| l.starts_with("  - [sh, -c, ")).collect();
+        let part = format!(
+            "{}{}",
+            blueprint().launch_section(&launch),
+            blueprint().key_section(&launch)
+        );
+        let bootcmd: Vec<&str> = part.lines().filter(|l| l.starts_with("  - ")).collect();
         assert_eq!(bootcmd.len(), 3, "{part}");
+        assert_eq!(bootcmd[0], "  - - sh", "the manifest step, as a block sequence");
         assert!(bootcmd[1].contains("useradd --system"), "{}", bootcmd[1]);
         assert!(
             bootcmd[1].ends_with("', respot, respot-verify, /var/lib/respot-verify]"),
@@ -184,7 +207,8 @@ mod tests {
             "restrict,command=\"/usr/lib/respot/inspect\" ssh-ed25519 AAAAtest respot-verify\n"
         );
         // Without a key, the account is still made.
-        let part = blueprint().launch_section(&LaunchMaterial::default());
+        let part = blueprint().launch_section(&LaunchMaterial::default())
+            + &blueprint().key_section(&LaunchMaterial::default());
         assert!(part.contains("useradd --system"));
         assert!(!part.contains(VERIFY_KEYS_DIR));
     }

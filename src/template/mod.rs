@@ -19,12 +19,14 @@
 //!
 //! This module knows no AWS, no QEMU and no SSH.
 
+mod inputs;
 mod launch;
 mod pack;
 mod render;
 mod schema;
 mod source;
 mod structure;
+mod yaml_text;
 
 use std::fmt;
 
@@ -34,7 +36,8 @@ use sha2::{Digest as _, Sha256};
 use crate::config::Config;
 use crate::exit::ExitStatus;
 
-pub use self::pack::{USER_DATA_LIMIT, pack};
+pub use self::inputs::{Inputs, Placed};
+pub use self::pack::{Budget, USER_DATA_LIMIT, pack};
 pub use self::render::render;
 pub use self::schema::schema_check;
 pub use self::source::{GitInfo, Source, SourceFile, load};
@@ -97,8 +100,8 @@ pub enum TemplateError {
     #[error("`{path}`: {message}")]
     Render { path: String, message: String },
     #[error(
-        "`{path}`: the template sets the top-level key `{key}`, which respot adds at launch \
-         (reserved: {reserved}); remove it from the template"
+        "`{path}`: the template sets the top-level key `{key}`, which respot writes itself \
+         (reserved: {reserved}); remove it from the template (files belong in the instance directory)"
     )]
     ReservedKey {
         path: String,
@@ -107,9 +110,10 @@ pub enum TemplateError {
     },
     #[error(
         "user data is {packed} bytes even gzipped, over EC2's limit of {USER_DATA_LIMIT}; \
-         the largest files are: {largest}"
+         the largest files are: {}",
+        LargeFile::list(largest)
     )]
-    TooLarge { packed: usize, largest: String },
+    TooLarge { packed: usize, largest: Vec<LargeFile> },
     #[error("`{path}` fails cloud-init's schema check:\n{output}")]
     Schema { path: String, output: String },
 }
@@ -132,6 +136,24 @@ impl TemplateError {
             | TemplateError::TooLarge { .. }
             | TemplateError::Schema { .. } => ExitStatus::Usage,
         }
+    }
+}
+
+/// One of the blueprint's largest files, named in a size refusal.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LargeFile {
+    /// The file in the blueprint folder (`instance/files/...`).
+    pub source: String,
+    pub bytes: usize,
+}
+
+impl LargeFile {
+    fn list(files: &[LargeFile]) -> String {
+        files
+            .iter()
+            .map(|f| format!("`{}` ({} bytes)", f.source, f.bytes))
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 }
 

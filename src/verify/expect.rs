@@ -209,15 +209,18 @@ pub(super) fn entry_rows(
         }
     }
     if rows.is_empty() {
-        let what = if kind == "dir" { "directory" } else { "secret" };
+        let n = expected.len();
+        let what = match (kind, n) {
+            ("dir", 1) => "directory",
+            ("dir", _) => "directories",
+            (_, 1) => "secret",
+            _ => "secrets",
+        };
         rows.push(CheckRow::new(
             target,
             check,
             Outcome::Pass,
-            format!(
-                "{} with the render's owner, group and mode",
-                Count(expected.len(), what)
-            ),
+            format!("{n} {what} with the render's owner, group and mode"),
         ));
     }
     rows
@@ -533,7 +536,10 @@ mod tests {
             (
                 "missing and unlisted",
                 "dir\t/var/lib/app\tmissing\t-\t-\t-\n",
-                &["`/var/lib/app` is missing", "`/srv/cache` was not checked"],
+                &[
+                    "`/var/lib/app` is missing",
+                    "`/srv/cache` was not checked: the instance's list does not have it",
+                ],
             ),
         ];
         for (name, body, want) in cases {

@@ -113,6 +113,7 @@ fn json_report_lists_files_units_and_sizes() {
     for file in report["files"].as_array().unwrap() {
         let respots = file["path"] == "/etc/respot/probes"
             || file["path"] == "/etc/ssh/sshd_config.d/60-respot.conf"
+            || file["path"] == "/etc/sudoers.d/respot"
             || file["path"].as_str().unwrap().starts_with("/usr/lib/respot/");
         let want = if respots { "respot" } else { "blueprint" };
         assert_eq!(file["origin"], want, "origin of {}", file["path"]);
@@ -142,6 +143,9 @@ fn redact(mut report: serde_json::Value) -> serde_json::Value {
     report["document"] = "[document]".into();
     report["raw_bytes"] = "[bytes]".into();
     report["packed_bytes"] = "[bytes]".into();
+    for part in ["user_bytes", "respot_bytes", "left_bytes"] {
+        report["budget"][part] = "[bytes]".into();
+    }
     for file in report["files"].as_array_mut().unwrap() {
         file["sha256"] = "[sha256]".into();
         file["bytes"] = "[bytes]".into();
@@ -530,4 +534,74 @@ fn completions_and_man_page_come_from_the_cli_and_need_no_blueprint() {
         .status(2)
         .stderr_contains("invalid value 'tcsh'")
         .run();
+}
+
+/// Text files land as plain block scalars and binary ones as `b64`, and
+/// cloud-init's own YAML loader (PyYAML, as `cloud-init` runs it) reads
+/// every file back byte for byte.
+#[test]
+fn file_contents_round_trip_through_cloud_inits_yaml_loader() {
+    let tricky: &[(&str, &str)] = &[
+        ("lead.txt", "  two leading spaces\nthen none\n"),
+        ("noeol.conf", "no final newline"),
+        ("blank-tail.txt", "two newlines at the end\n\n"),
+        (
+            "blank-head.txt",
+            "\n\nafter two empty lines\n   \nspaces-only line above\n",
+        ),
+        ("yamlish.yaml", "key: value\n- item\n---\n...\n# not a comment\n"),
+        ("tabs.sh", "\tindented with a tab\ntrailing spaces   \n"),
+        ("unicode.txt", "gr\u{fc}\u{df}e \u{1f600}\n"),
+        ("crlf.txt", "dos\r\nline\r\n"),
+    ];
+    let mut test = Test::sample();
+    for (name, content) in tricky {
+        test = test.write(&format!("instance/files/opt/t/{name}"), content);
+    }
+    std::fs::write(test.path().join("instance/files/opt/t/blob.bin"), noise(300, 3)).unwrap();
+    let report = render_json(test.context(), test.path());
+    let document = report["document"].as_str().unwrap();
+    assert!(
+        document.contains("    content: |2-\n      no final newline\n"),
+        "text is a block scalar"
+    );
+    assert_eq!(
+        document.matches("encoding: b64").count(),
+        2,
+        "only the binary file and the CRLF file are base64"
+    );
+    let script = "import sys, json, yaml, base64\n\
+                  doc = yaml.safe_load(sys.stdin.read())\n\
+                  out = {}\n\
+                  for f in doc['write_files']:\n\
+                  \x20   c = f['content']\n\
+                  \x20   b = base64.b64decode(c) if f.get('encoding') == 'b64' else c.encode()\n\
+                  \x20   out[f['path']] = b.hex()\n\
+                  print(json.dumps(out))\n";
+    let mut child = std::process::Command::new("python3")
+        .args(["-c", script])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3 (cloud-init's interpreter) runs");
+    std::io::Write::write_all(child.stdin.as_mut().unwrap(), document.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "PyYAML could not load the document");
+    let loaded: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let mut checked = 0;
+    for file in report["files"].as_array().unwrap() {
+        let path = file["path"].as_str().unwrap();
+        let hex = loaded[path]
+            .as_str()
+            .unwrap_or_else(|| panic!("{path} not written"));
+        let bytes = hex::decode(hex).unwrap();
+        assert_eq!(
+            hex::encode(Sha256::digest(&bytes)),
+            file["sha256"].as_str().unwrap(),
+            "{path} does not round-trip"
+        );
+        checked += 1;
+    }
+    assert_eq!(checked, report["files"].as_array().unwrap().len());
+    assert!(checked >= 13, "{checked}");
 }
