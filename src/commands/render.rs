@@ -64,6 +64,8 @@ struct FileReport<'a> {
     source: &'a str,
     origin: Origin,
     mode: &'a str,
+    owner: &'a str,
+    group: &'a str,
     sha256: &'a str,
     bytes: usize,
 }
@@ -75,6 +77,8 @@ impl<'a> From<&'a InstanceFile> for FileReport<'a> {
             source: &f.source,
             origin: f.origin,
             mode: &f.mode,
+            owner: &f.owner,
+            group: &f.group,
             sha256: &f.sha256,
             bytes: f.content.len(),
         }

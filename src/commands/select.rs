@@ -110,6 +110,9 @@ pub fn expected_from(config: &Config, blueprint: &Blueprint) -> Expected {
         .map(|f| ExpectedFile {
             path: f.path.clone(),
             sha256: f.sha256.clone(),
+            owner: f.owner.clone(),
+            group: f.group.clone(),
+            mode: f.mode.clone(),
         })
         .collect();
     let probes = config
@@ -124,7 +127,11 @@ pub fn expected_from(config: &Config, blueprint: &Blueprint) -> Expected {
         .collect();
     Expected {
         digest: blueprint.digest.clone(),
-        shipped: Some(Shipped { files, probes }),
+        shipped: Some(Shipped {
+            files,
+            probes,
+            ..crate::verify::expected_blueprint_inputs(config)
+        }),
     }
 }
 

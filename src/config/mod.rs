@@ -14,9 +14,17 @@ use serde::{Deserialize, Serialize};
 
 use crate::exit::ExitStatus;
 
+mod files;
+mod files_check;
+mod glob;
 mod located;
+pub mod units;
 mod validate;
 
+pub use files::{
+    DirectoryRule, FileRule, Mode, Ownership, PackageManager, PackageSpec, PackagesSection, SecretEntry,
+    UnitStep, file_attributes,
+};
 use located::Located;
 pub use located::Seg;
 pub use validate::valid_deployment_name;
@@ -143,6 +151,15 @@ pub struct Config {
     pub local: LocalSection,
     #[serde(default)]
     pub verify: VerifySection,
+    /// `[[files]]`, `[[directories]]`, `[[secrets]]`, `[packages]`: see `files`.
+    #[serde(default)]
+    pub files: Vec<FileRule>,
+    #[serde(default)]
+    pub directories: Vec<DirectoryRule>,
+    #[serde(default)]
+    pub secrets: Vec<SecretEntry>,
+    #[serde(default)]
+    pub packages: PackagesSection,
     /// Where the file was read from; relative paths in it resolve against
     /// its directory.
     #[serde(skip)]
@@ -161,6 +178,9 @@ pub struct DeploymentSection {
     pub instance_dir: PathBuf,
     #[serde(default)]
     pub transport: Transport,
+    /// The unit start order (see `units`); file name order when absent.
+    #[serde(default)]
+    pub units: Option<Vec<UnitStep>>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

@@ -44,8 +44,17 @@ pub const SSHD_CONFIG: GuestFile = GuestFile {
     content: include_str!("60-respot.conf"),
 };
 
+/// The one sudo rule of `VERIFY_USER`: the inspector's `hash-manifest`
+/// entry as root, with that fixed argument, so files it cannot read (0600
+/// ones) are hashed too. sudo ignores a rule file not at mode 0440.
+pub const SUDOERS: GuestFile = GuestFile {
+    path: "/etc/sudoers.d/respot",
+    mode: "0440",
+    content: include_str!("sudoers-respot-verify"),
+};
+
 /// Every file respot ships (see [`GuestFile::shipped`]).
-pub const FILES: [GuestFile; 3] = [DEPLOY_LOG_HELPER, INSPECTOR, SSHD_CONFIG];
+pub const FILES: [GuestFile; 4] = [DEPLOY_LOG_HELPER, INSPECTOR, SSHD_CONFIG, SUDOERS];
 
 impl GuestFile {
     /// The content as shipped: without comment lines (a `#`, after any
@@ -91,6 +100,12 @@ pub const SUMS_PATH: &str = "/etc/respot/manifest.sha256";
 pub const UNITS_PATH: &str = "/etc/respot/units";
 /// The `[verify]` health probes, written at render (see [`probes_file`]).
 pub const PROBES_PATH: &str = "/etc/respot/probes";
+/// The `[[directories]]` to check, one path per line, written at render.
+pub const DIRECTORIES_PATH: &str = "/etc/respot/directories";
+/// The `[[secrets]]` to check (existence, owner, mode; never content).
+pub const SECRETS_PATH: &str = "/etc/respot/secrets";
+/// The `[packages]` to check, one name per line, written at render.
+pub const PACKAGES_PATH: &str = "/etc/respot/packages";
 /// sshd reads the verification key from here (see `60-respot.conf`).
 pub const VERIFY_KEYS_DIR: &str = "/etc/respot/verify_keys";
 /// `VERIFY_USER`'s home: root-owned and 0755, so the account cannot write
@@ -133,13 +148,51 @@ pub fn guarded(path: &str, content: &[u8]) -> Option<&'static str> {
              restricted verification key; set `ssh.authorized_key` in respot.toml instead",
         );
     }
-    let mentions_verify_user = content
-        .windows(VERIFY_USER.len())
-        .any(|w| w == VERIFY_USER.as_bytes());
-    if under("/etc/sudoers.d") && mentions_verify_user {
-        return Some("it grants rights to respot's verification account, which must stay read-only");
+    if path == "/etc/sudoers" || path == "/etc/sudoers.d" {
+        return Some("sudo's own configuration decides who may run what as root");
+    }
+    if under("/etc/sudoers.d") && widens_sudo(content) {
+        return Some(
+            "it could grant rights to respot's verification account (by name, by a group it is \
+             in, as `ALL`, through an alias, an include or `Defaults`), which must stay read-only",
+        );
     }
     None
+}
+
+/// Whether a sudoers drop-in could reach `VERIFY_USER`: it names the
+/// account, a group or group id (it is in `adm` and `systemd-journal`), a
+/// netgroup, every user (`ALL` as the user list), an alias or an include,
+/// or changes `Defaults`. Plain `user host=(runas) commands` lines for other
+/// named users pass.
+fn widens_sudo(content: &[u8]) -> bool {
+    let text = String::from_utf8_lossy(content);
+    if text.contains(VERIFY_USER) {
+        return true;
+    }
+    text.lines().map(str::trim).filter(|l| !l.is_empty()).any(|line| {
+        let first = line.split([' ', '\t', ',', '=']).next().unwrap_or("");
+        line.starts_with("@include")
+            || line.starts_with("#include")
+            || (!line.starts_with('#') && (line.contains('%') || line.contains('+')))
+            || first == "ALL"
+            || first.ends_with("_Alias")
+            || first.starts_with("Defaults")
+    })
+}
+
+/// Whether `path` is where sudo reads its rules (`/etc/sudoers`,
+/// `/etc/sudoers.d/`): a file there whose content respot cannot see (a
+/// secret) could grant the verification account anything.
+pub fn guarded_dir(path: &str) -> bool {
+    path == "/etc/sudoers" || path == "/etc/sudoers.d" || path.starts_with("/etc/sudoers.d/")
+}
+
+/// One path or name per line: `DIRECTORIES_PATH`, `SECRETS_PATH`,
+/// `PACKAGES_PATH`. Config validation keeps them free of spaces and
+/// shell metacharacters.
+pub fn lines_file<S: AsRef<str>>(items: &[S]) -> String {
+    items.iter().map(|i| format!("{}\n", i.as_ref())).collect()
 }
 
 /// The content of `PROBES_PATH`: one probe per line, `http PORT PATH STATUS`,
@@ -161,6 +214,7 @@ mod tests {
         let cases: &[(&str, bool)] = &[
             ("/usr/lib/respot/inspect", true),
             ("/usr/lib/respot/deploy-log", true),
+            ("/etc/sudoers.d/respot", true),
             ("/etc/ssh/sshd_config.d/60-respot.conf", true),
             ("/usr/lib/respot/inspect/x", true),
             ("/etc/respot", true),
@@ -190,11 +244,29 @@ mod tests {
             ("/home/admin/.ssh/config", "", true),
             ("/etc/skel/.ssh/authorized_keys", "", true),
             (
-                "/etc/sudoers.d/respot",
+                "/etc/sudoers.d/verify",
                 "respot-verify ALL=(ALL) NOPASSWD: ALL\n",
                 true,
             ),
             ("/etc/sudoers.d/admin", "admin ALL=(ALL) ALL\n", false),
+            (
+                "/etc/sudoers.d/admin",
+                "# admins\nadmin ALL=(ALL) NOPASSWD: /usr/bin/systemctl\n",
+                false,
+            ),
+            ("/etc/sudoers.d/adm", "%adm ALL=(ALL) NOPASSWD: ALL\n", true),
+            ("/etc/sudoers.d/gid", "%#4 ALL=(ALL) ALL\n", true),
+            ("/etc/sudoers.d/all", "ALL ALL=(ALL) NOPASSWD: ALL\n", true),
+            (
+                "/etc/sudoers.d/alias",
+                "User_Alias V = admin\nV ALL=(ALL) ALL\n",
+                true,
+            ),
+            ("/etc/sudoers.d/inc", "@includedir /tmp/x\n", true),
+            ("/etc/sudoers.d/inc2", "#includedir /tmp/x\n", true),
+            ("/etc/sudoers.d/def", "Defaults:admin !authenticate\n", true),
+            ("/etc/sudoers.d/net", "+ops ALL=(ALL) ALL\n", true),
+            ("/etc/sudoers", "admin ALL=(ALL) ALL\n", true),
             ("/etc/sshx", "", false),
             ("/opt/app/ssh/config", "", false),
             ("/opt/app/.sshrc", "", false),
@@ -217,6 +289,27 @@ mod tests {
         assert!(DEPLOY_LOG_HELPER.content.contains(DEPLOY_LOG_PATH));
         assert!(SSHD_CONFIG.content.contains(VERIFY_KEYS_DIR));
         assert!(SSHD_CONFIG.content.contains(INSPECTOR_PATH));
+        for path in [DIRECTORIES_PATH, SECRETS_PATH, PACKAGES_PATH] {
+            assert!(INSPECTOR.content.contains(path), "the inspector reads {path}");
+        }
+        // The one rule: the inspector as root with its one fixed argument,
+        // which the inspector itself names.
+        let rules: Vec<&str> = SUDOERS
+            .content
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+            .collect();
+        assert_eq!(
+            rules,
+            [format!(
+                "{VERIFY_USER} ALL=(root) NOPASSWD: {INSPECTOR_PATH} hash-manifest"
+            )]
+        );
+        assert!(
+            INSPECTOR
+                .content
+                .contains(&format!("sudo -n {INSPECTOR_PATH} hash-manifest"))
+        );
         for file in FILES {
             assert!(owns(file.path), "{} is respot's", file.path);
         }

@@ -20,6 +20,7 @@
 //! This module knows no AWS, no QEMU and no SSH.
 
 mod bundle;
+mod inputs;
 mod launch;
 mod pack;
 mod render;
@@ -38,6 +39,7 @@ use crate::config::Config;
 use crate::exit::ExitStatus;
 
 pub use self::bundle::Bundle;
+pub use self::inputs::{Inputs, Placed};
 pub use self::pack::{Budget, USER_DATA_LIMIT, pack};
 pub use self::render::render;
 pub use self::schema::schema_check;
@@ -212,6 +214,9 @@ pub struct InstanceFile {
     pub origin: Origin,
     /// Octal mode such as `0644`.
     pub mode: String,
+    /// `root` unless `[[files]]` says otherwise.
+    pub owner: String,
+    pub group: String,
     pub sha256: String,
     #[serde(skip)]
     pub content: Vec<u8>,
@@ -225,6 +230,8 @@ impl InstanceFile {
             source,
             origin,
             mode: mode.to_string(),
+            owner: "root".to_string(),
+            group: "root".to_string(),
             content,
         }
     }

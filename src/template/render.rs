@@ -7,7 +7,7 @@ use serde::Serialize;
 use super::{
     Blueprint, Bundle, Digest, InstanceFile, Origin, Source, SourceFile, TemplateError, structure, transport,
 };
-use crate::config::{HttpProbe, Transport};
+use crate::config::Transport;
 use crate::guest;
 
 /// Top-level cloud-config keys that belong to the launch part.
@@ -32,8 +32,9 @@ struct TemplateFile<'a> {
 /// the blueprint's files inline or in a bundle as `source.transport` says.
 pub fn render(source: &Source) -> Result<Blueprint, TemplateError> {
     let files = instance_files(source)?;
-    let units = units_to_start(&files);
-    let template_output = render_document(source, &files, &units)?;
+    let steps = unit_steps(source, &files);
+    let units: Vec<String> = steps.concat();
+    let template_output = render_document(source, &files, &units, &steps)?;
     let inline = assemble(source, &template_output, files.clone(), units.clone(), None)?;
     let bundled = match source.transport {
         Transport::Inline => false,
@@ -104,31 +105,29 @@ fn instance_files(source: &Source) -> Result<Vec<InstanceFile>, TemplateError> {
                 reason,
             });
         }
-        files.push(InstanceFile::new(
-            path,
-            shown,
-            Origin::Blueprint,
-            mode,
-            file.content.clone(),
-        ));
+        let mut placed = InstanceFile::new(path, shown, Origin::Blueprint, mode, file.content.clone());
+        source.inputs.apply(&file.relative, &mut placed);
+        files.push(placed);
     }
-    files.extend(respot_files(&source.probes));
+    files.extend(respot_files(source));
     files.sort_by(|a, b| a.path.cmp(&b.path));
     Ok(files)
 }
 
-/// respot's files as shipped, and the probe list generated from `[verify]`.
-fn respot_files(probes: &[HttpProbe]) -> Vec<InstanceFile> {
+/// respot's files as shipped, the probe list generated from `[verify]`,
+/// and the lists of directories, secrets and packages to check.
+fn respot_files(source: &Source) -> Vec<InstanceFile> {
     let shipped = guest::FILES
         .iter()
         .map(|f| (f.path, f.mode, f.shipped().into_bytes()));
     let generated = [(
         guest::PROBES_PATH,
         "0644",
-        guest::probes_file(probes).into_bytes(),
+        guest::probes_file(&source.probes).into_bytes(),
     )];
     shipped
         .chain(generated)
+        .chain(source.inputs.generated_files())
         .map(|(path, mode, content)| {
             InstanceFile::new(
                 path.to_string(),
@@ -167,31 +166,23 @@ fn target_for(relative: &str, executable: bool) -> Result<(String, &'static str)
     Err("expected under `units/` (systemd units) or `files/` (files by absolute target path)".to_string())
 }
 
-/// Every unit is enabled and started, except a service activated by a
-/// timer, socket or path unit of the same name, and template units.
-fn units_to_start(files: &[InstanceFile]) -> Vec<String> {
-    let names: Vec<&str> = files
+/// The start steps of the blueprint's units (see `config::units`): each
+/// step one `systemctl enable --now`, after the one before.
+fn unit_steps(source: &Source, files: &[InstanceFile]) -> Vec<Vec<String>> {
+    let names: Vec<String> = files
         .iter()
         .filter_map(|f| f.path.strip_prefix("/etc/systemd/system/"))
         .filter(|name| !name.contains('/'))
+        .map(str::to_string)
         .collect();
-    names
-        .iter()
-        .filter(|name| !name.contains("@."))
-        .filter(|name| match name.strip_suffix(".service") {
-            Some(stem) => !["timer", "socket", "path"]
-                .iter()
-                .any(|activator| names.contains(&format!("{stem}.{activator}").as_str())),
-            None => true,
-        })
-        .map(|name| name.to_string())
-        .collect()
+    source.inputs.unit_steps(&names)
 }
 
 fn render_document(
     source: &Source,
     files: &[InstanceFile],
     units: &[String],
+    unit_steps: &[Vec<String>],
 ) -> Result<String, TemplateError> {
     let template_files: Vec<TemplateFile> = files
         .iter()
@@ -210,6 +201,10 @@ fn render_document(
         },
         files => template_files,
         units => units,
+        unit_steps => unit_steps,
+        directories => &source.inputs.directories,
+        secrets => &source.inputs.secrets,
+        packages => source.inputs.package_entries(),
         respot => minijinja::context! {
             deploy_log => guest::DEPLOY_LOG_HELPER.path,
             manifest => guest::MANIFEST_PATH,
@@ -291,6 +286,7 @@ mod tests {
     use sha2::{Digest as _, Sha256};
 
     use super::*;
+    use crate::config::HttpProbe;
     use crate::template::GitInfo;
 
     fn file(relative: &str, executable: bool, content: &str) -> SourceFile {
@@ -326,6 +322,7 @@ mod tests {
             ],
             git: GitInfo::default(),
             transport: Transport::Auto,
+            inputs: Default::default(),
         }
     }
 
@@ -390,6 +387,7 @@ mod tests {
                 "respot",
                 "0644",
             ),
+            ("/etc/sudoers.d/respot", Origin::Respot, "respot", "0440"),
             (
                 "/etc/systemd/system/hello-health.service",
                 Origin::Blueprint,
@@ -468,7 +466,7 @@ mod tests {
             .files
             .push(file("files/usr/lib/respot-tools/x", false, "x\n"));
         let blueprint = render(&neighbour).unwrap();
-        assert_eq!(blueprint.files.len(), 8, "a neighbour of respot's paths lands");
+        assert_eq!(blueprint.files.len(), 9, "a neighbour of respot's paths lands");
     }
 
     #[test]
@@ -553,7 +551,61 @@ mod tests {
             unit("b.timer"),
             unit("c@.service"),
         ];
-        assert_eq!(units_to_start(&files), vec!["a.service", "b.timer"]);
+        assert_eq!(unit_steps(&sample(), &files), vec![vec!["a.service", "b.timer"]]);
+        let mut ordered = sample();
+        ordered.inputs.unit_order = Some(vec![
+            crate::config::UnitStep::One("b.timer".into()),
+            crate::config::UnitStep::One("a.service".into()),
+        ]);
+        assert_eq!(
+            unit_steps(&ordered, &files),
+            vec![vec!["b.timer"], vec!["a.service"]]
+        );
+    }
+
+    #[test]
+    fn owners_and_modes_from_files_rules_land_deferred() {
+        let mut source = sample();
+        source.inputs.rules = vec![crate::config::FileRule {
+            path: "files/opt/hello/*.conf".into(),
+            owner: Some("hello:hello".into()),
+            group: None,
+            mode: crate::config::Mode::parse("0600"),
+            template: false,
+        }];
+        let blueprint = render(&source).unwrap();
+        let conf = blueprint
+            .files
+            .iter()
+            .find(|f| f.path == "/opt/hello/hello.conf")
+            .unwrap();
+        assert_eq!(
+            (conf.owner.as_str(), conf.group.as_str(), conf.mode.as_str()),
+            ("hello", "hello", "0600")
+        );
+        assert!(
+            blueprint.document.contains(
+                "  - path: /opt/hello/hello.conf\n    permissions: '0600'\n    owner: 'hello:hello'\n    defer: true\n"
+            ),
+            "{}",
+            blueprint.document
+        );
+        let py = blueprint
+            .files
+            .iter()
+            .find(|f| f.path == "/opt/hello/health.py")
+            .unwrap();
+        assert_eq!((py.owner.as_str(), py.mode.as_str()), ("root", "0755"));
+        assert!(
+            blueprint
+                .document
+                .contains("  - path: /opt/hello/health.py\n    permissions: '0755'\n    content")
+        );
+        assert_ne!(
+            blueprint.digest,
+            render(&sample()).unwrap().digest,
+            "owners are in the digest"
+        );
     }
 
     #[test]

@@ -8,7 +8,7 @@ use std::process::Command;
 
 use serde::Serialize;
 
-use super::TemplateError;
+use super::{Inputs, TemplateError};
 use crate::config::{Config, HttpProbe, Transport};
 
 /// A blueprint as read from disk: the config values the template needs, the
@@ -32,6 +32,8 @@ pub struct Source {
     pub git: GitInfo,
     /// `[deployment] transport`.
     pub transport: Transport,
+    /// Owners, modes, directories, secrets, packages, unit order.
+    pub inputs: Inputs,
 }
 
 /// One file of the instance directory.
@@ -72,6 +74,7 @@ pub fn load(config: &Config) -> Result<Source, TemplateError> {
         files,
         git: GitInfo::probe(&config.base_dir()).with_ignored(&instance_dir),
         transport: config.deployment.transport,
+        inputs: Inputs::from_config(config),
     })
 }
 

@@ -3,7 +3,7 @@
 //! the bundle's sha256; and the `auto` choice between the two.
 
 use super::pack::{USER_DATA_LIMIT, gzipped_len};
-use super::{Blueprint, Bundle, InstanceFile, LaunchMaterial, Origin, yaml_text};
+use super::{Blueprint, Bundle, InstanceFile, LaunchMaterial, Origin, inputs, yaml_text};
 
 /// What `auto` sets aside for the keys of the launch part (the host key
 /// pair and the verification key, about 1 KB with their comments), which a
@@ -17,10 +17,17 @@ pub(super) fn files_section(files: &[InstanceFile], bundle: Option<&Bundle>) -> 
     match bundle {
         None => write_files_section(files.iter()),
         Some(bundle) => {
-            let respot = files.iter().filter(|f| f.origin == Origin::Respot);
-            format!("{}{}", write_files_section(respot), bundle_line(bundle))
+            let inline = files.iter().filter(|f| !in_bundle(f));
+            format!("{}{}", write_files_section(inline), bundle_line(bundle))
         }
     }
+}
+
+/// Whether `file` travels in the bundle: the blueprint's files, except
+/// those owned by someone other than root, which wait inline for
+/// cloud-init's final stage (the bundle step runs before `users`).
+pub(super) fn in_bundle(file: &InstanceFile) -> bool {
+    file.origin == Origin::Blueprint && !inputs::deferred(file)
 }
 
 /// The bundle's sha256 in the document, so the digest covers every file
@@ -35,9 +42,9 @@ fn bundle_line(bundle: &Bundle) -> String {
 }
 
 /// respot's `write_files`: text as a literal block scalar so gzip packs it
-/// like the file itself, anything else as `b64`. Owner is cloud-init's
-/// default, `root:root`.
-fn write_files_section<'a>(files: impl Iterator<Item = &'a InstanceFile>) -> String {
+/// like the file itself, anything else as `b64`. A file not owned by
+/// root:root waits for the final stage (`defer`), after `users`.
+pub(super) fn write_files_section<'a>(files: impl Iterator<Item = &'a InstanceFile>) -> String {
     let mut out =
         String::from("\n# ---- files: instance/ and respot's own, written by respot ----\nwrite_files:\n");
     for file in files {
@@ -45,6 +52,12 @@ fn write_files_section<'a>(files: impl Iterator<Item = &'a InstanceFile>) -> Str
             "  - path: {}\n    permissions: '{}'\n",
             file.path, file.mode
         ));
+        if inputs::deferred(file) {
+            out.push_str(&format!(
+                "    owner: '{}:{}'\n    defer: true\n",
+                file.owner, file.group
+            ));
+        }
         out.push_str(&yaml_text::content_entry(&file.content, 4));
     }
     out
@@ -77,7 +90,13 @@ impl Blueprint {
         };
         let own = match &self.bundle {
             None => write_files_section(self.files.iter().filter(|f| f.origin == Origin::Blueprint)),
-            Some(bundle) => bundle_line(bundle),
+            Some(bundle) => {
+                let inline = self
+                    .files
+                    .iter()
+                    .filter(|f| f.origin == Origin::Blueprint && !in_bundle(f));
+                format!("{}{}", write_files_section(inline), bundle_line(bundle))
+            }
         };
         format!("{template_output}{own}")
     }

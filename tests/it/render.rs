@@ -113,6 +113,7 @@ fn json_report_lists_files_units_and_sizes() {
     for file in report["files"].as_array().unwrap() {
         let respots = file["path"] == "/etc/respot/probes"
             || file["path"] == "/etc/ssh/sshd_config.d/60-respot.conf"
+            || file["path"] == "/etc/sudoers.d/respot"
             || file["path"].as_str().unwrap().starts_with("/usr/lib/respot/");
         let want = if respots { "respot" } else { "blueprint" };
         assert_eq!(file["origin"], want, "origin of {}", file["path"]);
