@@ -3,7 +3,7 @@
 //! the bundle's sha256; and the `auto` choice between the two.
 
 use super::pack::{USER_DATA_LIMIT, gzipped_len};
-use super::{Blueprint, Bundle, InstanceFile, LaunchMaterial, Origin, inputs, yaml_text};
+use super::{Blueprint, Bundle, InstanceFile, LaunchMaterial, Origin, inputs, instance, yaml_text};
 
 /// What `auto` sets aside for the keys of the launch part (the host key
 /// pair and the verification key, about 1 KB with their comments), which a
@@ -25,9 +25,10 @@ pub(super) fn files_section(files: &[InstanceFile], bundle: Option<&Bundle>) -> 
 
 /// Whether `file` travels in the bundle: the blueprint's files, except
 /// those owned by someone other than root, which wait inline for
-/// cloud-init's final stage (the bundle step runs before `users`).
+/// cloud-init's final stage (the bundle step runs before `users`), and
+/// per-instance templates, which cloud-init's Jinja fills in.
 pub(super) fn in_bundle(file: &InstanceFile) -> bool {
-    file.origin == Origin::Blueprint && !inputs::deferred(file)
+    file.origin == Origin::Blueprint && !inputs::deferred(file) && !file.template
 }
 
 /// The bundle's sha256 in the document, so the digest covers every file
@@ -85,8 +86,9 @@ impl Blueprint {
     /// respot's own files.
     pub(super) fn user_document(&self) -> String {
         let section = files_section(&self.files, self.bundle.as_ref());
-        let Some(template_output) = self.document.strip_suffix(&section) else {
-            return self.document.clone();
+        let document = instance::with_placeholders(&self.document);
+        let Some(template_output) = document.strip_suffix(&section) else {
+            return document;
         };
         let own = match &self.bundle {
             None => write_files_section(self.files.iter().filter(|f| f.origin == Origin::Blueprint)),
