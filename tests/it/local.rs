@@ -349,7 +349,7 @@ fn large_blueprint_deploys_from_a_bundle_on_the_seed_and_verifies() {
     let fleet = Fleet::new(1);
     let dir = fleet.path().join("instance/files/opt/big");
     std::fs::create_dir_all(&dir).unwrap();
-    let text: String = (0..1500)
+    let text: String = (0..2200)
         .map(|i| format!("line {i}: setting_{} = {}\n", i % 97, i * 7919 % 10007))
         .collect();
     assert!(text.len() >= 60_000, "{}", text.len());
