@@ -829,3 +829,13 @@ fn per_instance_values_become_cloud_init_jinja() {
         .stderr_contains("Valid")
         .run();
 }
+
+#[test]
+fn an_unknown_transport_is_a_config_error_with_its_place() {
+    with_transport(Test::sample(), "ftp")
+        .args(["render"])
+        .status(2)
+        .stderr_contains("respot.toml:3:")
+        .stderr_contains("transport")
+        .run();
+}
