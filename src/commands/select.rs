@@ -107,9 +107,14 @@ pub fn expected_from(config: &Config, blueprint: &Blueprint) -> Expected {
     let files = blueprint
         .files
         .iter()
+        // A per-instance template differs by instance: not checked.
+        .filter(|f| !f.template)
         .map(|f| ExpectedFile {
             path: f.path.clone(),
             sha256: f.sha256.clone(),
+            owner: f.owner.clone(),
+            group: f.group.clone(),
+            mode: f.mode.clone(),
         })
         .collect();
     let probes = config
@@ -124,7 +129,11 @@ pub fn expected_from(config: &Config, blueprint: &Blueprint) -> Expected {
         .collect();
     Expected {
         digest: blueprint.digest.clone(),
-        shipped: Some(Shipped { files, probes }),
+        shipped: Some(Shipped {
+            files,
+            probes,
+            ..crate::verify::expected_blueprint_inputs(config)
+        }),
     }
 }
 

@@ -14,10 +14,18 @@ use serde::{Deserialize, Serialize};
 
 use crate::exit::ExitStatus;
 
+mod files;
+mod files_check;
+mod glob;
 mod located;
 mod traffic;
+pub mod units;
 mod validate;
 
+pub use files::{
+    DirectoryRule, FileRule, Mode, Ownership, PackageManager, PackageSpec, PackagesSection, SecretEntry,
+    UnitStep, file_attributes,
+};
 use located::Located;
 pub use located::Seg;
 pub use traffic::{Batch, ListenerSection, TrafficAws, TrafficSection, listener_region};
@@ -110,6 +118,19 @@ pub enum Fallback {
     OnDemand,
 }
 
+/// How the blueprint's files reach an instance (`[deployment] transport`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Transport {
+    /// In the user-data while it fits, in a bundle otherwise.
+    #[default]
+    Auto,
+    /// Always in the user-data; refused when it does not fit.
+    Inline,
+    /// Always in a bundle (S3 on AWS, the seed locally).
+    Bundle,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Accel {
@@ -135,6 +156,15 @@ pub struct Config {
     /// The front door and rollout settings; `None`: no door.
     #[serde(default)]
     pub traffic: Option<TrafficSection>,
+    /// `[[files]]`, `[[directories]]`, `[[secrets]]`, `[packages]`: see `files`.
+    #[serde(default)]
+    pub files: Vec<FileRule>,
+    #[serde(default)]
+    pub directories: Vec<DirectoryRule>,
+    #[serde(default)]
+    pub secrets: Vec<SecretEntry>,
+    #[serde(default)]
+    pub packages: PackagesSection,
     /// Where the file was read from; relative paths in it resolve against
     /// its directory.
     #[serde(skip)]
@@ -155,6 +185,11 @@ pub struct DeploymentSection {
     /// (`create`, `deploy`, `rollback`); the signer goes into the tags.
     #[serde(default)]
     pub require_signed: bool,
+    #[serde(default)]
+    pub transport: Transport,
+    /// The unit start order (see `units`); file name order when absent.
+    #[serde(default)]
+    pub units: Option<Vec<UnitStep>>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -205,6 +240,10 @@ pub struct AwsSection {
     /// cloud-init writes it to the root volume.
     #[serde(default = "default_encrypt_volumes")]
     pub encrypt_volumes: bool,
+    /// The S3 bucket for bundles; respot makes one per account and home
+    /// region when unset.
+    #[serde(default)]
+    pub bundle_bucket: Option<String>,
 }
 
 impl Default for AwsSection {
@@ -217,6 +256,7 @@ impl Default for AwsSection {
             regions: Vec::new(),
             open_ports: Vec::new(),
             encrypt_volumes: default_encrypt_volumes(),
+            bundle_bucket: None,
         }
     }
 }

@@ -37,7 +37,8 @@ impl Config {
         self.validate_aws(at)?;
         self.validate_local(at)?;
         self.validate_verify(at)?;
-        self.validate_traffic(at)
+        self.validate_traffic(at)?;
+        self.validate_blueprint_inputs(at)
     }
 
     fn validate_ssh(&self, at: &Located) -> Result<(), ConfigError> {
@@ -238,7 +239,7 @@ pub fn valid_deployment_name(name: &str) -> bool {
         && !name.ends_with('-')
 }
 
-fn valid_unix_user(user: &str) -> bool {
+pub(super) fn valid_unix_user(user: &str) -> bool {
     let mut bytes = user.bytes();
     match bytes.next() {
         Some(first) if first.is_ascii_lowercase() || first == b'_' => {}

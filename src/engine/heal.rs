@@ -305,6 +305,7 @@ async fn replace<P: Provider, V: Verification>(
     let assessment = &report.assessment;
     let generation = assessment.generation;
     let material = verification.heal_material(generation)?;
+    let material = super::create::staged(provider, blueprint, material).await?;
     let request = LaunchRequest {
         deployment: blueprint.deployment.clone(),
         digest: blueprint.digest.clone(),
@@ -316,6 +317,7 @@ async fn replace<P: Provider, V: Verification>(
         user_data: blueprint.user_data(&material)?,
         signer: blueprint.git.signer.clone(),
         upto: None,
+        bundle: blueprint.bundle.clone(),
     };
     printer.info(&format!(
         "healing generation {generation} of `{}`: launching {} ({})",

@@ -258,6 +258,7 @@ fn blueprint(digest_byte: char) -> Blueprint {
         units: Vec::new(),
         ssh_user: "admin".to_string(),
         authorized_keys: Vec::new(),
+        bundle: None,
     }
 }
 

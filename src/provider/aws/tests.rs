@@ -29,6 +29,7 @@ fn provider(fake: &FakeEc2, regions: &[(&str, u32)], fallback: Fallback) -> AwsP
         open_ports: Vec::new(),
         allow_cidr: Some(CIDR.to_string()),
         encrypt_volumes: true,
+        bundle_bucket: None,
         regions: regions
             .iter()
             .map(|(name, count)| RegionSection {
@@ -62,6 +63,7 @@ fn request(generation: u64) -> LaunchRequest {
         },
         signer: None,
         upto: None,
+        bundle: None,
     }
 }
 
