@@ -6,7 +6,7 @@ use std::time::Duration;
 use crate::config::{Config, HostKeyPolicy};
 use crate::error::{Error, Result};
 use crate::keys::KeyStore;
-use crate::provider::{Instance, Provider, SshEndpoint};
+use crate::provider::{Instance, InstanceState, Provider, SshEndpoint};
 use crate::template::{Blueprint, Digest};
 use crate::verify::{Expected, ExpectedFile, ExpectedProbe, Shipped, Target, VerifySettings};
 
@@ -45,10 +45,28 @@ fn is_named(instance: &Instance, want: &str) -> bool {
     instance.id.0 == want
         || instance.name == want
         || instance.public_ip.as_deref() == Some(want)
+        || instance.private_ip.as_deref() == Some(want)
         || instance
             .ssh
             .as_ref()
             .is_some_and(|e| e.to_string() == want || format!("{}:{}", e.host, e.port) == want)
+}
+
+/// Where verification reaches `instance`: the provider's SSH endpoint (on
+/// AWS, the public address), else port 22 of its private address, which
+/// works from inside its network (the VPC, or over a VPN into it), as with
+/// `aws.public_ip = false`.
+pub fn endpoint(instance: &Instance) -> Option<SshEndpoint> {
+    if let Some(endpoint) = &instance.ssh {
+        return Some(endpoint.clone());
+    }
+    if instance.state != InstanceState::Running {
+        return None;
+    }
+    instance.private_ip.as_ref().map(|ip| SshEndpoint {
+        host: ip.clone(),
+        port: 22,
+    })
 }
 
 /// The instances respot can reach over SSH, as verification targets.
@@ -56,10 +74,10 @@ pub fn targets(instances: &[Instance]) -> Vec<Target> {
     instances
         .iter()
         .filter_map(|i| {
-            i.ssh.as_ref().map(|endpoint| Target {
+            endpoint(i).map(|endpoint| Target {
                 instance: i.id.to_string(),
                 name: i.name.clone(),
-                endpoint: endpoint.clone(),
+                endpoint,
             })
         })
         .collect()
@@ -84,13 +102,13 @@ pub fn pin_host_keys(keys: &KeyStore, config: &Config, instances: &[Instance]) -
     }
     let mut unpinned = Vec::new();
     for instance in instances {
-        let (Some(endpoint), Some(generation)) = (&instance.ssh, instance.generation) else {
+        let (Some(endpoint), Some(generation)) = (endpoint(instance), instance.generation) else {
             continue;
         };
         let pinned = keys.has_host_key(generation)
             && keys
                 .host_key(generation)
-                .and_then(|(_, public)| keys.pin(endpoint, &public))
+                .and_then(|(_, public)| keys.pin(&endpoint, &public))
                 .is_ok();
         if !pinned {
             unpinned.push(instance.id.to_string());

@@ -28,6 +28,7 @@
 //!   delete the security group.
 
 mod connect;
+mod consistency;
 mod convert;
 mod destroy;
 pub mod ec2;
@@ -84,6 +85,30 @@ struct Settings {
     allow_cidr: Option<String>,
     regions: Vec<RegionSection>,
     encrypt_volumes: bool,
+    launch: LaunchSettings,
+}
+
+/// `[aws]` launch settings beyond the pools (issue 11 item 7, issue 13.4).
+#[derive(Debug, Clone)]
+struct LaunchSettings {
+    public_ip: bool,
+    root_volume_gb: Option<u32>,
+    volume_type: Option<String>,
+    /// `aws.tags`, applied at launch after respot's own.
+    tags: Vec<(String, String)>,
+    instance_profile: Option<String>,
+}
+
+impl Default for LaunchSettings {
+    fn default() -> Self {
+        LaunchSettings {
+            public_ip: true,
+            root_volume_gb: None,
+            volume_type: None,
+            tags: Vec::new(),
+            instance_profile: None,
+        }
+    }
 }
 
 impl Settings {
@@ -97,6 +122,13 @@ impl Settings {
             allow_cidr: config.ssh.allow_cidr.clone(),
             regions: config.aws.regions.clone(),
             encrypt_volumes: config.aws.encrypt_volumes,
+            launch: LaunchSettings {
+                public_ip: config.aws.public_ip,
+                root_volume_gb: config.aws.root_volume_gb,
+                volume_type: config.aws.volume_type.clone(),
+                tags: config.aws.tags.clone().into_iter().collect(),
+                instance_profile: config.aws.instance_profile.clone(),
+            },
         }
     }
 }
@@ -111,6 +143,10 @@ struct Waits {
     terminated: Duration,
     /// `destroy` retries `DependencyViolation` this long while ENIs detach.
     group_delete: Duration,
+    /// How long a resource respot just created may stay unknown to other
+    /// calls (EC2's eventual consistency): `InvalidGroup.NotFound` right
+    /// after `CreateSecurityGroup` is retried this long.
+    consistency: Duration,
     /// The first pause of [`Waits::backoff`].
     pause: Duration,
 }
@@ -119,7 +155,9 @@ impl Waits {
     const AWS: Waits = Waits {
         running: Duration::from_secs(600),
         terminated: Duration::from_secs(600),
-        group_delete: Duration::from_secs(180),
+        // Terraform's AWS provider waits as long for a group to delete.
+        group_delete: Duration::from_secs(300),
+        consistency: Duration::from_secs(120),
         pause: Duration::from_secs(1),
     };
 
@@ -140,7 +178,19 @@ struct RegionTarget<E> {
     /// Instances to launch here; 0 outside `aws.regions`.
     count: u32,
     zones: Vec<String>,
+    /// The region's `instance_types`, else `aws.instance_types`.
+    instance_types: Vec<String>,
     ec2: E,
+}
+
+/// An instance `RunInstances` returned whose launch has not been handed
+/// to the caller yet: a rollback terminates it even when a listing does
+/// not show it yet (eventual consistency).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Pending {
+    region: String,
+    id: String,
+    generation: u64,
 }
 
 /// The EC2 provider. Build it once per command with [`AwsProvider::new`];
@@ -155,6 +205,8 @@ pub struct AwsProvider<E: Ec2Api = SdkEc2> {
     /// The caller ARN for `respot:created-by`, fetched once by `launch`.
     caller: tokio::sync::OnceCell<String>,
     waits: Waits,
+    /// Launched and not yet delivered; see [`Pending`].
+    pending: std::sync::Mutex<Vec<Pending>>,
 }
 
 impl AwsProvider {
@@ -183,6 +235,9 @@ impl<E: Ec2Api> AwsProvider<E> {
                     name: name.clone(),
                     count: section.map_or(0, |r| r.count),
                     zones: section.map(|r| r.zones.clone()).unwrap_or_default(),
+                    instance_types: section
+                        .and_then(|r| r.instance_types.clone())
+                        .unwrap_or_else(|| settings.instance_types.clone()),
                     ec2: home.in_region(name),
                 }
             })
@@ -194,6 +249,7 @@ impl<E: Ec2Api> AwsProvider<E> {
             credentials_hint,
             caller: tokio::sync::OnceCell::new(),
             waits: Waits::AWS,
+            pending: std::sync::Mutex::new(Vec::new()),
         }
     }
 
@@ -206,6 +262,7 @@ impl<E: Ec2Api> AwsProvider<E> {
                 name: region.to_string(),
                 count: 0,
                 zones: Vec::new(),
+                instance_types: self.settings.instance_types.clone(),
                 ec2: self.home.in_region(region),
             },
         }
@@ -213,6 +270,13 @@ impl<E: Ec2Api> AwsProvider<E> {
 
     fn api_error(&self, region: &str, err: &ec2::Ec2Error) -> ProviderError {
         errors::api_error(region, err, &self.credentials_hint)
+    }
+
+    fn pending(&self) -> std::sync::MutexGuard<'_, Vec<Pending>> {
+        // A panic while holding the lock leaves a valid list behind.
+        self.pending
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
