@@ -174,3 +174,71 @@ pub fn verify_settings(config: &Config, timeout: Option<u64>, strict: bool) -> V
         host_keys: config.ssh.host_keys,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::provider::{InstanceId, Lifecycle};
+
+    fn aws_instance(public: Option<&str>, private: Option<&str>, state: InstanceState) -> Instance {
+        Instance {
+            id: InstanceId("i-1".to_string()),
+            name: "respot-fleet-g1".to_string(),
+            region: "eu-west-1".to_string(),
+            zone: None,
+            instance_type: "t3.small".to_string(),
+            lifecycle: Lifecycle::Spot,
+            state,
+            state_reason: None,
+            public_ip: public.map(str::to_string),
+            private_ip: private.map(str::to_string),
+            ssh: public.map(|ip| SshEndpoint {
+                host: ip.to_string(),
+                port: 22,
+            }),
+            digest: None,
+            version: None,
+            generation: Some(1),
+            launched_at: None,
+        }
+    }
+
+    #[test]
+    fn verification_reaches_the_public_address_else_the_private_one() {
+        let cases = [
+            (
+                "public",
+                Some("203.0.113.5"),
+                Some("172.31.0.5"),
+                InstanceState::Running,
+                Some("203.0.113.5:22"),
+            ),
+            (
+                "private only (aws.public_ip = false)",
+                None,
+                Some("172.31.0.5"),
+                InstanceState::Running,
+                Some("172.31.0.5:22"),
+            ),
+            (
+                "not running yet",
+                None,
+                Some("172.31.0.5"),
+                InstanceState::Pending,
+                None,
+            ),
+            ("no address", None, None, InstanceState::Running, None),
+        ];
+        for (name, public, private, state, want) in cases {
+            let instance = aws_instance(public, private, state);
+            let got = endpoint(&instance).map(|e| e.to_string());
+            assert_eq!(got.as_deref(), want, "{name}");
+            assert_eq!(targets(&[instance]).len(), usize::from(want.is_some()), "{name}");
+        }
+        let private = aws_instance(None, Some("172.31.0.5"), InstanceState::Running);
+        assert!(
+            is_named(&private, "172.31.0.5"),
+            "a private address names its instance"
+        );
+    }
+}
