@@ -31,8 +31,18 @@ impl<E: Ec2Api> AwsProvider<E> {
             }
         }
         // The union with what `RunInstances` returned to a launch that did
-        // not finish: a listing right after a launch may not show it yet.
-        let pending: Vec<super::Pending> = std::mem::take(&mut *self.pending());
+        // not finish (a listing right after a launch may not show it yet):
+        // of the generations being destroyed, or all of them when the
+        // listing showed none.
+        let generations: BTreeSet<u64> = instances.iter().filter_map(|i| i.generation).collect();
+        let pending: Vec<super::Pending> = {
+            let mut all = self.pending();
+            let (taken, kept) = std::mem::take(&mut *all)
+                .into_iter()
+                .partition(|p| instances.is_empty() || generations.contains(&p.generation));
+            *all = kept;
+            taken
+        };
         for launched in &pending {
             let ids = by_region.entry(launched.region.clone()).or_default();
             if !ids.contains(&launched.id) {

@@ -273,3 +273,27 @@ async fn the_plan_prices_every_type_from_one_call() {
             .is_some_and(|n| n.contains("unavailable"))
     );
 }
+
+#[tokio::test]
+async fn a_destroy_of_another_generation_leaves_a_failed_launch_pending() {
+    let fake = FakeEc2::new("eu-west-1");
+    let old = provider(&fake, &[("eu-west-1", 1)], Fallback::None)
+        .launch(&request(1))
+        .await
+        .expect("generation 1");
+    fake.script(Rule::fail("RunInstances", "MaxSpotInstanceCountExceeded").in_region("us-east-1"));
+    let mut aws = provider(&fake, &[("eu-west-1", 2), ("us-east-1", 1)], Fallback::None);
+    aws.waits.running = Duration::from_millis(50);
+    aws.launch(&request(2)).await.expect_err("quota");
+    // Generation 1 goes; generation 2's launched ids are not its business.
+    let report = aws
+        .destroy(DEPLOYMENT, &old, true)
+        .await
+        .expect("destroy generation 1");
+    assert_eq!(report.terminated.len(), 1, "{report:?}");
+    assert_eq!(live_ours(&fake).len(), 2, "generation 2 is still there");
+    // Its rollback, with a listing that shows nothing, still finds them.
+    let report = aws.destroy(DEPLOYMENT, &[], true).await.expect("rollback");
+    assert_eq!(report.terminated.len(), 2, "{report:?}");
+    assert_eq!(live_ours(&fake), []);
+}
