@@ -5,8 +5,9 @@
 //! file: `connect` (credentials, regions), `ec2` (the seam: every AWS call,
 //! behind the `Ec2Api` trait), `sdk` (the trait over the AWS SDK, with its
 //! retry policy), `convert` (SDK ↔ respot types), `errors` (codes →
-//! `ProviderError`), `image`, `regions`, `list`, `plan`, `launch`, `pools`,
-//! `group` and `destroy`. SDK types never leave `sdk`, `convert` and
+//! `ProviderError`), `consistency` (retries of what EC2 has not propagated
+//! yet), `image`, `regions`, `list`, `plan`, `launch`, `pools`, `group` and
+//! `destroy`. SDK types never leave `sdk`, `convert` and
 //! `connect`, so everything else runs against a scripted fake in tests.
 //!
 //! Every resource respot creates (instances, their volumes, spot requests,
