@@ -160,7 +160,11 @@ pub(super) fn print_created(report: &CreateReport, printer: &Printer) -> Result<
     for i in &report.instances {
         let address = match &i.ssh {
             Some(ssh) => ssh.to_string(),
-            None => i.public_ip.clone().unwrap_or_else(|| "-".to_string()),
+            None => i
+                .public_ip
+                .clone()
+                .or_else(|| i.private_ip.clone())
+                .unwrap_or_else(|| "-".to_string()),
         };
         table.row([
             i.region.clone(),

@@ -162,7 +162,7 @@ impl Config {
                 ));
             }
         }
-        Ok(())
+        self.validate_aws_launch(at)
     }
 
     fn validate_local(&self, at: &Located) -> Result<(), ConfigError> {
@@ -255,7 +255,7 @@ fn valid_ipv4_cidr(cidr: &str) -> bool {
     addr.parse::<Ipv4Addr>().is_ok() && bits.parse::<u8>().is_ok_and(|b| b <= 32)
 }
 
-fn valid_instance_type(itype: &str) -> bool {
+pub(super) fn valid_instance_type(itype: &str) -> bool {
     let Some((family, size)) = itype.split_once('.') else {
         return false;
     };
