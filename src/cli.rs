@@ -66,6 +66,17 @@ pub enum Command {
     Completions(CompletionsArgs),
     /// Print the man page (roff), generated from this help
     Man,
+    /// Remove a stale deployment lock (a killed create, deploy or destroy), after a confirmation
+    Unlock(UnlockArgs),
+    /// Print the minimal IAM policy (JSON) this deployment needs on AWS
+    IamPolicy,
+}
+
+#[derive(Debug, Args)]
+pub struct UnlockArgs {
+    /// Do not ask for confirmation
+    #[arg(long, short = 'y')]
+    pub yes: bool,
 }
 
 #[derive(Debug, Args)]

@@ -17,6 +17,7 @@ pub mod error;
 pub mod exit;
 pub mod guest;
 pub mod keys;
+pub mod lock;
 pub mod output;
 pub mod paths;
 pub mod provider;

@@ -9,7 +9,7 @@ use crate::cli::{
 };
 use crate::commands::{
     CommandOptions, CreateCommand, DebugOptions, DeployCommand, Generated, InitOptions, Invocation,
-    ProviderOptions, RenderOptions, VerifyOptions,
+    ProviderOptions, RenderOptions, UnlockOptions, VerifyOptions,
 };
 use crate::config::{Accel, ProviderKind};
 use crate::engine::{CreateOptions, DeployOptions, DestroyOptions, Strategy};
@@ -65,6 +65,8 @@ fn refuses_all_regions(command: &Command) -> Option<&'static str> {
         Command::Man => Some("man"),
         Command::Create(_) => Some("create"),
         Command::Deploy(_) => Some("deploy"),
+        Command::Unlock(_) => Some("unlock"),
+        Command::IamPolicy => Some("iam-policy"),
     }
 }
 
@@ -105,6 +107,8 @@ fn command_options(command: Command) -> CommandOptions {
             text: crate::cli::man_page(),
         }),
         Command::Debug(args) => CommandOptions::Debug(debug_options(args)),
+        Command::Unlock(args) => CommandOptions::Unlock(UnlockOptions { yes: args.yes }),
+        Command::IamPolicy => CommandOptions::IamPolicy,
     }
 }
 

@@ -1,6 +1,8 @@
 //! `respot create`: launch a fresh generation from the current render, wait
 //! for it, verify it read-only, and roll back on failure.
 
+use super::images::show_resolved_images;
+use super::locking::{OnCtrlC, locked};
 use super::select::{expected_from, verify_settings};
 use super::verification::SshVerification;
 use super::{Context, ExitStatus};
@@ -21,8 +23,12 @@ pub async fn create(context: &Context<'_>, options: &CreateCommand) -> Result<Ex
     let blueprint = launchable_blueprint(context, &keys)?;
     let provider = context.connect().await?;
     let verification = launch_verification(context, &keys, &blueprint)?;
-    let result = engine::create(&provider, &verification, &blueprint, &options.create, printer).await;
-    let report = show_failed_checks(result, printer)?;
+    let work = async {
+        show_resolved_images(context, &provider).await?;
+        let result = engine::create(&provider, &verification, &blueprint, &options.create, printer).await;
+        show_failed_checks(result, printer)
+    };
+    let report = locked(context, &provider, "create", OnCtrlC::Work, work).await?;
     if printer.is_json() {
         printer.json(&report).map_err(Error::Output)?;
     } else {

@@ -2,6 +2,8 @@
 //! generation replaces the live one (recreate or blue-green).
 
 use super::create::{launch_verification, launchable_blueprint, print_created, show_failed_checks};
+use super::images::show_resolved_images;
+use super::locking::{OnCtrlC, locked};
 use super::{Context, ExitStatus};
 use crate::engine::{self, Confirm, DeployOptions};
 use crate::error::{Error, Result};
@@ -20,16 +22,20 @@ pub async fn deploy(context: &Context<'_>, options: &DeployCommand) -> Result<Ex
     let verification = launch_verification(context, &keys, &blueprint)?;
     let ask = |question: &str| printer.ask(question);
     let confirm: Option<Confirm> = printer.can_ask().then_some(&ask);
-    let result = engine::deploy(
-        &provider,
-        &verification,
-        &blueprint,
-        &options.deploy,
-        confirm,
-        printer,
-    )
-    .await;
-    let report = show_failed_checks(result, printer)?;
+    let work = async {
+        show_resolved_images(context, &provider).await?;
+        let result = engine::deploy(
+            &provider,
+            &verification,
+            &blueprint,
+            &options.deploy,
+            confirm,
+            printer,
+        )
+        .await;
+        show_failed_checks(result, printer)
+    };
+    let report = locked(context, &provider, "deploy", OnCtrlC::Work, work).await?;
     if printer.is_json() {
         printer.json(&report).map_err(Error::Output)?;
         return Ok(ExitStatus::Success);

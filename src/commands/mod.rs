@@ -11,11 +11,15 @@ mod debug;
 mod deploy;
 mod destroy;
 mod generated;
+mod iam_policy;
+mod images;
 mod init;
 mod list;
+mod locking;
 mod plan;
 mod render;
 mod select;
+mod unlock;
 mod verification;
 mod verify;
 
@@ -29,6 +33,7 @@ pub use deploy::DeployCommand;
 pub use generated::Generated;
 pub use init::InitOptions;
 pub use render::RenderOptions;
+pub use unlock::UnlockOptions;
 pub use verify::VerifyOptions;
 
 use crate::config::{Accel, Config, ProviderKind};
@@ -65,6 +70,8 @@ pub enum CommandOptions {
     Debug(DebugOptions),
     /// Text generated from the command line itself (completions, man page).
     Print(Generated),
+    Unlock(UnlockOptions),
+    IamPolicy,
 }
 
 /// One run of respot: the command and the options every command shares.
@@ -97,6 +104,8 @@ pub async fn run(invocation: Invocation, printer: &Printer) -> Result<ExitStatus
         CommandOptions::Verify(options) => verify::verify(&context, options).await,
         CommandOptions::Debug(options) => debug::debug(&context, options).await,
         CommandOptions::Print(generated) => generated::print(generated, printer),
+        CommandOptions::Unlock(options) => unlock::unlock(&context, options).await,
+        CommandOptions::IamPolicy => iam_policy::iam_policy(&context),
     }
 }
 

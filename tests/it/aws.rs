@@ -26,7 +26,7 @@ const TAG_KEYS: &[&str] = &[
     "Name",
 ];
 
-fn block_on<F: std::future::Future>(future: F) -> F::Output {
+pub(crate) fn block_on<F: std::future::Future>(future: F) -> F::Output {
     static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
     RUNTIME
         .get_or_init(|| {
@@ -40,7 +40,7 @@ fn block_on<F: std::future::Future>(future: F) -> F::Output {
 }
 
 /// A client straight to moto (not through the proxy, so it is not counted).
-fn ec2_client(region: &str) -> aws_sdk_ec2::Client {
+pub(crate) fn ec2_client(region: &str) -> aws_sdk_ec2::Client {
     let config = aws_sdk_ec2::Config::builder()
         .behavior_version(BehaviorVersion::latest())
         .region(Region::new(region.to_string()))
@@ -128,21 +128,21 @@ fn seed_foreign(region: &str) -> Vec<String> {
 }
 
 /// A blueprint deployed to AWS regions of the shared moto, through a proxy.
-struct AwsTest {
+pub(crate) struct AwsTest {
     context: TestContext,
-    proxy: Proxy,
+    pub(crate) proxy: Proxy,
     deployment: String,
-    regions: Vec<String>,
+    pub(crate) regions: Vec<String>,
     foreign: Vec<(String, Vec<String>)>,
 }
 
 impl AwsTest {
-    fn new(deployment: &str, regions: usize) -> AwsTest {
+    pub(crate) fn new(deployment: &str, regions: usize) -> AwsTest {
         AwsTest::with(deployment, regions, 2, "")
     }
 
     /// `count` instances per region; `extra` is appended to `[aws]`.
-    fn with(deployment: &str, regions: usize, count: u32, extra: &str) -> AwsTest {
+    pub(crate) fn with(deployment: &str, regions: usize, count: u32, extra: &str) -> AwsTest {
         let regions = moto::regions(regions);
         let proxy = Proxy::start(0);
         let context = TestContext::new();
@@ -183,7 +183,7 @@ impl AwsTest {
         }
     }
 
-    fn command(&self, args: &[&str]) -> Command {
+    pub(crate) fn command(&self, args: &[&str]) -> Command {
         let mut cmd = self.context.std_command();
         cmd.args(args)
             .env("AWS_ENDPOINT_URL", self.proxy.endpoint())
@@ -204,7 +204,7 @@ impl AwsTest {
     }
 
     /// Runs respot and checks the exit code; returns the output.
-    fn run(&self, args: &[&str], want: i32) -> Output {
+    pub(crate) fn run(&self, args: &[&str], want: i32) -> Output {
         let out = self.command(args).output().expect("run respot");
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(
@@ -233,7 +233,7 @@ impl AwsTest {
             .collect()
     }
 
-    fn live_ours(&self) -> usize {
+    pub(crate) fn live_ours(&self) -> usize {
         self.ours()
             .iter()
             .filter(|(_, _, state, _)| state != "terminated")

@@ -17,7 +17,7 @@ use base64::Engine as _;
 use super::ec2::{Ec2Api, EncryptedRoot, LaunchSpec, Market, MetadataOptions, Subnet, Tags};
 use super::errors::caller_error;
 use super::pools::{Pool, PoolOutcome, Verdicts, pools};
-use super::{AwsProvider, RegionTarget, gather, image, per_region};
+use super::{AwsProvider, RegionTarget, gather, per_region};
 use crate::config::Fallback;
 use crate::provider::{Instance, InstanceId, InstanceState, LaunchRequest, ProviderError, Result, tag};
 
@@ -132,16 +132,9 @@ impl<E: Ec2Api> AwsProvider<E> {
         request: &LaunchRequest,
         created_at: SystemTime,
     ) -> Result<Prepared> {
-        let hint = self.credentials_hint.as_str();
         let (caller, image, subnets, (group_id, missing_ports)) = tokio::try_join!(
             self.caller_arn(target),
-            image::resolve(
-                &target.ec2,
-                &self.settings.image,
-                &self.settings.instance_types,
-                self.settings.encrypt_volumes,
-                hint
-            ),
+            self.launch_image(target),
             self.default_subnets(target),
             self.ensure_group(target, &request.deployment),
         )?;

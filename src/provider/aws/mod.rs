@@ -27,6 +27,8 @@
 //!   group] together, then [cancel requests, poll until terminated], then
 //!   delete the security group.
 
+#[cfg(test)]
+mod access_tests;
 mod connect;
 mod convert;
 mod destroy;
@@ -38,6 +40,8 @@ mod group;
 pub mod image;
 mod launch;
 mod list;
+pub mod lock;
+pub mod permissions;
 mod plan;
 mod pools;
 pub mod regions;
@@ -57,6 +61,10 @@ use super::{
 use crate::config::{Config, Fallback, RegionSection};
 
 pub use self::group::group_name;
+pub use self::lock::{AwsLock, HeldLock};
+
+/// The lock a command holds on AWS.
+pub type SdkLock = AwsLock<SdkEc2>;
 
 /// Regions contacted at once. Every region is a separate endpoint, so this
 /// bounds sockets and memory rather than load on any one server.
@@ -155,6 +163,9 @@ pub struct AwsProvider<E: Ec2Api = SdkEc2> {
     /// The caller ARN for `respot:created-by`, fetched once by `launch`.
     caller: tokio::sync::OnceCell<String>,
     waits: Waits,
+    /// The image resolved per region, so that what `plan` and `create`
+    /// show is what launches.
+    images: std::sync::Mutex<std::collections::BTreeMap<String, image::LaunchImage>>,
 }
 
 impl AwsProvider {
@@ -194,6 +205,7 @@ impl<E: Ec2Api> AwsProvider<E> {
             credentials_hint,
             caller: tokio::sync::OnceCell::new(),
             waits: Waits::AWS,
+            images: std::sync::Mutex::default(),
         }
     }
 
