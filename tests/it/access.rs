@@ -54,50 +54,48 @@ fn slow_launches(t: &AwsTest, ms: u64) {
         .faults(json!([{"action": "RunInstances", "delay_ms": ms}]));
 }
 
-#[test]
-fn two_concurrent_creates_one_proceeds_the_other_exits_4_naming_the_holder() {
-    let t = AwsTest::new("locked", 1);
-    let region = t.regions[0].clone();
-    slow_launches(&t, 3000);
+/// Two concurrent creates: exactly one proceeds, the other exits 4
+/// naming the holder.
+fn two_concurrent_creates(t: &AwsTest, region: &str) {
+    slow_launches(t, 3000);
     let first = t
         .command(&["create", "--no-verify"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .expect("start the first create");
-    wait_for_lock(&region, "locked");
+    wait_for_lock(region, "lockfleet");
     let second = t.run(&["create", "--no-verify"], 4);
     let refused = String::from_utf8_lossy(&second.stderr).to_string();
     assert!(
-        refused.contains("`locked` is locked by")
+        refused.contains("`lockfleet` is locked by")
             && refused.contains("`respot create`")
             && refused.contains(" since ")
-            && refused.contains(&format!("security group respot-lock-locked in {region}"))
+            && refused.contains(&format!("security group respot-lock-lockfleet in {region}"))
             && refused.contains("respot unlock"),
         "{refused}"
     );
     let first = first.wait_with_output().expect("wait for the first create");
     assert_eq!(first.status.code(), Some(0), "{}", text(&first));
     assert_eq!(t.live_ours(), 2, "only the first create launched");
-    assert!(lock_group(&region, "locked").is_none(), "the lock is released");
+    assert!(lock_group(region, "lockfleet").is_none(), "the lock is released");
     // Read-only commands take no lock, so they ran meanwhile; destroy
     // takes it and gives it back.
     t.run(&["destroy", "--yes"], 0);
-    assert!(lock_group(&region, "locked").is_none());
+    assert!(lock_group(region, "lockfleet").is_none());
 }
 
-#[test]
-fn a_killed_holder_leaves_a_lock_that_unlock_removes_after_confirmation() {
-    let t = AwsTest::new("stale", 1);
-    let region = t.regions[0].clone();
-    slow_launches(&t, 5000);
+/// A killed holder leaves its lock; `unlock` removes it after a
+/// confirmation.
+fn stale_lock_and_unlock(t: &AwsTest, region: &str) {
+    slow_launches(t, 5000);
     let mut crashed = t
         .command(&["create", "--no-verify"])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .expect("start a create");
-    wait_for_lock(&region, "stale");
+    wait_for_lock(region, "lockfleet");
     // SIGKILL: no Drop, no handler; the lock group stays.
     crashed.kill().expect("SIGKILL the create");
     crashed.wait().expect("reap it");
@@ -115,14 +113,15 @@ fn a_killed_holder_leaves_a_lock_that_unlock_removes_after_confirmation() {
         "{}",
         text(&asked)
     );
-    assert!(lock_group(&region, "stale").is_some());
+    assert!(lock_group(region, "lockfleet").is_some());
     let unlocked = t.run(&["unlock", "--yes"], 0);
     let said = String::from_utf8_lossy(&unlocked.stderr).to_string();
     assert!(
-        said.contains("locked by") && said.contains("removed the lock of `stale` taken by `respot create`"),
+        said.contains("locked by")
+            && said.contains("removed the lock of `lockfleet` taken by `respot create`"),
         "{said}"
     );
-    assert!(lock_group(&region, "stale").is_none());
+    assert!(lock_group(region, "lockfleet").is_none());
     t.run(&["unlock", "--yes"], 0);
     // What the killed create may have launched is tagged: destroy finds it.
     t.run(&["destroy", "--yes"], 0);
@@ -130,13 +129,20 @@ fn a_killed_holder_leaves_a_lock_that_unlock_removes_after_confirmation() {
 }
 
 #[test]
-fn al2023_resolves_through_the_ssm_parameter_and_plan_and_create_print_it() {
-    let t = AwsTest::new("ssmimage", 1);
+fn one_operation_at_a_time_and_unlock_removes_a_stale_lock() {
+    let t = AwsTest::new("lockfleet", 1);
     let region = t.regions[0].clone();
+    two_concurrent_creates(&t, &region);
+    stale_lock_and_unlock(&t, &region);
+}
+
+/// al2023 resolves through its SSM parameter; `plan` and `create` print
+/// the AMI, and the launch uses it.
+fn images_by_ssm_parameter(t: &AwsTest, region: &str) {
     let ssm = aws_sdk_ssm::Client::from_conf(
         aws_sdk_ssm::Config::builder()
             .behavior_version(aws_sdk_ssm::config::BehaviorVersion::latest())
-            .region(aws_sdk_ssm::config::Region::new(region.clone()))
+            .region(aws_sdk_ssm::config::Region::new(region.to_string()))
             .endpoint_url(crate::support::moto::moto_url())
             .credentials_provider(aws_sdk_ssm::config::Credentials::new(
                 "testing", "testing", None, None, "tests",
@@ -182,10 +188,9 @@ fn al2023_resolves_through_the_ssm_parameter_and_plan_and_create_print_it() {
     t.run(&["destroy", "--yes"], 0);
 }
 
-#[test]
-fn a_launch_denied_for_create_tags_names_the_action_and_releases_the_lock() {
-    let t = AwsTest::new("denied", 1);
-    let region = t.regions[0].clone();
+/// A launch denied for ec2:CreateTags names the action and releases the
+/// lock.
+fn denied_create_tags(t: &AwsTest, region: &str) {
     let message = "You are not authorized to perform this operation. User: \
                    arn:aws:iam::123456789012:user/ci is not authorized to perform: ec2:CreateTags on \
                    resource: arn:aws:ec2:*:123456789012:instance/* because no identity-based policy \
@@ -203,7 +208,7 @@ fn a_launch_denied_for_create_tags_names_the_action_and_releases_the_lock() {
         "{said}"
     );
     assert!(
-        lock_group(&region, "denied").is_none(),
+        lock_group(region, "access").is_none(),
         "the failed create released its lock"
     );
     let policy = t.run(&["iam-policy"], 0);
@@ -214,6 +219,14 @@ fn a_launch_denied_for_create_tags_names_the_action_and_releases_the_lock() {
         "{policy}"
     );
     assert_eq!(t.live_ours(), 0);
+}
+
+#[test]
+fn images_by_ssm_parameter_and_denied_permissions_on_moto() {
+    let t = AwsTest::new("access", 1);
+    let region = t.regions[0].clone();
+    images_by_ssm_parameter(&t, &region);
+    denied_create_tags(&t, &region);
 }
 
 /// A local deployment whose lock another process holds, taken with

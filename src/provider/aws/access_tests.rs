@@ -44,52 +44,74 @@ pub fn provider_with(fake: &FakeEc2, regions: &[(&str, u32)]) -> AwsProvider<Fak
 }
 
 mod regions {
-    use super::super::connect::check_regions;
-    use super::super::fake::FakeEc2;
+    use super::super::fake::{FakeEc2, Rule};
+    use super::provider_with;
     use crate::exit::ExitStatus;
-    use crate::provider::ProviderError;
+    use crate::provider::{Provider, ProviderError};
 
     fn block_on<F: std::future::Future>(future: F) -> F::Output {
         tokio::runtime::Builder::new_current_thread()
+            .enable_all()
             .build()
             .expect("a current-thread runtime")
             .block_on(future)
     }
 
-    fn names(n: &[&str]) -> Vec<String> {
-        n.iter().map(|s| s.to_string()).collect()
+    /// The error of each failed region of a multi-region failure.
+    fn failures(err: &ProviderError) -> Vec<&ProviderError> {
+        match err {
+            ProviderError::Regions { failures, .. } => failures.iter().map(|f| &f.error).collect(),
+            other => vec![other],
+        }
     }
 
     #[test]
     fn an_opt_in_region_not_enabled_is_named_as_such_not_as_bad_credentials() {
         let fake = FakeEc2::new("eu-west-1");
         fake.disable_region("af-south-1");
-        let err = block_on(check_regions(&fake, &names(&["eu-west-1", "af-south-1"]), "HINT")).unwrap_err();
+        // What AWS answers in a region the account has not enabled.
+        fake.script(Rule::fail("DescribeInstances", "AuthFailure").in_region("af-south-1"));
+        let provider = provider_with(&fake, &[("eu-west-1", 1), ("af-south-1", 1)]);
+        let err = block_on(provider.list("web")).unwrap_err();
+        let got = failures(&err);
         assert!(
-            matches!(&err, ProviderError::RegionNotEnabled { region, .. } if region == "af-south-1"),
+            matches!(got[..], [ProviderError::RegionNotEnabled { region, .. }] if region == "af-south-1"),
             "{err:?}"
         );
         let text = err.to_string();
         assert!(
-            text.contains("not enabled for this account")
+            text.contains("af-south-1: the region is not enabled for this account")
                 && text.contains("not-opted-in")
-                && text.contains("aws account enable-region --region-name af-south-1")
-                && !text.contains("credentials"),
+                && text.contains("aws account enable-region --region-name af-south-1"),
             "{text}"
         );
         assert_eq!(err.exit_status(), ExitStatus::Provider);
-        assert_eq!(fake.calls_of("DescribeRegions").len(), 1);
+        assert_eq!(
+            fake.calls_of("DescribeRegions").len(),
+            1,
+            "asked once, of eu-west-1"
+        );
     }
 
     #[test]
-    fn an_enabled_opt_in_region_passes_and_default_regions_cost_nothing() {
+    fn a_rejection_in_an_enabled_region_stays_a_credentials_error() {
         let fake = FakeEc2::new("eu-west-1");
-        fake.disable_region("me-south-1");
-        block_on(check_regions(&fake, &names(&["eu-west-1", "us-east-1"]), "HINT")).unwrap();
-        assert!(fake.calls().is_empty());
-        // af-south-1 is opt-in and, here, enabled: one DescribeRegions says so.
-        let enabled = FakeEc2::new("eu-west-1");
-        block_on(check_regions(&enabled, &names(&["af-south-1"]), "HINT")).unwrap();
-        assert_eq!(enabled.calls_of("DescribeRegions").len(), 1);
+        fake.script(Rule::fail("DescribeInstances", "AuthFailure").in_region("af-south-1"));
+        let provider = provider_with(&fake, &[("af-south-1", 1)]);
+        let err = block_on(provider.list("web")).unwrap_err();
+        assert!(
+            matches!(failures(&err)[..], [ProviderError::CredentialsRejected { .. }]),
+            "{err:?}"
+        );
+        // A region every account has is never looked up.
+        let fake = FakeEc2::new("eu-west-1");
+        fake.script(Rule::fail("DescribeInstances", "AuthFailure"));
+        let provider = provider_with(&fake, &[("eu-west-1", 1)]);
+        let err = block_on(provider.list("web")).unwrap_err();
+        assert!(
+            matches!(failures(&err)[..], [ProviderError::CredentialsRejected { .. }]),
+            "{err:?}"
+        );
+        assert!(fake.calls_of("DescribeRegions").is_empty());
     }
 }

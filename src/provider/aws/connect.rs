@@ -3,10 +3,8 @@
 //! (read by `aws-config` itself), and the regions a command covers.
 //!
 //! Credentials are resolved before any EC2 call, so missing or expired ones
-//! fail with the command to run and cost no request. An opt-in region the
-//! account has not enabled is named as such here, before any call there
-//! could fail as `AuthFailure`. This module only reads
-//! (`DescribeRegions`); it never creates anything. The caller ARN is
+//! fail with the command to run and cost no request. This module only
+//! reads (`DescribeRegions`); it never creates anything. The caller ARN is
 //! fetched later through `Ec2Api::caller_arn`, by `launch` alone.
 
 use aws_config::{BehaviorVersion, Region, SdkConfig};
@@ -17,7 +15,7 @@ use aws_sdk_ec2::error::DisplayErrorContext;
 use super::AwsOptions;
 use super::ec2::Ec2Api;
 use super::errors::{api_error, credentials_hint};
-use super::regions::{is_enabled_everywhere, is_known, valid_region};
+use super::regions::{is_known, valid_region};
 use super::sdk::SdkEc2;
 use crate::provider::{ProviderError, Result};
 
@@ -112,46 +110,27 @@ async fn region_names(
     })
 }
 
-/// Fails on a region AWS does not have, and on an opt-in region the
-/// account has not enabled (AWS answers every call there with
-/// `AuthFailure`, which would read as bad credentials). Regions enabled in
-/// every account cost nothing; any other name costs one `DescribeRegions`,
-/// asked of a region that certainly exists.
+/// Fails on a region AWS does not have. Names respot knows cost nothing;
+/// any other name costs one `DescribeRegions`, asked of a region that
+/// certainly exists.
 pub async fn check_regions(home: &impl Ec2Api, names: &[String], hint: &str) -> Result<()> {
-    let to_check: Vec<&String> = names.iter().filter(|n| !is_enabled_everywhere(n)).collect();
-    if to_check.is_empty() {
+    let unknown: Vec<&String> = names.iter().filter(|n| !is_known(n)).collect();
+    if unknown.is_empty() {
         return Ok(());
     }
-    let anchor = if is_enabled_everywhere(home.region()) {
+    let anchor = if is_known(home.region()) {
         home.clone()
     } else {
         home.in_region("us-east-1")
     };
-    let all = anchor
-        .describe_region_opt_in()
-        .await
-        .map_err(|err| api_error(anchor.region(), &err, hint))?;
-    for name in to_check {
-        match all.iter().find(|r| &r.name == name) {
-            None if is_known(name) => {}
-            None => {
-                let mut known: Vec<String> = all.iter().map(|r| r.name.clone()).collect();
-                known.sort();
-                return Err(ProviderError::UnknownRegion {
-                    name: name.clone(),
-                    known,
-                });
-            }
-            Some(region) if region.is_disabled() => {
-                return Err(ProviderError::RegionNotEnabled {
-                    region: name.clone(),
-                    evidence: "DescribeRegions: opt-in status `not-opted-in`".to_string(),
-                });
-            }
-            Some(_) => {}
-        }
+    let all = describe_regions(&anchor, true, hint).await?;
+    match unknown.into_iter().find(|n| !all.contains(n)) {
+        Some(bad) => Err(ProviderError::UnknownRegion {
+            name: bad.clone(),
+            known: all,
+        }),
+        None => Ok(()),
     }
-    Ok(())
 }
 
 async fn describe_regions(ec2: &impl Ec2Api, all: bool, hint: &str) -> Result<Vec<String>> {

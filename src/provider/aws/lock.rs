@@ -181,7 +181,10 @@ impl<E: Ec2Api + Send + Sync + 'static> AwsProvider<E> {
                     // Released between our create and describe: try again.
                     last = Some(err);
                 }
-                Err(err) => return Err(self.api_error(ec2.region(), &err).into()),
+                Err(err) => {
+                    let err = self.api_error(ec2.region(), &err);
+                    return Err(self.explain_rejection(err).await.into());
+                }
             }
         }
         let err = last.expect("the loop ran and saw a duplicate");

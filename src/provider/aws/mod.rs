@@ -41,6 +41,7 @@ pub mod image;
 mod launch;
 mod list;
 pub mod lock;
+mod optin;
 pub mod permissions;
 mod plan;
 mod pools;
@@ -283,15 +284,24 @@ impl<E: Ec2Api> Provider for AwsProvider<E> {
             self.list_region(&target, deployment, &[]).await
         })
         .await;
-        Ok(gather("list", results)?.into_iter().flatten().collect())
+        match gather("list", results) {
+            Ok(lists) => Ok(lists.into_iter().flatten().collect()),
+            Err(err) => Err(self.explain_rejection(err).await),
+        }
     }
 
     async fn launch(&self, request: &LaunchRequest) -> Result<Vec<Instance>> {
-        self.launch_all(request).await
+        match self.launch_all(request).await {
+            Ok(instances) => Ok(instances),
+            Err(err) => Err(self.explain_rejection(err).await),
+        }
     }
 
     async fn destroy(&self, deployment: &str, instances: &[Instance], wait: bool) -> Result<DestroyReport> {
-        self.destroy_all(deployment, instances, wait).await
+        match self.destroy_all(deployment, instances, wait).await {
+            Ok(report) => Ok(report),
+            Err(err) => Err(self.explain_rejection(err).await),
+        }
     }
 
     async fn capacity_plan(&self) -> Result<Vec<PlannedRegion>> {

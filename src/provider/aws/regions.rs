@@ -49,8 +49,8 @@ pub const KNOWN_REGIONS: &[&str] = &[
 ];
 
 /// Regions enabled in every account: those that existed before March 2019.
-/// Every later region is opt-in, so `connect` asks `DescribeRegions`
-/// whether the account has enabled it.
+/// Every later region is opt-in: when one rejects the credentials, `optin`
+/// asks `DescribeRegions` whether the account has enabled it.
 pub const ENABLED_EVERYWHERE: &[&str] = &[
     "ap-northeast-1",
     "ap-northeast-2",
