@@ -115,3 +115,88 @@ mod regions {
         assert!(fake.calls_of("DescribeRegions").is_empty());
     }
 }
+
+mod denied {
+    use super::super::fake::{FakeEc2, Rule};
+    use super::provider_with;
+    use crate::exit::ExitStatus;
+    use crate::provider::{LaunchRequest, Provider, ProviderError};
+    use crate::template::{Digest, UserData};
+
+    fn request() -> LaunchRequest {
+        LaunchRequest {
+            deployment: "web".to_string(),
+            digest: Digest::parse(&"ab".repeat(32)).expect("64 hex chars"),
+            version: "test".to_string(),
+            generation: 1,
+            user_data: UserData {
+                document: "#cloud-config\n".to_string(),
+                packed: b"#cloud-config\n".to_vec(),
+                gzipped: false,
+            },
+        }
+    }
+
+    /// The one failure of a one-region launch.
+    fn launch_error(fake: &FakeEc2) -> ProviderError {
+        let provider = provider_with(fake, &[("eu-west-1", 1)]);
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime");
+        match runtime.block_on(provider.launch(&request())) {
+            Err(ProviderError::Regions { mut failures, .. }) if failures.len() == 1 => {
+                failures.remove(0).error
+            }
+            other => panic!("want one region's failure, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn each_denial_code_of_a_launch_goes_down_its_path() {
+        let cases: &[(&str, &str, &str)] = &[
+            (
+                "RunInstances",
+                "UnauthorizedOperation",
+                "may not perform `ec2:RunInstances`",
+            ),
+            (
+                "CreateSecurityGroup",
+                "UnauthorizedOperation",
+                "may not perform `ec2:CreateSecurityGroup`",
+            ),
+            (
+                "GetParameter",
+                "AccessDeniedException",
+                "may not perform `ssm:GetParameter`",
+            ),
+            (
+                "RunInstances",
+                "AuthFailure.ServiceLinkedRoleCreationNotPermitted",
+                "aws iam create-service-linked-role --aws-service-name spot.amazonaws.com",
+            ),
+            (
+                "RunInstances",
+                "ServiceLinkedRoleCreationNotPermitted",
+                "aws iam create-service-linked-role --aws-service-name spot.amazonaws.com",
+            ),
+            (
+                "RunInstances",
+                "OptInRequired",
+                "the region is not enabled for this account",
+            ),
+        ];
+        for (action, code, want) in cases {
+            let fake = FakeEc2::new("eu-west-1");
+            fake.script(Rule::fail(action, code));
+            let err = launch_error(&fake);
+            let text = err.to_string();
+            assert!(text.contains(want), "{action} {code}: {text}");
+            assert_eq!(err.exit_status(), ExitStatus::Provider, "{action} {code}");
+            if matches!(err, ProviderError::NotAuthorized { .. }) {
+                assert!(text.contains("respot iam-policy"), "{action} {code}: {text}");
+            }
+            assert!(fake.live().is_empty(), "{action} {code}: nothing launched");
+        }
+    }
+}
