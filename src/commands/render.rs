@@ -33,10 +33,20 @@ struct RenderReport<'a> {
     packed_bytes: usize,
     gzipped: bool,
     budget: Budget,
+    /// `inline` or `bundle`: how the blueprint's files travel.
+    transport: &'static str,
+    bundle: Option<BundleReport>,
     files: Vec<FileReport<'a>>,
     units: &'a [String],
     schema: Option<String>,
     document: &'a str,
+}
+
+#[derive(Serialize)]
+struct BundleReport {
+    sha256: String,
+    bytes: usize,
+    files: usize,
 }
 
 /// What `--output json` prints when even gzip does not fit.
@@ -54,8 +64,13 @@ struct FileReport<'a> {
     source: &'a str,
     origin: Origin,
     mode: &'a str,
+    owner: &'a str,
+    group: &'a str,
     sha256: &'a str,
     bytes: usize,
+    /// A per-instance template (not checked by verification).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    template: bool,
 }
 
 impl<'a> From<&'a InstanceFile> for FileReport<'a> {
@@ -65,8 +80,11 @@ impl<'a> From<&'a InstanceFile> for FileReport<'a> {
             source: &f.source,
             origin: f.origin,
             mode: &f.mode,
+            owner: &f.owner,
+            group: &f.group,
             sha256: &f.sha256,
             bytes: f.content.len(),
+            template: f.template,
         }
     }
 }
@@ -97,6 +115,7 @@ fn launch_material(keys: &KeyStore, host_keys: HostKeyPolicy) -> Result<LaunchMa
         generation: 1,
         host_key,
         verify_key: Some(verify_key),
+        bundle_source: None,
     })
 }
 
@@ -154,6 +173,16 @@ pub fn render(context: &Context, options: &RenderOptions) -> Result<ExitStatus> 
             packed_bytes: user_data.packed.len(),
             gzipped: user_data.gzipped,
             budget,
+            transport: if blueprint.bundle.is_some() {
+                "bundle"
+            } else {
+                "inline"
+            },
+            bundle: blueprint.bundle.as_ref().map(|b| BundleReport {
+                sha256: b.sha256.clone(),
+                bytes: b.archive.len(),
+                files: b.files,
+            }),
             files: blueprint.files.iter().map(FileReport::from).collect(),
             units: &blueprint.units,
             schema,
@@ -179,6 +208,14 @@ pub fn render(context: &Context, options: &RenderOptions) -> Result<ExitStatus> 
         budget.respot_bytes,
         budget.left_bytes
     ));
+    if let Some(bundle) = &blueprint.bundle {
+        printer.info(&format!(
+            "bundle   {} files in {} bytes (tar+gzip), sha256 {}; fetched and checked at boot",
+            bundle.files,
+            bundle.archive.len(),
+            bundle.sha256
+        ));
+    }
     if let Some(result) = schema {
         printer.info(&format!("schema   cloud-init schema: {result}"));
     }
@@ -187,7 +224,9 @@ pub fn render(context: &Context, options: &RenderOptions) -> Result<ExitStatus> 
 
 /// Runs the real `cloud-init schema`; `valid` when it has nothing to say.
 fn schema_check(user_data: &UserData) -> Result<String> {
-    match template::schema_check(&user_data.document)? {
+    // A Jinja document is checked as cloud-init renders it for a sample
+    // instance: this machine has no instance data.
+    match template::schema_check(&template::jinja_preview(&user_data.document))? {
         Some(output) if output.is_empty() => Ok("valid".to_string()),
         Some(output) => Ok(output),
         None => Err(Error::ToolMissing {

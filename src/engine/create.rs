@@ -9,7 +9,7 @@ use super::{EngineError, Verdict, Verification, count_by, live, next_generation}
 use crate::output::{Count, Printer};
 use crate::progress::{Event, Phase};
 use crate::provider::{DestroyReport, Instance, LaunchRequest, Provider, ProviderError};
-use crate::template::{Blueprint, Digest};
+use crate::template::{Blueprint, Digest, LaunchMaterial};
 
 #[derive(Debug, Clone, Default)]
 pub struct CreateOptions {
@@ -104,6 +104,7 @@ pub(super) async fn launch_generation<P: Provider, V: Verification>(
 ) -> Result<CreateReport, EngineError> {
     let generation = next_generation(existing);
     let material = verification.launch_material(generation)?;
+    let material = staged(provider, blueprint, material).await?;
     let request = LaunchRequest {
         deployment: blueprint.deployment.clone(),
         digest: blueprint.digest.clone(),
@@ -112,6 +113,7 @@ pub(super) async fn launch_generation<P: Provider, V: Verification>(
         user_data: blueprint.user_data(&material)?,
         signer: blueprint.git.signer.clone(),
         upto: None,
+        bundle: blueprint.bundle.clone(),
     };
     printer.info(&format!(
         "creating generation {generation} of `{}` ({}), {} bytes of user-data{}",
@@ -287,4 +289,22 @@ async fn generation_instances<P: Provider>(
         .into_iter()
         .filter(|i| i.generation == Some(request.generation))
         .collect())
+}
+
+/// `material` with the blueprint's bundle staged where the instances fetch
+/// it, when its files travel as a bundle. Staged (and, on AWS, signed) at
+/// every launch, heal and rolling batch included: the digest stays.
+pub(super) async fn staged<P: Provider>(
+    provider: &P,
+    blueprint: &Blueprint,
+    mut material: LaunchMaterial,
+) -> Result<LaunchMaterial, EngineError> {
+    if let Some(bundle) = &blueprint.bundle {
+        material.bundle_source = Some(
+            provider
+                .stage_bundle(&blueprint.deployment, &blueprint.digest, bundle)
+                .await?,
+        );
+    }
+    Ok(material)
 }

@@ -59,6 +59,7 @@ pub(super) async fn rolling<P: Provider, V: Verification, D: FrontDoor>(
     let existing = provider.list(deployment).await?;
     let generation = super::next_generation(&existing);
     let material = verification.launch_material(generation)?;
+    let material = super::create::staged(provider, blueprint, material).await?;
     let mut request = LaunchRequest {
         deployment: deployment.clone(),
         digest: blueprint.digest.clone(),
@@ -67,6 +68,7 @@ pub(super) async fn rolling<P: Provider, V: Verification, D: FrontDoor>(
         user_data: blueprint.user_data(&material)?,
         signer: blueprint.git.signer.clone(),
         upto: None,
+        bundle: blueprint.bundle.clone(),
     };
     let started = std::time::Instant::now();
     let largest = count_by_region(&fleet.blue_instances)

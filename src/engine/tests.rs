@@ -93,6 +93,7 @@ fn instance(id: &str, generation: u64, digest: &Digest) -> Instance {
         state: InstanceState::Running,
         state_reason: None,
         public_ip: None,
+        private_ip: None,
         ssh: Some(SshEndpoint {
             host: "127.0.0.1".to_string(),
             port: 2200,
@@ -258,6 +259,7 @@ fn blueprint(digest_byte: char) -> Blueprint {
         units: Vec::new(),
         ssh_user: "admin".to_string(),
         authorized_keys: Vec::new(),
+        bundle: None,
     }
 }
 

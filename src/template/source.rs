@@ -8,8 +8,8 @@ use std::process::Command;
 
 use serde::Serialize;
 
-use super::TemplateError;
-use crate::config::{Config, HttpProbe};
+use super::{Inputs, TemplateError};
+use crate::config::{Config, HttpProbe, Transport};
 
 /// A blueprint as read from disk: the config values the template needs, the
 /// template text, the instance files and what git says. Rendering the same
@@ -30,6 +30,10 @@ pub struct Source {
     /// Every file under the instance directory, in any order.
     pub files: Vec<SourceFile>,
     pub git: GitInfo,
+    /// `[deployment] transport`.
+    pub transport: Transport,
+    /// Owners, modes, directories, secrets, packages, unit order.
+    pub inputs: Inputs,
 }
 
 /// One file of the instance directory.
@@ -69,6 +73,8 @@ pub fn load(config: &Config) -> Result<Source, TemplateError> {
             .map_or_else(|| "instance".to_string(), |n| n.to_string_lossy().to_string()),
         files,
         git: GitInfo::probe(&config.base_dir()).with_ignored(&instance_dir),
+        transport: config.deployment.transport,
+        inputs: Inputs::from_config(config),
     })
 }
 

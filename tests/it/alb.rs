@@ -102,6 +102,7 @@ fn instances(region: &str, count: usize, generation: u64) -> Vec<Instance> {
             state: InstanceState::Running,
             state_reason: None,
             public_ip: None,
+            private_ip: None,
             ssh: None,
             digest: None,
             version: None,
