@@ -156,7 +156,12 @@ impl AwsTest {
 
     /// `count` instances per region; `extra` is appended to `[aws]`.
     pub(crate) fn with(deployment: &str, regions: usize, count: u32, extra: &str) -> AwsTest {
-        AwsTest::build(deployment, moto::regions(regions), Proxy::start(0), count, extra)
+        // The shared server's pool is for every test of the process; when it
+        // runs out, the second server (which has a pool of its own) serves.
+        match moto::try_regions(regions) {
+            Some(names) => AwsTest::build(deployment, names, Proxy::start(0), count, extra),
+            None => AwsTest::limits(deployment, regions, count, extra),
+        }
     }
 
     /// The same in the regions given (drawn from `moto`'s pool).

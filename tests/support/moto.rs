@@ -68,26 +68,33 @@ static TAKEN: Mutex<(usize, usize)> = Mutex::new((0, 0));
 /// `n` regions no other test in this process uses, from the back of the
 /// pool, so that the regions with t3a stay for [`regions_with_t3a`].
 pub fn regions(n: usize) -> Vec<String> {
-    let mut taken = TAKEN.lock().expect("not poisoned");
-    assert!(
-        taken.0 + taken.1 + n <= REGION_POOL.len(),
-        "the tests need more regions than REGION_POOL has; add some"
-    );
+    try_regions(n).expect("the tests need more regions than REGION_POOL has; add some")
+}
+
+/// [`regions`], or `None` when the pool has fewer than `n` left.
+pub fn try_regions(n: usize) -> Option<Vec<String>> {
+    let mut taken = TAKEN.lock().unwrap_or_else(|e| e.into_inner());
+    if taken.0 + taken.1 + n > REGION_POOL.len() {
+        return None;
+    }
     let end = REGION_POOL.len() - taken.1;
     taken.1 += n;
-    REGION_POOL[end - n..end].iter().map(|r| r.to_string()).collect()
+    Some(REGION_POOL[end - n..end].iter().map(|r| r.to_string()).collect())
 }
 
 /// `n` unused regions where moto offers t3a.small too (the capacity
 /// fallback's second type), from the front of the pool.
 pub fn regions_with_t3a(n: usize) -> Vec<String> {
-    let mut taken = TAKEN.lock().expect("not poisoned");
-    assert!(
-        taken.0 + n <= WITH_T3A && taken.0 + taken.1 + n <= REGION_POOL.len(),
-        "the tests need more t3a regions than REGION_POOL has free; add some"
-    );
-    let start = taken.0;
-    taken.0 += n;
+    let start = {
+        let mut taken = TAKEN.lock().unwrap_or_else(|e| e.into_inner());
+        let free = taken.0 + n <= WITH_T3A && taken.0 + taken.1 + n <= REGION_POOL.len();
+        let start = taken.0;
+        if free {
+            taken.0 += n;
+        }
+        free.then_some(start)
+    };
+    let start = start.expect("the tests need more t3a regions than REGION_POOL has free; add some");
     REGION_POOL[start..start + n]
         .iter()
         .map(|r| r.to_string())
