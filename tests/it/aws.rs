@@ -1447,6 +1447,9 @@ fn sigkill_at_random_points_while_describe_lags_then_destroy_orphans_nothing() {
             libc::kill(child.id() as libc::pid_t, libc::SIGKILL);
         }
         child.wait().expect("reap respot");
+        // A create killed while it held the deployment lock leaves it, as a
+        // crashed holder does: the operator removes it (issue 13.6).
+        t.run(&["unlock", "--yes"], 0);
         let out = t.run(&["destroy", "--yes"], 0);
         assert_eq!(
             t.live_ours(),
