@@ -156,17 +156,7 @@ impl AwsTest {
 
     /// `count` instances per region; `extra` is appended to `[aws]`.
     pub(crate) fn with(deployment: &str, regions: usize, count: u32, extra: &str) -> AwsTest {
-        // The shared server's pool is for every test of the process; when it
-        // runs out, the second server (which has a pool of its own) serves.
-        match moto::try_regions(regions) {
-            Some(names) => AwsTest::build(deployment, names, Proxy::start(0), count, extra),
-            None => AwsTest::limits(deployment, regions, count, extra),
-        }
-    }
-
-    /// The same in the regions given (drawn from `moto`'s pool).
-    pub(crate) fn in_regions(deployment: &str, regions: Vec<String>, count: u32, extra: &str) -> AwsTest {
-        AwsTest::build(deployment, regions, Proxy::start(0), count, extra)
+        AwsTest::build(deployment, moto::regions(regions), Proxy::start(0), count, extra)
     }
 
     /// As [`AwsTest::with`], on the second moto server (`moto::limits_moto_url`),
@@ -465,8 +455,7 @@ fn create_list_destroy_across_three_regions() {
 
 #[test]
 fn no_capacity_for_the_first_type_launches_the_second() {
-    // The second type must exist where the first has no capacity.
-    let t = AwsTest::in_regions("fallback", moto::regions_with_t3a(1), 2, "");
+    let t = AwsTest::with("fallback", 1, 2, "");
     let region = &t.regions[0];
     t.proxy.faults(json!([
         {"action": "RunInstances", "match": {"InstanceType": "t3.small"}, "code": "InsufficientInstanceCapacity"}
@@ -1458,6 +1447,9 @@ fn sigkill_at_random_points_while_describe_lags_then_destroy_orphans_nothing() {
             libc::kill(child.id() as libc::pid_t, libc::SIGKILL);
         }
         child.wait().expect("reap respot");
+        // A create killed while it held the deployment lock leaves it, as a
+        // crashed holder does: the operator removes it (issue 13.6).
+        t.run(&["unlock", "--yes"], 0);
         let out = t.run(&["destroy", "--yes"], 0);
         assert_eq!(
             t.live_ours(),

@@ -1,8 +1,9 @@
 //! moto (an EC2 emulator) and the fault proxy, for the AWS tests.
 //!
-//! One moto server serves the whole test process: it takes seconds to start
-//! and its regions are isolated from each other, so every test takes its own
-//! regions from [`regions`] instead of resetting shared state. Each test gets
+//! A few moto servers serve the whole test process: one takes seconds to
+//! start and its regions are isolated from each other, so every test takes
+//! its own regions from [`regions`] (on the first server that has them
+//! left) instead of resetting shared state. Each test gets
 //! its own [`Proxy`] (fast to start) in front of moto, so fault rules and
 //! request counts never leak between tests. Both listen on 127.0.0.1 only.
 //!
@@ -17,15 +18,12 @@ use std::net::{TcpListener, TcpStream};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-/// Regions moto serves with a default VPC, Amazon Linux 2023 images and
-/// t3 instance types (not me-central-1, whose offerings list has no t3).
-/// Tests draw disjoint sets from it: [`regions`] from the back,
-/// [`regions_with_t3a`] from the front, where the regions that also offer
-/// t3a (the sample's second type, which the capacity fallback needs) are.
+/// Regions moto serves with a default VPC and Amazon Linux 2023 images.
+/// Tests draw disjoint sets from it.
 const REGION_POOL: &[&str] = &[
     "us-east-1",
     "eu-west-1",
@@ -36,17 +34,16 @@ const REGION_POOL: &[&str] = &[
     "eu-west-2",
     "eu-west-3",
     "eu-central-1",
+    "eu-north-1",
     "ap-southeast-1",
     "ap-northeast-1",
     "ap-northeast-2",
+    "ap-northeast-3",
     "ap-south-1",
     "ca-central-1",
     "sa-east-1",
     "eu-south-1",
     "il-central-1",
-    // From here on moto offers no t3a: only t3.small launches.
-    "eu-north-1",
-    "ap-northeast-3",
     "af-south-1",
     "me-south-1",
     "ap-east-1",
@@ -55,46 +52,51 @@ const REGION_POOL: &[&str] = &[
     "ap-south-2",
     "ap-southeast-3",
     "ca-west-1",
-    "ap-southeast-4",
-    "ap-southeast-5",
+    // moto offers no t3 types here: last.
+    "me-central-1",
 ];
 
-/// How many of `REGION_POOL`'s first regions offer t3a.
-const WITH_T3A: usize = 17;
+/// How many of [`REGION_POOL`]'s regions one moto server hands out: the
+/// first ones, where moto offers every instance type the tests launch.
+const SHARD_REGIONS: usize = 16;
 
-/// Regions handed out so far: (from the front, from the back).
-static TAKEN: Mutex<(usize, usize)> = Mutex::new((0, 0));
+/// moto servers this process may start, each with its own copy of the
+/// first [`SHARD_REGIONS`] regions: once one server's regions are taken,
+/// the next test gets a fresh server instead of sharing state.
+const MAX_SHARDS: usize = 6;
 
-/// `n` regions no other test in this process uses, from the back of the
-/// pool, so that the regions with t3a stay for [`regions_with_t3a`].
+static SHARDS: [OnceLock<String>; MAX_SHARDS] = [const { OnceLock::new() }; MAX_SHARDS];
+
+/// (server, next free region on it).
+static ALLOCATED: std::sync::Mutex<(usize, usize)> = std::sync::Mutex::new((0, 0));
+
+thread_local! {
+    /// The server this test thread's regions live on (tests run one per
+    /// thread): [`moto_url`] answers it.
+    static SHARD: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// `n` regions no other test in this process uses, on the moto server that
+/// [`moto_url`] then answers for this thread.
 pub fn regions(n: usize) -> Vec<String> {
-    try_regions(n).expect("the tests need more regions than REGION_POOL has; add some")
-}
-
-/// [`regions`], or `None` when the pool has fewer than `n` left.
-pub fn try_regions(n: usize) -> Option<Vec<String>> {
-    let mut taken = TAKEN.lock().unwrap_or_else(|e| e.into_inner());
-    if taken.0 + taken.1 + n > REGION_POOL.len() {
-        return None;
-    }
-    let end = REGION_POOL.len() - taken.1;
-    taken.1 += n;
-    Some(REGION_POOL[end - n..end].iter().map(|r| r.to_string()).collect())
-}
-
-/// `n` unused regions where moto offers t3a.small too (the capacity
-/// fallback's second type), from the front of the pool.
-pub fn regions_with_t3a(n: usize) -> Vec<String> {
-    let start = {
-        let mut taken = TAKEN.lock().unwrap_or_else(|e| e.into_inner());
-        let free = taken.0 + n <= WITH_T3A && taken.0 + taken.1 + n <= REGION_POOL.len();
-        let start = taken.0;
-        if free {
-            taken.0 += n;
+    assert!(
+        n <= SHARD_REGIONS,
+        "a test may take at most {SHARD_REGIONS} regions"
+    );
+    let (shard, start) = {
+        let mut allocated = ALLOCATED.lock().unwrap_or_else(|p| p.into_inner());
+        if allocated.1 + n > SHARD_REGIONS {
+            *allocated = (allocated.0 + 1, 0);
         }
-        free.then_some(start)
+        let taken = *allocated;
+        allocated.1 += n;
+        taken
     };
-    let start = start.expect("the tests need more t3a regions than REGION_POOL has free; add some");
+    assert!(
+        shard < MAX_SHARDS,
+        "the tests need more than {MAX_SHARDS} moto servers; raise MAX_SHARDS"
+    );
+    SHARD.with(|s| s.set(shard));
     REGION_POOL[start..start + n]
         .iter()
         .map(|r| r.to_string())
@@ -132,10 +134,10 @@ fn die_with_parent(cmd: &mut Command) {
     }
 }
 
-/// The shared moto server of this test process; its `http://127.0.0.1:PORT`.
+/// The moto server of this test thread's regions (see [`regions`]); its
+/// `http://127.0.0.1:PORT`.
 pub fn moto_url() -> &'static str {
-    static MOTO: OnceLock<String> = OnceLock::new();
-    MOTO.get_or_init(spawn_moto)
+    SHARDS[SHARD.with(|s| s.get())].get_or_init(spawn_moto)
 }
 
 /// A second moto server, for the tests of EC2's limits: their fleets (up to
