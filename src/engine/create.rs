@@ -8,7 +8,7 @@ use serde::Serialize;
 use super::{EngineError, Verdict, Verification, count_by, live, next_generation};
 use crate::output::{Count, Printer};
 use crate::provider::{DestroyReport, Instance, LaunchRequest, Provider, ProviderError};
-use crate::template::{Blueprint, Digest};
+use crate::template::{Blueprint, Digest, LaunchMaterial};
 
 #[derive(Debug, Clone, Default)]
 pub struct CreateOptions {
@@ -86,6 +86,34 @@ impl Failure {
     }
 }
 
+/// The launch request of `generation`: the blueprint's bundle staged first
+/// when it has one (on AWS an upload and a freshly signed URL, so every
+/// create, deploy and heal re-signs while the digest stays), then the
+/// user-data packed with `material`. Every path that launches builds its
+/// request here.
+pub(super) async fn launch_request<P: Provider>(
+    provider: &P,
+    blueprint: &Blueprint,
+    mut material: LaunchMaterial,
+    generation: u64,
+) -> Result<LaunchRequest, EngineError> {
+    if let Some(bundle) = &blueprint.bundle {
+        material.bundle_source = Some(
+            provider
+                .stage_bundle(&blueprint.deployment, &blueprint.digest, bundle)
+                .await?,
+        );
+    }
+    Ok(LaunchRequest {
+        deployment: blueprint.deployment.clone(),
+        digest: blueprint.digest.clone(),
+        version: blueprint.version.clone(),
+        generation,
+        user_data: blueprint.user_data(&material)?,
+        bundle: blueprint.bundle.clone(),
+    })
+}
+
 /// Launches and verifies the generation after `existing`'s, rolling back
 /// only that generation on failure: live instances of older generations
 /// (blue-green) are never touched here.
@@ -98,23 +126,8 @@ pub(super) async fn launch_generation<P: Provider, V: Verification>(
     printer: &Printer,
 ) -> Result<CreateReport, EngineError> {
     let generation = next_generation(existing);
-    let mut material = verification.launch_material(generation)?;
-    if let Some(bundle) = &blueprint.bundle {
-        // Staged (and, on AWS, signed) at every launch: the digest stays.
-        material.bundle_source = Some(
-            provider
-                .stage_bundle(&blueprint.deployment, &blueprint.digest, bundle)
-                .await?,
-        );
-    }
-    let request = LaunchRequest {
-        deployment: blueprint.deployment.clone(),
-        digest: blueprint.digest.clone(),
-        version: blueprint.version.clone(),
-        generation,
-        user_data: blueprint.user_data(&material)?,
-        bundle: blueprint.bundle.clone(),
-    };
+    let material = verification.launch_material(generation)?;
+    let request = launch_request(provider, blueprint, material, generation).await?;
     printer.info(&format!(
         "creating generation {generation} of `{}` ({}), {} bytes of user-data{}",
         request.deployment,
