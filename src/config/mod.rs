@@ -18,6 +18,7 @@ mod files;
 mod files_check;
 mod glob;
 mod located;
+mod traffic;
 pub mod units;
 mod validate;
 
@@ -27,6 +28,7 @@ pub use files::{
 };
 use located::Located;
 pub use located::Seg;
+pub use traffic::{Batch, ListenerSection, TrafficAws, TrafficSection, listener_region};
 pub use validate::valid_deployment_name;
 
 pub const DEFAULT_CONFIG_FILE: &str = "respot.toml";
@@ -151,6 +153,9 @@ pub struct Config {
     pub local: LocalSection,
     #[serde(default)]
     pub verify: VerifySection,
+    /// The front door and rollout settings; `None`: no door.
+    #[serde(default)]
+    pub traffic: Option<TrafficSection>,
     /// `[[files]]`, `[[directories]]`, `[[secrets]]`, `[packages]`: see `files`.
     #[serde(default)]
     pub files: Vec<FileRule>,
@@ -176,6 +181,10 @@ pub struct DeploymentSection {
     pub template: PathBuf,
     #[serde(default = "default_instance_dir")]
     pub instance_dir: PathBuf,
+    /// Ship only commits that `git verify-commit` accepts, from a clean tree
+    /// (`create`, `deploy`, `rollback`); the signer goes into the tags.
+    #[serde(default)]
+    pub require_signed: bool,
     #[serde(default)]
     pub transport: Transport,
     /// The unit start order (see `units`); file name order when absent.

@@ -37,6 +37,7 @@ impl Config {
         self.validate_aws(at)?;
         self.validate_local(at)?;
         self.validate_verify(at)?;
+        self.validate_traffic(at)?;
         self.validate_blueprint_inputs(at)
     }
 

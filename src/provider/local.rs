@@ -20,9 +20,11 @@ use std::time::{Duration, Instant, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
+mod fleet;
+
 use super::{
-    DestroyReport, Instance, InstanceId, InstanceState, LaunchRequest, Lifecycle, PlannedRegion, Provider,
-    ProviderError, Result, SshEndpoint,
+    DestroyReport, Instance, InstanceId, InstanceState, Inventory, LaunchRequest, Lifecycle, PlannedRegion,
+    PoolKey, Provider, ProviderError, RegionCount, Result, SshEndpoint,
 };
 use crate::config::{Accel, Config};
 use crate::paths;
@@ -97,7 +99,7 @@ impl LocalProvider {
             memory_mib: config.local.memory_mib,
             cpus: config.local.cpus,
             accel: accel_override.unwrap_or(config.local.accel),
-            forward_ports: config.local.forward_ports.clone(),
+            forward_ports: forwarded_guest_ports(config),
             image_dir,
             state_root: vms_root,
         })
@@ -105,6 +107,19 @@ impl LocalProvider {
 
     fn deployment_dir(&self, deployment: &str) -> PathBuf {
         self.state_root.join(deployment)
+    }
+
+    /// The 127.0.0.1 port forwarded to `guest` on an instance, for the
+    /// front door's backends.
+    pub fn forwarded_port(&self, deployment: &str, id: &InstanceId, guest: u16) -> Option<u16> {
+        let text = std::fs::read_to_string(self.deployment_dir(deployment).join(&id.0).join("instance.json"))
+            .ok()?;
+        let record: Record = serde_json::from_str(&text).ok()?;
+        record
+            .forwards
+            .iter()
+            .find(|(_, g)| *g == guest)
+            .map(|(host, _)| *host)
     }
 
     /// The serial console log of an instance, for `debug`.
@@ -352,7 +367,14 @@ impl Provider for LocalProvider {
 
     async fn launch(&self, request: &LaunchRequest) -> Result<Vec<Instance>> {
         let accel = self.resolved_accel();
-        for index in 0..self.count {
+        // A rolling batch adds to what the generation already has.
+        let have = self
+            .records(&request.deployment)?
+            .iter()
+            .filter(|(_, r)| r.generation == request.generation)
+            .count() as u32;
+        let until = request.upto.map_or(self.count, |upto| upto.min(self.count));
+        for index in have.min(until)..until {
             let this = self.clone();
             let request = request.clone();
             tokio::task::spawn_blocking(move || this.launch_one(&request, index, accel))
@@ -402,6 +424,38 @@ impl Provider for LocalProvider {
                 task: "destroy",
                 detail: e.to_string(),
             })?
+    }
+
+    fn wanted(&self) -> Vec<RegionCount> {
+        self.wanted_counts()
+    }
+
+    async fn launch_more(
+        &self,
+        request: &LaunchRequest,
+        counts: &[RegionCount],
+        _avoid: &[PoolKey],
+    ) -> Result<Vec<Instance>> {
+        let count = counts
+            .iter()
+            .filter(|c| c.region == fleet::LOCAL)
+            .map(|c| c.count)
+            .sum();
+        self.launch_counted(request, count).await
+    }
+
+    /// A local VM gets no notice before it goes.
+    async fn interruption_notices(&self, _deployment: &str) -> Result<Vec<InstanceId>> {
+        Ok(Vec::new())
+    }
+
+    /// One pool, this computer: it never runs out of capacity.
+    fn take_pools_without_capacity(&self) -> Vec<PoolKey> {
+        Vec::new()
+    }
+
+    async fn inventory(&self) -> Result<Inventory> {
+        self.all_deployments()
     }
 }
 
@@ -544,7 +598,18 @@ fn kvm_works() -> bool {
     device_ok && flags_ok
 }
 
-fn on_path(tool: &str) -> bool {
+/// `local.forward_ports`, plus the front door's `traffic.guest_port`.
+fn forwarded_guest_ports(config: &Config) -> Vec<u16> {
+    let mut ports = config.local.forward_ports.clone();
+    if let Some(traffic) = &config.traffic
+        && !ports.contains(&traffic.guest_port)
+    {
+        ports.push(traffic.guest_port);
+    }
+    ports
+}
+
+pub(crate) fn on_path(tool: &str) -> bool {
     std::env::var_os("PATH")
         .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(tool).is_file()))
 }

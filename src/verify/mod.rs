@@ -22,6 +22,7 @@ pub mod query;
 mod row;
 mod text;
 mod transport;
+mod watch;
 
 use std::time::Duration;
 
@@ -33,6 +34,7 @@ pub use debug::{DebugReport, Section, debug_report};
 pub use expect::{Expected, ExpectedEntry, ExpectedFile, ExpectedProbe, Shipped, expected_blueprint_inputs};
 pub use query::{Query, UnitName};
 pub use row::{CheckRow, Outcome};
+pub use watch::{Stage, Watch};
 
 use crate::config::HostKeyPolicy;
 use crate::exit::ExitStatus;
@@ -197,6 +199,23 @@ pub async fn verify_fleet(
     settings: &VerifySettings,
     printer: &Printer,
 ) -> FleetReport {
+    let counter = watch::Counter {
+        printer,
+        total: targets.len(),
+        done: std::sync::atomic::AtomicUsize::new(0),
+    };
+    verify_fleet_watched(keys, targets, expected, settings, printer, &counter).await
+}
+
+/// [`verify_fleet`], telling `watch` each stage each target reaches.
+pub async fn verify_fleet_watched(
+    keys: &KeyStore,
+    targets: &[Target],
+    expected: &Expected,
+    settings: &VerifySettings,
+    printer: &Printer,
+    watch: &dyn Watch,
+) -> FleetReport {
     let transport = match Transport::new() {
         Ok(t) => t,
         Err(err) => {
@@ -208,19 +227,20 @@ pub async fn verify_fleet(
         }
     };
     let deadline = Instant::now() + settings.timeout;
-    let done = std::sync::atomic::AtomicUsize::new(0);
-    let total = targets.len();
     let per_target: Vec<(usize, Vec<CheckRow>)> = stream::iter(targets.iter().enumerate())
         .map(|(i, target)| {
             let transport = &transport;
-            let done = &done;
             async move {
-                let rows = checks::verify_target(transport, keys, target, expected, settings, deadline).await;
+                let rows =
+                    checks::verify_target(transport, keys, target, expected, settings, deadline, watch).await;
                 for row in rows.iter().filter(|r| r.mismatch) {
                     printer.error(&one_line(&row.detail));
                 }
-                let n = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
-                printer.progress(&format!("verified {n}/{total}: {}", target.name));
+                let failure = rows
+                    .iter()
+                    .find(|r| r.result == Outcome::Fail)
+                    .map(|r| one_line(&format!("{}: {}", r.check, r.detail)));
+                watch.reached(target, Stage::Done { failure });
                 (i, rows)
             }
         })

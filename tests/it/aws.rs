@@ -15,6 +15,9 @@ use serde_json::{Value, json};
 use crate::support::TestContext;
 use crate::support::moto::{self, Proxy};
 
+mod heal;
+mod orphans;
+
 const CIDR: &str = "198.51.100.0/24";
 const TAG_KEYS: &[&str] = &[
     "respot:deployment",
@@ -26,7 +29,7 @@ const TAG_KEYS: &[&str] = &[
     "Name",
 ];
 
-fn block_on<F: std::future::Future>(future: F) -> F::Output {
+pub(crate) fn block_on<F: std::future::Future>(future: F) -> F::Output {
     static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
     RUNTIME
         .get_or_init(|| {
@@ -40,7 +43,7 @@ fn block_on<F: std::future::Future>(future: F) -> F::Output {
 }
 
 /// A client straight to moto (not through the proxy, so it is not counted).
-fn ec2_client(region: &str) -> aws_sdk_ec2::Client {
+pub(crate) fn ec2_client(region: &str) -> aws_sdk_ec2::Client {
     let config = aws_sdk_ec2::Config::builder()
         .behavior_version(BehaviorVersion::latest())
         .region(Region::new(region.to_string()))
@@ -50,7 +53,7 @@ fn ec2_client(region: &str) -> aws_sdk_ec2::Client {
     aws_sdk_ec2::Client::from_conf(config)
 }
 
-fn tags_of(tags: &[ec2::Tag]) -> BTreeMap<String, String> {
+pub(crate) fn tags_of(tags: &[ec2::Tag]) -> BTreeMap<String, String> {
     tags.iter()
         .filter_map(|t| Some((t.key()?.to_string(), t.value()?.to_string())))
         .collect()
@@ -128,11 +131,11 @@ fn seed_foreign(region: &str) -> Vec<String> {
 }
 
 /// A blueprint deployed to AWS regions of the shared moto, through a proxy.
-struct AwsTest {
-    context: TestContext,
-    proxy: Proxy,
-    deployment: String,
-    regions: Vec<String>,
+pub(crate) struct AwsTest {
+    pub(crate) context: TestContext,
+    pub(crate) proxy: Proxy,
+    pub(crate) deployment: String,
+    pub(crate) regions: Vec<String>,
     foreign: Vec<(String, Vec<String>)>,
 }
 
@@ -142,7 +145,7 @@ impl AwsTest {
     }
 
     /// `count` instances per region; `extra` is appended to `[aws]`.
-    fn with(deployment: &str, regions: usize, count: u32, extra: &str) -> AwsTest {
+    pub(crate) fn with(deployment: &str, regions: usize, count: u32, extra: &str) -> AwsTest {
         let regions = moto::regions(regions);
         let proxy = Proxy::start(0);
         let context = TestContext::new();
@@ -183,7 +186,7 @@ impl AwsTest {
         }
     }
 
-    fn command(&self, args: &[&str]) -> Command {
+    pub(crate) fn command(&self, args: &[&str]) -> Command {
         let mut cmd = self.context.std_command();
         cmd.args(args)
             .env("AWS_ENDPOINT_URL", self.proxy.endpoint())
@@ -204,7 +207,7 @@ impl AwsTest {
     }
 
     /// Runs respot and checks the exit code; returns the output.
-    fn run(&self, args: &[&str], want: i32) -> Output {
+    pub(crate) fn run(&self, args: &[&str], want: i32) -> Output {
         let out = self.command(args).output().expect("run respot");
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(
@@ -221,7 +224,7 @@ impl AwsTest {
     }
 
     /// Our instances in every region, straight from moto: (region, id, state, tags).
-    fn ours(&self) -> Vec<(String, String, String, BTreeMap<String, String>)> {
+    pub(crate) fn ours(&self) -> Vec<(String, String, String, BTreeMap<String, String>)> {
         self.regions
             .iter()
             .flat_map(|r| {
@@ -283,7 +286,7 @@ impl AwsTest {
     }
 }
 
-fn stderr(out: &Output) -> String {
+pub(crate) fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).to_string()
 }
 
@@ -873,7 +876,8 @@ fn create_launches_imdsv2_only_with_encrypted_root_volumes() {
         t.proxy.stats()["by_action"],
         json!({
             "AuthorizeSecurityGroupIngress": 2, "CreateSecurityGroup": 2, "DescribeImages": 2,
-            "DescribeInstances": 4, "DescribeSubnets": 2, "GetCallerIdentity": 1, "RunInstances": 2
+            "DescribeInstances": 4, "DescribeSpotPriceHistory": 2, "DescribeSubnets": 2,
+            "GetCallerIdentity": 1, "RunInstances": 2
         })
     );
     t.run(&["destroy", "--yes"], 0);
@@ -975,6 +979,63 @@ fn a_group_with_a_rule_respot_did_not_write_stops_create() {
     assert_eq!(rules, [(Some(22), vec![CIDR])], "{groups:?}");
     t.run(&["destroy", "--yes"], 0);
     t.assert_foreign_untouched();
+}
+
+/// Off a terminal, one plain line per phase change and a summary priced at
+/// the current spot price; with `--output json`, the phases as JSON lines
+/// on stderr and the same summary in the report.
+#[test]
+fn create_reports_each_phase_and_ends_with_a_priced_summary() {
+    let t = AwsTest::with("progress", 1, 2, "");
+    let region = t.regions[0].clone();
+    let out = t.run(&["create", "--no-verify"], 0);
+    let text = stderr(&out);
+    assert!(text.contains("] progress generation 1: requested"), "{text}");
+    assert_eq!(
+        text.matches(&format!("] {region} respot-progress-g1 (")).count(),
+        2,
+        "one running line per instance: {text}"
+    );
+    assert!(text.contains("estimated cost: $0.0"), "{text}");
+    assert!(
+        text.contains("estimated cost: $0.0000") && !text.contains("estimated cost: $0.00/"),
+        "moto has a spot price: {text}"
+    );
+    t.run(&["destroy", "--yes"], 0);
+
+    let out = t.run(&["create", "--no-verify", "--output", "json"], 0);
+    let events: Vec<Value> = stderr(&out)
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}")))
+        .collect();
+    let phases: Vec<(&str, &str)> = events
+        .iter()
+        .map(|e| (e["region"].as_str().unwrap_or("-"), e["phase"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        phases,
+        [
+            ("-", "requested"),
+            (region.as_str(), "running"),
+            (region.as_str(), "running")
+        ],
+        "{events:?}"
+    );
+    assert!(
+        events
+            .iter()
+            .all(|e| e["schema"] == "respot.progress" && e["version"] == 1)
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let summary = &report["summary"];
+    let instances = summary["instances"].as_array().unwrap();
+    assert_eq!(instances.len(), 2, "{summary}");
+    let each = instances[0]["price_per_hour"].as_f64().expect("priced");
+    let total = summary["cost_per_hour"].as_f64().unwrap();
+    assert!(each > 0.0 && (total - 2.0 * each).abs() < 1e-9, "{summary}");
+    assert!(instances[0]["address"].is_string(), "{summary}");
+    t.run(&["destroy", "--yes"], 0);
 }
 
 /// `render` reports the size `create` sends: its packed user-data has the

@@ -180,6 +180,28 @@ pub struct SpotRequest {
     pub tags: Tags,
 }
 
+/// A spot request with its state and status: `status` is AWS's status
+/// code, e.g. `fulfilled`, or `marked-for-termination` once the two-minute
+/// interruption notice is out.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SpotRequestStatus {
+    pub id: String,
+    /// `open`, `active`, `closed`, `cancelled` or `failed`.
+    pub state: String,
+    pub status: Option<String>,
+    pub instance_id: Option<String>,
+    pub created_at: Option<SystemTime>,
+    pub tags: Tags,
+}
+
+/// A security group with its name, for the inventory.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TaggedGroup {
+    pub id: String,
+    pub name: String,
+    pub tags: Tags,
+}
+
 /// A failed call, after the SDK's retries.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Ec2Error {
@@ -298,4 +320,19 @@ pub trait Ec2Api: Clone {
 
     /// `CancelSpotInstanceRequests`.
     async fn cancel_spot_requests(&self, ids: &[String]) -> Ec2Result<()>;
+
+    /// `DescribeSpotInstanceRequests` (every page) in any state, tagged for
+    /// `deployment`, or carrying any `respot:deployment` tag when `None`.
+    async fn describe_spot_request_statuses(
+        &self,
+        deployment: Option<&str>,
+    ) -> Ec2Result<Vec<SpotRequestStatus>>;
+
+    /// `DescribeInstances` (every page) of every instance carrying a
+    /// `respot:deployment` tag, whatever its value.
+    async fn describe_tagged_instances(&self) -> Ec2Result<Vec<RawInstance>>;
+
+    /// `DescribeSecurityGroups` (every page) of every group carrying a
+    /// `respot:deployment` tag.
+    async fn describe_tagged_groups(&self) -> Ec2Result<Vec<TaggedGroup>>;
 }

@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime};
 
 use super::ec2::{
     Ec2Api, Ec2Error, Ec2Result, Image, IngressRule, LaunchSpec, Market, RawInstance, SecurityGroup,
-    SpotPrice, SpotRequest, Subnet, Tags, tag_value,
+    SpotPrice, SpotRequest, SpotRequestStatus, Subnet, TaggedGroup, Tags, tag_value,
 };
 use crate::provider::{InstanceState, tag};
 
@@ -93,6 +93,9 @@ struct World {
     groups: Vec<Group>,
     /// (region, request, still open)
     spot_requests: Vec<(String, SpotRequest, bool)>,
+    /// (spot request, its instance); instances with an interruption notice.
+    request_instance: Vec<(String, String)>,
+    marked: Vec<String>,
     next_id: u32,
     /// The state (and reason) new instances launch in; `running` by default.
     launch_state: (InstanceState, Option<String>),
@@ -125,6 +128,8 @@ impl FakeEc2 {
             instances: Vec::new(),
             groups: Vec::new(),
             spot_requests: Vec::new(),
+            request_instance: Vec::new(),
+            marked: Vec::new(),
             next_id: 0,
             launch_state: (InstanceState::Running, None),
             all_regions: ["eu-future-1", "eu-west-1", "us-east-1", "us-west-2"]
@@ -261,6 +266,24 @@ impl FakeEc2 {
         id
     }
 
+    /// EC2's two-minute interruption notice for `instance`: its spot
+    /// request's status turns to `marked-for-termination`.
+    pub fn mark_for_termination(&self, instance: &str) {
+        self.world().marked.push(instance.to_string());
+    }
+
+    /// Sets AWS's reason for `instance`'s state (a spot reclaim's).
+    pub fn set_state_reason(&self, instance: &str, reason: &str) {
+        for (_, raw) in self
+            .world()
+            .instances
+            .iter_mut()
+            .filter(|(_, i)| i.id == instance)
+        {
+            raw.state_reason = Some(reason.to_string());
+        }
+    }
+
     /// Records the call and returns the scripted failure, if any.
     fn call(&self, action: &'static str, detail: String) -> Ec2Result<()> {
         let mut world = self.world();
@@ -373,6 +396,7 @@ impl Ec2Api for FakeEc2 {
                     id: world.new_id("sir"),
                     tags: spec.tags.clone(),
                 };
+                world.request_instance.push((request.id.clone(), id.clone()));
                 world.spot_requests.push((self.region.clone(), request, true));
             }
             ids.push(id);
@@ -545,6 +569,74 @@ impl Ec2Api for FakeEc2 {
             }
         }
         Ok(())
+    }
+
+    async fn describe_spot_request_statuses(
+        &self,
+        deployment: Option<&str>,
+    ) -> Ec2Result<Vec<SpotRequestStatus>> {
+        self.call(
+            "DescribeSpotInstanceRequests",
+            deployment.unwrap_or("*").to_string(),
+        )?;
+        let world = self.world();
+        Ok(world
+            .spot_requests
+            .iter()
+            .filter(|(region, request, _)| {
+                let tagged = tag_value(&request.tags, tag::DEPLOYMENT);
+                *region == self.region && tagged.is_some() && deployment.is_none_or(|d| tagged == Some(d))
+            })
+            .map(|(_, request, open)| {
+                let instance = world
+                    .request_instance
+                    .iter()
+                    .find(|(r, _)| *r == request.id)
+                    .map(|(_, i)| i.clone());
+                let marked = instance.as_ref().is_some_and(|i| world.marked.contains(i));
+                SpotRequestStatus {
+                    id: request.id.clone(),
+                    state: if *open { "active" } else { "cancelled" }.to_string(),
+                    status: Some(
+                        if marked {
+                            "marked-for-termination"
+                        } else {
+                            "fulfilled"
+                        }
+                        .to_string(),
+                    ),
+                    instance_id: instance,
+                    created_at: None,
+                    tags: request.tags.clone(),
+                }
+            })
+            .collect())
+    }
+
+    async fn describe_tagged_instances(&self) -> Ec2Result<Vec<RawInstance>> {
+        self.call("DescribeInstances", "*".to_string())?;
+        let world = self.world();
+        Ok(world
+            .instances
+            .iter()
+            .filter(|(region, i)| *region == self.region && tag_value(&i.tags, tag::DEPLOYMENT).is_some())
+            .map(|(_, i)| i.clone())
+            .collect())
+    }
+
+    async fn describe_tagged_groups(&self) -> Ec2Result<Vec<TaggedGroup>> {
+        self.call("DescribeSecurityGroups", "*".to_string())?;
+        let world = self.world();
+        Ok(world
+            .groups
+            .iter()
+            .filter(|g| g.region == self.region && tag_value(&g.group.tags, tag::DEPLOYMENT).is_some())
+            .map(|g| TaggedGroup {
+                id: g.group.id.clone(),
+                name: g.name.clone(),
+                tags: g.group.tags.clone(),
+            })
+            .collect())
     }
 }
 

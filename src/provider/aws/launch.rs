@@ -94,7 +94,22 @@ impl<E: Ec2Api> AwsProvider<E> {
                 }
             );
         }
-        let targets: Vec<RegionTarget<E>> = self.regions.iter().filter(|r| r.count > 0).cloned().collect();
+        use crate::provider::Provider as _;
+        let mut targets: Vec<RegionTarget<E>> =
+            self.regions.iter().filter(|r| r.count > 0).cloned().collect();
+        if let Some(upto) = request.upto {
+            // A rolling batch: what this generation still lacks per region.
+            let have = self.list(&request.deployment).await?;
+            for target in &mut targets {
+                let live = have
+                    .iter()
+                    .filter(|i| i.state.is_live() && i.generation == Some(request.generation))
+                    .filter(|i| i.region == target.name)
+                    .count() as u32;
+                target.count = target.count.min(upto).saturating_sub(live);
+            }
+            targets.retain(|t| t.count > 0);
+        }
         if targets.is_empty() {
             return Err(ProviderError::NothingToLaunch);
         }
@@ -106,7 +121,7 @@ impl<E: Ec2Api> AwsProvider<E> {
         Ok(gather("create", results)?.into_iter().flatten().collect())
     }
 
-    async fn launch_region(
+    pub(super) async fn launch_region(
         &self,
         target: &RegionTarget<E>,
         request: &LaunchRequest,
@@ -229,11 +244,15 @@ impl<E: Ec2Api> AwsProvider<E> {
         let mut tried: Vec<String> = Vec::new();
         let mut abandoned: Option<Market> = None;
         let mut calls = 0u32;
-        for pool in pools(
+        let mut order: Vec<Pool> = pools(
             self.settings.fallback,
             &self.settings.instance_types,
             &prepared.subnets,
-        ) {
+        )
+        .collect();
+        // `heal`: pools just interrupted or out of capacity go last.
+        order.sort_by_key(|pool| target.avoids(pool));
+        for pool in order {
             let remaining = target.count.saturating_sub(count(&launched));
             if remaining == 0 {
                 break;
@@ -255,6 +274,7 @@ impl<E: Ec2Api> AwsProvider<E> {
                     launched.extend(ids);
                 }
                 PoolOutcome::NoCapacity(code) => {
+                    self.note_no_capacity(region, &pool);
                     tracing::warn!(
                         "{region}: no capacity for {} in {} ({code}); trying the next pool",
                         pool.instance_type,

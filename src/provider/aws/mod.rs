@@ -36,9 +36,11 @@ mod errors;
 #[cfg(test)]
 mod fake;
 mod group;
+mod heal;
 pub mod image;
 mod launch;
 mod list;
+mod orphans;
 mod plan;
 mod pools;
 pub mod regions;
@@ -144,6 +146,8 @@ struct RegionTarget<E> {
     count: u32,
     zones: Vec<String>,
     ec2: E,
+    /// Pools (instance type, zone) tried only after every other (`heal`).
+    avoid: Vec<(String, String)>,
 }
 
 /// The EC2 provider. Build it once per command with [`AwsProvider::new`];
@@ -158,6 +162,8 @@ pub struct AwsProvider<E: Ec2Api = SdkEc2> {
     /// The caller ARN for `respot:created-by`, fetched once by `launch`.
     caller: tokio::sync::OnceCell<String>,
     waits: Waits,
+    /// Pools that answered "no capacity", until `heal` takes them.
+    no_capacity: std::sync::Mutex<Vec<super::PoolKey>>,
     /// S3 for bundles, in the home region (absent in unit tests).
     bundles: Option<bundle::SdkBundleStore>,
 }
@@ -179,6 +185,11 @@ impl AwsProvider {
         provider.bundles = Some(bundles);
         Ok(provider)
     }
+
+    /// The loaded AWS configuration, for other clients (the ALB door).
+    pub fn sdk_config(&self) -> &aws_config::SdkConfig {
+        self.home.sdk_config()
+    }
 }
 
 impl<E: Ec2Api> AwsProvider<E> {
@@ -192,6 +203,7 @@ impl<E: Ec2Api> AwsProvider<E> {
                     count: section.map_or(0, |r| r.count),
                     zones: section.map(|r| r.zones.clone()).unwrap_or_default(),
                     ec2: home.in_region(name),
+                    avoid: Vec::new(),
                 }
             })
             .collect();
@@ -202,6 +214,7 @@ impl<E: Ec2Api> AwsProvider<E> {
             credentials_hint,
             caller: tokio::sync::OnceCell::new(),
             waits: Waits::AWS,
+            no_capacity: std::sync::Mutex::new(Vec::new()),
             bundles: None,
         }
     }
@@ -216,6 +229,7 @@ impl<E: Ec2Api> AwsProvider<E> {
                 count: 0,
                 zones: Vec::new(),
                 ec2: self.home.in_region(region),
+                avoid: Vec::new(),
             },
         }
     }
@@ -307,5 +321,30 @@ impl<E: Ec2Api> Provider for AwsProvider<E> {
 
     async fn capacity_plan(&self) -> Result<Vec<PlannedRegion>> {
         Ok(self.plan_regions().await)
+    }
+
+    fn wanted(&self) -> Vec<super::RegionCount> {
+        self.wanted_counts()
+    }
+
+    async fn launch_more(
+        &self,
+        request: &LaunchRequest,
+        counts: &[super::RegionCount],
+        avoid: &[super::PoolKey],
+    ) -> Result<Vec<Instance>> {
+        self.launch_counts(request, counts, avoid).await
+    }
+
+    async fn interruption_notices(&self, deployment: &str) -> Result<Vec<super::InstanceId>> {
+        self.marked_for_termination(deployment).await
+    }
+
+    fn take_pools_without_capacity(&self) -> Vec<super::PoolKey> {
+        self.drain_no_capacity()
+    }
+
+    async fn inventory(&self) -> Result<super::Inventory> {
+        self.tagged_inventory().await
     }
 }

@@ -14,9 +14,10 @@ use aws_sdk_ec2::types as ec2;
 use super::convert;
 use super::ec2::{
     Ec2Api, Ec2Error, Ec2ErrorKind, Ec2Result, Image, LaunchSpec, Market, RawInstance, SecurityGroup,
-    SpotPrice, SpotRequest, Subnet, Tags,
+    SpotPrice, SpotRequest, SpotRequestStatus, Subnet, TaggedGroup, Tags,
 };
 use super::errors::is_pool_error;
+use crate::provider::tag;
 
 /// Attempts for throttled or transient calls. The SDK default of 3 gives
 /// up too early for fleets that share an account's request budget.
@@ -57,6 +58,14 @@ impl SdkEc2 {
             ec2: aws_sdk_ec2::Client::from_conf(ec2),
             sts: aws_sdk_sts::Client::from_conf(sts),
         }
+    }
+}
+
+impl SdkEc2 {
+    /// The loaded configuration (credentials, endpoint, retries), for the
+    /// other AWS clients a command needs (the ALB front door).
+    pub fn sdk_config(&self) -> &SdkConfig {
+        &self.sdk
     }
 }
 
@@ -334,6 +343,79 @@ impl Ec2Api for SdkEc2 {
             .await
             .map_err(|err| from_sdk("CancelSpotInstanceRequests", &err))?;
         Ok(())
+    }
+
+    async fn describe_spot_request_statuses(
+        &self,
+        deployment: Option<&str>,
+    ) -> Ec2Result<Vec<SpotRequestStatus>> {
+        const ACTION: &str = "DescribeSpotInstanceRequests";
+        let filter = match deployment {
+            Some(deployment) => convert::deployment_filter(deployment),
+            None => convert::filter("tag-key", &[tag::DEPLOYMENT]),
+        };
+        let mut pages = self
+            .ec2
+            .describe_spot_instance_requests()
+            .filters(filter)
+            .into_paginator()
+            .send();
+        let mut found = Vec::new();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|err| from_sdk(ACTION, &err))?;
+            found.extend(page.spot_instance_requests().iter().filter_map(|r| {
+                Some(SpotRequestStatus {
+                    id: r.spot_instance_request_id()?.to_string(),
+                    state: r.state().map(|s| s.as_str().to_string()).unwrap_or_default(),
+                    status: r.status().and_then(|s| s.code()).map(str::to_string),
+                    instance_id: r.instance_id().map(str::to_string),
+                    created_at: r.create_time().and_then(|t| SystemTime::try_from(*t).ok()),
+                    tags: convert::tags(r.tags()),
+                })
+            }));
+        }
+        Ok(found)
+    }
+
+    async fn describe_tagged_instances(&self) -> Ec2Result<Vec<RawInstance>> {
+        const ACTION: &str = "DescribeInstances";
+        let mut pages = self
+            .ec2
+            .describe_instances()
+            .filters(convert::filter("tag-key", &[tag::DEPLOYMENT]))
+            .max_results(1000)
+            .into_paginator()
+            .send();
+        let mut found = Vec::new();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|err| from_sdk(ACTION, &err))?;
+            for reservation in page.reservations() {
+                found.extend(reservation.instances().iter().filter_map(convert::raw_instance));
+            }
+        }
+        Ok(found)
+    }
+
+    async fn describe_tagged_groups(&self) -> Ec2Result<Vec<TaggedGroup>> {
+        const ACTION: &str = "DescribeSecurityGroups";
+        let mut pages = self
+            .ec2
+            .describe_security_groups()
+            .filters(convert::filter("tag-key", &[tag::DEPLOYMENT]))
+            .into_paginator()
+            .send();
+        let mut found = Vec::new();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|err| from_sdk(ACTION, &err))?;
+            found.extend(page.security_groups().iter().filter_map(|g| {
+                Some(TaggedGroup {
+                    id: g.group_id()?.to_string(),
+                    name: g.group_name().unwrap_or_default().to_string(),
+                    tags: convert::tags(g.tags()),
+                })
+            }));
+        }
+        Ok(found)
     }
 }
 

@@ -3,6 +3,7 @@
 //! and on the calls AWS would have seen. No sockets, no wall-clock waits.
 
 mod hardening;
+mod heal;
 
 use std::time::Duration;
 
@@ -60,6 +61,8 @@ fn request(generation: u64) -> LaunchRequest {
             packed: b"#cloud-config\n".to_vec(),
             gzipped: false,
         },
+        signer: None,
+        upto: None,
         bundle: None,
     }
 }
