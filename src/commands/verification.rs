@@ -136,7 +136,7 @@ impl Forget for HostKeys<'_> {
     /// Drops the entries of instances that are gone; a failure is a
     /// warning (a stale entry is never trusted for a new key: pins replace).
     fn forget(&self, instances: &[Instance]) {
-        let endpoints: Vec<_> = instances.iter().filter_map(|i| i.ssh.clone()).collect();
+        let endpoints: Vec<_> = instances.iter().filter_map(super::select::endpoint).collect();
         if let Err(err) = self.keys.forget(&endpoints) {
             self.printer
                 .warn(&format!("could not drop known_hosts entries: {err}"));

@@ -457,6 +457,7 @@ mod tests {
             state,
             state_reason: reason.map(str::to_string),
             public_ip: None,
+            private_ip: None,
             ssh: Some(SshEndpoint {
                 host: "192.0.2.1".to_string(),
                 port: 22,

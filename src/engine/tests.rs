@@ -93,6 +93,7 @@ fn instance(id: &str, generation: u64, digest: &Digest) -> Instance {
         state: InstanceState::Running,
         state_reason: None,
         public_ip: None,
+        private_ip: None,
         ssh: Some(SshEndpoint {
             host: "127.0.0.1".to_string(),
             port: 2200,

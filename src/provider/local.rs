@@ -169,6 +169,7 @@ impl LocalProvider {
             },
             state_reason: (!alive).then(|| "qemu process is not running".to_string()),
             public_ip: Some("127.0.0.1".to_string()),
+            private_ip: None,
             ssh: Some(SshEndpoint {
                 host: "127.0.0.1".to_string(),
                 port: record.ssh_port,

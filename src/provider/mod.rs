@@ -166,6 +166,10 @@ pub struct Instance {
     /// Why the provider stopped or terminated it (e.g. a spot interruption).
     pub state_reason: Option<String>,
     pub public_ip: Option<String>,
+    /// The address inside the cloud network (AWS: the VPC), when there is one.
+    pub private_ip: Option<String>,
+    /// The endpoint the provider serves SSH on (AWS: the public address);
+    /// `commands::select` falls back to `private_ip` without one.
     pub ssh: Option<SshEndpoint>,
     /// The digest it was launched from; `None` when the tag is missing or
     /// not a digest.

@@ -127,6 +127,7 @@ fn instances(region: &str, count: i32, generation: u64) -> Vec<Instance> {
             state: InstanceState::Running,
             state_reason: None,
             public_ip: None,
+            private_ip: None,
             ssh: None,
             digest: None,
             version: None,

@@ -22,6 +22,7 @@ fn instance(region: &str, id: &str, generation: u64) -> Instance {
         state: InstanceState::Running,
         state_reason: None,
         public_ip: None,
+        private_ip: None,
         ssh: None,
         digest: None,
         version: None,
