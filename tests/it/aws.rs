@@ -1066,12 +1066,21 @@ fn create_reports_each_phase_and_ends_with_a_priced_summary() {
     t.run(&["destroy", "--yes"], 0);
 }
 
-/// `render` reports the size `create` sends: its packed user-data has the
-/// length of the user-data moto stores, and the same bytes but for the
-/// keys (a stored gzip member of the same length).
+/// On moto, in one region: `render` reports the size `create` sends (its
+/// packed user-data has the length of the user-data moto stores, and the
+/// same bytes but for the keys, a stored gzip member of the same length);
+/// then a blueprint too large for user-data travels as a bundle: the
+/// archive is in moto's S3 under the digest with an intact sha256, the
+/// user-data carries only a presigned URL and that sha256, and destroy
+/// empties it.
 #[test]
-fn render_size_equals_the_user_data_create_sends() {
+fn render_size_equals_what_create_sends_and_large_blueprints_travel_through_s3() {
     let t = AwsTest::with("sized", 1, 1, "");
+    render_size_equals_the_user_data_create_sends(&t);
+    large_blueprint_travels_as_a_bundle_through_s3(&t);
+}
+
+fn render_size_equals_the_user_data_create_sends(t: &AwsTest) {
     let packed_path = t.context.path().join("render-user-data.bin");
     let out = t.run(
         &[
@@ -1130,12 +1139,7 @@ fn render_size_equals_the_user_data_create_sends() {
     t.run(&["destroy", "--yes"], 0);
 }
 
-/// A blueprint too large for user-data travels as a bundle: the archive is
-/// in moto's S3 under the digest with an intact sha256, the user-data
-/// carries only a presigned URL and that sha256, and destroy empties it.
-#[test]
-fn large_blueprint_travels_as_a_bundle_through_s3() {
-    let t = AwsTest::with("bundled", 1, 1, "");
+fn large_blueprint_travels_as_a_bundle_through_s3(t: &AwsTest) {
     let files = t.context.path().join("instance/files/opt/big");
     std::fs::create_dir_all(&files).unwrap();
     let text: String = (0..2000)
@@ -1175,13 +1179,17 @@ fn large_blueprint_travels_as_a_bundle_through_s3() {
         .find(|n| n.starts_with("respot-bundles-") && n.ends_with(region.as_str()))
         .expect("respot made its bucket")
         .to_string();
-    let key = format!("bundled/{digest}.tar.gz");
+    let key = format!("sized/{digest}.tar.gz");
     let object = block_on(s3.get_object().bucket(&bucket).key(&key).send()).expect("the bundle is in S3");
     let body = block_on(object.body.collect()).unwrap().into_bytes();
     use sha2::Digest as _;
     assert_eq!(hex::encode(sha2::Sha256::digest(&body)), sha256, "intact in S3");
 
-    let (_, id, ..) = &t.ours()[0];
+    let ours = t.ours();
+    let (_, id, ..) = ours
+        .iter()
+        .find(|(_, _, state, _)| state != "terminated")
+        .expect("the bundled instance is live");
     let attribute = block_on(
         ec2_client(region)
             .describe_instance_attribute()
@@ -1224,7 +1232,7 @@ fn large_blueprint_travels_as_a_bundle_through_s3() {
     assert_eq!(hex::encode(sha2::Sha256::digest(&fetched)), sha256);
 
     t.run(&["destroy", "--yes"], 0);
-    let left = block_on(s3.list_objects_v2().bucket(&bucket).prefix("bundled/").send()).unwrap();
+    let left = block_on(s3.list_objects_v2().bucket(&bucket).prefix("sized/").send()).unwrap();
     assert!(
         left.contents().is_empty(),
         "destroy empties the deployment's bundles"
