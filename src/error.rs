@@ -8,8 +8,10 @@ use std::path::PathBuf;
 use crate::config::ConfigError;
 use crate::engine::EngineError;
 use crate::exit::ExitStatus;
+use crate::history::HistoryError;
 use crate::keys::KeyError;
 use crate::paths::PathsError;
+use crate::provenance::ProvenanceError;
 use crate::provider::ProviderError;
 use crate::scaffold::ScaffoldError;
 use crate::template::TemplateError;
@@ -33,6 +35,10 @@ pub enum Error {
     Keys(#[from] KeyError),
     #[error(transparent)]
     Paths(#[from] PathsError),
+    #[error(transparent)]
+    History(#[from] HistoryError),
+    #[error(transparent)]
+    Provenance(#[from] ProvenanceError),
     #[error(
         "`--all-regions` works with `list`, `destroy`, `verify` and `debug`; \
          `{command}` works in the regions of `aws.regions` (or `--region`)"
@@ -73,6 +79,8 @@ impl Error {
             Error::Engine(err) => err.exit_status(),
             Error::Verify(err) => err.exit_status(),
             Error::Keys(err) => err.exit_status(),
+            Error::History(err) => err.exit_status(),
+            Error::Provenance(err) => err.exit_status(),
             Error::Paths(_)
             | Error::AllRegions { .. }
             | Error::NoSuchInstance { .. }

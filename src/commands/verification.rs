@@ -50,6 +50,20 @@ impl Verification for SshVerification<'_> {
             generation,
             host_key,
             verify_key: Some(self.keys.verify_public_key()?),
+            bundle_source: None,
+        })
+    }
+
+    fn heal_material(&self, generation: u64) -> Result<LaunchMaterial, KeyError> {
+        let host_key = match self.settings.host_keys {
+            HostKeyPolicy::Pinned => Some(self.keys.host_key(generation)?),
+            HostKeyPolicy::RecordOnFirstUse => None,
+        };
+        Ok(LaunchMaterial {
+            generation,
+            host_key,
+            verify_key: Some(self.keys.verify_public_key()?),
+            bundle_source: None,
         })
     }
 
@@ -122,7 +136,7 @@ impl Forget for HostKeys<'_> {
     /// Drops the entries of instances that are gone; a failure is a
     /// warning (a stale entry is never trusted for a new key: pins replace).
     fn forget(&self, instances: &[Instance]) {
-        let endpoints: Vec<_> = instances.iter().filter_map(|i| i.ssh.clone()).collect();
+        let endpoints: Vec<_> = instances.iter().filter_map(super::select::endpoint).collect();
         if let Err(err) = self.keys.forget(&endpoints) {
             self.printer
                 .warn(&format!("could not drop known_hosts entries: {err}"));

@@ -4,7 +4,10 @@ use std::sync::Mutex;
 
 use super::*;
 use crate::output::{Format, Printer};
-use crate::provider::{InstanceId, InstanceState, LaunchRequest, Lifecycle, PlannedRegion, SshEndpoint};
+use crate::provider::{
+    InstanceId, InstanceState, Inventory, LaunchRequest, Lifecycle, PlannedRegion, PoolKey, RegionCount,
+    SshEndpoint,
+};
 use crate::template::{Blueprint, Digest, GitInfo};
 use crate::verify::{CheckRow, Outcome, Target};
 
@@ -90,6 +93,7 @@ fn instance(id: &str, generation: u64, digest: &Digest) -> Instance {
         state: InstanceState::Running,
         state_reason: None,
         public_ip: None,
+        private_ip: None,
         ssh: Some(SshEndpoint {
             host: "127.0.0.1".to_string(),
             port: 2200,
@@ -158,6 +162,38 @@ impl Provider for MemoryProvider {
             price_note: None,
         }])
     }
+
+    fn wanted(&self) -> Vec<RegionCount> {
+        vec![RegionCount {
+            region: "mem-1".to_string(),
+            count: self.count as u32,
+        }]
+    }
+
+    async fn launch_more(
+        &self,
+        request: &LaunchRequest,
+        _counts: &[RegionCount],
+        _avoid: &[PoolKey],
+    ) -> Result<Vec<Instance>, ProviderError> {
+        self.launch(request).await
+    }
+
+    async fn interruption_notices(&self, _deployment: &str) -> Result<Vec<InstanceId>, ProviderError> {
+        Ok(Vec::new())
+    }
+
+    fn take_pools_without_capacity(&self) -> Vec<PoolKey> {
+        Vec::new()
+    }
+
+    async fn inventory(&self) -> Result<Inventory, ProviderError> {
+        let instances = self.instances.lock().unwrap().clone();
+        Ok(Inventory {
+            instances: instances.into_iter().map(|i| ("demo".to_string(), i)).collect(),
+            ..Inventory::default()
+        })
+    }
 }
 
 /// Passes or fails every instance; remembers what it was asked to forget.
@@ -223,6 +259,7 @@ fn blueprint(digest_byte: char) -> Blueprint {
         units: Vec::new(),
         ssh_user: "admin".to_string(),
         authorized_keys: Vec::new(),
+        bundle: None,
     }
 }
 
@@ -346,6 +383,7 @@ fn blue_green_never_touches_the_old_generation_on_failure() {
     let provider = MemoryProvider::new(2);
     live_generation_one(&provider);
     let options = DeployOptions {
+        keep_old: None,
         strategy: Strategy::BlueGreen,
         create: verified(),
         yes: true,
@@ -379,6 +417,7 @@ fn blue_green_creates_before_destroying_and_recreate_after() {
         let verification = FakeVerification::passing(true);
         live_generation_one(&provider);
         let options = DeployOptions {
+            keep_old: None,
             strategy,
             create: verified(),
             yes: true,
@@ -406,6 +445,7 @@ fn deploy_and_destroy_decline_the_same_way() {
     live_generation_one(&provider);
     let no = |_: &str| Ok(false);
     let deploy_options = DeployOptions {
+        keep_old: None,
         create: verified(),
         ..DeployOptions::default()
     };

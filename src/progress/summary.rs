@@ -198,6 +198,7 @@ mod tests {
             state: InstanceState::Running,
             state_reason: None,
             public_ip: Some("203.0.113.9".into()),
+            private_ip: None,
             ssh: (lifecycle == Lifecycle::Vm).then(|| SshEndpoint {
                 host: "127.0.0.1".into(),
                 port: 2201,

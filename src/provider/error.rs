@@ -162,14 +162,21 @@ pub enum ProviderError {
     )]
     NotTerminated { region: String, after: Duration },
     #[error(
-        "{region}: security group {group} is still in use after {}s (DependencyViolation); \
+        "{region}: security group {group} is still in use after {}s (DependencyViolation){}; \
          run `respot destroy` again later",
-        .after.as_secs()
+        .after.as_secs(),
+        if .holders.is_empty() {
+            ", by network interfaces still detaching".to_string()
+        } else {
+            format!(", held by instance(s) {}", .holders.join(", "))
+        }
     )]
     GroupInUse {
         region: String,
         group: String,
         after: Duration,
+        /// The live instances still in the group.
+        holders: Vec<String>,
     },
     #[error(
         "`ssh.allow_cidr` is not set; set it to the address respot connects from \

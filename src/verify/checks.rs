@@ -11,7 +11,7 @@ use std::time::Duration;
 use serde::Serialize;
 use tokio::time::Instant;
 
-use super::expect::{Expected, file_rows, probe_rows};
+use super::expect::{Expected, entry_rows, file_rows, package_rows, probe_rows};
 use super::query::{Query, Reply};
 use super::row::{CheckRow, Outcome, drift_detail, probe_row};
 use super::text::strip_controls;
@@ -91,8 +91,9 @@ async fn checks_over(
         let status = reply.status("cloud-init").unwrap_or("unknown");
         watch.reached(target, Stage::CloudInit(strip_controls(status)));
     }
-    // Three channels on one master: far below sshd's `MaxSessions 10`.
-    let (units, manifest, health) = tokio::join!(
+    // Four channels on one master: far below sshd's `MaxSessions 10`.
+    let packages_wanted = expected.shipped.as_ref().is_some_and(|s| !s.packages.is_empty());
+    let (units, manifest, health, packages) = tokio::join!(
         async {
             let units = connection.run(&Query::Units).await;
             watch.reached(target, Stage::Units);
@@ -100,6 +101,13 @@ async fn checks_over(
         },
         connection.run(&Query::Manifest),
         connection.run(&Query::Health),
+        async {
+            if packages_wanted {
+                Some(connection.run(&Query::Packages).await)
+            } else {
+                None
+            }
+        },
     );
     let strict = settings.strict;
     rows.extend(answer_or_fail(target, "cloud-init", cloud_init, |r| {
@@ -114,6 +122,11 @@ async fn checks_over(
     rows.extend(answer_or_fail(target, "health", health, |r| {
         eval_health(target, r, strict, expected)
     }));
+    if let (Some(packages), Some(shipped)) = (packages, &expected.shipped) {
+        rows.extend(answer_or_fail(target, "packages", packages, |r| {
+            package_rows(target, &shipped.packages, r)
+        }));
+    }
     rows
 }
 
@@ -258,7 +271,12 @@ pub(crate) fn eval_manifest(target: &Target, reply: &Reply, expected: &Expected)
         ));
     }
     rows.extend(match &expected.shipped {
-        Some(shipped) => file_rows(target, shipped, reply),
+        Some(shipped) => {
+            let mut rows = file_rows(target, shipped, reply);
+            rows.extend(entry_rows(target, "dir", &shipped.directories, reply));
+            rows.extend(entry_rows(target, "secret", &shipped.secrets, reply));
+            rows
+        }
         None => drift_rows(target, &manifest, reply),
     });
     rows
@@ -468,7 +486,7 @@ pub(super) mod tests {
             "{{\"digest\": \"{digest}\", \"generation\": 2, \"files\": [{{\"path\": \"/a\", \"sha256\": \"11\"}}, {{\"path\": \"/b\", \"sha256\": \"22\"}}, {{\"path\": \"/c\", \"sha256\": \"33\"}}]}}"
         );
         let body = format!(
-            "status\tmanifest\tpresent\ntext\tmanifest\t{manifest}\nfile\t/a\t11\t11\nfile\t/b\t22\t99\nfile\t/c\t33\tmissing\n"
+            "status\tmanifest\tpresent\ntext\tmanifest\t{manifest}\nfile\t/a\t11\t11\troot\troot\t0644\nfile\t/b\t22\t99\nfile\t/c\t33\tmissing\n"
         );
         let rows = eval_manifest(&target(), &reply(&Query::Manifest, &body), &expected);
         assert_eq!(rows[0].result, Outcome::Pass);
@@ -508,9 +526,12 @@ pub(super) mod tests {
                     .map(|(path, sha256)| ExpectedFile {
                         path: path.to_string(),
                         sha256: sha256.to_string(),
+                        owner: "root".to_string(),
+                        group: "root".to_string(),
+                        mode: "0644".to_string(),
                     })
                     .collect(),
-                probes: Vec::new(),
+                ..Shipped::default()
             }),
             ..expected.clone()
         };
@@ -550,6 +571,7 @@ pub(super) mod tests {
                     path: "/health".to_string(),
                     status: 200,
                 }],
+                ..Shipped::default()
             }),
             ..unrendered
         };

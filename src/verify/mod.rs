@@ -31,7 +31,7 @@ use serde::Serialize;
 use tokio::time::Instant;
 
 pub use debug::{DebugReport, Section, debug_report};
-pub use expect::{Expected, ExpectedFile, ExpectedProbe, Shipped};
+pub use expect::{Expected, ExpectedEntry, ExpectedFile, ExpectedProbe, Shipped, expected_blueprint_inputs};
 pub use query::{Query, UnitName};
 pub use row::{CheckRow, Outcome};
 pub use watch::{Stage, Watch};

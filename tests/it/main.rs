@@ -3,8 +3,10 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod alb;
 mod aws;
 mod config;
+mod history;
 mod local;
 mod progress;
 mod render;

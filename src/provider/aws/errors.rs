@@ -8,7 +8,9 @@
 use super::ec2::{Ec2Error, Ec2ErrorKind, Market};
 use crate::provider::ProviderError;
 
-/// Capacity errors of one pool (instance type × zone): try the next pool.
+/// Errors of one pool (market × instance type × zone): its capacity, its
+/// price, its subnet's free addresses, or a type the zone does not offer.
+/// Try the next pool.
 const POOL_ERRORS: &[&str] = &[
     "InsufficientInstanceCapacity",
     "InsufficientCapacity",
@@ -16,6 +18,9 @@ const POOL_ERRORS: &[&str] = &[
     "InsufficientAddressCapacity",
     "InsufficientReservedInstanceCapacity",
     "InsufficientCapacityOnOutpost",
+    "InsufficientFreeAddressesInSubnet",
+    "InsufficientVolumeCapacity",
+    "SpotMaxPriceTooLow",
     "Unsupported",
 ];
 
@@ -31,12 +36,26 @@ const AUTH_ERRORS: &[&str] = &[
     "InvalidAccessKeyId",
 ];
 
-const SPOT_QUOTA: &str = "All Standard (A, C, D, H, I, M, R, T, Z) Spot Instance Requests";
-const ON_DEMAND_QUOTA: &str = "Running On-Demand Standard (A, C, D, H, I, M, R, T, Z) instances";
+/// The Service Quotas name and code (`L-...`) to raise.
+const SPOT_QUOTA: &str = "All Standard (A, C, D, H, I, M, R, T, Z) Spot Instance Requests (L-34B43A08)";
+const ON_DEMAND_QUOTA: &str = "Running On-Demand Standard (A, C, D, H, I, M, R, T, Z) instances (L-1216C47A)";
 
-/// Whether `code` says one pool has no capacity, so the next pool may.
+/// Whether `code` says one pool cannot launch, so the next pool may.
 pub fn is_pool_error(code: &str) -> bool {
     POOL_ERRORS.contains(&code)
+}
+
+/// Whether `err` is one pool's: a code of [`POOL_ERRORS`], or an
+/// `InvalidParameterValue` about an instance type the zone does not offer.
+pub fn is_pool_answer(err: &Ec2Error) -> bool {
+    match err.code() {
+        Some("InvalidParameterValue") => {
+            let message = err.message().to_ascii_lowercase();
+            message.contains("not supported") || message.contains("availability zone")
+        }
+        Some(code) => is_pool_error(code),
+        None => false,
+    }
 }
 
 /// The fix for credentials that are missing or rejected.

@@ -6,7 +6,7 @@ use super::{CIDR, DEPLOYMENT, provider, region_failures, request};
 use crate::config::Fallback;
 use crate::exit::ExitStatus;
 use crate::provider::aws::AwsProvider;
-use crate::provider::aws::ec2::{EncryptedRoot, Image, IngressRule, LaunchSpec, MetadataOptions};
+use crate::provider::aws::ec2::{Image, IngressRule, LaunchSpec, MetadataOptions, RootVolume};
 use crate::provider::aws::fake::FakeEc2;
 use crate::provider::{Provider, ProviderError, tag};
 
@@ -94,10 +94,12 @@ async fn the_root_volume_is_encrypted_on_the_images_root_device() {
     assert_eq!(specs.len(), 1, "{specs:?}");
     assert_eq!(specs[0].image, "ami-sda1");
     assert_eq!(
-        specs[0].encrypted_root,
-        Some(EncryptedRoot {
+        specs[0].root,
+        Some(RootVolume {
             device: "/dev/sda1".to_string(),
             size_gib: Some(30),
+            encrypted: true,
+            volume_type: None,
         })
     );
     assert_eq!(
@@ -114,7 +116,7 @@ async fn encrypt_volumes_false_leaves_the_root_volume_to_the_image() {
     aws.launch(&request(1)).await.expect("launch");
     let specs = specs(&fake);
     assert_eq!(specs.len(), 1, "{specs:?}");
-    assert_eq!(specs[0].encrypted_root, None);
+    assert_eq!(specs[0].root, None);
     assert!(specs[0].metadata.tokens_required, "IMDSv2 does not depend on it");
 }
 
@@ -138,7 +140,7 @@ async fn a_literal_image_id_is_described_only_to_encrypt_its_root() {
         assert_eq!(specs.len(), 1, "{specs:?}");
         assert_eq!(specs[0].image, "ami-al2023x86");
         assert_eq!(
-            specs[0].encrypted_root.as_ref().map(|r| r.device.as_str()),
+            specs[0].root.as_ref().map(|r| r.device.as_str()),
             want_device,
             "encrypt_volumes = {encrypt}"
         );
