@@ -1102,9 +1102,12 @@ fn create_in_a_terminal_shows_live_lines_that_are_gone_at_the_end() {
         screen.lines().filter(|l| live_line(l)).count() == 2
     });
     let during = during.unwrap_or_else(|| panic!("no live line per instance was seen; at the end:\n{end}"));
-    assert!(during.contains("`live` generation 1"), "{during}");
     assert!(
-        during.contains(&format!("{} 2 instances: 2 running", t.regions[0])),
+        during.contains("`live` generation 1: 2 instances (2 running)"),
+        "{during}"
+    );
+    assert!(
+        during.contains(&format!("{} 2 instances (2 running)", t.regions[0])),
         "{during}"
     );
     assert!(end.contains("respot-exit:0"), "{end}");

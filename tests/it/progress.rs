@@ -123,7 +123,7 @@ fn a_local_create_shows_live_progress_then_a_summary() {
         "a line for the generation: {during}"
     );
     assert!(
-        during.contains("local 1 instance: 1 ssh"),
+        during.contains("local 1 instance (1 ssh)"),
         "a line for the region: {during}"
     );
     let history = terminal.screen(true);
