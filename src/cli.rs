@@ -72,6 +72,10 @@ pub enum Command {
     Man,
     /// Bring the live generation back to its count from the same digest, after spot reclaims
     Heal(HealArgs),
+    /// Remove a stale deployment lock (a killed create, deploy or destroy), after a confirmation
+    Unlock(UnlockArgs),
+    /// Print the minimal IAM policy (JSON) this deployment needs on AWS
+    IamPolicy,
 }
 
 #[derive(Debug, Args)]
@@ -111,6 +115,13 @@ fn deployment_name(text: &str) -> Result<String, String> {
             "`{text}`: expected 1 to 40 characters of [a-z0-9-], not starting or ending with `-`"
         ))
     }
+}
+
+#[derive(Debug, Args)]
+pub struct UnlockArgs {
+    /// Do not ask for confirmation
+    #[arg(long, short = 'y')]
+    pub yes: bool,
 }
 
 #[derive(Debug, Args)]

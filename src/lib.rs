@@ -19,6 +19,7 @@ pub mod exit;
 pub mod guest;
 pub mod history;
 pub mod keys;
+pub mod lock;
 pub mod output;
 pub mod paths;
 pub mod progress;

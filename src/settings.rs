@@ -9,7 +9,7 @@ use crate::cli::{
 };
 use crate::commands::{
     CommandOptions, CreateCommand, DebugOptions, DeployCommand, Generated, HistoryOptions, InitOptions,
-    Invocation, ProviderOptions, RenderOptions, RollbackOptions, VerifyOptions,
+    Invocation, ProviderOptions, RenderOptions, RollbackOptions, UnlockOptions, VerifyOptions,
 };
 use crate::commands::{DestroyCommand, HealCommand, ListOptions};
 use crate::config::{Accel, ProviderKind};
@@ -69,6 +69,8 @@ fn refuses_all_regions(command: &Command) -> Option<&'static str> {
         Command::Deploy(_) => Some("deploy"),
         Command::History(_) => Some("history"),
         Command::Rollback(_) => Some("rollback"),
+        Command::Unlock(_) => Some("unlock"),
+        Command::IamPolicy => Some("iam-policy"),
     }
 }
 
@@ -127,6 +129,8 @@ fn command_options(command: Command) -> CommandOptions {
             },
             watch: args.watch,
         }),
+        Command::Unlock(args) => CommandOptions::Unlock(UnlockOptions { yes: args.yes }),
+        Command::IamPolicy => CommandOptions::IamPolicy,
     }
 }
 

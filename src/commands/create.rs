@@ -3,6 +3,8 @@
 
 use serde::Serialize;
 
+use super::images::show_resolved_images;
+use super::locking::{OnCtrlC, locked};
 use super::select::{expected_from, verify_settings};
 use super::verification::SshVerification;
 use super::{Context, ExitStatus, history};
@@ -41,12 +43,16 @@ async fn create_recorded(
     let provider = context.connect().await?;
     let verification = launch_verification(context, &keys, &blueprint)?;
     recorder.mark("connect");
-    // The prices for the summary are read while the instances boot: no
-    // round trip of their own.
-    let (result, prices) = tokio::join!(
-        engine::create(&provider, &verification, &blueprint, &options.create, printer),
-        current_prices(&provider),
-    );
+    let work = async {
+        show_resolved_images(context, &provider).await?;
+        // The prices for the summary are read while the instances boot: no
+        // round trip of their own.
+        Ok(tokio::join!(
+            engine::create(&provider, &verification, &blueprint, &options.create, printer),
+            current_prices(&provider),
+        ))
+    };
+    let (result, prices) = locked(context, &provider, "create", OnCtrlC::Work, work).await?;
     printer.finish_progress();
     match &result {
         Ok(report) => recorder.mark_parts("create", &history::engine_phases(report)),

@@ -9,6 +9,8 @@ use std::cell::OnceCell;
 use super::create::{
     Summarized, current_prices, launch_verification, print_created, shippable_blueprint, show_failed_checks,
 };
+use super::images::show_resolved_images;
+use super::locking::{OnCtrlC, locked};
 use super::{Context, ExitStatus, history};
 use crate::engine::{self, Confirm, DeployOptions, DeployReport};
 use crate::error::{Error, Result};
@@ -129,7 +131,11 @@ async fn deploy_from(
             }
         }
     };
-    let (result, prices) = tokio::join!(rollout, current_prices(&provider));
+    let work = async {
+        show_resolved_images(context, &provider).await?;
+        Ok(tokio::join!(rollout, current_prices(&provider)))
+    };
+    let (result, prices) = locked(context, &provider, "deploy", OnCtrlC::Work, work).await?;
     printer.finish_progress();
     match &result {
         Ok(report) => recorder.mark_parts("rollout", &history::engine_phases(&report.created)),

@@ -6,6 +6,7 @@
 //! `list --all-deployments` found): the same exact-tag scoping, so `app`
 //! never touches `app-2`, and the same confirmation.
 
+use super::locking::{OnCtrlC, locked};
 use super::verification::HostKeys;
 use super::{Context, ExitStatus, history};
 use crate::engine::{self, Confirm, DestroyOptions, DestroyOutcome, EngineError};
@@ -56,15 +57,23 @@ async fn destroy_recorded(
     let host_keys = HostKeys { keys: &keys, printer };
     let ask = |question: &str| printer.ask(question);
     let confirm: Option<Confirm> = printer.can_ask().then_some(&ask);
-    let outcome = engine::destroy(
-        &provider,
-        &host_keys,
-        deployment,
-        &options.destroy,
-        confirm,
-        printer,
-    )
-    .await?;
+    let work = async {
+        Ok(engine::destroy(
+            &provider,
+            &host_keys,
+            deployment,
+            &options.destroy,
+            confirm,
+            printer,
+        )
+        .await?)
+    };
+    let outcome = if options.destroy.dry_run {
+        // A dry run changes nothing, so it takes no lock.
+        work.await?
+    } else {
+        locked(context, &provider, "destroy", OnCtrlC::Stop, work).await?
+    };
     recorder.mark("destroy");
     history::note_destroyed(context, recorder, &outcome.instances);
     // The whole deployment is gone: so is its front door (this blueprint's

@@ -14,12 +14,13 @@ use serde::Serialize;
 use serde_json::json;
 
 use super::create::{Summarized, current_prices, launch_verification, launchable_blueprint};
+use super::locking::{OnCtrlC, locked};
 use super::{Context, ExitStatus};
 use crate::engine::{self, BadPools, HealOptions, HealReport, NoFrontDoor};
 use crate::error::{Error, Result};
 use crate::output::{Count, Printer, Table};
 use crate::progress::Summary;
-use crate::provider::{AnyProvider, Instance};
+use crate::provider::{AnyProvider, Instance, Provider};
 
 #[derive(Debug, Clone, Default)]
 pub struct HealCommand {
@@ -64,7 +65,39 @@ pub async fn heal(context: &Context<'_>, options: &HealCommand) -> Result<ExitSt
 
 /// One heal of the current render, with the bad pools read before and
 /// written after (whatever the outcome: a full pool is worth remembering).
+/// One heal under the deployment lock (exit 4 while another create,
+/// deploy, destroy or heal holds it).
 async fn heal_once(
+    context: &Context<'_>,
+    provider: &AnyProvider,
+    options: &HealOptions,
+) -> Result<HealReport> {
+    let work = heal_unlocked(context, provider, options);
+    if needs_work(context, provider).await? {
+        locked(context, provider, "heal", OnCtrlC::Work, work).await
+    } else {
+        // Nothing to launch or release: a check that only reads takes no
+        // lock (a lock is a write), like `list`.
+        work.await
+    }
+}
+
+/// Whether a heal would launch or release anything now (reads only); an
+/// answer the engine refuses (nothing live) counts as work, so the engine
+/// reports it.
+async fn needs_work(context: &Context<'_>, provider: &AnyProvider) -> Result<bool> {
+    let deployment = &context.config()?.deployment.name;
+    let (listed, notices) = tokio::join!(
+        provider.list(deployment),
+        provider.interruption_notices(deployment)
+    );
+    Ok(match engine::assess(&listed?, &notices?, &provider.wanted()) {
+        Some(assessment) => assessment.missing_total() > 0 || !assessment.to_release().is_empty(),
+        None => true,
+    })
+}
+
+async fn heal_unlocked(
     context: &Context<'_>,
     provider: &AnyProvider,
     options: &HealOptions,

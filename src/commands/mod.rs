@@ -14,12 +14,16 @@ mod door;
 mod generated;
 mod heal;
 mod history;
+mod iam_policy;
+mod images;
 mod init;
 mod list;
+mod locking;
 mod plan;
 mod render;
 mod rollback;
 mod select;
+mod unlock;
 mod verification;
 mod verify;
 
@@ -38,6 +42,7 @@ pub use init::InitOptions;
 pub use list::ListOptions;
 pub use render::RenderOptions;
 pub use rollback::RollbackOptions;
+pub use unlock::UnlockOptions;
 pub use verify::VerifyOptions;
 
 use crate::config::{Accel, Config, ProviderKind};
@@ -77,6 +82,8 @@ pub enum CommandOptions {
     /// Text generated from the command line itself (completions, man page).
     Print(Generated),
     Heal(HealCommand),
+    Unlock(UnlockOptions),
+    IamPolicy,
 }
 
 /// One run of respot: the command and the options every command shares.
@@ -112,6 +119,8 @@ pub async fn run(invocation: Invocation, printer: &Printer) -> Result<ExitStatus
         CommandOptions::Rollback(options) => rollback::rollback(&context, options).await,
         CommandOptions::Print(generated) => generated::print(generated, printer),
         CommandOptions::Heal(options) => heal::heal(&context, options).await,
+        CommandOptions::Unlock(options) => unlock::unlock(&context, options).await,
+        CommandOptions::IamPolicy => iam_policy::iam_policy(&context),
     }
 }
 

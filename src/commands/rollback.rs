@@ -7,6 +7,7 @@
 //! Either way the history records a `rollback`.
 
 use super::deploy::{DeployCommand, deploy_as};
+use super::locking::{OnCtrlC, locked};
 use super::verification::HostKeys;
 use super::{Context, ExitStatus, history};
 use crate::engine::{self, Confirm, CreateOptions, DeployOptions, EngineError, Strategy};
@@ -33,7 +34,11 @@ pub async fn rollback(context: &Context<'_>, options: &RollbackOptions) -> Resul
         }
     };
     recorder.mark("connect");
-    match instant(context, options, &provider, &mut recorder).await {
+    // The instant path holds the deployment lock; the forward path is a
+    // deploy, which takes it itself.
+    let work = instant(context, options, &provider, &mut recorder);
+    let result = locked(context, &provider, "rollback", OnCtrlC::Work, work).await;
+    match result {
         Err(Error::Engine(EngineError::NothingToRollBack(why))) => {
             context.printer.info(&format!(
                 "no instant rollback ({why}): rolling back forward, from the history"

@@ -181,6 +181,7 @@ pub fn verify_settings(config: &Config, timeout: Option<u64>, strict: bool) -> V
         timeout: Duration::from_secs(timeout.unwrap_or(config.verify.timeout_secs)),
         strict,
         host_keys: config.ssh.host_keys,
+        concurrency: config.verify.concurrency,
     }
 }
 

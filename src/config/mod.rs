@@ -337,6 +337,10 @@ pub struct VerifySection {
     pub timeout_secs: u64,
     #[serde(default)]
     pub http: Vec<HttpProbe>,
+    /// Instances verified at once (each holds one ssh master process and
+    /// a few descriptors while it runs).
+    #[serde(default = "default_verify_concurrency")]
+    pub concurrency: usize,
 }
 
 impl Default for VerifySection {
@@ -344,6 +348,7 @@ impl Default for VerifySection {
         VerifySection {
             timeout_secs: default_timeout_secs(),
             http: Vec::new(),
+            concurrency: default_verify_concurrency(),
         }
     }
 }
@@ -395,6 +400,13 @@ fn default_cpus() -> u32 {
 }
 fn default_timeout_secs() -> u64 {
     600
+}
+/// From `scripts/bench-verify` (BENCHMARKS.md): 1,000 targets at 100 ms
+/// round trip verify well inside a minute at this width, with descriptors
+/// and processes bounded by it.
+pub const DEFAULT_VERIFY_CONCURRENCY: usize = 64;
+fn default_verify_concurrency() -> usize {
+    DEFAULT_VERIFY_CONCURRENCY
 }
 fn default_probe_path() -> String {
     "/health".to_string()

@@ -198,6 +198,12 @@ impl Config {
                 "expected an integer >= 1, got 0".to_string(),
             ));
         }
+        if self.verify.concurrency == 0 {
+            return Err(at.invalid(
+                &[Seg::Key("verify"), Seg::Key("concurrency")],
+                "expected an integer >= 1 (instances verified at once), got 0".to_string(),
+            ));
+        }
         for (i, probe) in self.verify.http.iter().enumerate() {
             let here =
                 |key: &'static str| [Seg::Key("verify"), Seg::Key("http"), Seg::Index(i), Seg::Key(key)];

@@ -34,7 +34,7 @@ pub use create::{CreateOptions, CreateReport, create};
 pub use deploy::{DeployOptions, DeployReport, Strategy, deploy};
 pub use destroy::{DestroyOptions, DestroyOutcome, destroy};
 pub use guard::HoldReport;
-pub use heal::{Assessment, HealDoor, HealOptions, HealReport, NoFrontDoor, heal};
+pub use heal::{Assessment, HealDoor, HealOptions, HealReport, NoFrontDoor, assess, heal};
 pub use plan::{Change, Plan, PlanRegion, plan};
 pub use rollback::{RollbackReport, rollback};
 pub use rollout::{DoorReport, Shift, rollout};

@@ -124,6 +124,8 @@ pub struct VerifySettings {
     /// Warnings (cloud-init degraded, nothing to check) fail.
     pub strict: bool,
     pub host_keys: HostKeyPolicy,
+    /// Targets verified at once (`verify.concurrency`, at least 1).
+    pub concurrency: usize,
 }
 
 /// Every check of every instance.
@@ -192,6 +194,11 @@ impl FleetReport {
 /// `settings.timeout`), asks the inspector, and checks the answers. Never
 /// fails as a whole: an unreachable instance or a host key mismatch is a
 /// failed check of that instance, and the others still run.
+///
+/// At most `settings.concurrency` targets run at once, so descriptors, ssh
+/// processes and memory stay bounded whatever the fleet size. Each target's
+/// timeout starts when its turn does: one that cannot be reached holds its
+/// own slot for its own timeout, never the others'.
 pub async fn verify_fleet(
     keys: &KeyStore,
     targets: &[Target],
@@ -226,11 +233,16 @@ pub async fn verify_fleet_watched(
             return FleetReport::new(targets.len(), rows);
         }
     };
-    let deadline = Instant::now() + settings.timeout;
-    let per_target: Vec<(usize, Vec<CheckRow>)> = stream::iter(targets.iter().enumerate())
+    let done = std::sync::atomic::AtomicUsize::new(0);
+    let total = targets.len();
+    let mut per_target: Vec<(usize, Vec<CheckRow>)> = stream::iter(targets.iter().enumerate())
         .map(|(i, target)| {
             let transport = &transport;
+            let done = &done;
             async move {
+                // A target's time limit starts when its turn comes, so a
+                // queue of 1,000 never eats the limit of the last ones.
+                let deadline = Instant::now() + settings.timeout;
                 let rows =
                     checks::verify_target(transport, keys, target, expected, settings, deadline, watch).await;
                 for row in rows.iter().filter(|r| r.mismatch) {
@@ -241,14 +253,38 @@ pub async fn verify_fleet_watched(
                     .find(|r| r.result == Outcome::Fail)
                     .map(|r| one_line(&format!("{}: {}", r.check, r.detail)));
                 watch.reached(target, Stage::Done { failure });
+                let n = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+                printer.progress(&progress_line(n, total, &target.name));
                 (i, rows)
             }
         })
-        .buffer_unordered(transport::MAX_TARGETS)
+        .buffer_unordered(settings.concurrency.max(1))
         .collect()
         .await;
-    let mut per_target = per_target;
     per_target.sort_by_key(|(i, _)| *i);
     let rows = per_target.into_iter().flat_map(|(_, rows)| rows).collect();
     FleetReport::new(targets.len(), rows)
+}
+
+/// `verified 12/1000, 988 remaining: web-3`.
+fn progress_line(done: usize, total: usize, name: &str) -> String {
+    format!(
+        "verified {done}/{total}, {} remaining: {}",
+        total.saturating_sub(done),
+        one_line(name)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn progress_says_how_many_remain() {
+        assert_eq!(
+            progress_line(12, 1000, "web-3"),
+            "verified 12/1000, 988 remaining: web-3"
+        );
+        assert_eq!(progress_line(3, 3, "x"), "verified 3/3, 0 remaining: x");
+    }
 }

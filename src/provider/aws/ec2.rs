@@ -371,4 +371,29 @@ pub trait Ec2Api: Clone {
     /// `DescribeSecurityGroups` (every page) of every group carrying a
     /// `respot:deployment` tag.
     async fn describe_tagged_groups(&self) -> Ec2Result<Vec<TaggedGroup>>;
+    // Account access (issue 13.5, 13.7): images by public SSM parameter,
+    // and which regions the account has enabled.
+
+    /// SSM `GetParameter`: the value of a (public) parameter, or `None`
+    /// when it does not exist in this region (`ParameterNotFound`).
+    async fn ssm_parameter(&self, name: &str) -> Ec2Result<Option<String>>;
+
+    /// `DescribeRegions` with `AllRegions`: every region and its opt-in
+    /// status (`opt-in-not-required`, `opted-in`, `not-opted-in`).
+    async fn describe_region_opt_in(&self) -> Ec2Result<Vec<RegionOptIn>>;
+}
+
+/// A region and whether the account may use it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegionOptIn {
+    pub name: String,
+    /// `None` when AWS (or an emulator) does not say.
+    pub status: Option<String>,
+}
+
+impl RegionOptIn {
+    /// An opt-in region the account has not enabled.
+    pub fn is_disabled(&self) -> bool {
+        self.status.as_deref() == Some("not-opted-in")
+    }
 }

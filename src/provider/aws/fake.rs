@@ -14,8 +14,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
 use super::ec2::{
-    Ec2Api, Ec2Error, Ec2Result, Image, IngressRule, LaunchSpec, Market, RawInstance, SecurityGroup,
-    SpotPrice, SpotRequest, SpotRequestStatus, Subnet, TaggedGroup, Tags, tag_value,
+    Ec2Api, Ec2Error, Ec2Result, Image, IngressRule, LaunchSpec, Market, RawInstance, RegionOptIn,
+    SecurityGroup, SpotPrice, SpotRequest, SpotRequestStatus, Subnet, TaggedGroup, Tags, tag_value,
 };
 use crate::provider::{InstanceState, tag};
 
@@ -124,6 +124,10 @@ struct World {
     hide_for: u32,
     /// (instance, answers it still stays out of).
     hidden: Vec<(String, u32)>,
+    /// Public SSM parameters: (region or `*` for every region, name, value).
+    parameters: Vec<(String, String, String)>,
+    /// Opt-in regions the account has not enabled.
+    disabled_regions: Vec<String>,
 }
 
 /// A fake AWS account, seen from one region. Clones share the world.
@@ -171,6 +175,18 @@ impl FakeEc2 {
             instance_groups: Vec::new(),
             hide_for: 0,
             hidden: Vec::new(),
+            // AWS publishes Amazon Linux's parameters in every region.
+            parameters: [("x86_64", "ami-al2023x86"), ("arm64", "ami-al2023arm")]
+                .iter()
+                .map(|(arch, id)| {
+                    (
+                        "*".to_string(),
+                        format!("/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-{arch}"),
+                        id.to_string(),
+                    )
+                })
+                .collect(),
+            disabled_regions: Vec::new(),
         };
         FakeEc2 {
             region: region.to_string(),
@@ -336,6 +352,22 @@ impl FakeEc2 {
             .filter(|(_, i)| i.id == instance)
         {
             raw.state_reason = Some(reason.to_string());
+        }
+    }
+
+    /// A public SSM parameter in `region`.
+    pub fn add_parameter(&self, region: &str, name: &str, value: &str) {
+        self.world()
+            .parameters
+            .push((region.to_string(), name.to_string(), value.to_string()));
+    }
+
+    /// `region` becomes an opt-in region the account has not enabled.
+    pub fn disable_region(&self, region: &str) {
+        let mut world = self.world();
+        world.disabled_regions.push(region.to_string());
+        if !world.all_regions.iter().any(|r| r == region) {
+            world.all_regions.push(region.to_string());
         }
     }
 
@@ -710,6 +742,37 @@ impl Ec2Api for FakeEc2 {
             }
         }
         Ok(())
+    }
+
+    async fn ssm_parameter(&self, name: &str) -> Ec2Result<Option<String>> {
+        self.call("GetParameter", name.to_string())?;
+        let world = self.world();
+        Ok(world
+            .parameters
+            .iter()
+            .rev()
+            .find(|(region, n, _)| (*region == self.region || region == "*") && n == name)
+            .map(|(_, _, value)| value.clone()))
+    }
+
+    async fn describe_region_opt_in(&self) -> Ec2Result<Vec<RegionOptIn>> {
+        self.call("DescribeRegions", "all=true".to_string())?;
+        let world = self.world();
+        Ok(world
+            .all_regions
+            .iter()
+            .map(|name| RegionOptIn {
+                name: name.clone(),
+                status: Some(
+                    if world.disabled_regions.contains(name) {
+                        "not-opted-in"
+                    } else {
+                        "opt-in-not-required"
+                    }
+                    .to_string(),
+                ),
+            })
+            .collect())
     }
 
     async fn describe_spot_request_statuses(

@@ -21,7 +21,7 @@ use super::consistency::retry_group_not_found;
 use super::ec2::{Ec2Api, LaunchSpec, Market, MetadataOptions, RootVolume, Subnet, Tags};
 use super::errors::caller_error;
 use super::pools::{Pool, PoolOutcome, Verdicts, pools};
-use super::{AwsProvider, Pending, RegionTarget, gather, image, per_region};
+use super::{AwsProvider, Pending, RegionTarget, gather, per_region};
 use crate::config::Fallback;
 use crate::provider::{Instance, InstanceId, InstanceState, LaunchRequest, ProviderError, Result, tag};
 
@@ -155,18 +155,10 @@ impl<E: Ec2Api> AwsProvider<E> {
         request: &LaunchRequest,
         created_at: SystemTime,
     ) -> Result<Prepared> {
-        let hint = self.credentials_hint.as_str();
         let launch = &self.settings.launch;
-        let shapes_root = launch.root_volume_gb.is_some() || launch.volume_type.is_some();
         let (caller, image, subnets, (group_id, missing_ports)) = tokio::try_join!(
             self.caller_arn(target),
-            image::resolve(
-                &target.ec2,
-                &self.settings.image,
-                &target.instance_types,
-                self.settings.encrypt_volumes || shapes_root,
-                hint
-            ),
+            self.launch_image(target),
             self.default_subnets(target),
             self.ensure_group(target, &request.deployment),
         )?;

@@ -28,6 +28,8 @@
 //!   group] together, then [cancel requests, poll until terminated], then
 //!   delete the security group.
 
+#[cfg(test)]
+mod access_tests;
 mod bundle;
 mod connect;
 mod consistency;
@@ -42,7 +44,10 @@ mod heal;
 pub mod image;
 mod launch;
 mod list;
+pub mod lock;
+mod optin;
 mod orphans;
+pub mod permissions;
 mod plan;
 mod pools;
 pub mod regions;
@@ -62,6 +67,10 @@ use super::{
 use crate::config::{Config, Fallback, RegionSection};
 
 pub use self::group::group_name;
+pub use self::lock::{AwsLock, HeldLock};
+
+/// The lock a command holds on AWS.
+pub type SdkLock = AwsLock<SdkEc2>;
 
 /// Regions contacted at once. Every region is a separate endpoint, so this
 /// bounds sockets and memory rather than load on any one server.
@@ -219,6 +228,9 @@ pub struct AwsProvider<E: Ec2Api = SdkEc2> {
     bundles: Option<bundle::SdkBundleStore>,
     /// Launched and not yet delivered; see [`Pending`].
     pending: std::sync::Mutex<Vec<Pending>>,
+    /// The image resolved per region, so that what `plan` and `create`
+    /// show is what launches.
+    images: std::sync::Mutex<std::collections::BTreeMap<String, image::LaunchImage>>,
 }
 
 impl AwsProvider {
@@ -273,6 +285,7 @@ impl<E: Ec2Api> AwsProvider<E> {
             no_capacity: std::sync::Mutex::new(Vec::new()),
             bundles: None,
             pending: std::sync::Mutex::new(Vec::new()),
+            images: std::sync::Mutex::default(),
         }
     }
 
@@ -359,15 +372,24 @@ impl<E: Ec2Api> Provider for AwsProvider<E> {
             self.list_region(&target, deployment, &[]).await
         })
         .await;
-        Ok(gather("list", results)?.into_iter().flatten().collect())
+        match gather("list", results) {
+            Ok(lists) => Ok(lists.into_iter().flatten().collect()),
+            Err(err) => Err(self.explain_rejection(err).await),
+        }
     }
 
     async fn launch(&self, request: &LaunchRequest) -> Result<Vec<Instance>> {
-        self.launch_all(request).await
+        match self.launch_all(request).await {
+            Ok(instances) => Ok(instances),
+            Err(err) => Err(self.explain_rejection(err).await),
+        }
     }
 
     async fn destroy(&self, deployment: &str, instances: &[Instance], wait: bool) -> Result<DestroyReport> {
-        let mut report = self.destroy_all(deployment, instances, wait).await?;
+        let mut report = match self.destroy_all(deployment, instances, wait).await {
+            Ok(report) => report,
+            Err(err) => return Err(self.explain_rejection(err).await),
+        };
         match self.empty_bundles(deployment).await {
             Ok(removed) => report.cleaned.extend(removed),
             Err(err) => report.left_behind.push(err.to_string()),

@@ -13,8 +13,8 @@ use aws_sdk_ec2::types as ec2;
 
 use super::convert;
 use super::ec2::{
-    Ec2Api, Ec2Error, Ec2ErrorKind, Ec2Result, Image, LaunchSpec, Market, RawInstance, SecurityGroup,
-    SpotPrice, SpotRequest, SpotRequestStatus, Subnet, TaggedGroup, Tags,
+    Ec2Api, Ec2Error, Ec2ErrorKind, Ec2Result, Image, LaunchSpec, Market, RawInstance, RegionOptIn,
+    SecurityGroup, SpotPrice, SpotRequest, SpotRequestStatus, Subnet, TaggedGroup, Tags,
 };
 use super::errors::is_pool_error;
 use crate::provider::tag;
@@ -31,6 +31,7 @@ pub struct SdkEc2 {
     region: String,
     ec2: aws_sdk_ec2::Client,
     sts: aws_sdk_sts::Client,
+    ssm: aws_sdk_ssm::Client,
 }
 
 impl SdkEc2 {
@@ -52,11 +53,15 @@ impl SdkEc2 {
         let sts = aws_sdk_sts::config::Builder::from(sdk)
             .region(Region::new(region.to_string()))
             .build();
+        let ssm = aws_sdk_ssm::config::Builder::from(sdk)
+            .region(Region::new(region.to_string()))
+            .build();
         SdkEc2 {
             sdk: sdk.clone(),
             region: region.to_string(),
             ec2: aws_sdk_ec2::Client::from_conf(ec2),
             sts: aws_sdk_sts::Client::from_conf(sts),
+            ssm: aws_sdk_ssm::Client::from_conf(ssm),
         }
     }
 }
@@ -459,6 +464,35 @@ impl Ec2Api for SdkEc2 {
             }));
         }
         Ok(found)
+    }
+
+    async fn ssm_parameter(&self, name: &str) -> Ec2Result<Option<String>> {
+        const ACTION: &str = "GetParameter";
+        match self.ssm.get_parameter().name(name).send().await {
+            Ok(out) => Ok(out.parameter().and_then(|p| p.value()).map(str::to_string)),
+            Err(err) if err.code() == Some("ParameterNotFound") => Ok(None),
+            Err(err) => Err(from_sdk(ACTION, &err)),
+        }
+    }
+
+    async fn describe_region_opt_in(&self) -> Ec2Result<Vec<RegionOptIn>> {
+        let out = self
+            .ec2
+            .describe_regions()
+            .all_regions(true)
+            .send()
+            .await
+            .map_err(|err| from_sdk("DescribeRegions", &err))?;
+        Ok(out
+            .regions()
+            .iter()
+            .filter_map(|r| {
+                Some(RegionOptIn {
+                    name: r.region_name()?.to_string(),
+                    status: r.opt_in_status().map(str::to_string),
+                })
+            })
+            .collect())
     }
 }
 

@@ -53,6 +53,8 @@ fn rule(protocol: &str, port: i32, sources: &[&str]) -> IngressRule {
     }
 }
 
+/// The parameter AWS publishes for al2023 on x86_64.
+const AL2023_X86: &str = "/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-x86_64";
 #[tokio::test]
 async fn every_launch_asks_for_imdsv2_only_with_one_hop() {
     let fake = FakeEc2::new("eu-west-1");
@@ -88,6 +90,7 @@ async fn the_root_volume_is_encrypted_on_the_images_root_device() {
             Some(30),
         ),
     );
+    fake.add_parameter("eu-west-1", AL2023_X86, "ami-sda1");
     let aws = one_region(&fake, "al2023", true);
     aws.launch(&request(1)).await.expect("launch");
     let specs = specs(&fake);
@@ -105,7 +108,7 @@ async fn the_root_volume_is_encrypted_on_the_images_root_device() {
     assert_eq!(
         fake.calls_of("DescribeImages").len(),
         1,
-        "the root device comes with the alias lookup"
+        "one lookup of the id the SSM parameter named, for its root device"
     );
 }
 
@@ -156,6 +159,7 @@ async fn an_image_without_a_root_device_is_refused_not_launched_unencrypted() {
             "amazon",
             al2023("ami-noroot", "2025-06-01T00:00:00.000Z", None, None),
         );
+        fake.add_parameter("eu-west-1", AL2023_X86, "ami-noroot");
         let aws = one_region(&fake, image, true);
         let err = aws.launch(&request(1)).await.expect_err(name);
         let failures = region_failures(&err);
