@@ -13,13 +13,14 @@ use std::time::{Duration, SystemTime};
 use serde::Serialize;
 use serde_json::json;
 
-use super::create::{launch_verification, shippable_blueprint};
+use super::create::{Summarized, current_prices, launch_verification, shippable_blueprint};
 use super::locking::{OnCtrlC, locked};
 use super::{Context, ExitStatus, history};
 use crate::engine::{self, BadPools, HealOptions, HealReport, NoFrontDoor};
 use crate::error::{Error, Result};
 use crate::history::{Action, Generation, Recorder, per_generation};
 use crate::output::{Count, Printer, Table};
+use crate::progress::Summary;
 use crate::provider::{AnyProvider, Instance, Provider};
 
 #[derive(Debug, Clone, Default)]
@@ -41,7 +42,22 @@ pub async fn heal(context: &Context<'_>, options: &HealCommand) -> Result<ExitSt
             {
                 context.printer.evidence(&verdict.report.table().render());
             }
-            print_report(&result?, context.printer)?;
+            let report = result?;
+            // What the replacements cost is read only when there are some:
+            // a heal with nothing to do makes no extra call.
+            let summary = if report.launched.is_empty() {
+                None
+            } else {
+                let prices = current_prices(&provider).await;
+                let printer = context.printer;
+                Some(Summary::new(
+                    &printer.timeline(),
+                    printer.elapsed(),
+                    &report.launched,
+                    &prices,
+                ))
+            };
+            print_report(&report, summary.as_ref(), context.printer)?;
             Ok(ExitStatus::Success)
         }
         Some(interval) => watch(context, &provider, &options.heal, interval).await,
@@ -110,6 +126,7 @@ async fn heal_unlocked(
         printer,
     )
     .await;
+    printer.finish_progress();
     if let Some(file) = &file {
         save(file, &memory, printer);
     }
@@ -163,9 +180,13 @@ fn save(file: &Path, memory: &BadPools, printer: &Printer) {
     }
 }
 
-fn print_report(report: &HealReport, printer: &Printer) -> Result<()> {
+fn print_report(report: &HealReport, summary: Option<&Summary>, printer: &Printer) -> Result<()> {
     if printer.is_json() {
-        return printer.json(report).map_err(Error::Output);
+        return match summary {
+            Some(summary) => printer.json(&Summarized { report, summary }),
+            None => printer.json(report),
+        }
+        .map_err(Error::Output);
     }
     if !report.launched.is_empty() {
         printer
@@ -177,7 +198,10 @@ fn print_report(report: &HealReport, printer: &Printer) -> Result<()> {
             .data(&verdict.report.table().render())
             .map_err(Error::Output)?;
     }
-    printer.info(&summary(report));
+    printer.info(&summary_line(report));
+    if let Some(summary) = summary {
+        printer.info(summary.render().trim_end());
+    }
     Ok(())
 }
 
@@ -200,7 +224,7 @@ fn launched_table(instances: &[Instance]) -> Table {
 }
 
 /// "`app` generation 2: 3/4 healthy, 1 marked for termination; launched 1, verified; let go of 1".
-fn summary(report: &HealReport) -> String {
+fn summary_line(report: &HealReport) -> String {
     let a = &report.assessment;
     let wanted: u32 = report.wanted.iter().map(|w| w.count).sum();
     let mut text = format!(
@@ -294,7 +318,7 @@ fn log_check(report: &HealReport, printer: &Printer) -> Result<()> {
         "released": report.released.as_ref().map_or(0, |r| r.terminated.len()),
         "avoided_pools": report.avoided_pools,
     });
-    log_line(printer, "check", check, &summary(report))?;
+    log_line(printer, "check", check, &summary_line(report))?;
     for instance in &report.launched {
         let text = format!(
             "replacement {} in {} ({}{}), generation {}{}",

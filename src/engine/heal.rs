@@ -19,6 +19,7 @@ use super::bad_pools::BadPools;
 use super::create::{Outcome, interruptible};
 use super::{EngineError, Verdict, Verification, live};
 use crate::output::{Count, Printer};
+use crate::progress::{Event, Phase};
 use crate::provider::{
     DestroyReport, Instance, InstanceId, InstanceState, LaunchRequest, Lifecycle, PoolKey, Provider,
     RegionCount,
@@ -330,7 +331,16 @@ async fn replace<P: Provider, V: Verification>(
             .collect::<Vec<_>>()
             .join(", ")
     ));
+    let progress = printer.observer();
+    progress.observe(Event::generation(
+        &request.deployment,
+        generation,
+        Phase::Requested,
+    ));
     let rollback = |reason: String, verdict: Option<Verdict>, interrupted: bool| {
+        progress.observe(
+            Event::generation(&request.deployment, generation, Phase::Failed).detail(reason.clone()),
+        );
         roll_back(
             provider,
             verification,
@@ -351,6 +361,9 @@ async fn replace<P: Provider, V: Verification>(
                 return Err(rollback("interrupted by Ctrl-C during launch".to_string(), None, true).await);
             }
         };
+    for instance in &launched {
+        progress.observe(Event::instance(&request.deployment, instance, Phase::Running));
+    }
     if !options.verify {
         printer.warn("--no-verify: replacements are running but were NOT verified over SSH");
         return Ok((launched, None));

@@ -16,6 +16,7 @@ use super::rollout::{DoorReport, Fleet, Shift, abandon, admit, debug_command};
 use super::{EngineError, Verification};
 use crate::config::TrafficSection;
 use crate::output::{Count, Printer};
+use crate::progress::{Event, Phase};
 use crate::provider::{DestroyReport, Instance, InstanceId, LaunchRequest, Provider, ProviderError};
 use crate::template::Blueprint;
 use crate::traffic::{FrontDoor, Weights};
@@ -228,9 +229,21 @@ impl<P: Provider, V: Verification, D: FrontDoor> Round<'_, P, V, D> {
         request: &LaunchRequest,
         green: &[Instance],
     ) -> Result<Vec<Instance>, (String, Option<Box<super::Verdict>>)> {
+        let progress = self.printer.observer();
+        progress.observe(Event::generation(
+            self.deployment,
+            request.generation,
+            Phase::Requested,
+        ));
         match self.provider.launch(request).await {
             Ok(_) | Err(ProviderError::NothingToLaunch) => {}
-            Err(err) => return Err((err.to_string(), None)),
+            Err(err) => {
+                progress.observe(
+                    Event::generation(self.deployment, request.generation, Phase::Failed)
+                        .detail(err.to_string()),
+                );
+                return Err((err.to_string(), None));
+            }
         }
         let listed = super::live(self.provider, self.deployment)
             .await
@@ -241,6 +254,9 @@ impl<P: Provider, V: Verification, D: FrontDoor> Round<'_, P, V, D> {
             .collect();
         if added.is_empty() {
             return Ok(added);
+        }
+        for instance in &added {
+            progress.observe(Event::instance(self.deployment, instance, Phase::Running));
         }
         self.printer
             .info(&format!("verifying {}", Count(added.len(), "new instance")));

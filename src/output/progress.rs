@@ -290,8 +290,8 @@ impl Live {
         let bar = self.multi.add(
             ProgressBar::new_spinner()
                 .with_style(self.style(
-                    "{spinner} {prefix} {wide_msg} {elapsed_precise}",
-                    "{spinner:.cyan} {prefix:.bold} {wide_msg} {elapsed_precise}",
+                    "{spinner} {prefix}: {wide_msg} {elapsed_precise}",
+                    "{spinner:.cyan} {prefix:.bold}: {wide_msg} {elapsed_precise}",
                 ))
                 .with_prefix(prefix)
                 .with_message(message),
@@ -387,7 +387,7 @@ fn region_message(instances: &[(String, ProgressBar, Phase)]) -> String {
     phase_counts(&phases)
 }
 
-/// `2 instances: 1 ssh, 1 verified`.
+/// `2 instances (1 ssh, 1 verified)`.
 fn phase_counts(phases: &[Phase]) -> String {
     let mut by_phase: BTreeMap<Phase, usize> = BTreeMap::new();
     for phase in phases {
@@ -395,7 +395,7 @@ fn phase_counts(phases: &[Phase]) -> String {
     }
     let parts: Vec<String> = by_phase.iter().map(|(phase, n)| format!("{n} {phase}")).collect();
     format!(
-        "{}: {}",
+        "{} ({})",
         crate::output::Count(phases.len(), "instance"),
         parts.join(", ")
     )
@@ -484,6 +484,36 @@ mod tests {
         assert_eq!(line["instance"], "i-1");
         assert_eq!(line["elapsed_ms"], 70_001);
         assert_eq!(line["took_ms"], 20_000);
+    }
+
+    #[test]
+    fn live_lines_count_phases_per_region_and_per_generation() {
+        let mut timeline = Timeline::default();
+        let mut live = Live::new(false);
+        for (subject, phase) in [
+            (None, Phase::Requested),
+            (Some("i-1"), Phase::Running),
+            (Some("i-2"), Phase::Running),
+            (Some("i-1"), Phase::Ssh),
+            (Some("i-2"), Phase::Failed),
+        ] {
+            let event = stamped(subject, phase, 0, None).event;
+            live.show(&timeline.record(event, Duration::ZERO));
+        }
+        let header = &live.headers[&("hello".to_string(), Some(2))];
+        assert_eq!(header.message(), "2 instances (1 ssh, 1 failed)");
+        let region = &live.regions["eu-west-1"];
+        assert_eq!(region.bar.message(), "2 instances (1 ssh, 1 failed)");
+        let (_, first, _) = &region.instances[0];
+        assert_eq!((first.position(), first.message()), (2, "ssh".to_string()));
+        let (_, second, _) = &region.instances[1];
+        assert!(second.is_finished(), "a failed instance's line ends");
+        assert!(
+            second.message().starts_with("failed after "),
+            "{}",
+            second.message()
+        );
+        live.clear();
     }
 
     #[test]

@@ -1066,6 +1066,69 @@ fn create_reports_each_phase_and_ends_with_a_priced_summary() {
     t.run(&["destroy", "--yes"], 0);
 }
 
+/// In a real terminal (a private tmux), the live lines show each instance
+/// while the create runs, and are gone when it ends, before the summary.
+/// The price lookup is held back so the lines stay long enough to see.
+#[test]
+fn create_in_a_terminal_shows_live_lines_that_are_gone_at_the_end() {
+    let t = AwsTest::with("live", 1, 2, "");
+    t.proxy
+        .faults(json!([{"action": "DescribeSpotPriceHistory", "delay_ms": 4000}]));
+    let mut env: Vec<(String, String)> = t
+        .context
+        .env()
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string_lossy().to_string()))
+        .collect();
+    let home = t.context.home();
+    env.extend([
+        ("AWS_ENDPOINT_URL".to_string(), t.proxy.endpoint()),
+        ("AWS_ACCESS_KEY_ID".to_string(), "testing".to_string()),
+        ("AWS_SECRET_ACCESS_KEY".to_string(), "testing".to_string()),
+        ("AWS_EC2_METADATA_DISABLED".to_string(), "true".to_string()),
+        (
+            "AWS_CONFIG_FILE".to_string(),
+            home.join("no-aws-config").display().to_string(),
+        ),
+        (
+            "AWS_SHARED_CREDENTIALS_FILE".to_string(),
+            home.join("no-aws-credentials").display().to_string(),
+        ),
+    ]);
+    let terminal = crate::support::terminal::Terminal::start(
+        "aws-live",
+        &home.join("in-terminal.sh"),
+        t.context.path(),
+        &env,
+        "create --no-verify",
+    );
+    let live_line = |line: &str| line.contains("respot-live-g1 i-") && line.contains("[█");
+    let (during, end) = terminal.watch(Duration::from_secs(120), |screen| {
+        screen.lines().filter(|l| live_line(l)).count() == 2
+    });
+    let during = during.unwrap_or_else(|| panic!("no live line per instance was seen; at the end:\n{end}"));
+    assert!(
+        during.contains("`live` generation 1: 2 instances (2 running)"),
+        "{during}"
+    );
+    assert!(
+        during.contains(&format!("{} 2 instances (2 running)", t.regions[0])),
+        "{during}"
+    );
+    assert!(end.contains("respot-exit:0"), "{end}");
+    let history = terminal.screen(true);
+    assert!(
+        !history.lines().any(live_line) && !history.contains('░'),
+        "the live lines are gone at the end: {history}"
+    );
+    assert!(end.contains("slowest instance: running "), "{end}");
+    assert!(end.contains("estimated cost: $0.0000"), "{end}");
+    t.run(&["destroy", "--yes"], 0);
+}
+
+/// `render` reports the size `create` sends: its packed user-data has the
+/// length of the user-data moto stores, and the same bytes but for the
+/// keys (a stored gzip member of the same length).
 /// On moto, in one region: `render` reports the size `create` sends (its
 /// packed user-data has the length of the user-data moto stores, and the
 /// same bytes but for the keys, a stored gzip member of the same length);

@@ -4,17 +4,17 @@
 //! and `debug`'s header-first report.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-use std::time::{Duration, Instant};
+use std::process::Output;
+use std::time::Duration;
 
 use crate::support::Test;
+use crate::support::terminal::Terminal;
 
-/// One VM of the sample blueprint, a private tmux server, and cleanup of
-/// both in `Drop` (our tmux server by its socket name; our qemu processes
-/// by their command line naming this test's state directory).
+/// One VM of the sample blueprint; `Drop` destroys it, and kills as a last
+/// resort the qemu processes whose command line names this test's state
+/// directory (ours only).
 struct Session {
     test: Test,
-    socket: String,
 }
 
 impl Session {
@@ -24,8 +24,7 @@ impl Session {
         let toml = toml.replace("[local]\ncount = 2", "[local]\ncount = 1");
         std::fs::write(test.path().join("respot.toml"), toml).unwrap();
         test.context().link_vm_image();
-        let socket = format!("respot-progress-{}", std::process::id());
-        Session { test, socket }
+        Session { test }
     }
 
     fn respot(&self, args: &[&str]) -> Output {
@@ -45,54 +44,21 @@ impl Session {
         out
     }
 
-    fn tmux(&self, args: &[&str]) -> Output {
-        Command::new("tmux")
-            .args(["-L", &self.socket, "-f", "/dev/null"])
-            .args(args)
-            .output()
-            .expect("run tmux (apt-get install tmux)")
-    }
-
-    /// Starts `respot ARGS` in a 120x30 terminal; the pane stays after it
-    /// exits, with `respot-exit:CODE` as its last line.
-    fn start_in_terminal(&self, args: &str) {
-        let script = self.test.context().home().join("in-terminal.sh");
-        let mut text = format!("#!/bin/sh\ncd '{}'\n", self.test.path().display());
-        for (key, value) in self.test.context().env() {
-            text.push_str(&format!("export {key}='{}'\n", value.to_string_lossy()));
-        }
-        let respot = assert_cmd::cargo::cargo_bin("respot");
-        text.push_str(&format!(
-            "'{}' {args}\necho \"respot-exit:$?\"\nexec sleep 900\n",
-            respot.display()
-        ));
-        std::fs::write(&script, text).unwrap();
-        std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-        let out = self.tmux(&[
-            "new-session",
-            "-d",
-            "-x",
-            "120",
-            "-y",
-            "30",
-            "-s",
-            "create",
-            &script.display().to_string(),
-        ]);
-        assert!(
-            out.status.success(),
-            "tmux: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-
-    /// The pane as shown, or with `history` every line it ever scrolled.
-    fn screen(&self, history: bool) -> String {
-        let mut args = vec!["capture-pane", "-p", "-t", "create"];
-        if history {
-            args.extend(["-S", "-"]);
-        }
-        String::from_utf8_lossy(&self.tmux(&args).stdout).to_string()
+    /// `respot ARGS` in a real terminal of its own.
+    fn in_terminal(&self, args: &str) -> Terminal {
+        let context = self.test.context();
+        let env: Vec<(String, String)> = context
+            .env()
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string_lossy().to_string()))
+            .collect();
+        Terminal::start(
+            "progress",
+            &context.home().join("in-terminal.sh"),
+            self.test.path(),
+            &env,
+            args,
+        )
     }
 
     fn state(&self) -> PathBuf {
@@ -102,8 +68,6 @@ impl Session {
 
 impl Drop for Session {
     fn drop(&mut self) {
-        // Our own server only: it was started on our socket name.
-        let _ = self.tmux(&["kill-server"]);
         // Best effort: the qemu kill below is the backstop.
         let _ = self.test.context().command().args(["destroy", "--yes"]).output();
         for pid in qemu_pids_under(&self.state()) {
@@ -143,24 +107,10 @@ fn progress_line(line: &str) -> bool {
 #[test]
 fn a_local_create_shows_live_progress_then_a_summary() {
     let session = Session::new();
-    session.start_in_terminal("create");
-    let started = Instant::now();
-    let mut during = None;
-    let end = loop {
-        assert!(
-            started.elapsed() < Duration::from_secs(900),
-            "create did not end: {}",
-            session.screen(false)
-        );
-        std::thread::sleep(Duration::from_millis(500));
-        let screen = session.screen(false);
-        if during.is_none() && screen.lines().any(progress_line) && screen.contains(" ssh ") {
-            during = Some(screen.clone());
-        }
-        if screen.contains("respot-exit:") {
-            break screen;
-        }
-    };
+    let terminal = session.in_terminal("create");
+    let (during, end) = terminal.watch(Duration::from_secs(900), |screen| {
+        screen.lines().any(progress_line) && screen.contains(" ssh ")
+    });
     let during =
         during.unwrap_or_else(|| panic!("no live progress line with ssh was seen; at the end:\n{end}"));
     eprintln!("--- during ---\n{during}\n--- end ---\n{end}");
@@ -173,10 +123,10 @@ fn a_local_create_shows_live_progress_then_a_summary() {
         "a line for the generation: {during}"
     );
     assert!(
-        during.contains("local 1 instance: 1 ssh"),
+        during.contains("local 1 instance (1 ssh)"),
         "a line for the region: {during}"
     );
-    let history = session.screen(true);
+    let history = terminal.screen(true);
     assert!(
         !history.lines().any(progress_line) && !history.contains('░'),
         "the live lines are gone at the end: {history}"

@@ -7,6 +7,7 @@
 pub mod context;
 pub mod moto;
 pub mod sshd;
+pub mod terminal;
 
 use std::path::{Path, PathBuf};
 use std::process::Output;

@@ -47,6 +47,15 @@ fn heal_restores_the_count_from_the_same_digest_and_a_second_heal_only_reads() {
         "{}",
         stderr(&out)
     );
+    // Like create, heal reports its phases and ends with a summary.
+    for wanted in [
+        ": requested",
+        ": running (+",
+        "slowest instance: running",
+        "estimated cost: $",
+    ] {
+        assert!(stderr(&out).contains(wanted), "{wanted}: {}", stderr(&out));
+    }
     let after = t.ours();
     let live: Vec<_> = after
         .iter()
