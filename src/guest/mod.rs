@@ -46,11 +46,22 @@ pub const SSHD_CONFIG: GuestFile = GuestFile {
 
 /// The one sudo rule of `VERIFY_USER`: the inspector's `hash-manifest`
 /// entry as root, with that fixed argument, so files it cannot read (0600
-/// ones) are hashed too. sudo ignores a rule file not at mode 0440.
+/// ones) are hashed too. Mode 0444, not sudo's customary 0440: the rule is
+/// no secret, and so respot-verify can hash this file too (sudo refuses
+/// only rule files others may write).
 pub const SUDOERS: GuestFile = GuestFile {
     path: "/etc/sudoers.d/respot",
-    mode: "0440",
+    mode: "0444",
     content: include_str!("sudoers-respot-verify"),
+};
+
+/// Installs `[[secrets]]` at boot (from the local seed, or from SSM with
+/// the instance profile); shipped only to blueprints that have secrets,
+/// and run by the template's `runcmd` as `respot.install_secrets`.
+pub const SECRETS_INSTALLER: GuestFile = GuestFile {
+    path: "/usr/lib/respot/install-secrets",
+    mode: "0755",
+    content: include_str!("install-secrets.sh"),
 };
 
 /// Every file respot ships (see [`GuestFile::shipped`]).
@@ -87,7 +98,9 @@ pub const UNITS_PATH: &str = "/etc/respot/units";
 pub const PROBES_PATH: &str = "/etc/respot/probes";
 /// The `[[directories]]` to check, one path per line, written at render.
 pub const DIRECTORIES_PATH: &str = "/etc/respot/directories";
-/// The `[[secrets]]` to check (existence, owner, mode; never content).
+/// The `[[secrets]]`, `path owner group mode source` per line: what
+/// `SECRETS_INSTALLER` installs and the inspector checks (existence,
+/// owner, mode; never content).
 pub const SECRETS_PATH: &str = "/etc/respot/secrets";
 /// The `[packages]` to check, one name per line, written at render.
 pub const PACKAGES_PATH: &str = "/etc/respot/packages";
@@ -106,7 +119,7 @@ pub fn owns(path: &str) -> bool {
     FILES
         .iter()
         .map(|f| f.path)
-        .chain([STATE_DIR])
+        .chain([SECRETS_INSTALLER.path, STATE_DIR])
         .any(|owned| path == owned || path.strip_prefix(owned).is_some_and(|rest| rest.starts_with('/')))
 }
 
@@ -200,6 +213,7 @@ mod tests {
             ("/usr/lib/respot/inspect", true),
             ("/usr/lib/respot/deploy-log", true),
             ("/etc/sudoers.d/respot", true),
+            ("/usr/lib/respot/install-secrets", true),
             ("/etc/ssh/sshd_config.d/60-respot.conf", true),
             ("/usr/lib/respot/inspect/x", true),
             ("/etc/respot", true),
@@ -274,6 +288,8 @@ mod tests {
         assert!(DEPLOY_LOG_HELPER.content.contains(DEPLOY_LOG_PATH));
         assert!(SSHD_CONFIG.content.contains(VERIFY_KEYS_DIR));
         assert!(SSHD_CONFIG.content.contains(INSPECTOR_PATH));
+        assert!(SECRETS_INSTALLER.content.contains(SECRETS_PATH));
+        assert!(SECRETS_INSTALLER.content.contains(DEPLOY_LOG_HELPER.path));
         for path in [DIRECTORIES_PATH, SECRETS_PATH, PACKAGES_PATH] {
             assert!(INSPECTOR.content.contains(path), "the inspector reads {path}");
         }

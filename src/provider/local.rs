@@ -60,6 +60,8 @@ pub struct LocalProvider {
     forward_ports: Vec<u16>,
     image_dir: PathBuf,
     state_root: PathBuf,
+    /// `[[secrets]]`'s `local_file`s, in order: each goes into the seed.
+    secrets: Vec<PathBuf>,
 }
 
 impl LocalProvider {
@@ -100,6 +102,12 @@ impl LocalProvider {
             forward_ports: config.local.forward_ports.clone(),
             image_dir,
             state_root: vms_root,
+            secrets: config
+                .secrets
+                .iter()
+                .filter_map(|s| s.local_file.as_deref())
+                .map(|raw| crate::config::resolve_path(&config.base_dir(), raw))
+                .collect(),
         })
     }
 
@@ -194,7 +202,7 @@ impl LocalProvider {
                 .arg(&overlay),
         )?;
 
-        let seed = write_seed(&dir, &id, &name, &request.user_data.packed)?;
+        let seed = write_seed(&dir, &id, &name, &request.user_data.packed, &self.secrets)?;
 
         let ssh_port = free_port()?;
         let mut forwards = Vec::new();
@@ -454,8 +462,11 @@ impl LocalProvider {
 }
 
 /// The NoCloud seed of one VM (`seed.iso`, volume `cidata`): the same
-/// packed user-data AWS would get, and meta-data with the instance id.
-fn write_seed(dir: &Path, id: &str, name: &str, user_data: &[u8]) -> Result<PathBuf> {
+/// packed user-data AWS would get, the meta-data, and each secret's
+/// `local_file` as `secret-N` (a file of its own, never in the user-data;
+/// 0600 here and in the image, whose Rock Ridge records keep the mode),
+/// which respot's installer copies into place at boot.
+fn write_seed(dir: &Path, id: &str, name: &str, user_data: &[u8], secrets: &[PathBuf]) -> Result<PathBuf> {
     let seed_dir = dir.join("seed");
     private_dir(&seed_dir)?;
     write_file(&seed_dir.join("user-data"), user_data)?;
@@ -463,14 +474,20 @@ fn write_seed(dir: &Path, id: &str, name: &str, user_data: &[u8]) -> Result<Path
         &seed_dir.join("meta-data"),
         format!("instance-id: {id}\nlocal-hostname: {name}\n").as_bytes(),
     )?;
+    let mut files = vec![seed_dir.join("user-data"), seed_dir.join("meta-data")];
+    for (i, source) in secrets.iter().enumerate() {
+        let content = std::fs::read(source).map_err(|e| io_error(source, e))?;
+        let path = seed_dir.join(crate::template::seed_name(i));
+        write_file(&path, &content)?;
+        files.push(path);
+    }
     let seed = dir.join("seed.iso");
     run_tool(
         Command::new("genisoimage")
             .args(["-quiet", "-output"])
             .arg(&seed)
             .args(["-volid", "cidata", "-joliet", "-rock"])
-            .arg(seed_dir.join("user-data"))
-            .arg(seed_dir.join("meta-data")),
+            .args(&files),
     )?;
 
     Ok(seed)

@@ -12,7 +12,7 @@
 use serde::Serialize;
 
 use super::InstanceFile;
-use crate::config::{Config, FileRule, PackageSpec, UnitStep, file_attributes, units};
+use crate::config::{Config, FileRule, PackageSpec, ProviderKind, UnitStep, file_attributes, units};
 use crate::guest;
 
 /// A directory or secret on the instance, as the template sees it.
@@ -31,8 +31,16 @@ pub struct Inputs {
     pub rules: Vec<FileRule>,
     pub directories: Vec<Placed>,
     pub secrets: Vec<Placed>,
+    /// Where each secret comes from, for the installer: `seed:secret-N`
+    /// (local VMs, see `seed_name`) or `ssm:/name`.
+    pub secret_sources: Vec<String>,
     pub packages: Vec<PackageSpec>,
     pub unit_order: Option<Vec<UnitStep>>,
+}
+
+/// The name of secret `index` in a local VM's NoCloud seed.
+pub fn seed_name(index: usize) -> String {
+    format!("secret-{index}")
 }
 
 impl Inputs {
@@ -54,6 +62,15 @@ impl Inputs {
                 .secrets
                 .iter()
                 .map(|s| placed(&s.path, s.ownership()))
+                .collect(),
+            secret_sources: config
+                .secrets
+                .iter()
+                .enumerate()
+                .map(|(i, s)| match (config.deployment.provider, &s.ssm) {
+                    (ProviderKind::Aws, Some(name)) => format!("ssm:{name}"),
+                    _ => format!("seed:{}", seed_name(i)),
+                })
                 .collect(),
             packages: config.package_specs(),
             unit_order: config.deployment.units.clone(),

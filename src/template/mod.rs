@@ -36,7 +36,7 @@ use sha2::{Digest as _, Sha256};
 use crate::config::Config;
 use crate::exit::ExitStatus;
 
-pub use self::inputs::{Inputs, Placed};
+pub use self::inputs::{Inputs, Placed, seed_name};
 pub use self::pack::{Budget, USER_DATA_LIMIT, pack};
 pub use self::render::render;
 pub use self::schema::schema_check;

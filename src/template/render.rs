@@ -194,6 +194,7 @@ fn render_document(
         packages => source.inputs.package_entries(),
         respot => minijinja::context! {
             deploy_log => guest::DEPLOY_LOG_HELPER.path,
+            install_secrets => guest::SECRETS_INSTALLER.path,
             manifest => guest::MANIFEST_PATH,
             log_file => guest::DEPLOY_LOG_PATH,
         },
@@ -397,7 +398,7 @@ mod tests {
                 "respot",
                 "0644",
             ),
-            ("/etc/sudoers.d/respot", Origin::Respot, "respot", "0440"),
+            ("/etc/sudoers.d/respot", Origin::Respot, "respot", "0444"),
             (
                 "/etc/systemd/system/hello-health.service",
                 Origin::Blueprint,
