@@ -33,10 +33,20 @@ struct RenderReport<'a> {
     packed_bytes: usize,
     gzipped: bool,
     budget: Budget,
+    /// `inline` or `bundle`: how the blueprint's files travel.
+    transport: &'static str,
+    bundle: Option<BundleReport>,
     files: Vec<FileReport<'a>>,
     units: &'a [String],
     schema: Option<String>,
     document: &'a str,
+}
+
+#[derive(Serialize)]
+struct BundleReport {
+    sha256: String,
+    bytes: usize,
+    files: usize,
 }
 
 /// What `--output json` prints when even gzip does not fit.
@@ -101,6 +111,7 @@ fn launch_material(keys: &KeyStore, host_keys: HostKeyPolicy) -> Result<LaunchMa
         generation: 1,
         host_key,
         verify_key: Some(verify_key),
+        bundle_source: None,
     })
 }
 
@@ -158,6 +169,16 @@ pub fn render(context: &Context, options: &RenderOptions) -> Result<ExitStatus> 
             packed_bytes: user_data.packed.len(),
             gzipped: user_data.gzipped,
             budget,
+            transport: if blueprint.bundle.is_some() {
+                "bundle"
+            } else {
+                "inline"
+            },
+            bundle: blueprint.bundle.as_ref().map(|b| BundleReport {
+                sha256: b.sha256.clone(),
+                bytes: b.archive.len(),
+                files: b.files,
+            }),
             files: blueprint.files.iter().map(FileReport::from).collect(),
             units: &blueprint.units,
             schema,
@@ -183,6 +204,14 @@ pub fn render(context: &Context, options: &RenderOptions) -> Result<ExitStatus> 
         budget.respot_bytes,
         budget.left_bytes
     ));
+    if let Some(bundle) = &blueprint.bundle {
+        printer.info(&format!(
+            "bundle   {} files in {} bytes (tar+gzip), sha256 {}; fetched and checked at boot",
+            bundle.files,
+            bundle.archive.len(),
+            bundle.sha256
+        ));
+    }
     if let Some(result) = schema {
         printer.info(&format!("schema   cloud-init schema: {result}"));
     }

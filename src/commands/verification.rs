@@ -49,6 +49,7 @@ impl Verification for SshVerification<'_> {
             generation,
             host_key,
             verify_key: Some(self.keys.verify_public_key()?),
+            bundle_source: None,
         })
     }
 

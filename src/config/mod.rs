@@ -116,6 +116,19 @@ pub enum Fallback {
     OnDemand,
 }
 
+/// How the blueprint's files reach an instance (`[deployment] transport`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Transport {
+    /// In the user-data while it fits, in a bundle otherwise.
+    #[default]
+    Auto,
+    /// Always in the user-data; refused when it does not fit.
+    Inline,
+    /// Always in a bundle (S3 on AWS, the seed locally).
+    Bundle,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Accel {
@@ -166,6 +179,8 @@ pub struct DeploymentSection {
     /// The unit start order (see `units`); file name order when absent.
     #[serde(default)]
     pub units: Option<Vec<UnitStep>>,
+    #[serde(default)]
+    pub transport: Transport,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -216,6 +231,10 @@ pub struct AwsSection {
     /// cloud-init writes it to the root volume.
     #[serde(default = "default_encrypt_volumes")]
     pub encrypt_volumes: bool,
+    /// The S3 bucket for bundles; respot makes one per account and home
+    /// region when unset.
+    #[serde(default)]
+    pub bundle_bucket: Option<String>,
 }
 
 impl Default for AwsSection {
@@ -228,6 +247,7 @@ impl Default for AwsSection {
             regions: Vec::new(),
             open_ports: Vec::new(),
             encrypt_volumes: default_encrypt_volumes(),
+            bundle_bucket: None,
         }
     }
 }

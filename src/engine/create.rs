@@ -98,13 +98,22 @@ pub(super) async fn launch_generation<P: Provider, V: Verification>(
     printer: &Printer,
 ) -> Result<CreateReport, EngineError> {
     let generation = next_generation(existing);
-    let material = verification.launch_material(generation)?;
+    let mut material = verification.launch_material(generation)?;
+    if let Some(bundle) = &blueprint.bundle {
+        // Staged (and, on AWS, signed) at every launch: the digest stays.
+        material.bundle_source = Some(
+            provider
+                .stage_bundle(&blueprint.deployment, &blueprint.digest, bundle)
+                .await?,
+        );
+    }
     let request = LaunchRequest {
         deployment: blueprint.deployment.clone(),
         digest: blueprint.digest.clone(),
         version: blueprint.version.clone(),
         generation,
         user_data: blueprint.user_data(&material)?,
+        bundle: blueprint.bundle.clone(),
     };
     printer.info(&format!(
         "creating generation {generation} of `{}` ({}), {} bytes of user-data{}",

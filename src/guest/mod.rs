@@ -55,13 +55,14 @@ pub const SUDOERS: GuestFile = GuestFile {
     content: include_str!("sudoers-respot-verify"),
 };
 
-/// Installs `[[secrets]]` at boot (from the local seed, or from SSM with
-/// the instance profile); shipped only to blueprints that have secrets,
-/// and run by the template's `runcmd` as `respot.install_secrets`.
-pub const SECRETS_INSTALLER: GuestFile = GuestFile {
-    path: "/usr/lib/respot/install-secrets",
+/// Places what `write_files` cannot: `[[directories]]`, the owners of
+/// bundled files, `[[secrets]]` (from the local seed, or from SSM with the
+/// instance profile). Shipped only to blueprints that need it, and run by
+/// the template's `runcmd` as `respot.place`.
+pub const PLACE: GuestFile = GuestFile {
+    path: "/usr/lib/respot/place",
     mode: "0755",
-    content: include_str!("install-secrets.sh"),
+    content: include_str!("place.sh"),
 };
 
 /// Every file respot ships (see [`GuestFile::shipped`]).
@@ -73,17 +74,32 @@ impl GuestFile {
     /// are for this repository's readers and cost a third of respot's
     /// share of EC2's 16 KB; what runs is unchanged.
     pub fn shipped(&self) -> String {
-        self.content
-            .lines()
-            .enumerate()
-            .filter(|(i, line)| {
-                let code = line.trim_start();
-                (*i == 0 && code.starts_with("#!")) || !(code.is_empty() || code.starts_with('#'))
-            })
-            .map(|(_, line)| format!("{line}\n"))
-            .collect()
+        without_comments(self.content)
     }
 }
+
+/// `text` without comment lines or blank lines, a `#!` first line kept.
+fn without_comments(text: &str) -> String {
+    text.lines()
+        .enumerate()
+        .filter(|(i, line)| {
+            let code = line.trim_start();
+            (*i == 0 && code.starts_with("#!")) || !(code.is_empty() || code.starts_with('#'))
+        })
+        .map(|(_, line)| format!("{line}\n"))
+        .collect()
+}
+
+/// The bundle step (Python, as cloud-init runs it): fetches the bundle,
+/// checks its sha256 before writing anything, writes its files, and fails
+/// closed with a line in the deployment log. Its arguments are the sha256
+/// and the source (`https://…` or `seed:NAME`).
+pub fn bundle_step() -> String {
+    without_comments(include_str!("bundle-boot.py"))
+}
+
+/// The bundle's file name on the local provider's NoCloud seed.
+pub const SEED_BUNDLE_NAME: &str = "bundle.tar.gz";
 
 pub const INSPECTOR_PATH: &str = "/usr/lib/respot/inspect";
 /// respot's state on the instance. Everything below it is respot's.
@@ -96,10 +112,14 @@ pub const SUMS_PATH: &str = "/etc/respot/manifest.sha256";
 pub const UNITS_PATH: &str = "/etc/respot/units";
 /// The `[verify]` health probes, written at render (see [`probes_file`]).
 pub const PROBES_PATH: &str = "/etc/respot/probes";
-/// The `[[directories]]` to check, one path per line, written at render.
+/// The `[[directories]]`, `path owner group mode` per line, written at
+/// render: what `PLACE` makes and the inspector checks.
 pub const DIRECTORIES_PATH: &str = "/etc/respot/directories";
+/// Bundled blueprint files not owned by root, `path owner group` per line:
+/// the bundle lands as root in bootcmd, before `users`; `PLACE` chowns.
+pub const OWNERS_PATH: &str = "/etc/respot/owners";
 /// The `[[secrets]]`, `path owner group mode source` per line: what
-/// `SECRETS_INSTALLER` installs and the inspector checks (existence,
+/// `PLACE` installs and the inspector checks (existence,
 /// owner, mode; never content).
 pub const SECRETS_PATH: &str = "/etc/respot/secrets";
 /// The `[packages]` to check, one name per line, written at render.
@@ -119,7 +139,7 @@ pub fn owns(path: &str) -> bool {
     FILES
         .iter()
         .map(|f| f.path)
-        .chain([SECRETS_INSTALLER.path, STATE_DIR])
+        .chain([PLACE.path, STATE_DIR])
         .any(|owned| path == owned || path.strip_prefix(owned).is_some_and(|rest| rest.starts_with('/')))
 }
 
@@ -213,7 +233,7 @@ mod tests {
             ("/usr/lib/respot/inspect", true),
             ("/usr/lib/respot/deploy-log", true),
             ("/etc/sudoers.d/respot", true),
-            ("/usr/lib/respot/install-secrets", true),
+            ("/usr/lib/respot/place", true),
             ("/etc/ssh/sshd_config.d/60-respot.conf", true),
             ("/usr/lib/respot/inspect/x", true),
             ("/etc/respot", true),
@@ -288,8 +308,10 @@ mod tests {
         assert!(DEPLOY_LOG_HELPER.content.contains(DEPLOY_LOG_PATH));
         assert!(SSHD_CONFIG.content.contains(VERIFY_KEYS_DIR));
         assert!(SSHD_CONFIG.content.contains(INSPECTOR_PATH));
-        assert!(SECRETS_INSTALLER.content.contains(SECRETS_PATH));
-        assert!(SECRETS_INSTALLER.content.contains(DEPLOY_LOG_HELPER.path));
+        for path in [SECRETS_PATH, DIRECTORIES_PATH, OWNERS_PATH] {
+            assert!(PLACE.content.contains(path), "place reads {path}");
+        }
+        assert!(PLACE.content.contains(DEPLOY_LOG_HELPER.path));
         for path in [DIRECTORIES_PATH, SECRETS_PATH, PACKAGES_PATH] {
             assert!(INSPECTOR.content.contains(path), "the inspector reads {path}");
         }
@@ -341,6 +363,71 @@ mod tests {
                 .expect("sh runs");
             assert!(status.success(), "{} parses as sh", script.path);
         }
+    }
+
+    /// The bundle step as cloud-init runs it (`python3 -I -c`), rooted in
+    /// a temporary directory, on an archive given as a `file://` URL.
+    fn run_bundle_step(root: &std::path::Path, sha256: &str, archive: &std::path::Path) -> bool {
+        std::process::Command::new("python3")
+            .args(["-I", "-c", &bundle_step(), sha256])
+            .arg(format!("file://{}", archive.display()))
+            .arg(root)
+            .status()
+            .expect("python3 runs")
+            .success()
+    }
+
+    #[test]
+    fn bundle_step_checks_the_sha256_before_writing_and_fails_closed() {
+        use sha2::Digest as _;
+        let dir = tempfile::tempdir().unwrap();
+        let mut tar = tar::Builder::new(Vec::new());
+        for (path, mode, content) in [
+            ("opt/app/run.sh", 0o755, &b"#!/bin/sh\n"[..]),
+            ("etc/app.conf", 0o600, b"k=v\n"),
+        ] {
+            let mut header = tar::Header::new_ustar();
+            header.set_size(content.len() as u64);
+            header.set_mode(mode);
+            header.set_cksum();
+            tar.append_data(&mut header, path, content).unwrap();
+        }
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        std::io::Write::write_all(&mut gz, &tar.into_inner().unwrap()).unwrap();
+        let archive_bytes = gz.finish().unwrap();
+        let archive = dir.path().join("bundle.tar.gz");
+        std::fs::write(&archive, &archive_bytes).unwrap();
+        let sha256 = hex::encode(sha2::Sha256::digest(&archive_bytes));
+        let root = dir.path().join("root");
+        std::fs::create_dir(&root).unwrap();
+        let log = || std::fs::read_to_string(root.join("var/log/respot/deploy.log")).unwrap_or_default();
+
+        assert!(
+            !run_bundle_step(&root, &"0".repeat(64), &archive),
+            "a wrong sha256 fails"
+        );
+        assert!(
+            !root.join("opt").exists() && !root.join("etc").exists(),
+            "nothing written"
+        );
+        assert!(log().contains("FAILED: sha256 is"), "{}", log());
+        assert!(log().contains("nothing written"), "{}", log());
+
+        assert!(run_bundle_step(&root, &sha256, &archive));
+        assert_eq!(std::fs::read(root.join("etc/app.conf")).unwrap(), b"k=v\n");
+        let mode = |p: &str| {
+            std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(root.join(p)).unwrap().permissions())
+                & 0o7777
+        };
+        assert_eq!((mode("opt/app/run.sh"), mode("etc/app.conf")), (0o755, 0o600));
+        assert!(log().contains("2 files written"), "{}", log());
+
+        // A later boot skips it, even if the source is gone.
+        std::fs::remove_file(&archive).unwrap();
+        assert!(
+            run_bundle_step(&root, &sha256, &archive),
+            "done once, skipped after"
+        );
     }
 
     #[test]

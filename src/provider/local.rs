@@ -202,7 +202,8 @@ impl LocalProvider {
                 .arg(&overlay),
         )?;
 
-        let seed = write_seed(&dir, &id, &name, &request.user_data.packed, &self.secrets)?;
+        let bundle = request.bundle.as_ref().map(|b| b.archive.as_slice());
+        let seed = write_seed(&dir, &id, &name, &request.user_data.packed, bundle, &self.secrets)?;
 
         let ssh_port = free_port()?;
         let mut forwards = Vec::new();
@@ -462,11 +463,20 @@ impl LocalProvider {
 }
 
 /// The NoCloud seed of one VM (`seed.iso`, volume `cidata`): the same
-/// packed user-data AWS would get, the meta-data, and each secret's
-/// `local_file` as `secret-N` (a file of its own, never in the user-data;
-/// 0600 here and in the image, whose Rock Ridge records keep the mode),
-/// which respot's installer copies into place at boot.
-fn write_seed(dir: &Path, id: &str, name: &str, user_data: &[u8], secrets: &[PathBuf]) -> Result<PathBuf> {
+/// packed user-data AWS would get, meta-data with the instance id, the
+/// bundle, when the blueprint has one, with no size limit (the instance's
+/// bundle step reads it from the seed and checks its sha256), and each
+/// secret's `local_file` as `secret-N` (a file of its own, never in the
+/// user-data; 0600 here and in the image, whose Rock Ridge records keep the
+/// mode), which respot's installer copies into place at boot.
+fn write_seed(
+    dir: &Path,
+    id: &str,
+    name: &str,
+    user_data: &[u8],
+    bundle: Option<&[u8]>,
+    secrets: &[PathBuf],
+) -> Result<PathBuf> {
     let seed_dir = dir.join("seed");
     private_dir(&seed_dir)?;
     write_file(&seed_dir.join("user-data"), user_data)?;
@@ -475,6 +485,11 @@ fn write_seed(dir: &Path, id: &str, name: &str, user_data: &[u8], secrets: &[Pat
         format!("instance-id: {id}\nlocal-hostname: {name}\n").as_bytes(),
     )?;
     let mut files = vec![seed_dir.join("user-data"), seed_dir.join("meta-data")];
+    if let Some(archive) = bundle {
+        let path = seed_dir.join(crate::guest::SEED_BUNDLE_NAME);
+        write_file(&path, archive)?;
+        files.push(path);
+    }
     for (i, source) in secrets.iter().enumerate() {
         let content = std::fs::read(source).map_err(|e| io_error(source, e))?;
         let path = seed_dir.join(crate::template::seed_name(i));
@@ -489,7 +504,6 @@ fn write_seed(dir: &Path, id: &str, name: &str, user_data: &[u8], secrets: &[Pat
             .args(["-volid", "cidata", "-joliet", "-rock"])
             .args(&files),
     )?;
-
     Ok(seed)
 }
 

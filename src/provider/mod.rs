@@ -16,7 +16,7 @@ use std::time::SystemTime;
 use serde::Serialize;
 
 use crate::output::Count;
-use crate::template::{Digest, UserData};
+use crate::template::{Bundle, BundleSource, Digest, UserData};
 
 pub use self::error::{ProviderError, RegionFailure};
 
@@ -187,6 +187,9 @@ pub struct LaunchRequest {
     pub version: String,
     pub generation: u64,
     pub user_data: UserData,
+    /// The blueprint's files, when they travel as a bundle (the local
+    /// provider puts it on the seed).
+    pub bundle: Option<Bundle>,
 }
 
 impl LaunchRequest {
@@ -263,6 +266,14 @@ pub trait Provider {
     /// What `launch` would create, per region, with current prices. Only
     /// reads; never creates anything.
     async fn capacity_plan(&self) -> Result<Vec<PlannedRegion>>;
+
+    /// Puts `bundle` where the instances of the next launch can fetch it,
+    /// and says where. By default the launch request carries it to the
+    /// instance (`LaunchRequest::bundle`, a file on the seed).
+    async fn stage_bundle(&self, deployment: &str, digest: &Digest, bundle: &Bundle) -> Result<BundleSource> {
+        let _ = (deployment, digest, bundle);
+        Ok(BundleSource::Seed(crate::guest::SEED_BUNDLE_NAME.to_string()))
+    }
 }
 
 /// The provider a command runs against, picked from `respot.toml` or
@@ -299,6 +310,13 @@ impl Provider for AnyProvider {
         match self {
             AnyProvider::Local(p) => p.destroy(deployment, instances, wait).await,
             AnyProvider::Aws(p) => p.destroy(deployment, instances, wait).await,
+        }
+    }
+
+    async fn stage_bundle(&self, deployment: &str, digest: &Digest, bundle: &Bundle) -> Result<BundleSource> {
+        match self {
+            AnyProvider::Local(p) => p.stage_bundle(deployment, digest, bundle).await,
+            AnyProvider::Aws(p) => p.stage_bundle(deployment, digest, bundle).await,
         }
     }
 }

@@ -7,11 +7,18 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use serde::Serialize;
 
-use super::{Blueprint, Digest, LaunchMaterial, yaml_text};
+use super::{Blueprint, BundleSource, Digest, LaunchMaterial, yaml_text};
+use crate::guest;
 use crate::guest::{
     DEPLOY_LOG_PATH, INSPECTOR_PATH, MANIFEST_PATH, SUMS_PATH, UNITS_PATH, VERIFY_HOME, VERIFY_KEYS_DIR,
     VERIFY_USER,
 };
+
+/// `text` as a YAML double-quoted scalar (a URL's `&`, `%` and `:` are
+/// safe there; `"` and `\\` are escaped).
+fn quoted(text: &str) -> String {
+    serde_json::to_string(text).expect("a string always serializes")
+}
 
 /// Makes respot's verification account, or on every later boot (bootcmd runs
 /// each boot) puts it back as it must be: a system account with shell
@@ -109,6 +116,16 @@ impl Blueprint {
         out.push_str(&format!(
             "  - [sh, -c, '{VERIFY_ACCOUNT_SCRIPT}', respot, {VERIFY_USER}, {VERIFY_HOME}]\n"
         ));
+        if let Some(bundle) = &self.bundle {
+            let source = match &launch.bundle_source {
+                Some(BundleSource::Url(url)) => url.clone(),
+                Some(BundleSource::Seed(name)) => format!("seed:{name}"),
+                None => format!("seed:{}", guest::SEED_BUNDLE_NAME),
+            };
+            out.push_str("  - - python3\n    - -I\n    - -c\n    - ");
+            out.push_str(&yaml_text::block_value(&guest::bundle_step(), 6));
+            out.push_str(&format!("    - {}\n    - {}\n", bundle.sha256, quoted(&source)));
+        }
         out
     }
 
@@ -156,6 +173,7 @@ mod tests {
             units: Vec::new(),
             ssh_user: "alice".to_string(),
             authorized_keys: Vec::new(),
+            bundle: None,
         }
     }
 
@@ -175,6 +193,7 @@ mod tests {
             generation: 3,
             host_key: None,
             verify_key: Some("ssh-ed25519 AAAAtest respot-verify\n".to_string()),
+            bundle_source: None,
         };
         let part = format!(
             "{}{}",

@@ -19,6 +19,7 @@
 //!
 //! This module knows no AWS, no QEMU and no SSH.
 
+mod bundle;
 mod inputs;
 mod launch;
 mod pack;
@@ -26,6 +27,7 @@ mod render;
 mod schema;
 mod source;
 mod structure;
+mod transport;
 mod yaml_text;
 
 use std::fmt;
@@ -36,6 +38,7 @@ use sha2::{Digest as _, Sha256};
 use crate::config::Config;
 use crate::exit::ExitStatus;
 
+pub use self::bundle::Bundle;
 pub use self::inputs::{Inputs, Placed, seed_name};
 pub use self::pack::{Budget, USER_DATA_LIMIT, pack};
 pub use self::render::render;
@@ -248,6 +251,9 @@ pub struct Blueprint {
     pub ssh_user: String,
     /// The person's own login keys (`ssh.authorized_key`).
     pub authorized_keys: Vec<String>,
+    /// The blueprint's files as one archive, when they travel as a bundle
+    /// rather than in the user-data (`[deployment] transport`).
+    pub bundle: Option<Bundle>,
 }
 
 impl Blueprint {
@@ -277,6 +283,18 @@ pub struct LaunchMaterial {
     pub host_key: Option<(String, String)>,
     /// respot's verification public key line (`ssh-ed25519 AAAA... comment`).
     pub verify_key: Option<String>,
+    /// Where the instance fetches the bundle, when the blueprint has one.
+    pub bundle_source: Option<BundleSource>,
+}
+
+/// Where an instance fetches its bundle: launch material, outside the
+/// digest (a presigned URL changes at every launch).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BundleSource {
+    /// An HTTPS GET (a presigned S3 URL).
+    Url(String),
+    /// A file of this name on the NoCloud seed (volume `cidata`).
+    Seed(String),
 }
 
 /// The user-data exactly as a provider hands it to an instance.

@@ -5,8 +5,9 @@
 use serde::Serialize;
 
 use super::{
-    Blueprint, Digest, InstanceFile, Origin, Source, SourceFile, TemplateError, inputs, structure, yaml_text,
+    Blueprint, Bundle, Digest, InstanceFile, Origin, Source, SourceFile, TemplateError, structure, transport,
 };
+use crate::config::Transport;
 use crate::guest;
 
 /// Top-level cloud-config keys that belong to the launch part.
@@ -18,7 +19,7 @@ const RESPOT_KEYS: &[&str] = &["write_files"];
 const UNIT_SUFFIXES: &[&str] = &["service", "timer", "socket", "path", "target", "mount"];
 
 /// What the template sees of each file. respot writes the files itself
-/// (see [`write_files_section`]); the template may count or name them.
+/// (see `transport::files_section`); the template may count or name them.
 #[derive(Serialize)]
 struct TemplateFile<'a> {
     path: &'a str,
@@ -27,12 +28,40 @@ struct TemplateFile<'a> {
     bytes: usize,
 }
 
-/// Renders `source` into the digest-covered part of the user-data.
+/// Renders `source` into the digest-covered part of the user-data, with
+/// the blueprint's files inline or in a bundle as `source.transport` says.
 pub fn render(source: &Source) -> Result<Blueprint, TemplateError> {
     let files = instance_files(source)?;
     let steps = unit_steps(source, &files);
     let units: Vec<String> = steps.concat();
-    let document = render_document(source, &files, &units, &steps)?;
+    let template_output = render_document(source, &files, &units, &steps)?;
+    let inline = assemble(source, &template_output, files.clone(), units.clone(), None)?;
+    let bundled = match source.transport {
+        Transport::Inline => false,
+        Transport::Bundle => true,
+        Transport::Auto => !transport::fits_inline(&inline),
+    };
+    if !bundled {
+        return Ok(inline);
+    }
+    let bundle = Bundle::pack(&files);
+    assemble(source, &template_output, files, units, Some(bundle))
+}
+
+/// The template's output joined with respot's files section: the document,
+/// its digest and version.
+fn assemble(
+    source: &Source,
+    template_output: &str,
+    files: Vec<InstanceFile>,
+    units: Vec<String>,
+    bundle: Option<Bundle>,
+) -> Result<Blueprint, TemplateError> {
+    let document = format!(
+        "{template_output}{}",
+        transport::files_section(&files, bundle.as_ref())
+    );
+    structure::check(&document, &source.template_path)?;
     let digest = Digest::of(document.as_bytes());
     let version = match &source.git.describe {
         Some(describe) => format!("{}@{}", digest.short(), describe),
@@ -48,24 +77,8 @@ pub fn render(source: &Source) -> Result<Blueprint, TemplateError> {
         units,
         ssh_user: source.ssh_user.clone(),
         authorized_keys: source.authorized_keys.clone(),
+        bundle,
     })
-}
-
-impl Blueprint {
-    /// The document as the blueprint alone makes it: the template's output
-    /// and the blueprint's files, without respot's own.
-    pub(super) fn user_document(&self) -> String {
-        let blueprint_files: Vec<InstanceFile> = self
-            .files
-            .iter()
-            .filter(|f| f.origin == Origin::Blueprint)
-            .cloned()
-            .collect();
-        match self.document.strip_suffix(&write_files_section(&self.files)) {
-            Some(template_output) => format!("{template_output}{}", write_files_section(&blueprint_files)),
-            None => self.document.clone(),
-        }
-    }
 }
 
 /// The blueprint's files placed by the mapping convention, then respot's
@@ -96,14 +109,15 @@ fn instance_files(source: &Source) -> Result<Vec<InstanceFile>, TemplateError> {
         source.inputs.apply(&file.relative, &mut placed);
         files.push(placed);
     }
-    files.extend(respot_files(source));
+    let generated = source.inputs.generated_files(&files);
+    files.extend(respot_files(source, generated));
     files.sort_by(|a, b| a.path.cmp(&b.path));
     Ok(files)
 }
 
 /// respot's files as shipped, the probe list generated from `[verify]`,
 /// and the lists of directories, secrets and packages to check.
-fn respot_files(source: &Source) -> Vec<InstanceFile> {
+fn respot_files(source: &Source, lists: Vec<(&'static str, &'static str, Vec<u8>)>) -> Vec<InstanceFile> {
     let shipped = guest::FILES
         .iter()
         .map(|f| (f.path, f.mode, f.shipped().into_bytes()));
@@ -114,7 +128,7 @@ fn respot_files(source: &Source) -> Vec<InstanceFile> {
     )];
     shipped
         .chain(generated)
-        .chain(source.inputs.generated_files())
+        .chain(lists)
         .map(|(path, mode, content)| {
             InstanceFile::new(
                 path.to_string(),
@@ -194,38 +208,15 @@ fn render_document(
         packages => source.inputs.package_entries(),
         respot => minijinja::context! {
             deploy_log => guest::DEPLOY_LOG_HELPER.path,
-            install_secrets => guest::SECRETS_INSTALLER.path,
+            // Empty when respot ships no `place` (nothing for it to do).
+            place => if files.iter().any(|f| f.path == guest::PLACE.path) { guest::PLACE.path } else { "" },
             manifest => guest::MANIFEST_PATH,
             log_file => guest::DEPLOY_LOG_PATH,
         },
     };
-    let mut document = render_template(&source.template_text, &source.template_path, context)?;
+    let document = render_template(&source.template_text, &source.template_path, context)?;
     check_blueprint_document(&document, &source.template_path)?;
-    document.push_str(&write_files_section(files));
-    structure::check(&document, &source.template_path)?;
     Ok(document)
-}
-
-/// respot's `write_files`: every file, text as a literal block scalar so
-/// gzip packs it like the file itself, anything else as `b64`. A file not
-/// owned by root:root waits for the final stage (`defer`), after `users`.
-pub(super) fn write_files_section(files: &[InstanceFile]) -> String {
-    let mut out =
-        String::from("\n# ---- files: instance/ and respot's own, written by respot ----\nwrite_files:\n");
-    for file in files {
-        out.push_str(&format!(
-            "  - path: {}\n    permissions: '{}'\n",
-            file.path, file.mode
-        ));
-        if inputs::deferred(file) {
-            out.push_str(&format!(
-                "    owner: '{}:{}'\n    defer: true\n",
-                file.owner, file.group
-            ));
-        }
-        out.push_str(&yaml_text::content_entry(&file.content, 4));
-    }
-    out
 }
 
 fn render_template(text: &str, path: &str, context: minijinja::Value) -> Result<String, TemplateError> {
@@ -334,6 +325,7 @@ mod tests {
             ],
             git: GitInfo::default(),
             inputs: Default::default(),
+            transport: Transport::Auto,
         }
     }
 

@@ -9,7 +9,7 @@ use std::process::Command;
 use serde::Serialize;
 
 use super::{Inputs, TemplateError};
-use crate::config::{Config, HttpProbe};
+use crate::config::{Config, HttpProbe, Transport};
 
 /// A blueprint as read from disk: the config values the template needs, the
 /// template text, the instance files and what git says. Rendering the same
@@ -32,6 +32,8 @@ pub struct Source {
     pub git: GitInfo,
     /// Owners, modes, directories, secrets, packages, unit order.
     pub inputs: Inputs,
+    /// `[deployment] transport`.
+    pub transport: Transport,
 }
 
 /// One file of the instance directory.
@@ -72,6 +74,7 @@ pub fn load(config: &Config) -> Result<Source, TemplateError> {
         files,
         git: GitInfo::probe(&config.base_dir()).with_ignored(&instance_dir),
         inputs: Inputs::from_config(config),
+        transport: config.deployment.transport,
     })
 }
 

@@ -976,3 +976,206 @@ fn a_group_with_a_rule_respot_did_not_write_stops_create() {
     t.run(&["destroy", "--yes"], 0);
     t.assert_foreign_untouched();
 }
+
+/// `render` reports the size `create` sends: its packed user-data has the
+/// length of the user-data moto stores, and the same bytes but for the
+/// keys (a stored gzip member of the same length).
+#[test]
+fn render_size_equals_the_user_data_create_sends() {
+    let t = AwsTest::with("sized", 1, 1, "");
+    let packed_path = t.context.path().join("render-user-data.bin");
+    let out = t.run(
+        &[
+            "render",
+            "--output",
+            "json",
+            "--user-data-out",
+            packed_path.to_str().unwrap(),
+        ],
+        0,
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).expect("render JSON");
+    let rendered = std::fs::read(&packed_path).expect("render wrote the user-data");
+    assert_eq!(rendered.len() as u64, report["packed_bytes"].as_u64().unwrap());
+    t.run(&["create", "--no-verify"], 0);
+    let ours = t.ours();
+    assert_eq!(ours.len(), 1, "{ours:?}");
+    let (region, id, ..) = &ours[0];
+    let attribute = block_on(
+        ec2_client(region)
+            .describe_instance_attribute()
+            .instance_id(id)
+            .attribute(ec2::InstanceAttributeName::UserData)
+            .send(),
+    )
+    .expect("describe the user-data attribute");
+    let encoded = attribute
+        .user_data()
+        .and_then(|v| v.value())
+        .expect("moto keeps the user-data");
+    use base64::Engine as _;
+    let sent = base64::engine::general_purpose::STANDARD
+        .decode(encoded)
+        .expect("user-data is base64");
+    assert_eq!(
+        sent.len(),
+        rendered.len(),
+        "render reported {} bytes, create sent {}",
+        rendered.len(),
+        sent.len()
+    );
+    assert_eq!(report["gzipped"], true, "the sample is gzipped");
+    let keys_at = |bytes: &[u8]| {
+        // The second gzip member (the stored keys) starts with a gzip header.
+        bytes
+            .windows(4)
+            .rposition(|w| w == [0x1f, 0x8b, 0x08, 0x00])
+            .expect("two gzip members")
+    };
+    assert_eq!(keys_at(&sent), keys_at(&rendered));
+    assert_eq!(
+        sent[..keys_at(&sent)],
+        rendered[..keys_at(&rendered)],
+        "the compressed document and launch part are the same bytes"
+    );
+    t.run(&["destroy", "--yes"], 0);
+}
+
+/// A blueprint too large for user-data travels as a bundle: the archive is
+/// in moto's S3 under the digest with an intact sha256, the user-data
+/// carries only a presigned URL and that sha256, and destroy empties it.
+#[test]
+fn large_blueprint_travels_as_a_bundle_through_s3() {
+    let t = AwsTest::with("bundled", 1, 1, "");
+    let files = t.context.path().join("instance/files/opt/big");
+    std::fs::create_dir_all(&files).unwrap();
+    let text: String = (0..2000)
+        .map(|i| format!("line {i}: configuration value {}\n", i * 7919 % 10007))
+        .collect();
+    std::fs::write(files.join("config.txt"), &text).unwrap();
+    let mut state = 7u64;
+    let binary: Vec<u8> = (0..200_000)
+        .map(|_| {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (state >> 33) as u8
+        })
+        .collect();
+    std::fs::write(files.join("blob.bin"), &binary).unwrap();
+    let out = t.run(&["render", "--output", "json"], 0);
+    let report: Value = serde_json::from_slice(&out.stdout).expect("render JSON");
+    assert_eq!(report["transport"], "bundle", "auto bundles what does not fit");
+    let sha256 = report["bundle"]["sha256"].as_str().unwrap().to_string();
+    let digest = report["digest"].as_str().unwrap().to_string();
+    assert!(
+        report["document"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("# respot bundle: sha256 {sha256}"))
+    );
+
+    t.run(&["create", "--no-verify"], 0);
+    let region = &t.regions[0];
+    let s3 = s3_client(region);
+    let buckets = block_on(s3.list_buckets().send()).expect("list buckets");
+    let bucket = buckets
+        .buckets()
+        .iter()
+        .filter_map(|b| b.name())
+        .find(|n| n.starts_with("respot-bundles-") && n.ends_with(region.as_str()))
+        .expect("respot made its bucket")
+        .to_string();
+    let key = format!("bundled/{digest}.tar.gz");
+    let object = block_on(s3.get_object().bucket(&bucket).key(&key).send()).expect("the bundle is in S3");
+    let body = block_on(object.body.collect()).unwrap().into_bytes();
+    use sha2::Digest as _;
+    assert_eq!(hex::encode(sha2::Sha256::digest(&body)), sha256, "intact in S3");
+
+    let (_, id, ..) = &t.ours()[0];
+    let attribute = block_on(
+        ec2_client(region)
+            .describe_instance_attribute()
+            .instance_id(id)
+            .attribute(ec2::InstanceAttributeName::UserData)
+            .send(),
+    )
+    .expect("describe the user-data attribute");
+    use base64::Engine as _;
+    let packed = base64::engine::general_purpose::STANDARD
+        .decode(attribute.user_data().and_then(|v| v.value()).unwrap())
+        .unwrap();
+    let mut user_data = String::new();
+    if packed.starts_with(&[0x1f, 0x8b]) {
+        std::io::Read::read_to_string(
+            &mut flate2::read::MultiGzDecoder::new(&packed[..]),
+            &mut user_data,
+        )
+        .unwrap();
+    } else {
+        user_data = String::from_utf8(packed.clone()).unwrap();
+    }
+    assert!(packed.len() < 16384, "{} bytes", packed.len());
+    assert!(
+        !user_data.contains("line 1999: configuration"),
+        "no file content in user-data"
+    );
+    let url_line = user_data
+        .lines()
+        .find(|l| l.contains("X-Amz-Signature"))
+        .expect("a presigned URL in the user-data");
+    let url: String = serde_json::from_str(url_line.trim().trim_start_matches("- ")).expect("a quoted URL");
+    assert!(url.contains(&key), "{url}");
+    assert!(
+        user_data.contains(&format!("    - {sha256}\n")),
+        "the sha256 for the boot step"
+    );
+    // The URL works (moto answers presigned GETs) and gives the same bytes.
+    let fetched = reqwest_free_get(&url);
+    assert_eq!(hex::encode(sha2::Sha256::digest(&fetched)), sha256);
+
+    t.run(&["destroy", "--yes"], 0);
+    let left = block_on(s3.list_objects_v2().bucket(&bucket).prefix("bundled/").send()).unwrap();
+    assert!(
+        left.contents().is_empty(),
+        "destroy empties the deployment's bundles"
+    );
+}
+
+/// A client straight to moto's S3 (path-style, as respot uses it there).
+fn s3_client(region: &str) -> aws_sdk_s3::Client {
+    let config = aws_sdk_s3::Config::builder()
+        .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
+        .region(aws_sdk_s3::config::Region::new(region.to_string()))
+        .endpoint_url(moto::moto_url())
+        .force_path_style(true)
+        .credentials_provider(aws_sdk_s3::config::Credentials::new(
+            "testing", "testing", None, None, "tests",
+        ))
+        .build();
+    aws_sdk_s3::Client::from_conf(config)
+}
+
+/// A plain HTTP GET of a loopback URL, body only.
+fn reqwest_free_get(url: &str) -> Vec<u8> {
+    let rest = url.strip_prefix("http://").expect("a loopback http URL");
+    let (host, path) = rest.split_at(rest.find('/').unwrap());
+    let mut stream = std::net::TcpStream::connect(host).expect("connect");
+    std::io::Write::write_all(
+        &mut stream,
+        format!("GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n").as_bytes(),
+    )
+    .unwrap();
+    let mut response = Vec::new();
+    std::io::Read::read_to_end(&mut stream, &mut response).unwrap();
+    let split = response
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("headers end");
+    let head = String::from_utf8_lossy(&response[..split]);
+    assert!(
+        head.starts_with("HTTP/1.0 200") || head.starts_with("HTTP/1.1 200"),
+        "{head}"
+    );
+    response[split + 4..].to_vec()
+}

@@ -341,3 +341,43 @@ fn walkdir(dir: &Path) -> Vec<PathBuf> {
     }
     found
 }
+
+/// A blueprint of 60 KB of text and 200 KB of binary travels as a bundle
+/// on the seed: the VM's bundle step checks and writes it, and it verifies.
+#[test]
+fn large_blueprint_deploys_from_a_bundle_on_the_seed_and_verifies() {
+    let fleet = Fleet::new(1);
+    let dir = fleet.path().join("instance/files/opt/big");
+    std::fs::create_dir_all(&dir).unwrap();
+    let text: String = (0..1500)
+        .map(|i| format!("line {i}: setting_{} = {}\n", i % 97, i * 7919 % 10007))
+        .collect();
+    assert!(text.len() >= 60_000, "{}", text.len());
+    std::fs::write(dir.join("settings.conf"), &text).unwrap();
+    let mut state = 11u64;
+    let binary: Vec<u8> = (0..200_000)
+        .map(|_| {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (state >> 33) as u8
+        })
+        .collect();
+    std::fs::write(dir.join("model.bin"), &binary).unwrap();
+    let render = fleet.json(&["render"]);
+    assert_eq!(render["transport"], "bundle", "{}", render["budget"]);
+
+    let created = fleet.respot(&["create"]);
+    assert_eq!(created.status.code(), Some(0), "create: {}", stderr(&created));
+    let verified = fleet.json(&["verify"]);
+    assert_eq!(verified["passed"], true, "{verified}");
+    let id = fleet.json(&["list"])[0]["id"].as_str().unwrap().to_string();
+    assert_eq!(check(&verified, &id, "files")["result"], "pass", "{verified}");
+    let log = fleet.json(&["debug", &id, "--section", "log"]);
+    let sha = render["bundle"]["sha256"].as_str().unwrap();
+    assert!(
+        log.to_string()
+            .contains(&format!("bundle {}: 6 files written", &sha[..12])),
+        "the bundle step logged its work: {log}"
+    );
+}

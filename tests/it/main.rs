@@ -6,5 +6,6 @@ mod support;
 mod aws;
 mod config;
 mod local;
+mod realistic;
 mod render;
 mod verify;

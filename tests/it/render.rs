@@ -202,9 +202,21 @@ fn large_blueprints_are_gzipped_and_round_trip() {
     );
 }
 
+/// The sample with `[deployment] transport` set to `transport`.
+fn with_transport(test: Test, transport: &str) -> Test {
+    let path = test.path().join("respot.toml");
+    let text = std::fs::read_to_string(&path).unwrap().replacen(
+        "[deployment]\n",
+        &format!("[deployment]\ntransport = \"{transport}\"\n"),
+        1,
+    );
+    std::fs::write(&path, text).unwrap();
+    test
+}
+
 #[test]
 fn too_large_even_gzipped_names_the_largest_files() {
-    let test = Test::sample();
+    let test = with_transport(Test::sample(), "inline");
     std::fs::write(
         test.path().join("instance/files/opt/hello/noise.bin"),
         noise(30_000, 7),
@@ -220,6 +232,116 @@ fn too_large_even_gzipped_names_the_largest_files() {
         .status(2)
         .stderr_contains("even gzipped, over EC2's limit of 16384")
         .stderr_contains("the largest files are: `instance/files/opt/hello/noise.bin` (30000 bytes), `instance/files/opt/hello/small-noise.bin` (9000 bytes)")
+        .stderr_lacks("inspect")
+        .run();
+}
+
+#[test]
+fn auto_bundles_what_does_not_fit_and_bundle_always_does() {
+    let big = |test: Test| {
+        std::fs::write(
+            test.path().join("instance/files/opt/hello/noise.bin"),
+            noise(30_000, 7),
+        )
+        .unwrap();
+        test
+    };
+    let auto = big(Test::sample());
+    let report = render_json(auto.context(), auto.path());
+    assert_eq!(report["transport"], "bundle");
+    let document = report["document"].as_str().unwrap();
+    let sha256 = report["bundle"]["sha256"].as_str().unwrap();
+    assert!(document.contains(&format!("# respot bundle: sha256 {sha256}, 5 files")));
+    assert!(
+        !document.contains("/opt/hello/health.py"),
+        "no blueprint file inline"
+    );
+    assert!(
+        document.contains("path: /usr/lib/respot/inspect"),
+        "respot's own stay inline"
+    );
+    assert!(report["packed_bytes"].as_u64().unwrap() <= 16384);
+    assert!(
+        report["budget"]["user_bytes"].as_u64().unwrap() < 2000,
+        "{}",
+        report["budget"]
+    );
+
+    let small = Test::sample();
+    assert_eq!(render_json(small.context(), small.path())["transport"], "inline");
+    let forced = with_transport(Test::sample(), "bundle");
+    let report = render_json(forced.context(), forced.path());
+    assert_eq!(report["transport"], "bundle");
+    assert_eq!(report["bundle"]["files"], 4);
+    let inline = render_json(small.context(), small.path());
+    assert_ne!(
+        report["digest"], inline["digest"],
+        "the transport is part of the document"
+    );
+}
+
+#[test]
+fn too_large_prints_json_with_output_json() {
+    let test = with_transport(Test::sample(), "inline");
+    std::fs::write(
+        test.path().join("instance/files/opt/hello/noise.bin"),
+        noise(30_000, 7),
+    )
+    .unwrap();
+    let (out, _) = test.args(["render", "--output", "json"]).status(2).run();
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON on stdout");
+    assert_eq!(report["error"], "too_large");
+    assert_eq!(report["limit_bytes"], 16384);
+    assert!(report["packed_bytes"].as_u64().unwrap() > 16384);
+    let largest = report["largest_files"].as_array().unwrap();
+    assert_eq!(
+        largest[0],
+        serde_json::json!({"source": "instance/files/opt/hello/noise.bin", "bytes": 30000})
+    );
+    assert_eq!(largest.len(), 5, "the five largest: {largest:?}");
+    for file in largest {
+        let source = file["source"].as_str().unwrap();
+        assert!(
+            source.starts_with("instance/"),
+            "only the blueprint's files: {source}"
+        );
+    }
+}
+
+#[test]
+fn files_git_ignores_in_instance_count_as_dirty() {
+    let test = Test::sample().write("instance/.gitignore", "*.local\n");
+    let git = |args: &[&str]| {
+        let ok = std::process::Command::new("git")
+            .args(["-c", "user.email=t@example.invalid", "-c", "user.name=t"])
+            .args(args)
+            .current_dir(test.path())
+            .output()
+            .unwrap()
+            .status
+            .success();
+        assert!(ok, "git {args:?}");
+    };
+    git(&["init", "-q"]);
+    git(&["add", "."]);
+    git(&["commit", "-q", "-m", "sample"]);
+    let clean = render_json(test.context(), test.path());
+    assert_eq!(clean["git_dirty"], false);
+    std::fs::write(test.path().join("instance/files/opt/hello/secret.local"), "x\n").unwrap();
+    let ignored = render_json(test.context(), test.path());
+    assert_eq!(
+        ignored["git_dirty"], true,
+        "an ignored file that ships is uncommitted"
+    );
+    assert!(ignored["git_commit"].is_null());
+    assert!(ignored["version"].as_str().unwrap().ends_with("-dirty"));
+    assert_ne!(
+        ignored["digest"], clean["digest"],
+        "it ships, so the digest changes"
+    );
+    test.args(["render"])
+        .status(0)
+        .stderr_contains("git ignores files of the instance directory that respot ships (instance/files/opt/hello/secret.local)")
         .run();
 }
 
@@ -230,6 +352,8 @@ fn sample_passes_cloud_init_schema() {
         .status(0)
         .stderr_contains("schema   cloud-init schema: ")
         .stderr_contains("Valid")
+        .stderr_lacks("respot-schema-")
+        .stderr_lacks("/tmp/")
         .run();
 }
 
@@ -253,7 +377,10 @@ fn template_errors_name_the_file_and_line() {
         (
             "undefined variable",
             "#cloud-config\nruncmd:\n  - [echo, {{ deployment.nmae }}]\n",
-            &["templates/cloud-init.yaml`: line 3:", "undefined"],
+            &[
+                "templates/cloud-init.yaml`: line 3:",
+                "`deployment.nmae` is undefined",
+            ],
         ),
         (
             "reserved key",

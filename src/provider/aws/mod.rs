@@ -27,6 +27,7 @@
 //!   group] together, then [cancel requests, poll until terminated], then
 //!   delete the security group.
 
+mod bundle;
 mod connect;
 mod convert;
 mod destroy;
@@ -84,6 +85,7 @@ struct Settings {
     allow_cidr: Option<String>,
     regions: Vec<RegionSection>,
     encrypt_volumes: bool,
+    bundle_bucket: Option<String>,
 }
 
 impl Settings {
@@ -97,6 +99,7 @@ impl Settings {
             allow_cidr: config.ssh.allow_cidr.clone(),
             regions: config.aws.regions.clone(),
             encrypt_volumes: config.aws.encrypt_volumes,
+            bundle_bucket: config.aws.bundle_bucket.clone(),
         }
     }
 }
@@ -155,6 +158,8 @@ pub struct AwsProvider<E: Ec2Api = SdkEc2> {
     /// The caller ARN for `respot:created-by`, fetched once by `launch`.
     caller: tokio::sync::OnceCell<String>,
     waits: Waits,
+    /// S3 for bundles, in the home region (absent in unit tests).
+    bundles: Option<bundle::SdkBundleStore>,
 }
 
 impl AwsProvider {
@@ -164,12 +169,15 @@ impl AwsProvider {
     pub async fn new(config: &Config, options: &AwsOptions) -> Result<AwsProvider> {
         let configured: Vec<String> = config.aws.regions.iter().map(|r| r.name.clone()).collect();
         let connection = connect::connect(&configured, options).await?;
-        Ok(AwsProvider::with_api(
+        let bundles = bundle::SdkBundleStore::new(&connection.sdk, connection.home.region());
+        let mut provider = AwsProvider::with_api(
             connection.home,
             &connection.regions,
             Settings::from_config(config),
             connection.credentials_hint,
-        ))
+        );
+        provider.bundles = Some(bundles);
+        Ok(provider)
     }
 }
 
@@ -194,6 +202,7 @@ impl<E: Ec2Api> AwsProvider<E> {
             credentials_hint,
             caller: tokio::sync::OnceCell::new(),
             waits: Waits::AWS,
+            bundles: None,
         }
     }
 
@@ -279,7 +288,21 @@ impl<E: Ec2Api> Provider for AwsProvider<E> {
     }
 
     async fn destroy(&self, deployment: &str, instances: &[Instance], wait: bool) -> Result<DestroyReport> {
-        self.destroy_all(deployment, instances, wait).await
+        let mut report = self.destroy_all(deployment, instances, wait).await?;
+        match self.empty_bundles(deployment).await {
+            Ok(removed) => report.cleaned.extend(removed),
+            Err(err) => report.left_behind.push(err.to_string()),
+        }
+        Ok(report)
+    }
+
+    async fn stage_bundle(
+        &self,
+        deployment: &str,
+        digest: &crate::template::Digest,
+        bundle: &crate::template::Bundle,
+    ) -> Result<crate::template::BundleSource> {
+        self.stage_in_s3(deployment, digest, bundle).await
     }
 
     async fn capacity_plan(&self) -> Result<Vec<PlannedRegion>> {

@@ -28,6 +28,7 @@ fn provider(fake: &FakeEc2, regions: &[(&str, u32)], fallback: Fallback) -> AwsP
         open_ports: Vec::new(),
         allow_cidr: Some(CIDR.to_string()),
         encrypt_volumes: true,
+        bundle_bucket: None,
         regions: regions
             .iter()
             .map(|(name, count)| RegionSection {
@@ -59,6 +60,7 @@ fn request(generation: u64) -> LaunchRequest {
             packed: b"#cloud-config\n".to_vec(),
             gzipped: false,
         },
+        bundle: None,
     }
 }
 

@@ -1,10 +1,13 @@
 #!/bin/sh
-# Installs the blueprint's [[secrets]], listed in /etc/respot/secrets as
-# `path owner group mode source`, with their owner and mode. Shipped by
-# respot; run as root by the template's runcmd (after users and
-# directories exist), never over SSH. A secret's content is never logged
-# and never lands anywhere but its path (written through a 0600 temporary
-# file beside it, then renamed).
+# Places what cloud-init's write_files cannot, from respot's lists; shipped
+# by respot, run as root by the template's runcmd (after `users`, before
+# the units start), never over SSH. Each line of each list is one item.
+#   /etc/respot/directories  path owner group mode      made, or set so
+#   /etc/respot/owners       path owner group           bundled files' owners
+#                                                       (the bundle lands as root)
+#   /etc/respot/secrets      path owner group mode source
+# A secret's content is never logged and lands only at its path (through a
+# 0600 temporary file beside it, then renamed). Sources:
 #   seed:NAME  a file in the NoCloud seed (volume cidata), local VMs
 #   ssm:NAME   an SSM Parameter Store SecureString, fetched with the
 #              instance profile's credentials from IMDSv2 (curl --aws-sigv4)
@@ -14,10 +17,23 @@ umask 077
 set -u
 
 log() {
-    /usr/lib/respot/deploy-log "secrets: $*"
+    /usr/lib/respot/deploy-log "place: $*"
 }
 
-[ -r "$LIST" ] || exit 0
+status=0
+if [ -r /etc/respot/directories ]; then
+    while read -r path owner group mode || [ -n "${path-}" ]; do
+        case ${path-} in /*) ;; *) continue ;; esac
+        install -d -o "$owner" -g "$group" -m "$mode" -- "$path" || { log "FAILED: directory $path"; status=1; }
+    done < /etc/respot/directories
+fi
+if [ -r /etc/respot/owners ]; then
+    while read -r path owner group || [ -n "${path-}" ]; do
+        case ${path-} in /*) ;; *) continue ;; esac
+        [ -f "$path" ] && [ ! -L "$path" ] && chown -- "$owner:$group" "$path" || { log "FAILED: owner of $path"; status=1; }
+    done < /etc/respot/owners
+fi
+[ -r "$LIST" ] || exit $status
 
 seed=
 cleanup() {
@@ -58,7 +74,6 @@ from_ssm() {
         python3 -c 'import json,sys; sys.stdout.write(json.load(sys.stdin)["Parameter"]["Value"])'
 }
 
-status=0
 while read -r path owner group mode source || [ -n "${path-}" ]; do
     case ${path-} in /*) ;; *) continue ;; esac
     dir=$(dirname -- "$path")
@@ -70,10 +85,10 @@ while read -r path owner group mode source || [ -n "${path-}" ]; do
         *) false ;;
     esac
     if [ $? -eq 0 ] && chown -- "$owner:$group" "$tmp" && chmod -- "$mode" "$tmp" && mv -f -- "$tmp" "$path"; then
-        log "installed $path ($owner:$group $mode, from ${source%%:*})"
+        log "secret $path ($owner:$group $mode, from ${source%%:*})"
     else
         rm -f -- "$tmp"
-        log "FAILED: $path from $source"
+        log "FAILED: secret $path from $source"
         status=1
     fi
 done < "$LIST"
