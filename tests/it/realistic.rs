@@ -235,3 +235,69 @@ fn the_realistic_fixture_deploys_verifies_and_fails_on_drift_in_a_0600_file() {
         assert!(details.iter().any(|d| d == want), "{want} not in {details:?}");
     }
 }
+
+/// respot reads each SSM parameter's version, never its value, against
+/// moto: a second `PutParameter` moves the version, a missing parameter is
+/// an error that names it and the command to create it.
+#[test]
+fn secret_versions_are_read_from_ssm_without_the_value() {
+    use aws_credential_types::Credentials;
+    use aws_credential_types::provider::SharedCredentialsProvider;
+    use respot::provider::aws::secrets::{SsmVersions, tag_value};
+
+    let region = "eu-west-1";
+    let sdk = aws_config::SdkConfig::builder()
+        .behavior_version(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new(region))
+        .endpoint_url(crate::support::moto::moto_url())
+        .credentials_provider(SharedCredentialsProvider::new(Credentials::new(
+            "testing", "testing", None, None, "tests",
+        )))
+        .build();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let ssm = aws_sdk_ssm::Client::new(&sdk);
+    let put = |name: &str, value: &str| {
+        runtime
+            .block_on(
+                ssm.put_parameter()
+                    .name(name)
+                    .value(value)
+                    .r#type(aws_sdk_ssm::types::ParameterType::SecureString)
+                    .overwrite(true)
+                    .send(),
+            )
+            .unwrap();
+    };
+    put("/ledger/api-token", "first");
+    put("/ledger/api-token", "second");
+    put("/ledger/db-password", "only");
+    let names = vec!["/ledger/api-token".to_string(), "/ledger/db-password".to_string()];
+    let versions = runtime
+        .block_on(SsmVersions::new(&sdk).versions(region, &names))
+        .unwrap();
+    assert_eq!(
+        versions,
+        vec![
+            ("/ledger/api-token".to_string(), 2),
+            ("/ledger/db-password".to_string(), 1)
+        ]
+    );
+    assert_eq!(tag_value(&versions), "/ledger/api-token=2 /ledger/db-password=1");
+
+    let missing = vec!["/ledger/nope".to_string()];
+    let err = runtime
+        .block_on(SsmVersions::new(&sdk).versions(region, &missing))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("SSM parameter `/ledger/nope` does not exist in eu-west-1"),
+        "{err}"
+    );
+    assert!(
+        err.contains("aws ssm put-parameter --region eu-west-1 --type SecureString"),
+        "{err}"
+    );
+}

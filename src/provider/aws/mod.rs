@@ -43,6 +43,7 @@ mod plan;
 mod pools;
 pub mod regions;
 mod sdk;
+pub mod secrets;
 #[cfg(test)]
 mod tests;
 
@@ -86,6 +87,8 @@ struct Settings {
     regions: Vec<RegionSection>,
     encrypt_volumes: bool,
     bundle_bucket: Option<String>,
+    /// `[[secrets]]`' SSM parameters, whose versions launch tags.
+    ssm_parameters: Vec<String>,
 }
 
 impl Settings {
@@ -100,6 +103,7 @@ impl Settings {
             regions: config.aws.regions.clone(),
             encrypt_volumes: config.aws.encrypt_volumes,
             bundle_bucket: config.aws.bundle_bucket.clone(),
+            ssm_parameters: config.secrets.iter().filter_map(|s| s.ssm.clone()).collect(),
         }
     }
 }
@@ -160,6 +164,8 @@ pub struct AwsProvider<E: Ec2Api = SdkEc2> {
     waits: Waits,
     /// S3 for bundles, in the home region (absent in unit tests).
     bundles: Option<bundle::SdkBundleStore>,
+    /// SSM, for the versions of secrets (absent in unit tests).
+    ssm: Option<secrets::SsmVersions>,
 }
 
 impl AwsProvider {
@@ -177,6 +183,7 @@ impl AwsProvider {
             connection.credentials_hint,
         );
         provider.bundles = Some(bundles);
+        provider.ssm = Some(secrets::SsmVersions::new(&connection.sdk));
         Ok(provider)
     }
 }
@@ -203,6 +210,7 @@ impl<E: Ec2Api> AwsProvider<E> {
             caller: tokio::sync::OnceCell::new(),
             waits: Waits::AWS,
             bundles: None,
+            ssm: None,
         }
     }
 

@@ -29,6 +29,7 @@ fn provider(fake: &FakeEc2, regions: &[(&str, u32)], fallback: Fallback) -> AwsP
         allow_cidr: Some(CIDR.to_string()),
         encrypt_volumes: true,
         bundle_bucket: None,
+        ssm_parameters: Vec::new(),
         regions: regions
             .iter()
             .map(|(name, count)| RegionSection {
