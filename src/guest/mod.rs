@@ -12,6 +12,9 @@
 
 use crate::config::HttpProbe;
 
+#[cfg(test)]
+mod place_tests;
+
 /// One of respot's own files, the same on every instance.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct GuestFile {
@@ -311,7 +314,7 @@ mod tests {
         for path in [SECRETS_PATH, DIRECTORIES_PATH, OWNERS_PATH] {
             assert!(PLACE.content.contains(path), "place reads {path}");
         }
-        assert!(PLACE.content.contains(DEPLOY_LOG_HELPER.path));
+        assert!(PLACE.content.contains(DEPLOY_LOG_PATH));
         for path in [DIRECTORIES_PATH, SECRETS_PATH, PACKAGES_PATH] {
             assert!(INSPECTOR.content.contains(path), "the inspector reads {path}");
         }

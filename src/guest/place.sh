@@ -11,33 +11,43 @@
 #   seed:NAME  a file in the NoCloud seed (volume cidata), local VMs
 #   ssm:NAME   an SSM Parameter Store SecureString, fetched with the
 #              instance profile's credentials from IMDSv2 (curl --aws-sigv4)
+# ROOT and SEED are empty here and nothing sets them; tests rewrite these
+# lines in a copy (a fixture root; a directory standing for the seed).
+ROOT=
+SEED=
 PATH=/usr/sbin:/usr/bin:/sbin:/bin
-LIST=/etc/respot/secrets
+LIST=$ROOT/etc/respot/secrets
 umask 077
 set -u
 
 log() {
-    /usr/lib/respot/deploy-log "place: $*"
+    mkdir -p "$ROOT/var/log/respot"
+    printf '%s place: %s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$*" >> "$ROOT/var/log/respot/deploy.log"
 }
 
 status=0
-if [ -r /etc/respot/directories ]; then
+if [ -r "$ROOT/etc/respot/directories" ]; then
     while read -r path owner group mode || [ -n "${path-}" ]; do
         case ${path-} in /*) ;; *) continue ;; esac
-        install -d -o "$owner" -g "$group" -m "$mode" -- "$path" || { log "FAILED: directory $path"; status=1; }
-    done < /etc/respot/directories
+        install -d -o "$owner" -g "$group" -m "$mode" -- "$ROOT$path" || { log "FAILED: directory $path"; status=1; }
+    done < "$ROOT/etc/respot/directories"
 fi
-if [ -r /etc/respot/owners ]; then
+if [ -r "$ROOT/etc/respot/owners" ]; then
     while read -r path owner group || [ -n "${path-}" ]; do
         case ${path-} in /*) ;; *) continue ;; esac
-        [ -f "$path" ] && [ ! -L "$path" ] && chown -- "$owner:$group" "$path" || { log "FAILED: owner of $path"; status=1; }
-    done < /etc/respot/owners
+        if [ -f "$ROOT$path" ] && [ ! -L "$ROOT$path" ] && chown -- "$owner:$group" "$ROOT$path"; then
+            :
+        else
+            log "FAILED: owner of $path"
+            status=1
+        fi
+    done < "$ROOT/etc/respot/owners"
 fi
 [ -r "$LIST" ] || exit $status
 
-seed=
+seed=$SEED
 cleanup() {
-    if [ -n "$seed" ]; then
+    if [ -n "$seed" ] && [ -z "$SEED" ]; then
         umount "$seed" 2>/dev/null
         rmdir "$seed" 2>/dev/null
     fi
@@ -76,6 +86,7 @@ from_ssm() {
 
 while read -r path owner group mode source || [ -n "${path-}" ]; do
     case ${path-} in /*) ;; *) continue ;; esac
+    path=$ROOT$path
     dir=$(dirname -- "$path")
     mkdir -p -- "$dir"
     tmp=$(mktemp -- "$dir/.respot-secret.XXXXXX") || { log "FAILED: $path: no temporary file"; status=1; continue; }
@@ -85,10 +96,10 @@ while read -r path owner group mode source || [ -n "${path-}" ]; do
         *) false ;;
     esac
     if [ $? -eq 0 ] && chown -- "$owner:$group" "$tmp" && chmod -- "$mode" "$tmp" && mv -f -- "$tmp" "$path"; then
-        log "secret $path ($owner:$group $mode, from ${source%%:*})"
+        log "secret ${path#"$ROOT"} ($owner:$group $mode, from ${source%%:*})"
     else
         rm -f -- "$tmp"
-        log "FAILED: secret $path from $source"
+        log "FAILED: secret ${path#"$ROOT"} from $source"
         status=1
     fi
 done < "$LIST"
