@@ -182,7 +182,7 @@ pub fn guarded(path: &str, content: &[u8]) -> Option<&'static str> {
 }
 
 /// Whether a sudoers drop-in could reach `VERIFY_USER`: it names the
-/// account, a group or group id (it is in `adm` and `systemd-journal`), a
+/// account, a user id (`#998`), a group or group id (it is in `adm` and `systemd-journal`), a
 /// netgroup, every user (`ALL` as the user list), an alias or an include,
 /// or changes `Defaults`. Plain `user host=(runas) commands` lines for other
 /// named users pass.
@@ -288,6 +288,7 @@ mod tests {
             ("/etc/sudoers.d/inc2", "#includedir /tmp/x\n", true),
             ("/etc/sudoers.d/def", "Defaults:admin !authenticate\n", true),
             ("/etc/sudoers.d/net", "+ops ALL=(ALL) ALL\n", true),
+            ("/etc/sudoers.d/uid", "#998 ALL=(ALL) NOPASSWD: ALL\n", true),
             ("/etc/sudoers", "admin ALL=(ALL) ALL\n", true),
             ("/etc/sshx", "", false),
             ("/opt/app/ssh/config", "", false),
