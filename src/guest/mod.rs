@@ -195,6 +195,9 @@ fn widens_sudo(content: &[u8]) -> bool {
         let first = line.split([' ', '\t', ',', '=']).next().unwrap_or("");
         line.starts_with("@include")
             || line.starts_with("#include")
+            || line
+                .strip_prefix('#')
+                .is_some_and(|rest| rest.starts_with(|c: char| c.is_ascii_digit()))
             || (!line.starts_with('#') && (line.contains('%') || line.contains('+')))
             || first == "ALL"
             || first.ends_with("_Alias")
