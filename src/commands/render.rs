@@ -68,6 +68,9 @@ struct FileReport<'a> {
     group: &'a str,
     sha256: &'a str,
     bytes: usize,
+    /// A per-instance template (not checked by verification).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    template: bool,
 }
 
 impl<'a> From<&'a InstanceFile> for FileReport<'a> {
@@ -81,6 +84,7 @@ impl<'a> From<&'a InstanceFile> for FileReport<'a> {
             group: &f.group,
             sha256: &f.sha256,
             bytes: f.content.len(),
+            template: f.template,
         }
     }
 }
@@ -220,7 +224,9 @@ pub fn render(context: &Context, options: &RenderOptions) -> Result<ExitStatus> 
 
 /// Runs the real `cloud-init schema`; `valid` when it has nothing to say.
 fn schema_check(user_data: &UserData) -> Result<String> {
-    match template::schema_check(&user_data.document)? {
+    // A Jinja document is checked as cloud-init renders it for a sample
+    // instance: this machine has no instance data.
+    match template::schema_check(&template::jinja_preview(&user_data.document))? {
         Some(output) if output.is_empty() => Ok("valid".to_string()),
         Some(output) => Ok(output),
         None => Err(Error::ToolMissing {

@@ -176,11 +176,11 @@ pub struct DeploymentSection {
     pub template: PathBuf,
     #[serde(default = "default_instance_dir")]
     pub instance_dir: PathBuf,
+    #[serde(default)]
+    pub transport: Transport,
     /// The unit start order (see `units`); file name order when absent.
     #[serde(default)]
     pub units: Option<Vec<UnitStep>>,
-    #[serde(default)]
-    pub transport: Transport,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

@@ -17,11 +17,17 @@ def log(message):
 def fail(message):
     log("FAILED: %s; nothing written" % message)
     sys.exit(1)
+def seed_device():
+    for label in ("cidata", "CIDATA"):
+        if os.path.exists("/dev/disk/by-label/" + label):
+            return "/dev/disk/by-label/" + label
+        found = subprocess.run(["blkid", "-t", "LABEL=" + label, "-o", "device"],
+                               capture_output=True, text=True).stdout.split()
+        if found:
+            return found[0]
+    raise OSError("no cidata seed")
 def from_seed(name):
-    device = "/dev/disk/by-label/cidata"
-    if not os.path.exists(device):
-        device = subprocess.run(["blkid", "-t", "LABEL=cidata", "-o", "device"],
-                                capture_output=True, text=True).stdout.split("\n")[0]
+    device = seed_device()
     mountpoint = tempfile.mkdtemp()
     subprocess.run(["mount", "-o", "ro", device, mountpoint], check=True, capture_output=True)
     try:

@@ -203,7 +203,17 @@ impl LocalProvider {
         )?;
 
         let bundle = request.bundle.as_ref().map(|b| b.archive.as_slice());
-        let seed = write_seed(&dir, &id, &name, &request.user_data.packed, bundle, &self.secrets)?;
+        let seed = write_seed(
+            &dir,
+            &Identity {
+                id: &id,
+                name: &name,
+                index,
+            },
+            &request.user_data.packed,
+            bundle,
+            &self.secrets,
+        )?;
 
         let ssh_port = free_port()?;
         let mut forwards = Vec::new();
@@ -462,17 +472,26 @@ impl LocalProvider {
     }
 }
 
+/// Who a VM is, for its meta-data.
+struct Identity<'a> {
+    id: &'a str,
+    name: &'a str,
+    /// Its place in the launch, 0-based, as EC2's `ami-launch-index`.
+    index: u32,
+}
+
 /// The NoCloud seed of one VM (`seed.iso`, volume `cidata`): the same
-/// packed user-data AWS would get, meta-data with the instance id, the
-/// bundle, when the blueprint has one, with no size limit (the instance's
-/// bundle step reads it from the seed and checks its sha256), and each
-/// secret's `local_file` as `secret-N` (a file of its own, never in the
-/// user-data; 0600 here and in the image, whose Rock Ridge records keep the
-/// mode), which respot's installer copies into place at boot.
+/// packed user-data AWS would get; meta-data with the values cloud-init's
+/// Jinja gives a template on EC2 (`v1.instance_id`, `v1.region`,
+/// `v1.availability_zone`, `ds.meta_data.ami_launch_index`); the bundle,
+/// when the blueprint has one, with no size limit (the instance's bundle
+/// step reads it from the seed and checks its sha256); and each secret's
+/// `local_file` as `secret-N` (a file of its own, never in the user-data;
+/// 0600 here and in the image, whose Rock Ridge records keep the mode),
+/// which respot's `place` step installs at boot.
 fn write_seed(
     dir: &Path,
-    id: &str,
-    name: &str,
+    who: &Identity,
     user_data: &[u8],
     bundle: Option<&[u8]>,
     secrets: &[PathBuf],
@@ -482,7 +501,11 @@ fn write_seed(
     write_file(&seed_dir.join("user-data"), user_data)?;
     write_file(
         &seed_dir.join("meta-data"),
-        format!("instance-id: {id}\nlocal-hostname: {name}\n").as_bytes(),
+        format!(
+            "instance-id: {}\nlocal-hostname: {}\nregion: local\navailability-zone: local\nami-launch-index: {}\n",
+            who.id, who.name, who.index
+        )
+        .as_bytes(),
     )?;
     let mut files = vec![seed_dir.join("user-data"), seed_dir.join("meta-data")];
     if let Some(archive) = bundle {

@@ -11,7 +11,8 @@ use std::io::Write;
 
 use sha2::{Digest as _, Sha256};
 
-use super::{Digest, InstanceFile, Origin};
+use super::transport::in_bundle;
+use super::{Digest, InstanceFile};
 
 /// The archive of a blueprint's own files.
 #[derive(Debug, Clone)]
@@ -26,8 +27,7 @@ pub struct Bundle {
 impl Bundle {
     /// Packs the blueprint's files of `files` (respot's own stay inline).
     pub fn pack(files: &[InstanceFile]) -> Bundle {
-        let mut ordered: Vec<&InstanceFile> =
-            files.iter().filter(|f| f.origin == Origin::Blueprint).collect();
+        let mut ordered: Vec<&InstanceFile> = files.iter().filter(|f| in_bundle(f)).collect();
         ordered.sort_by(|a, b| a.path.cmp(&b.path));
         let mut builder = tar::Builder::new(Vec::new());
         builder.mode(tar::HeaderMode::Deterministic);
@@ -71,6 +71,7 @@ mod tests {
     use std::io::Read;
 
     use super::*;
+    use crate::template::Origin;
 
     fn file(path: &str, mode: &str, content: &[u8], origin: Origin) -> InstanceFile {
         InstanceFile::new(path.to_string(), String::new(), origin, mode, content.to_vec())

@@ -87,6 +87,7 @@ impl Blueprint {
     pub fn sha256_list(&self) -> String {
         self.files
             .iter()
+            .filter(|f| !f.template)
             .map(|f| format!("{}  {}\n", f.sha256, f.path))
             .collect()
     }

@@ -21,6 +21,7 @@
 
 mod bundle;
 mod inputs;
+mod instance;
 mod launch;
 mod pack;
 mod render;
@@ -40,6 +41,7 @@ use crate::exit::ExitStatus;
 
 pub use self::bundle::Bundle;
 pub use self::inputs::{Inputs, Placed, seed_name};
+pub use self::instance::preview as jinja_preview;
 pub use self::pack::{Budget, USER_DATA_LIMIT, pack};
 pub use self::render::render;
 pub use self::schema::schema_check;
@@ -218,6 +220,11 @@ pub struct InstanceFile {
     pub owner: String,
     pub group: String,
     pub sha256: String,
+    /// A `[[files]] template = true` file that uses per-instance values: its
+    /// content differs by instance, so `sha256` is its template's and the
+    /// instance does not check it.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub template: bool,
     #[serde(skip)]
     pub content: Vec<u8>,
 }
@@ -232,6 +239,7 @@ impl InstanceFile {
             mode: mode.to_string(),
             owner: "root".to_string(),
             group: "root".to_string(),
+            template: false,
             content,
         }
     }

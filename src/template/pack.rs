@@ -12,7 +12,7 @@ use std::io::Write;
 
 use serde::Serialize;
 
-use super::{Blueprint, InstanceFile, LargeFile, LaunchMaterial, Origin, TemplateError, UserData};
+use super::{Blueprint, InstanceFile, LargeFile, LaunchMaterial, Origin, TemplateError, UserData, instance};
 
 /// EC2 limits raw user data to 16 KB; above it respot gzips.
 pub const USER_DATA_LIMIT: usize = 16 * 1024;
@@ -25,8 +25,14 @@ impl Blueprint {
         {
             return Err(TemplateError::VerifyKeyReused);
         }
-        let body = format!("{}{}", self.document, self.launch_section(launch));
-        let keys = self.key_section(launch);
+        // A Jinja document (per-instance values) keeps the launch part
+        // literal with `raw` blocks.
+        let literal = |text: String| match self.document.starts_with(instance::JINJA_HEADER) {
+            true => instance::raw(&text),
+            false => text,
+        };
+        let body = format!("{}{}", self.document, literal(self.launch_section(launch)));
+        let keys = literal(self.key_section(launch));
         let document = format!("{body}{keys}");
         let (packed, gzipped) = pack_parts(body.as_bytes(), keys.as_bytes());
         if packed.len() > USER_DATA_LIMIT {

@@ -5,7 +5,8 @@
 use serde::Serialize;
 
 use super::{
-    Blueprint, Bundle, Digest, InstanceFile, Origin, Source, SourceFile, TemplateError, structure, transport,
+    Blueprint, Bundle, Digest, InstanceFile, Origin, Source, SourceFile, TemplateError, instance, structure,
+    transport,
 };
 use crate::config::Transport;
 use crate::guest;
@@ -62,6 +63,10 @@ fn assemble(
         transport::files_section(&files, bundle.as_ref())
     );
     structure::check(&document, &source.template_path)?;
+    let document = match instance::uses_values(document.as_bytes()) {
+        true => instance::to_jinja(&document, &source.template_path)?,
+        false => document,
+    };
     let digest = Digest::of(document.as_bytes());
     let version = match &source.git.describe {
         Some(describe) => format!("{}@{}", digest.short(), describe),
@@ -105,7 +110,12 @@ fn instance_files(source: &Source) -> Result<Vec<InstanceFile>, TemplateError> {
                 reason,
             });
         }
-        let mut placed = InstanceFile::new(path, shown, Origin::Blueprint, mode, file.content.clone());
+        let content = match source.inputs.is_template(&file.relative) {
+            true => template_file(source, &shown, &file.content)?,
+            false => file.content.clone(),
+        };
+        let mut placed = InstanceFile::new(path, shown, Origin::Blueprint, mode, content);
+        placed.template = instance::uses_values(&placed.content);
         source.inputs.apply(&file.relative, &mut placed);
         files.push(placed);
     }
@@ -113,6 +123,24 @@ fn instance_files(source: &Source) -> Result<Vec<InstanceFile>, TemplateError> {
     files.extend(respot_files(source, generated));
     files.sort_by(|a, b| a.path.cmp(&b.path));
     Ok(files)
+}
+
+/// A `[[files]] template = true` file rendered with the deployment name
+/// and the per-instance values (as placeholders, see `instance`).
+fn template_file(source: &Source, shown: &str, content: &[u8]) -> Result<Vec<u8>, TemplateError> {
+    let text = std::str::from_utf8(content).map_err(|_| TemplateError::InstanceFile {
+        path: shown.to_string(),
+        problem: "`[[files]]` marks it as a template, but it is not UTF-8 text".to_string(),
+    })?;
+    let context = minijinja::context! {
+        deployment => minijinja::context! { name => &source.deployment },
+        instance => instance::context(),
+    };
+    let mut rendered = render_template(text, shown, context)?;
+    if !text.ends_with('\n') {
+        rendered.pop();
+    }
+    Ok(rendered.into_bytes())
 }
 
 /// respot's files as shipped, the probe list generated from `[verify]`,
@@ -205,6 +233,7 @@ fn render_document(
         unit_steps => unit_steps,
         directories => &source.inputs.directories,
         secrets => &source.inputs.secrets,
+        instance => instance::context(),
         packages => source.inputs.package_entries(),
         respot => minijinja::context! {
             deploy_log => guest::DEPLOY_LOG_HELPER.path,
@@ -324,8 +353,8 @@ mod tests {
                 file("files/opt/hello/hello.conf", false, "greeting = hi\n"),
             ],
             git: GitInfo::default(),
-            inputs: Default::default(),
             transport: Transport::Auto,
+            inputs: Default::default(),
         }
     }
 

@@ -30,10 +30,10 @@ pub struct Source {
     /// Every file under the instance directory, in any order.
     pub files: Vec<SourceFile>,
     pub git: GitInfo,
-    /// Owners, modes, directories, secrets, packages, unit order.
-    pub inputs: Inputs,
     /// `[deployment] transport`.
     pub transport: Transport,
+    /// Owners, modes, directories, secrets, packages, unit order.
+    pub inputs: Inputs,
 }
 
 /// One file of the instance directory.
@@ -73,8 +73,8 @@ pub fn load(config: &Config) -> Result<Source, TemplateError> {
             .map_or_else(|| "instance".to_string(), |n| n.to_string_lossy().to_string()),
         files,
         git: GitInfo::probe(&config.base_dir()).with_ignored(&instance_dir),
-        inputs: Inputs::from_config(config),
         transport: config.deployment.transport,
+        inputs: Inputs::from_config(config),
     })
 }
 

@@ -3,7 +3,7 @@
 //! the bundle's sha256; and the `auto` choice between the two.
 
 use super::pack::{USER_DATA_LIMIT, gzipped_len};
-use super::{Blueprint, Bundle, InstanceFile, LaunchMaterial, Origin, inputs, yaml_text};
+use super::{Blueprint, Bundle, InstanceFile, LaunchMaterial, Origin, inputs, instance, yaml_text};
 
 /// What `auto` sets aside for the keys of the launch part (the host key
 /// pair and the verification key, about 1 KB with their comments), which a
@@ -17,10 +17,20 @@ pub(super) fn files_section(files: &[InstanceFile], bundle: Option<&Bundle>) -> 
     match bundle {
         None => write_files_section(files.iter()),
         Some(bundle) => {
-            let respot = files.iter().filter(|f| f.origin == Origin::Respot);
-            format!("{}{}", write_files_section(respot), bundle_line(bundle))
+            let inline = files.iter().filter(|f| !in_bundle(f));
+            format!("{}{}", write_files_section(inline), bundle_line(bundle))
         }
     }
+}
+
+/// Whether `file` travels in the bundle: the blueprint's files, except
+/// per-instance templates, which cloud-init's Jinja fills in. A bundled
+/// file not owned by root lands as root with its mode (the bundle step runs
+/// before `users`); `respot.place` gives it its owner from
+/// `/etc/respot/owners` in runcmd, before the units start. So a large
+/// blueprint of a service user's files still fits.
+pub(super) fn in_bundle(file: &InstanceFile) -> bool {
+    file.origin == Origin::Blueprint && !file.template
 }
 
 /// The bundle's sha256 in the document, so the digest covers every file
@@ -37,7 +47,7 @@ fn bundle_line(bundle: &Bundle) -> String {
 /// respot's `write_files`: text as a literal block scalar so gzip packs it
 /// like the file itself, anything else as `b64`. A file not owned by
 /// root:root waits for the final stage (`defer`), after `users`.
-fn write_files_section<'a>(files: impl Iterator<Item = &'a InstanceFile>) -> String {
+pub(super) fn write_files_section<'a>(files: impl Iterator<Item = &'a InstanceFile>) -> String {
     let mut out =
         String::from("\n# ---- files: instance/ and respot's own, written by respot ----\nwrite_files:\n");
     for file in files {
@@ -78,12 +88,19 @@ impl Blueprint {
     /// respot's own files.
     pub(super) fn user_document(&self) -> String {
         let section = files_section(&self.files, self.bundle.as_ref());
-        let Some(template_output) = self.document.strip_suffix(&section) else {
-            return self.document.clone();
+        let document = instance::with_placeholders(&self.document);
+        let Some(template_output) = document.strip_suffix(&section) else {
+            return document;
         };
         let own = match &self.bundle {
             None => write_files_section(self.files.iter().filter(|f| f.origin == Origin::Blueprint)),
-            Some(bundle) => bundle_line(bundle),
+            Some(bundle) => {
+                let inline = self
+                    .files
+                    .iter()
+                    .filter(|f| f.origin == Origin::Blueprint && !in_bundle(f));
+                format!("{}{}", write_files_section(inline), bundle_line(bundle))
+            }
         };
         format!("{template_output}{own}")
     }

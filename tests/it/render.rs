@@ -732,3 +732,110 @@ fn file_contents_round_trip_through_cloud_inits_yaml_loader() {
     assert_eq!(checked, report["files"].as_array().unwrap().len());
     assert!(checked >= 13, "{checked}");
 }
+
+/// Per-instance values render into cloud-init's own instance-data Jinja:
+/// the digest covers the template, the values stay `{{ v1.… }}`, the rest
+/// is literal (`raw`), and cloud-init's schema accepts what it renders.
+#[test]
+fn per_instance_values_become_cloud_init_jinja() {
+    let test = with_template_tail(
+        Test::sample(),
+        "hostname: node-{{ instance.region }}\n",
+    )
+    .write(
+        "instance/files/opt/hello/node.conf",
+        "node = {{ instance.id }}\nzone = {{ instance.zone }}\nindex = {{ instance.index }}\nliteral = {{ '{{' }} x }}\n",
+    );
+    let toml = test.path().join("respot.toml");
+    let mut text = std::fs::read_to_string(&toml).unwrap();
+    text.push_str("\n[[files]]\npath = \"files/opt/hello/node.conf\"\ntemplate = true\n");
+    std::fs::write(&toml, text).unwrap();
+    let report = render_json(test.context(), test.path());
+    let document = report["document"].as_str().unwrap();
+    assert!(
+        document.starts_with("## template: jinja\n{% raw %}#cloud-config\n"),
+        "{}",
+        &document[..80]
+    );
+    assert!(document.contains("hostname: node-{% endraw %}{{ v1.region }}{% raw %}\n"));
+    assert!(document.contains("node = {% endraw %}{{ v1.instance_id }}{% raw %}\n"));
+    assert!(document.contains("{{ v1.availability_zone }}"));
+    assert!(document.contains("{{ ds.meta_data.ami_launch_index }}"));
+    assert!(
+        document.contains("literal = {{ x }}"),
+        "a file's own braces stay literal, inside raw"
+    );
+    let node = report["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["path"] == "/opt/hello/node.conf")
+        .unwrap();
+    assert_eq!(node["template"], true);
+    assert_eq!(digest(test.context(), test.path()), report["digest"], "stable");
+
+    // cloud-init's own Jinja, with instance data, renders the whole
+    // user-data (launch part included) to the literal text plus the values.
+    let packed_path = test.path().join("user-data.bin");
+    let out = test
+        .context()
+        .command()
+        .args(["render", "--user-data-out"])
+        .arg(&packed_path)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let packed = std::fs::read(&packed_path).unwrap();
+    let mut user_data = Vec::new();
+    flate2::read::MultiGzDecoder::new(&packed[..])
+        .read_to_end(&mut user_data)
+        .unwrap();
+    std::fs::write(test.path().join("user-data"), &user_data).unwrap();
+    std::fs::write(
+        test.path().join("instance-data.json"),
+        r#"{"v1": {"instance_id": "i-0abc", "region": "r-1", "availability_zone": "r-1b"},
+            "ds": {"meta_data": {"ami_launch_index": 3}}}"#,
+    )
+    .unwrap();
+    let rendered = std::process::Command::new("cloud-init")
+        .args(["devel", "render", "user-data", "-i", "instance-data.json"])
+        .current_dir(test.path())
+        .output()
+        .expect("cloud-init runs");
+    assert!(
+        rendered.status.success(),
+        "{}",
+        String::from_utf8_lossy(&rendered.stderr)
+    );
+    let user_data = String::from_utf8(user_data).unwrap();
+    let want = user_data
+        .strip_prefix("## template: jinja\n")
+        .unwrap()
+        .replace("{% raw %}", "")
+        .replace("{% endraw %}", "")
+        .replace("{{ v1.instance_id }}", "i-0abc")
+        .replace("{{ v1.region }}", "r-1")
+        .replace("{{ v1.availability_zone }}", "r-1b")
+        .replace("{{ ds.meta_data.ami_launch_index }}", "3");
+    let got = String::from_utf8(rendered.stdout).unwrap();
+    assert!(got.contains("node = i-0abc\n      zone = r-1b\n      index = 3\n      literal = {{ x }}\n"));
+    assert_eq!(
+        got, want,
+        "cloud-init renders exactly the literal text and the values"
+    );
+
+    test.args(["render", "--check"])
+        .status(0)
+        .stderr_contains("Valid")
+        .run();
+}
+
+#[test]
+fn an_unknown_transport_is_a_config_error_with_its_place() {
+    with_transport(Test::sample(), "ftp")
+        .args(["render"])
+        .status(2)
+        .stderr_contains("respot.toml:3:")
+        .stderr_contains("transport")
+        .run();
+}
