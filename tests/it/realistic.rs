@@ -1,7 +1,7 @@
 //! The realistic blueprint of `tests/fixtures/realistic` ("ledger": seven
 //! units in an explicit order, ~64 KB of scripts and configs, a binary, a
 //! service user's 0600 files, directories, a secret from this machine, a
-//! pinned package): `render --check` against cloud-init's real schema, and
+//! pinned package, a per-instance file): `render --check` against cloud-init's real schema, and
 //! on a real local VM (TCG) create, verify, and drift that must fail.
 
 use std::path::{Path, PathBuf};
