@@ -194,6 +194,10 @@ fn the_realistic_fixture_deploys_verifies_and_fails_on_drift_in_a_0600_file() {
     let listed: serde_json::Value =
         serde_json::from_slice(&respot(&test, &["list", "--output", "json"]).stdout).unwrap();
     let port = listed[0]["ssh"]["port"].as_u64().unwrap().to_string();
+    // The deployment log, for the record: the unit steps and their times.
+    let id = listed[0]["id"].as_str().unwrap().to_string();
+    let log = respot(&test, &["debug", &id, "--section", "log"]);
+    assert_eq!(log.status.code(), Some(0));
     let known_hosts = test.context().keys_dir("ledger").join("known_hosts");
     let as_ops = |command: &str| {
         let out = raw_ssh(&key, &known_hosts, "ops", port.parse().unwrap(), command)
