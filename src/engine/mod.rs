@@ -12,10 +12,16 @@
 //! It prints progress through the `Printer` but never a report: reports go
 //! back to the command, which owns how they look.
 
+mod bad_pools;
 mod create;
 mod deploy;
 mod destroy;
+mod guard;
+mod heal;
 mod plan;
+mod rollback;
+mod rolling;
+mod rollout;
 #[cfg(test)]
 mod tests;
 
@@ -23,16 +29,22 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
+pub use bad_pools::{BadPool, BadPools};
 pub use create::{CreateOptions, CreateReport, create};
 pub use deploy::{DeployOptions, DeployReport, Strategy, deploy};
 pub use destroy::{DestroyOptions, DestroyOutcome, destroy};
+pub use guard::HoldReport;
+pub use heal::{Assessment, HealDoor, HealOptions, HealReport, NoFrontDoor, heal};
 pub use plan::{Change, Plan, PlanRegion, plan};
+pub use rollback::{RollbackReport, rollback};
+pub use rollout::{DoorReport, Shift, rollout};
 
 use crate::exit::ExitStatus;
 use crate::keys::KeyError;
 use crate::output::Count;
 use crate::provider::{DestroyReport, Instance, Provider, ProviderError};
 use crate::template::{LaunchMaterial, TemplateError};
+use crate::traffic::DoorError;
 use crate::verify::FleetReport;
 
 #[derive(Debug, thiserror::Error)]
@@ -90,12 +102,50 @@ pub enum EngineError {
     },
     #[error("destroy left resources behind: {}", .0.join(", "))]
     LeftBehind(Vec<String>),
+    #[error(transparent)]
+    Door(#[from] DoorError),
+    /// The guard saw a breach during a hold: traffic went back, the new
+    /// generation was destroyed.
+    #[error("{0}")]
+    Breach(Box<BreachReport>),
+    #[error("{what} needs a front door: add a `[traffic]` section to respot.toml")]
+    NeedsDoor { what: String },
+    #[error("nothing to roll back: {0}")]
+    NothingToRollBack(String),
+    #[error(
+        "`{deployment}` has no live generation to heal: nothing runs, and nothing was taken by the \
+         provider; run `respot create`"
+    )]
+    NothingToHeal { deployment: String },
+    #[error(
+        "generation {generation} of `{deployment}` runs digest {live}, but the blueprint now renders \
+         {current}: that is a deploy, not a heal; run `respot deploy` (heal only restores the \
+         live digest)"
+    )]
+    HealIsDeploy {
+        deployment: String,
+        generation: u64,
+        live: String,
+        current: String,
+    },
+    /// The heal failed and what it launched was terminated; the instances
+    /// that were healthy before were not touched.
+    #[error("heal failed and what it launched was rolled back: {reason}{}", left_behind_note(.cleanup))]
+    HealRolledBack {
+        reason: String,
+        cleanup: DestroyReport,
+        verdict: Option<Box<Verdict>>,
+    },
 }
 
 impl EngineError {
     pub fn exit_status(&self) -> ExitStatus {
         match self {
-            EngineError::Dirty | EngineError::NeedsConfirmation { .. } => ExitStatus::Usage,
+            EngineError::Dirty | EngineError::NeedsConfirmation { .. } | EngineError::NeedsDoor { .. } => {
+                ExitStatus::Usage
+            }
+            EngineError::Door(err) => err.exit_status(),
+            EngineError::Breach(_) | EngineError::NothingToRollBack(_) => ExitStatus::Failure,
             EngineError::Keys(err) => err.exit_status(),
             EngineError::Template(err) => err.exit_status(),
             EngineError::Provider(err) => err.exit_status(),
@@ -103,7 +153,10 @@ impl EngineError {
             | EngineError::Declined
             | EngineError::RolledBack { .. }
             | EngineError::Kept { .. }
-            | EngineError::LeftBehind(_) => ExitStatus::Failure,
+            | EngineError::LeftBehind(_)
+            | EngineError::NothingToHeal { .. }
+            | EngineError::HealIsDeploy { .. }
+            | EngineError::HealRolledBack { .. } => ExitStatus::Failure,
         }
     }
 
@@ -111,9 +164,42 @@ impl EngineError {
     /// before the error: it says which check failed.
     pub fn verdict(&self) -> Option<&Verdict> {
         match self {
-            EngineError::RolledBack { verdict, .. } | EngineError::Kept { verdict, .. } => verdict.as_deref(),
+            EngineError::RolledBack { verdict, .. }
+            | EngineError::Kept { verdict, .. }
+            | EngineError::HealRolledBack { verdict, .. } => verdict.as_deref(),
+            EngineError::Breach(breach) => breach.verdict.as_deref(),
             _ => None,
         }
+    }
+}
+
+/// What the guard stopped, where traffic went, and how to look.
+#[derive(Debug)]
+pub struct BreachReport {
+    pub generation: u64,
+    /// The failed check.
+    pub check: String,
+    pub back_on: String,
+    /// The `respot debug` command for the failing instance.
+    pub debug: String,
+    pub cleanup: DestroyReport,
+    pub verdict: Option<Box<Verdict>>,
+}
+
+impl std::fmt::Display for BreachReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "the guard stopped generation {}: {}; traffic is back on {}; generation {} was destroyed ({}){}; \
+             before the next deploy, see why with `{}`",
+            self.generation,
+            self.check,
+            self.back_on,
+            self.generation,
+            self.cleanup.summary(),
+            left_behind_note(&self.cleanup),
+            self.debug
+        )
     }
 }
 
@@ -174,6 +260,13 @@ pub trait Verification: Forget {
     fn launch_material(&self, generation: u64) -> Result<LaunchMaterial, KeyError>;
     /// Verifies freshly launched instances (pinning their host keys first).
     async fn verify(&self, instances: &[Instance]) -> Verdict;
+
+    /// Key material for more instances of a live generation (`heal`): the
+    /// generation's own host key, never a fresh one, so its other
+    /// instances stay pinned. By default, the same as a new generation's.
+    fn heal_material(&self, generation: u64) -> Result<LaunchMaterial, KeyError> {
+        self.launch_material(generation)
+    }
 }
 
 /// Asks a person to confirm; `Ok(false)` when they decline. `None` where

@@ -20,9 +20,11 @@ use std::time::{Duration, Instant, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
+mod fleet;
+
 use super::{
-    DestroyReport, Instance, InstanceId, InstanceState, LaunchRequest, Lifecycle, PlannedRegion, Provider,
-    ProviderError, Result, SshEndpoint,
+    DestroyReport, Instance, InstanceId, InstanceState, Inventory, LaunchRequest, Lifecycle, PlannedRegion,
+    PoolKey, Provider, ProviderError, RegionCount, Result, SshEndpoint,
 };
 use crate::config::{Accel, Config};
 use crate::paths;
@@ -60,8 +62,7 @@ pub struct LocalProvider {
     forward_ports: Vec<u16>,
     image_dir: PathBuf,
     state_root: PathBuf,
-    /// `[[secrets]]`'s `local_file`s, in order: each goes into the seed.
-    secrets: Vec<PathBuf>,
+    secrets: Vec<PathBuf>, // `[[secrets]]`' local files, in order, for the seed
 }
 
 impl LocalProvider {
@@ -99,20 +100,28 @@ impl LocalProvider {
             memory_mib: config.local.memory_mib,
             cpus: config.local.cpus,
             accel: accel_override.unwrap_or(config.local.accel),
-            forward_ports: config.local.forward_ports.clone(),
+            forward_ports: forwarded_guest_ports(config),
             image_dir,
             state_root: vms_root,
-            secrets: config
-                .secrets
-                .iter()
-                .filter_map(|s| s.local_file.as_deref())
-                .map(|raw| crate::config::resolve_path(&config.base_dir(), raw))
-                .collect(),
+            secrets: config.local_secret_files(),
         })
     }
 
     fn deployment_dir(&self, deployment: &str) -> PathBuf {
         self.state_root.join(deployment)
+    }
+
+    /// The 127.0.0.1 port forwarded to `guest` on an instance, for the
+    /// front door's backends.
+    pub fn forwarded_port(&self, deployment: &str, id: &InstanceId, guest: u16) -> Option<u16> {
+        let text = std::fs::read_to_string(self.deployment_dir(deployment).join(&id.0).join("instance.json"))
+            .ok()?;
+        let record: Record = serde_json::from_str(&text).ok()?;
+        record
+            .forwards
+            .iter()
+            .find(|(_, g)| *g == guest)
+            .map(|(host, _)| *host)
     }
 
     /// The serial console log of an instance, for `debug`.
@@ -162,6 +171,7 @@ impl LocalProvider {
             },
             state_reason: (!alive).then(|| "qemu process is not running".to_string()),
             public_ip: Some("127.0.0.1".to_string()),
+            private_ip: None,
             ssh: Some(SshEndpoint {
                 host: "127.0.0.1".to_string(),
                 port: record.ssh_port,
@@ -361,7 +371,14 @@ impl Provider for LocalProvider {
 
     async fn launch(&self, request: &LaunchRequest) -> Result<Vec<Instance>> {
         let accel = self.resolved_accel();
-        for index in 0..self.count {
+        // A rolling batch adds to what the generation already has.
+        let have = self
+            .records(&request.deployment)?
+            .iter()
+            .filter(|(_, r)| r.generation == request.generation)
+            .count() as u32;
+        let until = request.upto.map_or(self.count, |upto| upto.min(self.count));
+        for index in have.min(until)..until {
             let this = self.clone();
             let request = request.clone();
             tokio::task::spawn_blocking(move || this.launch_one(&request, index, accel))
@@ -411,6 +428,38 @@ impl Provider for LocalProvider {
                 task: "destroy",
                 detail: e.to_string(),
             })?
+    }
+
+    fn wanted(&self) -> Vec<RegionCount> {
+        self.wanted_counts()
+    }
+
+    async fn launch_more(
+        &self,
+        request: &LaunchRequest,
+        counts: &[RegionCount],
+        _avoid: &[PoolKey],
+    ) -> Result<Vec<Instance>> {
+        let count = counts
+            .iter()
+            .filter(|c| c.region == fleet::LOCAL)
+            .map(|c| c.count)
+            .sum();
+        self.launch_counted(request, count).await
+    }
+
+    /// A local VM gets no notice before it goes.
+    async fn interruption_notices(&self, _deployment: &str) -> Result<Vec<InstanceId>> {
+        Ok(Vec::new())
+    }
+
+    /// One pool, this computer: it never runs out of capacity.
+    fn take_pools_without_capacity(&self) -> Vec<PoolKey> {
+        Vec::new()
+    }
+
+    async fn inventory(&self) -> Result<Inventory> {
+        self.all_deployments()
     }
 }
 
@@ -483,12 +532,8 @@ struct Identity<'a> {
 /// The NoCloud seed of one VM (`seed.iso`, volume `cidata`): the same
 /// packed user-data AWS would get; meta-data with the values cloud-init's
 /// Jinja gives a template on EC2 (`v1.instance_id`, `v1.region`,
-/// `v1.availability_zone`, `ds.meta_data.ami_launch_index`); the bundle,
-/// when the blueprint has one, with no size limit (the instance's bundle
-/// step reads it from the seed and checks its sha256); and each secret's
-/// `local_file` as `secret-N` (a file of its own, never in the user-data;
-/// 0600 here and in the image, whose Rock Ridge records keep the mode),
-/// which respot's `place` step installs at boot.
+/// `v1.availability_zone`, `ds.meta_data.ami_launch_index`); the bundle, if any, unlimited;
+/// and secret N as `secret-N`, 0600, never in the user-data (`respot.place` installs it).
 fn write_seed(
     dir: &Path,
     who: &Identity,
@@ -514,9 +559,8 @@ fn write_seed(
         files.push(path);
     }
     for (i, source) in secrets.iter().enumerate() {
-        let content = std::fs::read(source).map_err(|e| io_error(source, e))?;
         let path = seed_dir.join(crate::template::seed_name(i));
-        write_file(&path, &content)?;
+        write_file(&path, &std::fs::read(source).map_err(|e| io_error(source, e))?)?;
         files.push(path);
     }
     let seed = dir.join("seed.iso");
@@ -568,7 +612,18 @@ fn kvm_works() -> bool {
     device_ok && flags_ok
 }
 
-fn on_path(tool: &str) -> bool {
+/// `local.forward_ports`, plus the front door's `traffic.guest_port`.
+fn forwarded_guest_ports(config: &Config) -> Vec<u16> {
+    let mut ports = config.local.forward_ports.clone();
+    if let Some(traffic) = &config.traffic
+        && !ports.contains(&traffic.guest_port)
+    {
+        ports.push(traffic.guest_port);
+    }
+    ports
+}
+
+pub(crate) fn on_path(tool: &str) -> bool {
     std::env::var_os("PATH")
         .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(tool).is_file()))
 }

@@ -115,7 +115,8 @@ pub enum TemplateError {
     },
     #[error(
         "user data is {packed} bytes even gzipped, over EC2's limit of {USER_DATA_LIMIT}; \
-         the largest files are: {}",
+         the largest files are: {}; shrink them, or let respot ship them as a bundle \
+         (`[deployment] transport = \"auto\"`, the default, or `\"bundle\"`)",
         LargeFile::list(largest)
     )]
     TooLarge { packed: usize, largest: Vec<LargeFile> },

@@ -156,6 +156,10 @@ pub struct GitInfo {
     /// Files of the instance directory that git ignores: respot ships them,
     /// but no commit holds them, so they make the tree dirty.
     pub ignored: Vec<String>,
+    /// The signing key's fingerprint, once `[deployment] require_signed`
+    /// has checked the commit (`crate::provenance`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signer: Option<String>,
 }
 
 /// Runs a read-only git command in `dir`; `None` when it fails.
@@ -233,6 +237,7 @@ impl GitInfo {
             commit: if dirty { None } else { head },
             dirty,
             ignored: Vec::new(),
+            signer: None,
         }
     }
 }

@@ -16,7 +16,7 @@ use super::query::{Query, Reply};
 use super::row::{CheckRow, Outcome, drift_detail, probe_row};
 use super::text::strip_controls;
 use super::transport::{Connection, HostKeyTrust, Transport};
-use super::{Target, VerifyError, VerifySettings};
+use super::{Stage, Target, VerifyError, VerifySettings, Watch};
 use crate::guest::VERIFY_USER;
 use crate::keys::KeyStore;
 
@@ -37,6 +37,7 @@ pub(crate) async fn verify_target(
     expected: &Expected,
     settings: &VerifySettings,
     deadline: Instant,
+    watch: &dyn Watch,
 ) -> Vec<CheckRow> {
     let _slot = transport.host_slot(&target.endpoint.host).await;
     let connection = match transport.connect(keys, target, settings, deadline).await {
@@ -47,6 +48,7 @@ pub(crate) async fn verify_target(
             return vec![row];
         }
     };
+    watch.reached(target, Stage::Connected);
     let trust = match connection.host_key_trust() {
         HostKeyTrust::Pinned => "host key pinned",
         HostKeyTrust::Recorded => "host key as recorded on first contact",
@@ -61,7 +63,7 @@ pub(crate) async fn verify_target(
             target.endpoint.host, target.endpoint.port
         ),
     )];
-    rows.extend(checks_over(&connection, target, expected, settings, deadline).await);
+    rows.extend(checks_over(&connection, target, expected, settings, deadline, watch).await);
     connection.close().await;
     rows
 }
@@ -72,6 +74,7 @@ async fn checks_over(
     expected: &Expected,
     settings: &VerifySettings,
     deadline: Instant,
+    watch: &dyn Watch,
 ) -> Vec<CheckRow> {
     let mut rows = Vec::new();
     // cloud-init may still be running on a fresh instance: wait for it.
@@ -84,10 +87,18 @@ async fn checks_over(
         }
         tokio::time::sleep(CLOUD_INIT_POLL).await;
     };
+    if let Ok(reply) = &cloud_init {
+        let status = reply.status("cloud-init").unwrap_or("unknown");
+        watch.reached(target, Stage::CloudInit(strip_controls(status)));
+    }
     // Four channels on one master: far below sshd's `MaxSessions 10`.
     let packages_wanted = expected.shipped.as_ref().is_some_and(|s| !s.packages.is_empty());
     let (units, manifest, health, packages) = tokio::join!(
-        connection.run(&Query::Units),
+        async {
+            let units = connection.run(&Query::Units).await;
+            watch.reached(target, Stage::Units);
+            units
+        },
         connection.run(&Query::Manifest),
         connection.run(&Query::Health),
         async {

@@ -289,6 +289,75 @@ fn tilde_expands_in_key_paths() {
     );
 }
 
+/// Bad `[traffic]` sections: each exits 2 naming file:line:col and key.
+#[test]
+fn bad_traffic_sections_name_line_and_key() {
+    const ARN: &str = "arn:aws:elasticloadbalancing:us-east-1:123456789012:listener/app/web/50dc6c495c0c9188/f2f7dc8efc522ab2";
+    let aws = "[deployment]\nname = \"hello\"\nprovider = \"aws\"\n\n[[aws.regions]]\nname = \"eu-west-1\"\ncount = 1\n\n";
+    let cases: Vec<(&str, String, &str)> = vec![
+        (
+            "aws part with the local provider",
+            format!("{HEAD}\n[traffic]\nport = 8000\n\n[traffic.aws]\nlisteners = []\n"),
+            "respot.toml:7:1: traffic.aws: `[traffic.aws]` is for the aws provider, but `deployment.provider` is \"local\"",
+        ),
+        (
+            "listener in another region",
+            format!(
+                "{aws}[traffic]\n\n[[traffic.aws.listeners]]\nregion = \"eu-west-1\"\nlistener_arn = \"{ARN}\"\n"
+            ),
+            "respot.toml:13:16: traffic.aws.listeners[0].listener_arn: this listener is in `us-east-1`, not `eu-west-1`",
+        ),
+        (
+            "health path without a leading slash",
+            format!("{HEAD}\n[traffic]\nport = 8000\nhealth_path = \"health\"\n"),
+            "respot.toml:6:15: traffic.health_path: expected an absolute URL path starting with `/`",
+        ),
+        (
+            "steps not ending at 100",
+            format!("{HEAD}\n[traffic]\nport = 8000\nsteps = [10, 50]\n"),
+            "respot.toml:6:9: traffic.steps: the last step must be 100",
+        ),
+        (
+            "steps falling",
+            format!("{HEAD}\n[traffic]\nport = 8000\nsteps = [50, 10, 100]\n"),
+            "respot.toml:6:14: traffic.steps[1]: expected rising percentages from 1 to 100, got 10",
+        ),
+        (
+            "local door without a port",
+            format!("{HEAD}\n[traffic]\nguest_port = 8080\n"),
+            "respot.toml:4:1: traffic: the local front door needs `port`",
+        ),
+        (
+            "error rate above 1",
+            format!("{HEAD}\n[traffic]\nport = 8000\nmax_error_rate = 5\n"),
+            "respot.toml:6:18: traffic.max_error_rate: expected a share from 0 to 1",
+        ),
+        (
+            "batch neither a count nor a share",
+            format!("{HEAD}\n[traffic]\nport = 8000\nbatch = \"half\"\n"),
+            "respot.toml:6:9: traffic.batch: expected a count such as 2 or a share such as \"25%\", got `half`",
+        ),
+    ];
+    let mut failures = Vec::new();
+    for (name, text, want) in &cases {
+        let test = Test::sample().write("respot.toml", text);
+        let out = test
+            .context()
+            .command()
+            .arg("render")
+            .output()
+            .expect("run respot");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        if out.status.code() != Some(2) || !stderr.contains(want) || stderr.contains("panicked") {
+            failures.push(format!(
+                "{name}: want exit 2 and {want:?}, got {:?}: {stderr}",
+                out.status.code()
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
 #[test]
 fn files_directories_secrets_packages_and_units_parse() {
     let text = format!(

@@ -124,6 +124,21 @@ fn sample_deploys_verifies_refuses_writes_and_destroys() {
     let created = fleet.respot(&["create"]);
     assert_eq!(created.status.code(), Some(0), "create: {}", stderr(&created));
     assert!(stderr(&created).contains("verified"), "{}", stderr(&created));
+    // Off a terminal, one plain line per phase change.
+    for phase in [
+        "requested",
+        "running (+",
+        "ssh (+",
+        "cloud-init (+",
+        "units (+",
+        "verified (+",
+    ] {
+        assert!(
+            stderr(&created).contains(&format!(": {phase}")),
+            "{phase}: {}",
+            stderr(&created)
+        );
+    }
 
     let listed = fleet.json(&["list"]);
     let instances = listed.as_array().unwrap();

@@ -839,3 +839,49 @@ fn an_unknown_transport_is_a_config_error_with_its_place() {
         .stderr_contains("transport")
         .run();
 }
+
+/// cloud-init's own user-data processor reads the two gzip members (the
+/// compressed document and the stored keys) as one cloud-config, whole.
+#[test]
+fn cloud_init_reads_both_gzip_members_as_one_cloud_config() {
+    let test = Test::sample();
+    let packed_path = test.path().join("user-data.bin");
+    let out = test
+        .context()
+        .command()
+        .args(["render", "--output", "json", "--user-data-out"])
+        .arg(&packed_path)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["gzipped"], true);
+    let script = "import sys\n\
+                  from cloudinit import user_data\n\
+                  data = open(sys.argv[1], 'rb').read()\n\
+                  message = user_data.UserDataProcessor({}).process(data)\n\
+                  parts = [p for p in message.walk() if not p.is_multipart()]\n\
+                  print(len(parts), parts[0].get_content_type(), len(parts[0].get_payload()))\n\
+                  print(parts[0].get_payload().splitlines()[-1])\n";
+    let processed = std::process::Command::new("/usr/bin/python3")
+        .args(["-c", script])
+        .arg(&packed_path)
+        .output()
+        .expect("cloud-init's python runs");
+    assert!(
+        processed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&processed.stderr)
+    );
+    let stdout = String::from_utf8(processed.stdout).unwrap();
+    let mut lines = stdout.lines();
+    assert_eq!(
+        lines.next().unwrap(),
+        format!("1 text/cloud-config {}", report["raw_bytes"]),
+        "one cloud-config part, every byte"
+    );
+    assert!(
+        lines.next().unwrap().contains("ed25519_public: ssh-ed25519"),
+        "the stored member (the keys) is read too"
+    );
+}
