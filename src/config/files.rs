@@ -312,6 +312,13 @@ impl super::Config {
         }
     }
 
+    /// `[[secrets]]`' `local_file`s, resolved, in order (local VMs).
+    pub fn local_secret_files(&self) -> Vec<std::path::PathBuf> {
+        let base = self.base_dir();
+        let files = self.secrets.iter().filter_map(|s| s.local_file.as_deref());
+        files.map(|raw| super::resolve_path(&base, raw)).collect()
+    }
+
     /// The packages the instances install, for their package manager.
     pub fn package_specs(&self) -> Vec<PackageSpec> {
         let list = match self.package_manager() {

@@ -201,8 +201,8 @@ manifest_records() {
     for list in /etc/respot/directories /etc/respot/secrets; do
         [ -r "$ROOT$list" ] || continue
         if [ $list = /etc/respot/directories ]; then record=dir; want=dir; else record=secret; want='file'; fi
-        while IFS= read -r path || [ -n "$path" ]; do
-            case $path in /*) ;; *) continue ;; esac
+        while read -r path _ || [ -n "${path-}" ]; do
+            case ${path-} in /*) ;; *) continue ;; esac
             state=$(kind_at "$ROOT$path" $want)
             a=$(printf -- '-\t-\t-')
             [ "$state" = present ] && a=$(attrs "$ROOT$path")

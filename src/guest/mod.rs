@@ -12,6 +12,9 @@
 
 use crate::config::HttpProbe;
 
+#[cfg(test)]
+mod place_tests;
+
 /// One of respot's own files, the same on every instance.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct GuestFile {
@@ -46,11 +49,23 @@ pub const SSHD_CONFIG: GuestFile = GuestFile {
 
 /// The one sudo rule of `VERIFY_USER`: the inspector's `hash-manifest`
 /// entry as root, with that fixed argument, so files it cannot read (0600
-/// ones) are hashed too. sudo ignores a rule file not at mode 0440.
+/// ones) are hashed too. Mode 0444, not sudo's customary 0440: the rule is
+/// no secret, and so respot-verify can hash this file too (sudo refuses
+/// only rule files others may write).
 pub const SUDOERS: GuestFile = GuestFile {
     path: "/etc/sudoers.d/respot",
-    mode: "0440",
+    mode: "0444",
     content: include_str!("sudoers-respot-verify"),
+};
+
+/// Places what `write_files` cannot: `[[directories]]`, the owners of
+/// bundled files, `[[secrets]]` (from the local seed, or from SSM with the
+/// instance profile). Shipped only to blueprints that need it, and run by
+/// the template's `runcmd` as `respot.place`.
+pub const PLACE: GuestFile = GuestFile {
+    path: "/usr/lib/respot/place",
+    mode: "0755",
+    content: include_str!("place.sh"),
 };
 
 /// Every file respot ships (see [`GuestFile::shipped`]).
@@ -100,9 +115,15 @@ pub const SUMS_PATH: &str = "/etc/respot/manifest.sha256";
 pub const UNITS_PATH: &str = "/etc/respot/units";
 /// The `[verify]` health probes, written at render (see [`probes_file`]).
 pub const PROBES_PATH: &str = "/etc/respot/probes";
-/// The `[[directories]]` to check, one path per line, written at render.
+/// The `[[directories]]`, `path owner group mode` per line, written at
+/// render: what `PLACE` makes and the inspector checks.
 pub const DIRECTORIES_PATH: &str = "/etc/respot/directories";
-/// The `[[secrets]]` to check (existence, owner, mode; never content).
+/// Bundled blueprint files not owned by root, `path owner group` per line:
+/// the bundle lands as root in bootcmd, before `users`; `PLACE` chowns.
+pub const OWNERS_PATH: &str = "/etc/respot/owners";
+/// The `[[secrets]]`, `path owner group mode source` per line: what
+/// `PLACE` installs and the inspector checks (existence,
+/// owner, mode; never content).
 pub const SECRETS_PATH: &str = "/etc/respot/secrets";
 /// The `[packages]` to check, one name per line, written at render.
 pub const PACKAGES_PATH: &str = "/etc/respot/packages";
@@ -121,7 +142,7 @@ pub fn owns(path: &str) -> bool {
     FILES
         .iter()
         .map(|f| f.path)
-        .chain([STATE_DIR])
+        .chain([PLACE.path, STATE_DIR])
         .any(|owned| path == owned || path.strip_prefix(owned).is_some_and(|rest| rest.starts_with('/')))
 }
 
@@ -161,7 +182,7 @@ pub fn guarded(path: &str, content: &[u8]) -> Option<&'static str> {
 }
 
 /// Whether a sudoers drop-in could reach `VERIFY_USER`: it names the
-/// account, a group or group id (it is in `adm` and `systemd-journal`), a
+/// account, a user id (`#998`), a group or group id (it is in `adm` and `systemd-journal`), a
 /// netgroup, every user (`ALL` as the user list), an alias or an include,
 /// or changes `Defaults`. Plain `user host=(runas) commands` lines for other
 /// named users pass.
@@ -174,6 +195,9 @@ fn widens_sudo(content: &[u8]) -> bool {
         let first = line.split([' ', '\t', ',', '=']).next().unwrap_or("");
         line.starts_with("@include")
             || line.starts_with("#include")
+            || line
+                .strip_prefix('#')
+                .is_some_and(|rest| rest.starts_with(|c: char| c.is_ascii_digit()))
             || (!line.starts_with('#') && (line.contains('%') || line.contains('+')))
             || first == "ALL"
             || first.ends_with("_Alias")
@@ -215,6 +239,7 @@ mod tests {
             ("/usr/lib/respot/inspect", true),
             ("/usr/lib/respot/deploy-log", true),
             ("/etc/sudoers.d/respot", true),
+            ("/usr/lib/respot/place", true),
             ("/etc/ssh/sshd_config.d/60-respot.conf", true),
             ("/usr/lib/respot/inspect/x", true),
             ("/etc/respot", true),
@@ -266,6 +291,7 @@ mod tests {
             ("/etc/sudoers.d/inc2", "#includedir /tmp/x\n", true),
             ("/etc/sudoers.d/def", "Defaults:admin !authenticate\n", true),
             ("/etc/sudoers.d/net", "+ops ALL=(ALL) ALL\n", true),
+            ("/etc/sudoers.d/uid", "#998 ALL=(ALL) NOPASSWD: ALL\n", true),
             ("/etc/sudoers", "admin ALL=(ALL) ALL\n", true),
             ("/etc/sshx", "", false),
             ("/opt/app/ssh/config", "", false),
@@ -289,6 +315,10 @@ mod tests {
         assert!(DEPLOY_LOG_HELPER.content.contains(DEPLOY_LOG_PATH));
         assert!(SSHD_CONFIG.content.contains(VERIFY_KEYS_DIR));
         assert!(SSHD_CONFIG.content.contains(INSPECTOR_PATH));
+        for path in [SECRETS_PATH, DIRECTORIES_PATH, OWNERS_PATH] {
+            assert!(PLACE.content.contains(path), "place reads {path}");
+        }
+        assert!(PLACE.content.contains(DEPLOY_LOG_PATH));
         for path in [DIRECTORIES_PATH, SECRETS_PATH, PACKAGES_PATH] {
             assert!(INSPECTOR.content.contains(path), "the inspector reads {path}");
         }

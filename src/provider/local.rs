@@ -62,6 +62,7 @@ pub struct LocalProvider {
     forward_ports: Vec<u16>,
     image_dir: PathBuf,
     state_root: PathBuf,
+    secrets: Vec<PathBuf>, // `[[secrets]]`' local files, in order, for the seed
 }
 
 impl LocalProvider {
@@ -102,6 +103,7 @@ impl LocalProvider {
             forward_ports: forwarded_guest_ports(config),
             image_dir,
             state_root: vms_root,
+            secrets: config.local_secret_files(),
         })
     }
 
@@ -220,6 +222,7 @@ impl LocalProvider {
             },
             &request.user_data.packed,
             bundle,
+            &self.secrets,
         )?;
 
         let ssh_port = free_port()?;
@@ -529,10 +532,15 @@ struct Identity<'a> {
 /// The NoCloud seed of one VM (`seed.iso`, volume `cidata`): the same
 /// packed user-data AWS would get; meta-data with the values cloud-init's
 /// Jinja gives a template on EC2 (`v1.instance_id`, `v1.region`,
-/// `v1.availability_zone`, `ds.meta_data.ami_launch_index`); and the
-/// bundle, when the blueprint has one, with no size limit (the instance's
-/// bundle step reads it from the seed and checks its sha256).
-fn write_seed(dir: &Path, who: &Identity, user_data: &[u8], bundle: Option<&[u8]>) -> Result<PathBuf> {
+/// `v1.availability_zone`, `ds.meta_data.ami_launch_index`); the bundle, if any, unlimited;
+/// and secret N as `secret-N`, 0600, never in the user-data (`respot.place` installs it).
+fn write_seed(
+    dir: &Path,
+    who: &Identity,
+    user_data: &[u8],
+    bundle: Option<&[u8]>,
+    secrets: &[PathBuf],
+) -> Result<PathBuf> {
     let seed_dir = dir.join("seed");
     private_dir(&seed_dir)?;
     write_file(&seed_dir.join("user-data"), user_data)?;
@@ -548,6 +556,11 @@ fn write_seed(dir: &Path, who: &Identity, user_data: &[u8], bundle: Option<&[u8]
     if let Some(archive) = bundle {
         let path = seed_dir.join(crate::guest::SEED_BUNDLE_NAME);
         write_file(&path, archive)?;
+        files.push(path);
+    }
+    for (i, source) in secrets.iter().enumerate() {
+        let path = seed_dir.join(crate::template::seed_name(i));
+        write_file(&path, &std::fs::read(source).map_err(|e| io_error(source, e))?)?;
         files.push(path);
     }
     let seed = dir.join("seed.iso");

@@ -12,7 +12,7 @@
 use serde::Serialize;
 
 use super::InstanceFile;
-use crate::config::{Config, FileRule, PackageSpec, UnitStep, file_attributes, units};
+use crate::config::{Config, FileRule, PackageSpec, ProviderKind, UnitStep, file_attributes, units};
 use crate::guest;
 
 /// A directory or secret on the instance, as the template sees it.
@@ -31,8 +31,16 @@ pub struct Inputs {
     pub rules: Vec<FileRule>,
     pub directories: Vec<Placed>,
     pub secrets: Vec<Placed>,
+    /// Where each secret comes from, for the installer: `seed:secret-N`
+    /// (local VMs, see `seed_name`) or `ssm:/name`.
+    pub secret_sources: Vec<String>,
     pub packages: Vec<PackageSpec>,
     pub unit_order: Option<Vec<UnitStep>>,
+}
+
+/// The name of secret `index` in a local VM's NoCloud seed.
+pub fn seed_name(index: usize) -> String {
+    format!("secret-{index}")
 }
 
 impl Inputs {
@@ -55,6 +63,15 @@ impl Inputs {
                 .iter()
                 .map(|s| placed(&s.path, s.ownership()))
                 .collect(),
+            secret_sources: config
+                .secrets
+                .iter()
+                .enumerate()
+                .map(|(i, s)| match (config.deployment.provider, &s.ssm) {
+                    (ProviderKind::Aws, Some(name)) => format!("ssm:{name}"),
+                    _ => format!("seed:{}", seed_name(i)),
+                })
+                .collect(),
             packages: config.package_specs(),
             unit_order: config.deployment.units.clone(),
         }
@@ -76,22 +93,39 @@ impl Inputs {
         file_attributes(&self.rules, relative).1
     }
 
-    /// The lists the inspector checks, for those that are not empty:
-    /// (path, mode, content).
-    pub fn generated_files(&self) -> Vec<(&'static str, &'static str, Vec<u8>)> {
-        let paths = |list: &[Placed]| list.iter().map(|p| p.path.clone()).collect::<Vec<_>>();
+    /// The lists the inspector and `guest::PLACE` read, those not empty,
+    /// and `PLACE` itself when it has work: (path, mode, content). `files`
+    /// are the blueprint's, owners applied.
+    pub fn generated_files(&self, files: &[InstanceFile]) -> Vec<(&'static str, &'static str, Vec<u8>)> {
+        let line = |p: &Placed| format!("{} {} {} {}", p.path, p.owner, p.group, p.mode);
+        let directories: Vec<String> = self.directories.iter().map(line).collect();
+        let owners: Vec<String> = files
+            .iter()
+            .filter(|f| deferred(f))
+            .map(|f| format!("{} {} {}", f.path, f.owner, f.group))
+            .collect();
+        let secrets: Vec<String> = self
+            .secrets
+            .iter()
+            .zip(&self.secret_sources)
+            .map(|(s, source)| format!("{} {source}", line(s)))
+            .collect();
         let names: Vec<&str> = self.packages.iter().map(|p| p.name.as_str()).collect();
+        let place = if secrets.is_empty() && directories.is_empty() && owners.is_empty() {
+            String::new()
+        } else {
+            guest::PLACE.shipped()
+        };
         [
-            (
-                guest::DIRECTORIES_PATH,
-                guest::lines_file(&paths(&self.directories)),
-            ),
-            (guest::SECRETS_PATH, guest::lines_file(&paths(&self.secrets))),
-            (guest::PACKAGES_PATH, guest::lines_file(&names)),
+            (guest::DIRECTORIES_PATH, "0644", guest::lines_file(&directories)),
+            (guest::OWNERS_PATH, "0644", guest::lines_file(&owners)),
+            (guest::SECRETS_PATH, "0644", guest::lines_file(&secrets)),
+            (guest::PACKAGES_PATH, "0644", guest::lines_file(&names)),
+            (guest::PLACE.path, guest::PLACE.mode, place),
         ]
         .into_iter()
-        .filter(|(_, content)| !content.is_empty())
-        .map(|(path, content)| (path, "0644", content.into_bytes()))
+        .filter(|(_, _, content)| !content.is_empty())
+        .map(|(path, mode, content)| (path, mode, content.into_bytes()))
         .collect()
     }
 
@@ -126,7 +160,7 @@ mod tests {
     #[test]
     fn generated_lists_only_when_not_empty() {
         let mut inputs = Inputs::default();
-        assert!(inputs.generated_files().is_empty());
+        assert!(inputs.generated_files(&[]).is_empty());
         inputs.directories.push(Placed {
             path: "/var/lib/app".into(),
             owner: "app".into(),
@@ -135,15 +169,16 @@ mod tests {
         });
         inputs.packages.push(PackageSpec::parse("curl=7.88*").unwrap());
         let got: Vec<(&str, String)> = inputs
-            .generated_files()
+            .generated_files(&[])
             .into_iter()
             .map(|(p, _, c)| (p, String::from_utf8(c).unwrap()))
             .collect();
         assert_eq!(
             got,
             vec![
-                (guest::DIRECTORIES_PATH, "/var/lib/app\n".to_string()),
+                (guest::DIRECTORIES_PATH, "/var/lib/app app app 0750\n".to_string()),
                 (guest::PACKAGES_PATH, "curl\n".to_string()),
+                (guest::PLACE.path, guest::PLACE.shipped()),
             ]
         );
         assert_eq!(

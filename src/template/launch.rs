@@ -49,6 +49,8 @@ struct Manifest<'a> {
 #[derive(Serialize)]
 struct ManifestFile<'a> {
     path: &'a str,
+    owner: &'a str,
+    group: &'a str,
     mode: &'a str,
     sha256: &'a str,
 }
@@ -68,6 +70,8 @@ impl Blueprint {
                 .iter()
                 .map(|f| ManifestFile {
                     path: &f.path,
+                    owner: &f.owner,
+                    group: &f.group,
                     mode: &f.mode,
                     sha256: &f.sha256,
                 })

@@ -40,7 +40,7 @@ use crate::config::Config;
 use crate::exit::ExitStatus;
 
 pub use self::bundle::Bundle;
-pub use self::inputs::{Inputs, Placed};
+pub use self::inputs::{Inputs, Placed, seed_name};
 pub use self::instance::preview as jinja_preview;
 pub use self::pack::{Budget, USER_DATA_LIMIT, pack};
 pub use self::render::render;

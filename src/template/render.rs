@@ -119,7 +119,8 @@ fn instance_files(source: &Source) -> Result<Vec<InstanceFile>, TemplateError> {
         source.inputs.apply(&file.relative, &mut placed);
         files.push(placed);
     }
-    files.extend(respot_files(source));
+    let generated = source.inputs.generated_files(&files);
+    files.extend(respot_files(source, generated));
     files.sort_by(|a, b| a.path.cmp(&b.path));
     Ok(files)
 }
@@ -144,7 +145,7 @@ fn template_file(source: &Source, shown: &str, content: &[u8]) -> Result<Vec<u8>
 
 /// respot's files as shipped, the probe list generated from `[verify]`,
 /// and the lists of directories, secrets and packages to check.
-fn respot_files(source: &Source) -> Vec<InstanceFile> {
+fn respot_files(source: &Source, lists: Vec<(&'static str, &'static str, Vec<u8>)>) -> Vec<InstanceFile> {
     let shipped = guest::FILES
         .iter()
         .map(|f| (f.path, f.mode, f.shipped().into_bytes()));
@@ -155,7 +156,7 @@ fn respot_files(source: &Source) -> Vec<InstanceFile> {
     )];
     shipped
         .chain(generated)
-        .chain(source.inputs.generated_files())
+        .chain(lists)
         .map(|(path, mode, content)| {
             InstanceFile::new(
                 path.to_string(),
@@ -236,6 +237,8 @@ fn render_document(
         packages => source.inputs.package_entries(),
         respot => minijinja::context! {
             deploy_log => guest::DEPLOY_LOG_HELPER.path,
+            // Empty when respot ships no `place` (nothing for it to do).
+            place => if files.iter().any(|f| f.path == guest::PLACE.path) { guest::PLACE.path } else { "" },
             manifest => guest::MANIFEST_PATH,
             log_file => guest::DEPLOY_LOG_PATH,
         },
@@ -416,7 +419,7 @@ mod tests {
                 "respot",
                 "0644",
             ),
-            ("/etc/sudoers.d/respot", Origin::Respot, "respot", "0440"),
+            ("/etc/sudoers.d/respot", Origin::Respot, "respot", "0444"),
             (
                 "/etc/systemd/system/hello-health.service",
                 Origin::Blueprint,

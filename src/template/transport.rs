@@ -24,11 +24,13 @@ pub(super) fn files_section(files: &[InstanceFile], bundle: Option<&Bundle>) -> 
 }
 
 /// Whether `file` travels in the bundle: the blueprint's files, except
-/// those owned by someone other than root, which wait inline for
-/// cloud-init's final stage (the bundle step runs before `users`), and
-/// per-instance templates, which cloud-init's Jinja fills in.
+/// per-instance templates, which cloud-init's Jinja fills in. A bundled
+/// file not owned by root lands as root with its mode (the bundle step runs
+/// before `users`); `respot.place` gives it its owner from
+/// `/etc/respot/owners` in runcmd, before the units start. So a large
+/// blueprint of a service user's files still fits.
 pub(super) fn in_bundle(file: &InstanceFile) -> bool {
-    file.origin == Origin::Blueprint && !inputs::deferred(file) && !file.template
+    file.origin == Origin::Blueprint && !file.template
 }
 
 /// The bundle's sha256 in the document, so the digest covers every file

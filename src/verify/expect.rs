@@ -412,6 +412,28 @@ mod tests {
                 )],
             ),
             (
+                "a special file",
+                file("/a", "special") + &file("/b", &two),
+                vec![(Outcome::Fail, "`/a` is not a regular file on the instance")],
+            ),
+        ];
+        for (name, body, want) in cases {
+            let rows = file_rows(&target(), &shipped(), &reply(&Query::Manifest, &body));
+            let got = results(&rows);
+            assert_eq!(got.len(), want.len(), "{name}: {got:?}");
+            for ((outcome, detail), (want_outcome, want_start)) in got.iter().zip(&want) {
+                assert_eq!(outcome, want_outcome, "{name}: {got:?}");
+                assert!(detail.starts_with(want_start), "{name}: {detail}");
+            }
+        }
+    }
+
+    #[test]
+    fn owner_group_and_mode_are_held_to_the_render_too() {
+        let (one, two) = ("1".repeat(64), "2".repeat(64));
+        let file = |path: &str, live: &str| format!("file\t{path}\t{live}\t{live}\troot\troot\t0644\n");
+        let cases: Vec<Case<(Outcome, &str)>> = vec![
+            (
                 "a changed mode, same content",
                 file("/a", &one) + &format!("file\t/b\t{two}\t{two}\troot\troot\t0666\n"),
                 vec![(
@@ -428,11 +450,6 @@ mod tests {
                 "no attributes at all",
                 file("/a", &one) + &format!("file\t/b\t{two}\t{two}\n"),
                 vec![(Outcome::Fail, "`/b` has no owner, group or mode")],
-            ),
-            (
-                "a special file",
-                file("/a", "special") + &file("/b", &two),
-                vec![(Outcome::Fail, "`/a` is not a regular file on the instance")],
             ),
         ];
         for (name, body, want) in cases {

@@ -10,5 +10,6 @@ mod config;
 mod history;
 mod local;
 mod progress;
+mod realistic;
 mod render;
 mod verify;

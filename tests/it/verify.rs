@@ -502,6 +502,46 @@ fn drift_fails_on_exactly_the_changed_file_and_debug_shows_it() {
     );
 }
 
+/// Same content, another mode or owner: verification fails on exactly
+/// that file, naming what the render says.
+#[test]
+fn a_changed_mode_or_owner_fails_on_exactly_that_file() {
+    let fx = Fixture::new("pinned");
+    let (_sshd, target) = fx.serve();
+    let conf = fx.root.join("opt/hello/reporter.sh");
+    std::fs::set_permissions(&conf, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let out = fx.run(&["verify", "--target", &target, "--output", "json"]);
+    assert_eq!(out.status.code(), Some(1), "{}", explain(&out));
+    let failed = failed_rows(&json(&out), &target);
+    assert_eq!(
+        failed,
+        vec![(
+            "files".to_string(),
+            "fail".to_string(),
+            "`/opt/hello/reporter.sh` is root:root 0777 on the instance, the render says root:root 0755"
+                .to_string()
+        )]
+    );
+
+    std::fs::set_permissions(&conf, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let nobody = fx.root.join("opt/hello/health.py");
+    let status = Command::new("chown")
+        .args(["nobody"])
+        .arg(&nobody)
+        .status()
+        .unwrap();
+    assert!(status.success(), "chown nobody");
+    let out = fx.run(&["verify", "--target", &target, "--output", "json"]);
+    let failed = failed_rows(&json(&out), &target);
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert!(
+        failed[0].2.starts_with(
+            "`/opt/hello/health.py` is nobody:root 0644 on the instance, the render says root:root 0644"
+        ),
+        "{failed:?}"
+    );
+}
+
 #[test]
 fn a_changed_host_key_is_refused_as_a_mismatch_without_logging_in() {
     let fx = Fixture::new("pinned");

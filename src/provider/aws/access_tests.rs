@@ -19,6 +19,7 @@ pub fn provider_with_image(fake: &FakeEc2, regions: &[(&str, u32)], image: &str)
         allow_cidr: Some("198.51.100.0/24".to_string()),
         encrypt_volumes: true,
         bundle_bucket: None,
+        ssm_parameters: Vec::new(),
         regions: regions
             .iter()
             .map(|(name, count)| RegionSection {

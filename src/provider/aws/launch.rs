@@ -171,6 +171,17 @@ impl<E: Ec2Api> AwsProvider<E> {
         let mut tags = request.tags(&name, created_at);
         tags.push((tag::CREATED_BY.to_string(), caller));
         tags.push((TAG_IMAGE.to_string(), image.id.clone()));
+        if let Some(ssm) = self
+            .ssm
+            .as_ref()
+            .filter(|_| !self.settings.ssm_parameters.is_empty())
+        {
+            let versions = ssm.versions(&target.name, &self.settings.ssm_parameters).await?;
+            tags.push((
+                super::secrets::TAG_SECRETS.to_string(),
+                super::secrets::tag_value(&versions),
+            ));
+        }
         // Config validation refuses `respot:*`, `aws:*` and `Name` here.
         tags.extend(launch.tags.iter().cloned());
         let root = image.encrypted_root.map(|found| RootVolume {

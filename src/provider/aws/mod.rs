@@ -52,6 +52,7 @@ mod plan;
 mod pools;
 pub mod regions;
 mod sdk;
+pub mod secrets;
 #[cfg(test)]
 mod tests;
 
@@ -99,6 +100,8 @@ struct Settings {
     regions: Vec<RegionSection>,
     encrypt_volumes: bool,
     bundle_bucket: Option<String>,
+    /// `[[secrets]]`' SSM parameters, whose versions launch tags.
+    ssm_parameters: Vec<String>,
     launch: LaunchSettings,
 }
 
@@ -137,6 +140,7 @@ impl Settings {
             regions: config.aws.regions.clone(),
             encrypt_volumes: config.aws.encrypt_volumes,
             bundle_bucket: config.aws.bundle_bucket.clone(),
+            ssm_parameters: config.secrets.iter().filter_map(|s| s.ssm.clone()).collect(),
             launch: LaunchSettings {
                 public_ip: config.aws.public_ip,
                 root_volume_gb: config.aws.root_volume_gb,
@@ -226,6 +230,8 @@ pub struct AwsProvider<E: Ec2Api = SdkEc2> {
     no_capacity: std::sync::Mutex<Vec<super::PoolKey>>,
     /// S3 for bundles, in the home region (absent in unit tests).
     bundles: Option<bundle::SdkBundleStore>,
+    /// SSM, for the versions of secrets (absent in unit tests).
+    ssm: Option<secrets::SsmVersions>,
     /// Launched and not yet delivered; see [`Pending`].
     pending: std::sync::Mutex<Vec<Pending>>,
     /// The image resolved per region, so that what `plan` and `create`
@@ -248,6 +254,7 @@ impl AwsProvider {
             connection.credentials_hint,
         );
         provider.bundles = Some(bundles);
+        provider.ssm = Some(secrets::SsmVersions::new(&connection.sdk));
         Ok(provider)
     }
 
@@ -284,6 +291,7 @@ impl<E: Ec2Api> AwsProvider<E> {
             waits: Waits::AWS,
             no_capacity: std::sync::Mutex::new(Vec::new()),
             bundles: None,
+            ssm: None,
             pending: std::sync::Mutex::new(Vec::new()),
             images: std::sync::Mutex::default(),
         }

@@ -31,6 +31,7 @@ pub(super) fn provider(fake: &FakeEc2, regions: &[(&str, u32)], fallback: Fallba
         allow_cidr: Some(CIDR.to_string()),
         encrypt_volumes: true,
         bundle_bucket: None,
+        ssm_parameters: Vec::new(),
         regions: regions
             .iter()
             .map(|(name, count)| RegionSection {
