@@ -259,6 +259,10 @@ impl<P: Provider, V: Verification, D: FrontDoor> Round<'_, P, V, D> {
         self.printer.warn(&format!(
             "rolling stopped: {reason}; the old instances keep serving"
         ));
+        if let Some(blue) = self.blue {
+            // Best effort: abandon drains the new ones out of the door anyway.
+            let _ = self.door.shift(&[(blue, 100)].into_iter().collect()).await;
+        }
         let mut all = green.to_vec();
         if let Ok(listed) = super::live(self.provider, self.deployment).await {
             all.extend(

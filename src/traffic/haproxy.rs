@@ -339,10 +339,10 @@ fn render(file: &DoorFile, socket: &Path, port: u16, health_path: &str) -> Strin
          global\n    master-worker\n    stats socket {socket} mode 600 level admin expose-fd listeners\n    \
          hard-stop-after 30s\n\n\
          defaults\n    mode http\n    timeout connect 2s\n    timeout client 30s\n    timeout server 30s\n    \
-         timeout queue 10s\n    retries 3\n    option redispatch 1\n    retry-on conn-failure empty-response response-timeout\n\n\
+         timeout queue 10s\n    timeout check 5s\n    retries 3\n    option redispatch 1\n    retry-on conn-failure empty-response response-timeout\n\n\
          frontend door\n    bind 127.0.0.1:{port}\n    default_backend fleet\n\n\
          backend fleet\n    balance roundrobin\n    option allbackups\n    option httpchk GET {health_path}\n    \
-         http-check expect status 200\n    default-server inter 500ms fastinter 250ms downinter 1s rise 2 fall 2\n{servers}",
+         http-check expect status 200\n    default-server inter 1s fastinter 500ms downinter 1s rise 2 fall 3\n{servers}",
         socket = socket.display()
     )
 }
@@ -494,7 +494,8 @@ impl FrontDoor for HaproxyDoor {
     }
 }
 
-/// `GET health_path` through the door, with a 2 s limit.
+/// `GET health_path` through the door, with a 5 s limit (a VM under TCG
+/// can be slow).
 async fn probe(port: u16, path: &str) -> Probe {
     let attempt = async {
         let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
@@ -504,10 +505,10 @@ async fn probe(port: u16, path: &str) -> Probe {
         stream.read_to_end(&mut answer).await?;
         Ok::<_, std::io::Error>(answer)
     };
-    match tokio::time::timeout(Duration::from_secs(2), attempt).await {
+    match tokio::time::timeout(Duration::from_secs(5), attempt).await {
         Err(_) => Probe {
             ok: false,
-            detail: "no answer within 2 s".to_string(),
+            detail: "no answer within 5 s".to_string(),
         },
         Ok(Err(err)) => Probe {
             ok: false,

@@ -5,6 +5,7 @@ mod support;
 
 mod aws;
 mod config;
+mod front_door;
 mod local;
 mod render;
 mod verify;

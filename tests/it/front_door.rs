@@ -1,0 +1,264 @@
+//! The local front door on real VMs (one per generation): a load generator
+//! hits the door through two blue-green deploys, the second of which fails
+//! its health check during the hold and is shifted back.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crate::support::Test;
+
+/// The sample with one VM, a door on a free port and a short hold. Drop
+/// destroys what is left and kills (by PID, after checking their command
+/// line names this test's state) any qemu or haproxy it started.
+struct Door {
+    test: Test,
+    state: PathBuf,
+    port: u16,
+}
+
+impl Door {
+    fn new() -> Door {
+        let test = Test::sample();
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let toml = std::fs::read_to_string(test.path().join("respot.toml")).unwrap();
+        let toml = toml
+            .replace("[local]\ncount = 2", "[local]\ncount = 1")
+            .replace("port = 8000", &format!("port = {port}"))
+            .replace("hold_secs = 20", "hold_secs = 15");
+        std::fs::write(test.path().join("respot.toml"), toml).unwrap();
+        test.context().link_vm_image();
+        let state = test.context().state();
+        Door { test, state, port }
+    }
+
+    fn path(&self) -> &Path {
+        self.test.path()
+    }
+
+    fn respot(&self, args: &[&str]) -> Output {
+        let out = self
+            .test
+            .context()
+            .command()
+            .args(args)
+            .output()
+            .expect("run respot");
+        eprintln!(
+            "respot {args:?} -> {:?}\n--- stdout ---\n{}\n--- stderr ---\n{}",
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    }
+
+    fn digest(&self) -> String {
+        let out = self.respot(&["render", "--output", "json"]);
+        let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        json["digest"].as_str().unwrap().to_string()
+    }
+
+    fn live_generations(&self) -> Vec<u64> {
+        let out = self.respot(&["list", "--output", "json"]);
+        let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let mut generations: Vec<u64> = json
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|i| i["state"] != "terminated")
+            .map(|i| i["generation"].as_u64().unwrap())
+            .collect();
+        generations.sort();
+        generations
+    }
+
+    /// qemu and haproxy processes whose command line names our state dir.
+    fn our_pids(&self) -> Vec<i32> {
+        let needle = self.state.display().to_string();
+        let mut pids = Vec::new();
+        for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+                continue;
+            };
+            let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+                continue;
+            };
+            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            let ours = cmdline.contains("qemu-system-x86_64") || cmdline.contains("haproxy");
+            if ours && cmdline.contains(&needle) {
+                pids.push(pid);
+            }
+        }
+        pids
+    }
+}
+
+impl Drop for Door {
+    fn drop(&mut self) {
+        let _ = self.test.context().command().args(["destroy", "--yes"]).output();
+        for pid in self.our_pids() {
+            // SAFETY: kill(2) on a process whose command line names this test's state dir.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+    }
+}
+
+/// One answer through the door: `Ok(digest)` or the failure.
+type Answer = Result<String, String>;
+
+/// GETs `/` through the door until stopped, one connection per request.
+struct Load {
+    stop: Arc<AtomicBool>,
+    thread: JoinHandle<Vec<Answer>>,
+}
+
+impl Load {
+    fn start(port: u16) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut answers = Vec::new();
+            while !flag.load(Ordering::Relaxed) {
+                answers.push(get(port));
+                std::thread::sleep(Duration::from_millis(25));
+            }
+            answers
+        });
+        Load { stop, thread }
+    }
+
+    fn finish(self) -> Vec<Answer> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.join().expect("the load generator does not panic")
+    }
+}
+
+fn get(port: u16) -> Answer {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).map_err(|e| format!("connect: {e}"))?;
+    stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    stream
+        .write_all(b"GET / HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+        .map_err(|e| format!("write: {e}"))?;
+    let mut answer = String::new();
+    stream
+        .read_to_string(&mut answer)
+        .map_err(|e| format!("read: {e}"))?;
+    let status = answer.split_whitespace().nth(1).unwrap_or("none").to_string();
+    let body = answer.split("\r\n\r\n").nth(1).unwrap_or("");
+    match serde_json::from_str::<serde_json::Value>(body) {
+        Ok(json) if status == "200" => Ok(json["digest"].as_str().unwrap_or("").to_string()),
+        _ => Err(format!("HTTP {status}: {body}")),
+    }
+}
+
+/// The sample's health endpoint, failing `/health` once it has served 20
+/// requests on `/` (that is, once the door sends it traffic).
+const FAILS_UNDER_TRAFFIC: &str = r#"
+SERVED = {"app": 0}
+_original_do_get = Health.do_GET
+
+
+def _do_get(self):
+    if self.path == "/":
+        SERVED["app"] += 1
+    if self.path == "/health" and SERVED["app"] >= 20:
+        self.send_error(500)
+        return
+    _original_do_get(self)
+
+
+Health.do_GET = _do_get
+"#;
+
+fn failures(answers: &[Answer]) -> Vec<&String> {
+    answers.iter().filter_map(|a| a.as_ref().err()).collect()
+}
+
+#[test]
+fn blue_green_through_the_door_drops_nothing_and_a_breach_shifts_back() {
+    let door = Door::new();
+    let first = door.respot(&["deploy", "--strategy", "blue-green", "--yes", "--allow-dirty"]);
+    assert_eq!(first.status.code(), Some(0), "generation 1");
+    let d1 = door.digest();
+    assert_eq!(get(door.port), Ok(d1.clone()), "the door serves generation 1");
+
+    // Generation 2: a changed blueprint, deployed under load.
+    let reporter = door.path().join("instance/files/opt/hello/reporter.sh");
+    let script = std::fs::read_to_string(&reporter).unwrap();
+    std::fs::write(&reporter, format!("{script}# generation 2\n")).unwrap();
+    let d2 = door.digest();
+    assert_ne!(d1, d2);
+    let load = Load::start(door.port);
+    let started = Instant::now();
+    let second = door.respot(&["deploy", "--strategy", "blue-green", "--yes", "--allow-dirty"]);
+    let answers = load.finish();
+    assert_eq!(second.status.code(), Some(0), "generation 2");
+    eprintln!(
+        "blue-green under load: {} requests in {:.0} s, {} failed",
+        answers.len(),
+        started.elapsed().as_secs_f64(),
+        failures(&answers).len()
+    );
+    assert!(
+        failures(&answers).is_empty(),
+        "failed requests: {:?}",
+        failures(&answers)
+    );
+    let shifted = answers
+        .iter()
+        .position(|a| a.as_ref() == Ok(&d2))
+        .expect("generation 2 answered");
+    assert!(
+        answers[..shifted].iter().all(|a| a.as_ref() == Ok(&d1)),
+        "generation 1 before the shift"
+    );
+    assert!(
+        answers[shifted..].iter().all(|a| a.as_ref() == Ok(&d2)),
+        "only generation 2 after it"
+    );
+    assert_eq!(
+        door.live_generations(),
+        vec![2],
+        "generation 1 drained and destroyed"
+    );
+
+    // Generation 3 fails its health check once it gets traffic.
+    let health = door.path().join("instance/files/opt/hello/health.py");
+    let code = std::fs::read_to_string(&health).unwrap();
+    let code = code.replace(
+        "\nif __name__ == \"__main__\":",
+        &format!("{FAILS_UNDER_TRAFFIC}\n\nif __name__ == \"__main__\":"),
+    );
+    std::fs::write(&health, code).unwrap();
+    let load = Load::start(door.port);
+    let third = door.respot(&["deploy", "--strategy", "blue-green", "--yes", "--allow-dirty"]);
+    std::thread::sleep(Duration::from_secs(1));
+    let answers = load.finish();
+    assert_eq!(third.status.code(), Some(1), "the guard stops generation 3");
+    let stderr = String::from_utf8_lossy(&third.stderr);
+    assert!(stderr.contains("the guard stopped generation 3"), "{stderr}");
+    assert!(stderr.contains("traffic is back on generation 2"), "{stderr}");
+    assert!(stderr.contains("respot debug i-"), "{stderr}");
+    assert!(
+        failures(&answers).is_empty(),
+        "failed requests: {:?}",
+        failures(&answers)
+    );
+    assert_eq!(answers.last(), Some(&Ok(d2.clone())), "generation 2 serves again");
+    assert_eq!(door.live_generations(), vec![2], "generation 3 destroyed");
+
+    let destroyed = door.respot(&["destroy", "--yes"]);
+    assert_eq!(destroyed.status.code(), Some(0));
+    assert!(door.our_pids().is_empty(), "no qemu or haproxy left");
+    assert!(get(door.port).is_err(), "the door is closed");
+}
