@@ -178,6 +178,7 @@ impl<P: Provider, V: Verification, D: FrontDoor> Round<'_, P, V, D> {
             return Err(self.fail(green, &err.to_string(), None).await);
         }
         let weights = weights_by_count(self.blue, old, self.generation, green.len());
+        let decided_at_ms = super::rollout::unix_ms();
         self.door.shift(&weights).await?;
         self.printer.info(&format!(
             "{} of generation {} behind {}, {} old",
@@ -200,6 +201,7 @@ impl<P: Provider, V: Verification, D: FrontDoor> Round<'_, P, V, D> {
             Ok(held) => {
                 report.shifts.push(Shift {
                     weights,
+                    decided_at_ms,
                     hold: Some(held),
                 });
                 Ok(())

@@ -38,6 +38,9 @@ pub struct DoorReport {
 #[derive(Debug, Clone, Serialize)]
 pub struct Shift {
     pub weights: Weights,
+    /// When respot decided the shift, in milliseconds since the Unix epoch
+    /// (for latency measurements against what clients saw).
+    pub decided_at_ms: u128,
     pub hold: Option<HoldReport>,
 }
 
@@ -348,6 +351,7 @@ impl<P: Provider, V: Verification, D: FrontDoor> Shifted<'_, P, V, D> {
             if let Some(blue) = fleet.blue {
                 weights.insert(blue, 100 - u32::from(*step));
             }
+            let decided_at_ms = unix_ms();
             self.door.shift(&weights).await?;
             self.printer.info(&format!(
                 "shifted {step} % of {} to generation {generation}",
@@ -365,6 +369,7 @@ impl<P: Provider, V: Verification, D: FrontDoor> Shifted<'_, P, V, D> {
             match held {
                 Ok(hold) => report.shifts.push(Shift {
                     weights,
+                    decided_at_ms,
                     hold: Some(hold),
                 }),
                 Err(breach) => return Err(self.breach(deployment, fleet, generation, &green, breach).await),
@@ -456,6 +461,13 @@ impl<P: Provider, V: Verification, D: FrontDoor> Shifted<'_, P, V, D> {
         )
         .await
     }
+}
+
+/// Now, in milliseconds since the Unix epoch.
+pub(super) fn unix_ms() -> u128 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis())
 }
 
 /// `respot debug <id>` for the instance whose check failed (else the first).

@@ -1,6 +1,8 @@
 //! The local front door on real VMs (one per generation): a load generator
-//! hits the door through two blue-green deploys, the second of which fails
-//! its health check during the hold and is shifted back.
+//! hits the door through a blue-green deploy that keeps the old generation,
+//! an instant rollback to it, and a deploy whose health check fails during
+//! the hold and is shifted back. It prints the shift and rollback latencies
+//! and the failed-request counts that BENCHMARKS.md reports.
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -116,10 +118,20 @@ impl Drop for Door {
 /// One answer through the door: `Ok(digest)` or the failure.
 type Answer = Result<String, String>;
 
+/// An answer and when it arrived, in ms since the Unix epoch.
+type Timed = (u128, Answer);
+
+fn unix_ms() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis()
+}
+
 /// GETs `/` through the door until stopped, one connection per request.
 struct Load {
     stop: Arc<AtomicBool>,
-    thread: JoinHandle<Vec<Answer>>,
+    thread: JoinHandle<Vec<Timed>>,
 }
 
 impl Load {
@@ -129,7 +141,8 @@ impl Load {
         let thread = std::thread::spawn(move || {
             let mut answers = Vec::new();
             while !flag.load(Ordering::Relaxed) {
-                answers.push(get(port));
+                let answer = get(port);
+                answers.push((unix_ms(), answer));
                 std::thread::sleep(Duration::from_millis(25));
             }
             answers
@@ -137,7 +150,7 @@ impl Load {
         Load { stop, thread }
     }
 
-    fn finish(self) -> Vec<Answer> {
+    fn finish(self) -> Vec<Timed> {
         self.stop.store(true, Ordering::Relaxed);
         self.thread.join().expect("the load generator does not panic")
     }
@@ -180,8 +193,21 @@ def _do_get(self):
 Health.do_GET = _do_get
 "#;
 
-fn failures(answers: &[Answer]) -> Vec<&String> {
-    answers.iter().filter_map(|a| a.as_ref().err()).collect()
+fn failures(answers: &[Timed]) -> Vec<&String> {
+    answers.iter().filter_map(|(_, a)| a.as_ref().err()).collect()
+}
+
+/// Milliseconds from `decided` to the first answer carrying `digest`.
+fn latency(answers: &[Timed], decided: u128, digest: &str) -> u128 {
+    let first = answers
+        .iter()
+        .find(|(at, a)| *at >= decided && a.as_deref() == Ok(digest))
+        .expect("the other generation answered");
+    first.0 - decided
+}
+
+fn json(out: &Output) -> serde_json::Value {
+    serde_json::from_slice(&out.stdout).expect("respot prints JSON")
 }
 
 #[test]
@@ -200,11 +226,26 @@ fn blue_green_through_the_door_drops_nothing_and_a_breach_shifts_back() {
     assert_ne!(d1, d2);
     let load = Load::start(door.port);
     let started = Instant::now();
-    let second = door.respot(&["deploy", "--strategy", "blue-green", "--yes", "--allow-dirty"]);
+    let deploy = [
+        "deploy",
+        "--strategy",
+        "blue-green",
+        "--yes",
+        "--allow-dirty",
+        "--keep-old",
+        "10m",
+        "--output",
+        "json",
+    ];
+    let second = door.respot(&deploy);
     let answers = load.finish();
     assert_eq!(second.status.code(), Some(0), "generation 2");
+    let decided = json(&second)["door"]["shifts"][0]["decided_at_ms"]
+        .as_u64()
+        .unwrap() as u128;
+    let shift_ms = latency(&answers, decided, &d2);
     eprintln!(
-        "blue-green under load: {} requests in {:.0} s, {} failed",
+        "BENCH blue-green under load: {} requests in {:.0} s, {} failed; shift to the first answer of generation 2: {shift_ms} ms",
         answers.len(),
         started.elapsed().as_secs_f64(),
         failures(&answers).len()
@@ -214,23 +255,47 @@ fn blue_green_through_the_door_drops_nothing_and_a_breach_shifts_back() {
         "failed requests: {:?}",
         failures(&answers)
     );
-    let shifted = answers
+    let digests: Vec<&Answer> = answers.iter().map(|(_, a)| a).collect();
+    let shifted = digests
         .iter()
         .position(|a| a.as_ref() == Ok(&d2))
         .expect("generation 2 answered");
     assert!(
-        answers[..shifted].iter().all(|a| a.as_ref() == Ok(&d1)),
+        digests[..shifted].iter().all(|a| a.as_ref() == Ok(&d1)),
         "generation 1 before the shift"
     );
     assert!(
-        answers[shifted..].iter().all(|a| a.as_ref() == Ok(&d2)),
+        digests[shifted..].iter().all(|a| a.as_ref() == Ok(&d2)),
         "only generation 2 after it"
     );
+    assert!(shift_ms < 5_000, "shift latency {shift_ms} ms");
     assert_eq!(
         door.live_generations(),
-        vec![2],
-        "generation 1 drained and destroyed"
+        vec![1, 2],
+        "generation 1 kept alive, out of the door"
     );
+
+    // The instant rollback, under load.
+    let load = Load::start(door.port);
+    std::thread::sleep(Duration::from_secs(1));
+    let back = door.respot(&["rollback", "--yes", "--output", "json"]);
+    let answers = load.finish();
+    assert_eq!(back.status.code(), Some(0), "rollback");
+    let decided = json(&back)["decided_at_ms"].as_u64().unwrap() as u128;
+    let rollback_ms = latency(&answers, decided, &d1);
+    eprintln!(
+        "BENCH rollback under load: {} requests, {} failed; decision to the first answer of generation 1: {rollback_ms} ms",
+        answers.len(),
+        failures(&answers).len()
+    );
+    assert!(
+        failures(&answers).is_empty(),
+        "failed requests: {:?}",
+        failures(&answers)
+    );
+    assert!(rollback_ms < 5_000, "rollback latency {rollback_ms} ms");
+    assert_eq!(answers.last().map(|(_, a)| a.clone()), Some(Ok(d1.clone())));
+    assert_eq!(door.live_generations(), vec![1], "generation 2 destroyed");
 
     // Generation 3 fails its health check once it gets traffic.
     let health = door.path().join("instance/files/opt/hello/health.py");
@@ -247,15 +312,19 @@ fn blue_green_through_the_door_drops_nothing_and_a_breach_shifts_back() {
     assert_eq!(third.status.code(), Some(1), "the guard stops generation 3");
     let stderr = String::from_utf8_lossy(&third.stderr);
     assert!(stderr.contains("the guard stopped generation 3"), "{stderr}");
-    assert!(stderr.contains("traffic is back on generation 2"), "{stderr}");
+    assert!(stderr.contains("traffic is back on generation 1"), "{stderr}");
     assert!(stderr.contains("respot debug i-"), "{stderr}");
     assert!(
         failures(&answers).is_empty(),
         "failed requests: {:?}",
         failures(&answers)
     );
-    assert_eq!(answers.last(), Some(&Ok(d2.clone())), "generation 2 serves again");
-    assert_eq!(door.live_generations(), vec![2], "generation 3 destroyed");
+    assert_eq!(
+        answers.last().map(|(_, a)| a.clone()),
+        Some(Ok(d1.clone())),
+        "generation 1 serves again"
+    );
+    assert_eq!(door.live_generations(), vec![1], "generation 3 destroyed");
 
     let destroyed = door.respot(&["destroy", "--yes"]);
     assert_eq!(destroyed.status.code(), Some(0));
