@@ -193,6 +193,27 @@ def _do_get(self):
 Health.do_GET = _do_get
 "#;
 
+/// The daemonised HAProxy outlives respot: it must hold no file respot
+/// inherited (this test runs under `flock /work/vm.lock`, whose lock a
+/// leaked descriptor would hold forever).
+fn assert_keeps_no_inherited_file(door: &Door) {
+    let state = door.state.display().to_string();
+    for pid in door.our_pids() {
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        if !String::from_utf8_lossy(&cmdline).contains("haproxy") {
+            continue;
+        }
+        for fd in std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap().flatten() {
+            let target = std::fs::read_link(fd.path())
+                .unwrap_or_default()
+                .display()
+                .to_string();
+            let inherited = target.starts_with('/') && target != "/dev/null" && !target.starts_with(&state);
+            assert!(!inherited, "haproxy {pid} holds {target}");
+        }
+    }
+}
+
 fn failures(answers: &[Timed]) -> Vec<&String> {
     answers.iter().filter_map(|(_, a)| a.as_ref().err()).collect()
 }
@@ -217,6 +238,7 @@ fn blue_green_through_the_door_drops_nothing_and_a_breach_shifts_back() {
     assert_eq!(first.status.code(), Some(0), "generation 1");
     let d1 = door.digest();
     assert_eq!(get(door.port), Ok(d1.clone()), "the door serves generation 1");
+    assert_keeps_no_inherited_file(&door);
 
     // Generation 2: a changed blueprint, deployed under load.
     let reporter = door.path().join("instance/files/opt/hello/reporter.sh");
