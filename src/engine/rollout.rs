@@ -87,18 +87,7 @@ pub async fn rollout<P: Provider, V: Verification, D: FrontDoor>(
     let live_now = live(provider, deployment).await?;
     let state = door.state().await?;
     let fleet = split(&live_now, state.serving());
-    if !live_now.is_empty() {
-        printer.info(&format!(
-            "`{deployment}`: {} will be replaced ({}) behind {}: {}",
-            Count(live_now.len(), "live instance"),
-            options.strategy.describe(),
-            door.describe(),
-            count_by(live_now.iter().map(|i| i.region.as_str()))
-        ));
-        if !options.yes {
-            confirm_or_refuse(confirm, "replace", deployment, live_now.len())?;
-        }
-    }
+    announce(&live_now, deployment, &door.describe(), options, confirm, printer)?;
     let mut reaped = reap(provider, verification, door, deployment, &fleet.others, printer).await?;
     let mut report = DoorReport {
         address: door.describe(),
@@ -152,6 +141,30 @@ pub async fn rollout<P: Provider, V: Verification, D: FrontDoor>(
         destroyed: Some(reaped).filter(|r| !r.terminated.is_empty()),
         door: Some(report),
     })
+}
+
+/// Says what will be replaced, and asks unless `--yes`.
+fn announce(
+    live_now: &[Instance],
+    deployment: &str,
+    door: &str,
+    options: &DeployOptions,
+    confirm: Option<Confirm<'_>>,
+    printer: &Printer,
+) -> Result<(), EngineError> {
+    if live_now.is_empty() {
+        return Ok(());
+    }
+    printer.info(&format!(
+        "`{deployment}`: {} will be replaced ({}) behind {door}: {}",
+        Count(live_now.len(), "live instance"),
+        options.strategy.describe(),
+        count_by(live_now.iter().map(|i| i.region.as_str()))
+    ));
+    if !options.yes {
+        confirm_or_refuse(confirm, "replace", deployment, live_now.len())?;
+    }
+    Ok(())
 }
 
 /// Takes generations that are neither blue nor new out of the door and
