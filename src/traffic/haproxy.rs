@@ -301,7 +301,9 @@ fn parse_stats(text: &str) -> Vec<Row> {
         at("status"),
         at("check_status"),
         at("scur"),
-        at("weight"),
+        // The configured weight: `weight` is the effective one, 0 while
+        // a server is down or draining.
+        at("uweight").or_else(|| at("weight")),
     ) else {
         return Vec::new();
     };
