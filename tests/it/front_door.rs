@@ -353,3 +353,189 @@ fn blue_green_through_the_door_drops_nothing_and_a_breach_shifts_back() {
     assert!(door.our_pids().is_empty(), "no qemu or haproxy left");
     assert!(get(door.port).is_err(), "the door is closed");
 }
+
+/// Kills, on drop, every haproxy whose command line names `.0` (this
+/// test's state): a failed assertion must not leave the door running.
+struct Reaper(PathBuf);
+
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        let needle = self.0.display().to_string();
+        for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+                continue;
+            };
+            let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            if cmdline.contains("haproxy") && cmdline.contains(&needle) {
+                // SAFETY: kill(2) on a haproxy started for this test's state.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+        }
+    }
+}
+
+/// A tiny HTTP backend answering `{"digest": NAME}` on every path, as a
+/// generation's instance would through its forwarded port.
+struct Backend(std::process::Child);
+
+impl Backend {
+    fn start(port: u16, name: &str) -> Backend {
+        let script = r#"
+import http.server, json, sys
+body = json.dumps({"digest": sys.argv[2]}).encode()
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *a):
+        pass
+http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
+"#;
+        let child = std::process::Command::new("python3")
+            .args(["-c", script, &port.to_string(), name])
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start python3");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "backend {name} did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Backend(child)
+    }
+}
+
+impl Drop for Backend {
+    fn drop(&mut self) {
+        crate::support::stop_child(&mut self.0, Duration::from_secs(2));
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// An instance record as the local provider writes it, forwarding
+/// `guest` to `host`; returns the instance the engine would hand the door.
+fn fake_instance(vms: &Path, id: &str, generation: u64, host: u16) -> respot::provider::Instance {
+    let dir = vms.join("hello").join(id);
+    std::fs::create_dir_all(&dir).unwrap();
+    let record = serde_json::json!({
+        "id": id, "name": id, "deployment": "hello", "digest": "00", "version": "v",
+        "generation": generation, "created_at": "2026-01-01T00:00:00Z", "ssh_port": 1,
+        "forwards": [[host, 8080]], "accel": "tcg", "memory_mib": 256, "cpus": 1, "tags": [],
+    });
+    std::fs::write(dir.join("instance.json"), record.to_string()).unwrap();
+    respot::provider::Instance {
+        id: respot::provider::InstanceId(id.to_string()),
+        name: id.to_string(),
+        region: "local".to_string(),
+        zone: None,
+        instance_type: "vm".to_string(),
+        lifecycle: respot::provider::Lifecycle::Vm,
+        state: respot::provider::InstanceState::Running,
+        state_reason: None,
+        public_ip: None,
+        ssh: None,
+        digest: None,
+        version: None,
+        generation: Some(generation),
+        launched_at: None,
+    }
+}
+
+/// The real HAProxy door, without VMs: two generations of tiny backends,
+/// a load generator through the door, register, shift, shift back, drain.
+/// Measures the latency from the shift decision to the first answer of
+/// the other generation (BENCHMARKS.md) and fails on any dropped request.
+#[test]
+fn the_haproxy_door_shifts_and_shifts_back_without_dropping_a_request() {
+    use respot::traffic::FrontDoor;
+    let test = Test::sample();
+    let port = free_port();
+    let toml = std::fs::read_to_string(test.path().join("respot.toml")).unwrap();
+    let toml = toml.replace("port = 8000", &format!("port = {port}"));
+    let config = respot::config::Config::parse(&toml, &test.path().join("respot.toml")).unwrap();
+    let image = test.context().cache().join("image");
+    std::fs::create_dir_all(&image).unwrap();
+    for file in ["disk.raw", "vmlinuz", "initrd.img"] {
+        std::fs::write(image.join(file), "").unwrap();
+    }
+    let vms = test.context().state().join("local");
+    let provider = respot::provider::local::LocalProvider::new(&config, vms.clone(), image, None).unwrap();
+    let dir = test.context().state().join("door/hello");
+    let _reaper = Reaper(test.context().state());
+    let door =
+        respot::traffic::haproxy::HaproxyDoor::new(config.traffic.as_ref().unwrap(), "hello", dir, provider)
+            .unwrap();
+    let (p1, p2) = (free_port(), free_port());
+    let (_b1, _b2) = (Backend::start(p1, "gen-1"), Backend::start(p2, "gen-2"));
+    let blue = [fake_instance(&vms, "i-1", 1, p1)];
+    let green = [fake_instance(&vms, "i-2", 2, p2)];
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let weights = |w: &[(u64, u32)]| w.iter().copied().collect::<respot::traffic::Weights>();
+    runtime.block_on(async {
+        door.register(1, &blue).await.unwrap();
+        door.wait_healthy(1, &blue, Duration::from_secs(10))
+            .await
+            .unwrap();
+        door.shift(&weights(&[(1, 100)])).await.unwrap();
+    });
+    assert_eq!(get(port), Ok("gen-1".to_string()));
+
+    let load = Load::start(port);
+    let (shift_at, back_at) = runtime.block_on(async {
+        door.register(2, &green).await.unwrap();
+        door.wait_healthy(2, &green, Duration::from_secs(10))
+            .await
+            .unwrap();
+        let shift_at = unix_ms();
+        door.shift(&weights(&[(1, 0), (2, 100)])).await.unwrap();
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let back_at = unix_ms();
+        door.shift(&weights(&[(1, 100), (2, 0)])).await.unwrap();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        door.drain(&green).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        (shift_at, back_at)
+    });
+    let answers = load.finish();
+    let (shift_ms, back_ms) = (
+        latency(&answers, shift_at, "gen-2"),
+        latency(&answers, back_at, "gen-1"),
+    );
+    eprintln!(
+        "BENCH local door without VMs: {} requests, {} failed; shift {shift_ms} ms, shift back {back_ms} ms",
+        answers.len(),
+        failures(&answers).len()
+    );
+    assert!(
+        failures(&answers).is_empty(),
+        "failed requests: {:?}",
+        failures(&answers)
+    );
+    assert!(
+        shift_ms < 1_000 && back_ms < 1_000,
+        "shift {shift_ms} ms, back {back_ms} ms"
+    );
+    assert_eq!(
+        answers.last().map(|(_, a)| a.clone()),
+        Some(Ok("gen-1".to_string()))
+    );
+    let state = runtime.block_on(door.state()).unwrap();
+    assert_eq!(state.weights, weights(&[(1, 100)]), "generation 2 left the door");
+
+    let removed = runtime.block_on(door.remove()).unwrap();
+    assert_eq!(removed.len(), 1, "{removed:?}");
+    assert!(get(port).is_err(), "the door is closed");
+}
