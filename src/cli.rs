@@ -49,7 +49,7 @@ pub enum Command {
     /// Create a new blueprint folder from the embedded sample
     Init(InitArgs),
     /// List the deployment's instances, marking those stale against the current render
-    List,
+    List(ListArgs),
     /// Show what `deploy` would destroy and create per region, the digest change and the price
     Plan(PlanArgs),
     /// Launch a fresh generation, wait for it, verify it; roll back on failure
@@ -62,12 +62,66 @@ pub enum Command {
     Verify(VerifyArgs),
     /// A read-only inspection report for one instance
     Debug(DebugArgs),
+    /// Every create, deploy, rollback and destroy: who, when, commit, digest, result
+    History(HistoryArgs),
     /// Send all traffic back to the previous generation, then destroy the newer one
     Rollback(RollbackArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell)
     Completions(CompletionsArgs),
     /// Print the man page (roff), generated from this help
     Man,
+    /// Bring the live generation back to its count from the same digest, after spot reclaims
+    Heal(HealArgs),
+    /// Remove a stale deployment lock (a killed create, deploy or destroy), after a confirmation
+    Unlock(UnlockArgs),
+    /// Print the minimal IAM policy (JSON) this deployment needs on AWS
+    IamPolicy,
+}
+
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// Every respot-tagged instance and resource, grouped by deployment, with what is left
+    /// without a live instance
+    #[arg(long)]
+    pub all_deployments: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct HealArgs {
+    /// Wait for running replacements but skip SSH verification
+    #[arg(long)]
+    pub no_verify: bool,
+    /// Check again every INTERVAL (e.g. 60s, 5m) until Ctrl-C; one line per check and per
+    /// replacement
+    #[arg(long, value_name = "INTERVAL", value_parser = parse_interval)]
+    pub watch: Option<std::time::Duration>,
+}
+
+/// An interval of at least one second, in humantime's syntax (`90s`, `5m`).
+fn parse_interval(text: &str) -> Result<std::time::Duration, String> {
+    let interval = humantime::parse_duration(text).map_err(|err| format!("`{text}`: {err}"))?;
+    if interval < std::time::Duration::from_secs(1) {
+        return Err(format!("`{text}`: the interval must be at least 1s"));
+    }
+    Ok(interval)
+}
+
+/// A deployment name as `respot.toml` allows it, so it can never name a path.
+fn deployment_name(text: &str) -> Result<String, String> {
+    if crate::config::valid_deployment_name(text) {
+        Ok(text.to_string())
+    } else {
+        Err(format!(
+            "`{text}`: expected 1 to 40 characters of [a-z0-9-], not starting or ending with `-`"
+        ))
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct UnlockArgs {
+    /// Do not ask for confirmation
+    #[arg(long, short = 'y')]
+    pub yes: bool,
 }
 
 #[derive(Debug, Args)]
@@ -174,6 +228,10 @@ pub struct DeployArgs {
     /// Do not ask before replacing live instances
     #[arg(long, short = 'y')]
     pub yes: bool,
+    /// Deploy the blueprint as it was at this git commit, branch or tag
+    /// (its digest must match the one recorded when it was first deployed)
+    #[arg(long = "ref", value_name = "GIT-REF")]
+    pub git_ref: Option<String>,
     /// With `[traffic]`: keep the old generation alive, out of the door, this
     /// long (e.g. 30m) so `respot rollback` stays instant; the next deploy or
     /// rollback reaps it
@@ -184,10 +242,20 @@ pub struct DeployArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct HistoryArgs {
+    /// Only the newest N records
+    #[arg(long, value_name = "N")]
+    pub limit: Option<usize>,
+}
+
+#[derive(Debug, Args)]
 pub struct RollbackArgs {
     /// Do not ask before terminating the newer generation
     #[arg(long, short = 'y')]
     pub yes: bool,
+    /// Forward path (the previous commit deployed again): skip SSH verification
+    #[arg(long)]
+    pub no_verify: bool,
 }
 
 #[derive(Debug, Args)]
@@ -201,6 +269,10 @@ pub struct DestroyArgs {
     /// Return once termination has started
     #[arg(long)]
     pub no_wait: bool,
+    /// Destroy another deployment's resources, by its exact name (`respot list
+    /// --all-deployments` shows them) [default: the one in respot.toml]
+    #[arg(long, value_name = "NAME", value_parser = deployment_name)]
+    pub deployment: Option<String>,
 }
 
 #[derive(Debug, Args)]

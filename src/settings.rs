@@ -8,11 +8,12 @@ use crate::cli::{
     AccelArg, AwsArgs, Cli, Command, CreateArgs, DebugArgs, OutputArg, ProviderArg, StrategyArg, VerifyArgs,
 };
 use crate::commands::{
-    CommandOptions, CreateCommand, DebugOptions, DeployCommand, Generated, InitOptions, Invocation,
-    ProviderOptions, RenderOptions, RollbackOptions, VerifyOptions,
+    CommandOptions, CreateCommand, DebugOptions, DeployCommand, Generated, HistoryOptions, InitOptions,
+    Invocation, ProviderOptions, RenderOptions, RollbackOptions, UnlockOptions, VerifyOptions,
 };
+use crate::commands::{DestroyCommand, HealCommand, ListOptions};
 use crate::config::{Accel, ProviderKind};
-use crate::engine::{CreateOptions, DeployOptions, DestroyOptions, Strategy};
+use crate::engine::{CreateOptions, DeployOptions, DestroyOptions, HealOptions, Strategy};
 use crate::error::{Error, Result};
 use crate::output::{Format, Printer};
 use crate::provider::aws::AwsOptions;
@@ -57,7 +58,8 @@ pub fn resolve(cli: Cli) -> Result<Invocation> {
 /// command that refuses it.
 fn refuses_all_regions(command: &Command) -> Option<&'static str> {
     match command {
-        Command::List | Command::Destroy(_) | Command::Verify(_) | Command::Debug(_) => None,
+        Command::List(_) | Command::Destroy(_) | Command::Verify(_) | Command::Debug(_) => None,
+        Command::Heal(_) => Some("heal"),
         Command::Render(_) => Some("render"),
         Command::Init(_) => Some("init"),
         Command::Plan(_) => Some("plan"),
@@ -65,7 +67,10 @@ fn refuses_all_regions(command: &Command) -> Option<&'static str> {
         Command::Man => Some("man"),
         Command::Create(_) => Some("create"),
         Command::Deploy(_) => Some("deploy"),
+        Command::History(_) => Some("history"),
         Command::Rollback(_) => Some("rollback"),
+        Command::Unlock(_) => Some("unlock"),
+        Command::IamPolicy => Some("iam-policy"),
     }
 }
 
@@ -79,15 +84,20 @@ fn command_options(command: Command) -> CommandOptions {
             check: args.check,
             user_data_out: args.user_data_out,
         }),
-        Command::List => CommandOptions::List,
+        Command::List(args) => CommandOptions::List(ListOptions {
+            all_deployments: args.all_deployments,
+        }),
         Command::Plan(args) => CommandOptions::Plan(strategy(args.strategy)),
         Command::Create(args) => CommandOptions::Create(CreateCommand {
             create: create_options(&args),
         }),
-        Command::Destroy(args) => CommandOptions::Destroy(DestroyOptions {
-            yes: args.yes,
-            dry_run: args.dry_run,
-            wait: !args.no_wait,
+        Command::Destroy(args) => CommandOptions::Destroy(DestroyCommand {
+            destroy: DestroyOptions {
+                yes: args.yes,
+                dry_run: args.dry_run,
+                wait: !args.no_wait,
+            },
+            deployment: args.deployment,
         }),
         Command::Deploy(args) => CommandOptions::Deploy(DeployCommand {
             deploy: DeployOptions {
@@ -96,6 +106,7 @@ fn command_options(command: Command) -> CommandOptions {
                 yes: args.yes,
                 keep_old: args.keep_old,
             },
+            git_ref: args.git_ref,
         }),
         Command::Verify(args) => CommandOptions::Verify(verify_options(args)),
         Command::Completions(args) => CommandOptions::Print(Generated {
@@ -107,7 +118,19 @@ fn command_options(command: Command) -> CommandOptions {
             text: crate::cli::man_page(),
         }),
         Command::Debug(args) => CommandOptions::Debug(debug_options(args)),
-        Command::Rollback(args) => CommandOptions::Rollback(RollbackOptions { yes: args.yes }),
+        Command::History(args) => CommandOptions::History(HistoryOptions { limit: args.limit }),
+        Command::Rollback(args) => CommandOptions::Rollback(RollbackOptions {
+            yes: args.yes,
+            verify: !args.no_verify,
+        }),
+        Command::Heal(args) => CommandOptions::Heal(HealCommand {
+            heal: HealOptions {
+                verify: !args.no_verify,
+            },
+            watch: args.watch,
+        }),
+        Command::Unlock(args) => CommandOptions::Unlock(UnlockOptions { yes: args.yes }),
+        Command::IamPolicy => CommandOptions::IamPolicy,
     }
 }
 

@@ -1,6 +1,11 @@
 //! `respot list`: the deployment's instances in every configured region,
-//! marked stale when they run another digest than the current render.
-//! Reads only, from the provider; writes nothing to disk.
+//! marked stale when they run another digest than the current render, with
+//! why an instance is gone or going (the provider's reason, a spot
+//! interruption notice, a VM whose qemu died).
+//! `--all-deployments` lists every deployment respot tagged instead (see
+//! `inventory`). Reads only, from the provider; writes nothing to disk.
+
+mod inventory;
 
 use serde::Serialize;
 
@@ -8,8 +13,17 @@ use super::{Context, ExitStatus};
 use crate::engine::count_by;
 use crate::error::{Error, Result};
 use crate::output::{Count, Table};
-use crate::provider::{Instance, Provider};
+use crate::provider::{Instance, InstanceId, Provider};
 use crate::template::{Blueprint, Digest};
+
+/// The reason shown for an instance with a spot interruption notice.
+const NOTICE: &str = "marked-for-termination: spot interruption notice";
+
+#[derive(Debug, Clone, Default)]
+pub struct ListOptions {
+    /// Every deployment respot tagged, grouped, with what is left behind.
+    pub all_deployments: bool,
+}
 
 #[derive(Serialize)]
 struct ListedInstance<'a> {
@@ -19,37 +33,58 @@ struct ListedInstance<'a> {
     /// True when the instance runs another digest than the current render;
     /// `None` when the blueprint does not render.
     stale: Option<bool>,
+    /// The provider announced it will take the instance back.
+    interruption_notice: bool,
 }
 
 impl<'a> ListedInstance<'a> {
-    fn new(instance: &'a Instance, current: Option<&Digest>) -> Self {
+    fn new(instance: &'a Instance, current: Option<&Digest>, notices: &[InstanceId]) -> Self {
         ListedInstance {
             instance,
-            age_secs: instance
-                .launched_at
-                .and_then(|t| t.elapsed().ok())
-                .map(|d| d.as_secs()),
+            age_secs: age_secs(instance),
             stale: current.map(|digest| instance.digest.as_ref() != Some(digest)),
+            interruption_notice: notices.contains(&instance.id),
         }
     }
 }
 
-pub async fn list(context: &Context<'_>) -> Result<ExitStatus> {
-    let (config, printer) = (context.config()?, context.printer);
-    let provider = context.connect().await?;
-    let current = match Blueprint::render(config) {
+fn age_secs(instance: &Instance) -> Option<u64> {
+    instance
+        .launched_at
+        .and_then(|t| t.elapsed().ok())
+        .map(|d| d.as_secs())
+}
+
+/// The current render's digest, or `None` (with a warning) when the
+/// blueprint does not render.
+fn current_digest(context: &Context<'_>) -> Result<Option<Digest>> {
+    Ok(match Blueprint::render(context.config()?) {
         Ok(blueprint) => Some(blueprint.digest),
         Err(err) => {
-            printer.warn(&format!(
+            context.printer.warn(&format!(
                 "cannot render the blueprint, so staleness is unknown: {err}"
             ));
             None
         }
-    };
-    let instances = provider.list(&config.deployment.name).await?;
+    })
+}
+
+pub async fn list(context: &Context<'_>, options: &ListOptions) -> Result<ExitStatus> {
+    if options.all_deployments {
+        return inventory::list_all(context).await;
+    }
+    let (config, printer) = (context.config()?, context.printer);
+    let provider = context.connect().await?;
+    let current = current_digest(context)?;
+    let deployment = &config.deployment.name;
+    let (instances, notices) = tokio::join!(
+        provider.list(deployment),
+        provider.interruption_notices(deployment)
+    );
+    let (instances, notices) = (instances?, notices?);
     let rows: Vec<ListedInstance> = instances
         .iter()
-        .map(|i| ListedInstance::new(i, current.as_ref()))
+        .map(|i| ListedInstance::new(i, current.as_ref(), &notices))
         .collect();
     if printer.is_json() {
         printer.json(&rows).map_err(Error::Output)?;
@@ -86,9 +121,13 @@ fn table(rows: &[ListedInstance]) -> Table {
         let address = match (&i.ssh, &i.public_ip) {
             (Some(ssh), _) if ssh.port != 22 => ssh.to_string(),
             (_, Some(ip)) => ip.clone(),
-            _ => "-".to_string(),
+            _ => i.private_ip.clone().unwrap_or_else(|| "-".to_string()),
         };
-        let state = match &i.state_reason {
+        let reason = i
+            .state_reason
+            .as_deref()
+            .or(row.interruption_notice.then_some(NOTICE));
+        let state = match reason {
             Some(reason) => format!("{} ({reason})", i.state),
             None => i.state.to_string(),
         };

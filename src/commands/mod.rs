@@ -12,12 +12,18 @@ mod deploy;
 mod destroy;
 mod door;
 mod generated;
+mod heal;
+mod history;
+mod iam_policy;
+mod images;
 mod init;
 mod list;
+mod locking;
 mod plan;
 mod render;
 mod rollback;
 mod select;
+mod unlock;
 mod verification;
 mod verify;
 
@@ -28,14 +34,19 @@ pub use crate::exit::ExitStatus;
 pub use create::CreateCommand;
 pub use debug::DebugOptions;
 pub use deploy::DeployCommand;
+pub use destroy::DestroyCommand;
 pub use generated::Generated;
+pub use heal::HealCommand;
+pub use history::HistoryOptions;
 pub use init::InitOptions;
+pub use list::ListOptions;
 pub use render::RenderOptions;
 pub use rollback::RollbackOptions;
+pub use unlock::UnlockOptions;
 pub use verify::VerifyOptions;
 
 use crate::config::{Accel, Config, ProviderKind};
-use crate::engine::{DestroyOptions, Strategy};
+use crate::engine::Strategy;
 use crate::error::{Error, Result};
 use crate::keys::KeyStore;
 use crate::output::Printer;
@@ -59,16 +70,20 @@ pub struct ProviderOptions {
 pub enum CommandOptions {
     Init(InitOptions),
     Render(RenderOptions),
-    List,
+    List(ListOptions),
     Plan(Strategy),
     Create(CreateCommand),
-    Destroy(DestroyOptions),
+    Destroy(DestroyCommand),
     Deploy(DeployCommand),
     Verify(VerifyOptions),
     Debug(DebugOptions),
+    History(HistoryOptions),
     Rollback(RollbackOptions),
     /// Text generated from the command line itself (completions, man page).
     Print(Generated),
+    Heal(HealCommand),
+    Unlock(UnlockOptions),
+    IamPolicy,
 }
 
 /// One run of respot: the command and the options every command shares.
@@ -93,15 +108,19 @@ pub async fn run(invocation: Invocation, printer: &Printer) -> Result<ExitStatus
     match &invocation.command {
         CommandOptions::Init(options) => init::init(options, printer),
         CommandOptions::Render(options) => render::render(&context, options),
-        CommandOptions::List => list::list(&context).await,
+        CommandOptions::List(options) => list::list(&context, options).await,
         CommandOptions::Plan(strategy) => plan::plan(&context, *strategy).await,
         CommandOptions::Create(options) => create::create(&context, options).await,
         CommandOptions::Destroy(options) => destroy::destroy(&context, options).await,
         CommandOptions::Deploy(options) => deploy::deploy(&context, options).await,
         CommandOptions::Verify(options) => verify::verify(&context, options).await,
         CommandOptions::Debug(options) => debug::debug(&context, options).await,
+        CommandOptions::History(options) => history::history(&context, options),
         CommandOptions::Rollback(options) => rollback::rollback(&context, options).await,
         CommandOptions::Print(generated) => generated::print(generated, printer),
+        CommandOptions::Heal(options) => heal::heal(&context, options).await,
+        CommandOptions::Unlock(options) => unlock::unlock(&context, options).await,
+        CommandOptions::IamPolicy => iam_policy::iam_policy(&context),
     }
 }
 

@@ -12,10 +12,12 @@
 //! It prints progress through the `Printer` but never a report: reports go
 //! back to the command, which owns how they look.
 
+mod bad_pools;
 mod create;
 mod deploy;
 mod destroy;
 mod guard;
+mod heal;
 mod plan;
 mod rollback;
 mod rolling;
@@ -27,10 +29,12 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
+pub use bad_pools::{BadPool, BadPools};
 pub use create::{CreateOptions, CreateReport, create};
 pub use deploy::{DeployOptions, DeployReport, Strategy, deploy};
 pub use destroy::{DestroyOptions, DestroyOutcome, destroy};
 pub use guard::HoldReport;
+pub use heal::{Assessment, HealDoor, HealOptions, HealReport, NoFrontDoor, assess, heal};
 pub use plan::{Change, Plan, PlanRegion, plan};
 pub use rollback::{RollbackReport, rollback};
 pub use rollout::{DoorReport, Shift, rollout};
@@ -108,6 +112,30 @@ pub enum EngineError {
     NeedsDoor { what: String },
     #[error("nothing to roll back: {0}")]
     NothingToRollBack(String),
+    #[error(
+        "`{deployment}` has no live generation to heal: nothing runs, and nothing was taken by the \
+         provider; run `respot create`"
+    )]
+    NothingToHeal { deployment: String },
+    #[error(
+        "generation {generation} of `{deployment}` runs digest {live}, but the blueprint now renders \
+         {current}: that is a deploy, not a heal; run `respot deploy` (heal only restores the \
+         live digest)"
+    )]
+    HealIsDeploy {
+        deployment: String,
+        generation: u64,
+        live: String,
+        current: String,
+    },
+    /// The heal failed and what it launched was terminated; the instances
+    /// that were healthy before were not touched.
+    #[error("heal failed and what it launched was rolled back: {reason}{}", left_behind_note(.cleanup))]
+    HealRolledBack {
+        reason: String,
+        cleanup: DestroyReport,
+        verdict: Option<Box<Verdict>>,
+    },
 }
 
 impl EngineError {
@@ -125,7 +153,10 @@ impl EngineError {
             | EngineError::Declined
             | EngineError::RolledBack { .. }
             | EngineError::Kept { .. }
-            | EngineError::LeftBehind(_) => ExitStatus::Failure,
+            | EngineError::LeftBehind(_)
+            | EngineError::NothingToHeal { .. }
+            | EngineError::HealIsDeploy { .. }
+            | EngineError::HealRolledBack { .. } => ExitStatus::Failure,
         }
     }
 
@@ -133,7 +164,9 @@ impl EngineError {
     /// before the error: it says which check failed.
     pub fn verdict(&self) -> Option<&Verdict> {
         match self {
-            EngineError::RolledBack { verdict, .. } | EngineError::Kept { verdict, .. } => verdict.as_deref(),
+            EngineError::RolledBack { verdict, .. }
+            | EngineError::Kept { verdict, .. }
+            | EngineError::HealRolledBack { verdict, .. } => verdict.as_deref(),
             EngineError::Breach(breach) => breach.verdict.as_deref(),
             _ => None,
         }
@@ -227,6 +260,13 @@ pub trait Verification: Forget {
     fn launch_material(&self, generation: u64) -> Result<LaunchMaterial, KeyError>;
     /// Verifies freshly launched instances (pinning their host keys first).
     async fn verify(&self, instances: &[Instance]) -> Verdict;
+
+    /// Key material for more instances of a live generation (`heal`): the
+    /// generation's own host key, never a fresh one, so its other
+    /// instances stay pinned. By default, the same as a new generation's.
+    fn heal_material(&self, generation: u64) -> Result<LaunchMaterial, KeyError> {
+        self.launch_material(generation)
+    }
 }
 
 /// Asks a person to confirm; `Ok(false)` when they decline. `None` where

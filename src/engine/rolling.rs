@@ -59,14 +59,18 @@ pub(super) async fn rolling<P: Provider, V: Verification, D: FrontDoor>(
     let existing = provider.list(deployment).await?;
     let generation = super::next_generation(&existing);
     let material = verification.launch_material(generation)?;
+    let material = super::create::staged(provider, blueprint, material).await?;
     let mut request = LaunchRequest {
         deployment: deployment.clone(),
         digest: blueprint.digest.clone(),
         version: blueprint.version.clone(),
         generation,
         user_data: blueprint.user_data(&material)?,
+        signer: blueprint.git.signer.clone(),
         upto: None,
+        bundle: blueprint.bundle.clone(),
     };
+    let started = std::time::Instant::now();
     let largest = count_by_region(&fleet.blue_instances)
         .into_values()
         .max()
@@ -113,6 +117,9 @@ pub(super) async fn rolling<P: Provider, V: Verification, D: FrontDoor>(
         user_data_bytes: request.user_data.packed.len(),
         instances: green,
         verification: None,
+        // Launches and verifications interleave in rounds: all of it.
+        launch_secs: started.elapsed().as_secs_f64(),
+        verify_secs: None,
     };
     Ok((created, Some(destroyed).filter(|d| !d.terminated.is_empty())))
 }

@@ -7,7 +7,10 @@ mod rollout_tests;
 
 use super::*;
 use crate::output::{Format, Printer};
-use crate::provider::{InstanceId, InstanceState, LaunchRequest, Lifecycle, PlannedRegion, SshEndpoint};
+use crate::provider::{
+    InstanceId, InstanceState, Inventory, LaunchRequest, Lifecycle, PlannedRegion, PoolKey, RegionCount,
+    SshEndpoint,
+};
 use crate::template::{Blueprint, Digest, GitInfo};
 use crate::verify::{CheckRow, Outcome, Target};
 
@@ -101,6 +104,7 @@ fn instance(id: &str, generation: u64, digest: &Digest) -> Instance {
         state: InstanceState::Running,
         state_reason: None,
         public_ip: None,
+        private_ip: None,
         ssh: Some(SshEndpoint {
             host: "127.0.0.1".to_string(),
             port: 2200,
@@ -169,6 +173,38 @@ impl Provider for MemoryProvider {
             price_note: None,
         }])
     }
+
+    fn wanted(&self) -> Vec<RegionCount> {
+        vec![RegionCount {
+            region: "mem-1".to_string(),
+            count: self.count as u32,
+        }]
+    }
+
+    async fn launch_more(
+        &self,
+        request: &LaunchRequest,
+        _counts: &[RegionCount],
+        _avoid: &[PoolKey],
+    ) -> Result<Vec<Instance>, ProviderError> {
+        self.launch(request).await
+    }
+
+    async fn interruption_notices(&self, _deployment: &str) -> Result<Vec<InstanceId>, ProviderError> {
+        Ok(Vec::new())
+    }
+
+    fn take_pools_without_capacity(&self) -> Vec<PoolKey> {
+        Vec::new()
+    }
+
+    async fn inventory(&self) -> Result<Inventory, ProviderError> {
+        let instances = self.instances.lock().unwrap().clone();
+        Ok(Inventory {
+            instances: instances.into_iter().map(|i| ("demo".to_string(), i)).collect(),
+            ..Inventory::default()
+        })
+    }
 }
 
 /// Passes or fails every instance; remembers what it was asked to forget.
@@ -234,6 +270,7 @@ fn blueprint(digest_byte: char) -> Blueprint {
         units: Vec::new(),
         ssh_user: "admin".to_string(),
         authorized_keys: Vec::new(),
+        bundle: None,
     }
 }
 
@@ -504,4 +541,38 @@ fn plan_reads_only_and_compares_digests() {
 fn counts_are_sorted_by_key() {
     assert_eq!(count_by(["b", "a", "b"].into_iter()), "a: 1, b: 2");
     assert_eq!(count_by(std::iter::empty()), "");
+}
+
+/// The progress events of a scripted create, then of a create whose
+/// launch fails, as the JSON lines `--output json` prints (times filtered).
+#[test]
+fn create_reports_each_phase_and_a_failed_launch() {
+    let printer = printer();
+    let provider = MemoryProvider::new(2);
+    block_on(create(
+        &provider,
+        &FakeVerification::passing(true),
+        &blueprint('a'),
+        &verified(),
+        &printer,
+    ))
+    .expect("created");
+    let failing = MemoryProvider::new(1).with_launch(Launch::FailAfterStarting);
+    block_on(create(
+        &failing,
+        &FakeVerification::passing(true),
+        &blueprint('b'),
+        &verified(),
+        &printer,
+    ))
+    .expect_err("the launch fails");
+    let lines: Vec<String> = printer
+        .timeline()
+        .events()
+        .iter()
+        .map(crate::output::json_line)
+        .collect();
+    insta::with_settings!({filters => vec![(r#""(elapsed|took)_ms":\d+"#, r#""${1}_ms":"[ms]""#)]}, {
+        insta::assert_snapshot!(lines.join("\n"));
+    });
 }

@@ -20,9 +20,11 @@ use std::time::{Duration, Instant, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
+mod fleet;
+
 use super::{
-    DestroyReport, Instance, InstanceId, InstanceState, LaunchRequest, Lifecycle, PlannedRegion, Provider,
-    ProviderError, Result, SshEndpoint,
+    DestroyReport, Instance, InstanceId, InstanceState, Inventory, LaunchRequest, Lifecycle, PlannedRegion,
+    PoolKey, Provider, ProviderError, RegionCount, Result, SshEndpoint,
 };
 use crate::config::{Accel, Config};
 use crate::paths;
@@ -167,6 +169,7 @@ impl LocalProvider {
             },
             state_reason: (!alive).then(|| "qemu process is not running".to_string()),
             public_ip: Some("127.0.0.1".to_string()),
+            private_ip: None,
             ssh: Some(SshEndpoint {
                 host: "127.0.0.1".to_string(),
                 port: record.ssh_port,
@@ -207,7 +210,17 @@ impl LocalProvider {
                 .arg(&overlay),
         )?;
 
-        let seed = write_seed(&dir, &id, &name, &request.user_data.packed)?;
+        let bundle = request.bundle.as_ref().map(|b| b.archive.as_slice());
+        let seed = write_seed(
+            &dir,
+            &Identity {
+                id: &id,
+                name: &name,
+                index,
+            },
+            &request.user_data.packed,
+            bundle,
+        )?;
 
         let ssh_port = free_port()?;
         let mut forwards = Vec::new();
@@ -413,6 +426,38 @@ impl Provider for LocalProvider {
                 detail: e.to_string(),
             })?
     }
+
+    fn wanted(&self) -> Vec<RegionCount> {
+        self.wanted_counts()
+    }
+
+    async fn launch_more(
+        &self,
+        request: &LaunchRequest,
+        counts: &[RegionCount],
+        _avoid: &[PoolKey],
+    ) -> Result<Vec<Instance>> {
+        let count = counts
+            .iter()
+            .filter(|c| c.region == fleet::LOCAL)
+            .map(|c| c.count)
+            .sum();
+        self.launch_counted(request, count).await
+    }
+
+    /// A local VM gets no notice before it goes.
+    async fn interruption_notices(&self, _deployment: &str) -> Result<Vec<InstanceId>> {
+        Ok(Vec::new())
+    }
+
+    /// One pool, this computer: it never runs out of capacity.
+    fn take_pools_without_capacity(&self) -> Vec<PoolKey> {
+        Vec::new()
+    }
+
+    async fn inventory(&self) -> Result<Inventory> {
+        self.all_deployments()
+    }
 }
 
 impl LocalProvider {
@@ -473,26 +518,46 @@ impl LocalProvider {
     }
 }
 
+/// Who a VM is, for its meta-data.
+struct Identity<'a> {
+    id: &'a str,
+    name: &'a str,
+    /// Its place in the launch, 0-based, as EC2's `ami-launch-index`.
+    index: u32,
+}
+
 /// The NoCloud seed of one VM (`seed.iso`, volume `cidata`): the same
-/// packed user-data AWS would get, and meta-data with the instance id.
-fn write_seed(dir: &Path, id: &str, name: &str, user_data: &[u8]) -> Result<PathBuf> {
+/// packed user-data AWS would get; meta-data with the values cloud-init's
+/// Jinja gives a template on EC2 (`v1.instance_id`, `v1.region`,
+/// `v1.availability_zone`, `ds.meta_data.ami_launch_index`); and the
+/// bundle, when the blueprint has one, with no size limit (the instance's
+/// bundle step reads it from the seed and checks its sha256).
+fn write_seed(dir: &Path, who: &Identity, user_data: &[u8], bundle: Option<&[u8]>) -> Result<PathBuf> {
     let seed_dir = dir.join("seed");
     private_dir(&seed_dir)?;
     write_file(&seed_dir.join("user-data"), user_data)?;
     write_file(
         &seed_dir.join("meta-data"),
-        format!("instance-id: {id}\nlocal-hostname: {name}\n").as_bytes(),
+        format!(
+            "instance-id: {}\nlocal-hostname: {}\nregion: local\navailability-zone: local\nami-launch-index: {}\n",
+            who.id, who.name, who.index
+        )
+        .as_bytes(),
     )?;
+    let mut files = vec![seed_dir.join("user-data"), seed_dir.join("meta-data")];
+    if let Some(archive) = bundle {
+        let path = seed_dir.join(crate::guest::SEED_BUNDLE_NAME);
+        write_file(&path, archive)?;
+        files.push(path);
+    }
     let seed = dir.join("seed.iso");
     run_tool(
         Command::new("genisoimage")
             .args(["-quiet", "-output"])
             .arg(&seed)
             .args(["-volid", "cidata", "-joliet", "-rock"])
-            .arg(seed_dir.join("user-data"))
-            .arg(seed_dir.join("meta-data")),
+            .args(&files),
     )?;
-
     Ok(seed)
 }
 

@@ -8,6 +8,7 @@
 
 pub mod aws;
 mod error;
+mod fleet;
 pub mod local;
 
 use std::fmt;
@@ -16,9 +17,10 @@ use std::time::SystemTime;
 use serde::Serialize;
 
 use crate::output::Count;
-use crate::template::{Digest, UserData};
+use crate::template::{Bundle, BundleSource, Digest, UserData};
 
 pub use self::error::{ProviderError, RegionFailure};
+pub use self::fleet::{Inventory, PoolKey, RegionCount, ResourceKind, TaggedResource};
 
 /// Tag keys, the same on AWS and in the local provider's state.
 pub mod tag {
@@ -28,6 +30,8 @@ pub mod tag {
     pub const GENERATION: &str = "respot:generation";
     pub const CREATED_AT: &str = "respot:created-at";
     pub const CREATED_BY: &str = "respot:created-by";
+    /// The fingerprint of the key that signed the commit (`require_signed`).
+    pub const SIGNER: &str = "respot:signer";
     pub const NAME: &str = "Name";
 }
 
@@ -162,6 +166,10 @@ pub struct Instance {
     /// Why the provider stopped or terminated it (e.g. a spot interruption).
     pub state_reason: Option<String>,
     pub public_ip: Option<String>,
+    /// The address inside the cloud network (AWS: the VPC), when there is one.
+    pub private_ip: Option<String>,
+    /// The endpoint the provider serves SSH on (AWS: the public address);
+    /// `commands::select` falls back to `private_ip` without one.
     pub ssh: Option<SshEndpoint>,
     /// The digest it was launched from; `None` when the tag is missing or
     /// not a digest.
@@ -187,16 +195,21 @@ pub struct LaunchRequest {
     pub version: String,
     pub generation: u64,
     pub user_data: UserData,
+    /// The commit's signing key fingerprint, tagged as `respot:signer`.
+    pub signer: Option<String>,
     /// A rolling deploy's batches: launch until the generation has this
     /// many instances per region (never more than the configured count);
     /// `None`: the configured count.
     pub upto: Option<u32>,
+    /// The blueprint's files, when they travel as a bundle (the local
+    /// provider puts it on the seed).
+    pub bundle: Option<Bundle>,
 }
 
 impl LaunchRequest {
     /// The tags every launched resource carries, `Name` included.
     pub fn tags(&self, name: &str, created_at: SystemTime) -> Vec<(String, String)> {
-        vec![
+        let mut tags = vec![
             (tag::DEPLOYMENT.to_string(), self.deployment.clone()),
             (tag::DIGEST.to_string(), self.digest.to_string()),
             (tag::VERSION.to_string(), self.version.clone()),
@@ -206,7 +219,11 @@ impl LaunchRequest {
                 humantime::format_rfc3339_seconds(created_at).to_string(),
             ),
             (tag::NAME.to_string(), name.to_string()),
-        ]
+        ];
+        if let Some(signer) = &self.signer {
+            tags.push((tag::SIGNER.to_string(), signer.clone()));
+        }
+        tags
     }
 }
 
@@ -267,6 +284,39 @@ pub trait Provider {
     /// What `launch` would create, per region, with current prices. Only
     /// reads; never creates anything.
     async fn capacity_plan(&self) -> Result<Vec<PlannedRegion>>;
+
+    /// The count each region should run, as configured; `heal` brings a
+    /// generation back to it. Regions with none are left out.
+    fn wanted(&self) -> Vec<RegionCount>;
+
+    /// Launches `counts` more instances of `request`'s generation (which
+    /// already runs), tagged like any launch. Pools in `avoid` are tried
+    /// only after every other pool. Waits like `launch`; on error, what
+    /// launched is tagged and found by listing.
+    async fn launch_more(
+        &self,
+        request: &LaunchRequest,
+        counts: &[RegionCount],
+        avoid: &[PoolKey],
+    ) -> Result<Vec<Instance>>;
+
+    /// Live instances of `deployment` the provider has announced it will
+    /// take back (a spot interruption notice). Only reads.
+    async fn interruption_notices(&self, deployment: &str) -> Result<Vec<InstanceId>>;
+
+    /// The pools that answered "no capacity" since the last call.
+    fn take_pools_without_capacity(&self) -> Vec<PoolKey>;
+
+    /// Every respot-tagged instance and resource, every deployment, in the
+    /// regions this provider covers. Only reads.
+    async fn inventory(&self) -> Result<Inventory>;
+    /// Puts `bundle` where the instances of the next launch can fetch it,
+    /// and says where. By default the launch request carries it to the
+    /// instance (`LaunchRequest::bundle`, a file on the seed).
+    async fn stage_bundle(&self, deployment: &str, digest: &Digest, bundle: &Bundle) -> Result<BundleSource> {
+        let _ = (deployment, digest, bundle);
+        Ok(BundleSource::Seed(crate::guest::SEED_BUNDLE_NAME.to_string()))
+    }
 }
 
 /// The provider a command runs against, picked from `respot.toml` or
@@ -303,6 +353,53 @@ impl Provider for AnyProvider {
         match self {
             AnyProvider::Local(p) => p.destroy(deployment, instances, wait).await,
             AnyProvider::Aws(p) => p.destroy(deployment, instances, wait).await,
+        }
+    }
+
+    fn wanted(&self) -> Vec<RegionCount> {
+        match self {
+            AnyProvider::Local(p) => p.wanted(),
+            AnyProvider::Aws(p) => p.wanted(),
+        }
+    }
+
+    async fn launch_more(
+        &self,
+        request: &LaunchRequest,
+        counts: &[RegionCount],
+        avoid: &[PoolKey],
+    ) -> Result<Vec<Instance>> {
+        match self {
+            AnyProvider::Local(p) => p.launch_more(request, counts, avoid).await,
+            AnyProvider::Aws(p) => p.launch_more(request, counts, avoid).await,
+        }
+    }
+
+    async fn interruption_notices(&self, deployment: &str) -> Result<Vec<InstanceId>> {
+        match self {
+            AnyProvider::Local(p) => p.interruption_notices(deployment).await,
+            AnyProvider::Aws(p) => p.interruption_notices(deployment).await,
+        }
+    }
+
+    fn take_pools_without_capacity(&self) -> Vec<PoolKey> {
+        match self {
+            AnyProvider::Local(p) => p.take_pools_without_capacity(),
+            AnyProvider::Aws(p) => p.take_pools_without_capacity(),
+        }
+    }
+
+    async fn inventory(&self) -> Result<Inventory> {
+        match self {
+            AnyProvider::Local(p) => p.inventory().await,
+            AnyProvider::Aws(p) => p.inventory().await,
+        }
+    }
+
+    async fn stage_bundle(&self, deployment: &str, digest: &Digest, bundle: &Bundle) -> Result<BundleSource> {
+        match self {
+            AnyProvider::Local(p) => p.stage_bundle(deployment, digest, bundle).await,
+            AnyProvider::Aws(p) => p.stage_bundle(deployment, digest, bundle).await,
         }
     }
 }

@@ -8,6 +8,7 @@
 //! state directory, the ALB door in tags), so a run that dies mid-shift is
 //! picked up by the next one from what the door reports, not from memory.
 
+pub mod alb;
 mod any;
 pub mod haproxy;
 

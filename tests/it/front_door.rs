@@ -443,6 +443,7 @@ fn fake_instance(vms: &Path, id: &str, generation: u64, host: u16) -> respot::pr
         state: respot::provider::InstanceState::Running,
         state_reason: None,
         public_ip: None,
+        private_ip: None,
         ssh: None,
         digest: None,
         version: None,

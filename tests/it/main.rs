@@ -3,9 +3,13 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod access;
+mod alb;
 mod aws;
 mod config;
 mod front_door;
+mod history;
 mod local;
+mod progress;
 mod render;
 mod verify;

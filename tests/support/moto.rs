@@ -1,8 +1,9 @@
 //! moto (an EC2 emulator) and the fault proxy, for the AWS tests.
 //!
-//! One moto server serves the whole test process: it takes seconds to start
-//! and its regions are isolated from each other, so every test takes its own
-//! regions from [`regions`] instead of resetting shared state. Each test gets
+//! A few moto servers serve the whole test process: one takes seconds to
+//! start and its regions are isolated from each other, so every test takes
+//! its own regions from [`regions`] (on the first server that has them
+//! left) instead of resetting shared state. Each test gets
 //! its own [`Proxy`] (fast to start) in front of moto, so fault rules and
 //! request counts never leak between tests. Both listen on 127.0.0.1 only.
 //!
@@ -42,6 +43,7 @@ const REGION_POOL: &[&str] = &[
     "ca-central-1",
     "sa-east-1",
     "eu-south-1",
+    "il-central-1",
     "af-south-1",
     "me-south-1",
     "ap-east-1",
@@ -49,20 +51,52 @@ const REGION_POOL: &[&str] = &[
     "eu-south-2",
     "ap-south-2",
     "ap-southeast-3",
-    "me-central-1",
-    "il-central-1",
     "ca-west-1",
+    // moto offers no t3 types here: last.
+    "me-central-1",
 ];
 
-static NEXT_REGION: AtomicUsize = AtomicUsize::new(0);
+/// How many of [`REGION_POOL`]'s regions one moto server hands out: the
+/// first ones, where moto offers every instance type the tests launch.
+const SHARD_REGIONS: usize = 16;
 
-/// `n` regions no other test in this process uses.
+/// moto servers this process may start, each with its own copy of the
+/// first [`SHARD_REGIONS`] regions: once one server's regions are taken,
+/// the next test gets a fresh server instead of sharing state.
+const MAX_SHARDS: usize = 6;
+
+static SHARDS: [OnceLock<String>; MAX_SHARDS] = [const { OnceLock::new() }; MAX_SHARDS];
+
+/// (server, next free region on it).
+static ALLOCATED: std::sync::Mutex<(usize, usize)> = std::sync::Mutex::new((0, 0));
+
+thread_local! {
+    /// The server this test thread's regions live on (tests run one per
+    /// thread): [`moto_url`] answers it.
+    static SHARD: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// `n` regions no other test in this process uses, on the moto server that
+/// [`moto_url`] then answers for this thread.
 pub fn regions(n: usize) -> Vec<String> {
-    let start = NEXT_REGION.fetch_add(n, Ordering::SeqCst);
     assert!(
-        start + n <= REGION_POOL.len(),
-        "the tests need more regions than REGION_POOL has; add some"
+        n <= SHARD_REGIONS,
+        "a test may take at most {SHARD_REGIONS} regions"
     );
+    let (shard, start) = {
+        let mut allocated = ALLOCATED.lock().unwrap_or_else(|p| p.into_inner());
+        if allocated.1 + n > SHARD_REGIONS {
+            *allocated = (allocated.0 + 1, 0);
+        }
+        let taken = *allocated;
+        allocated.1 += n;
+        taken
+    };
+    assert!(
+        shard < MAX_SHARDS,
+        "the tests need more than {MAX_SHARDS} moto servers; raise MAX_SHARDS"
+    );
+    SHARD.with(|s| s.set(shard));
     REGION_POOL[start..start + n]
         .iter()
         .map(|r| r.to_string())
@@ -100,51 +134,77 @@ fn die_with_parent(cmd: &mut Command) {
     }
 }
 
-/// The shared moto server of this test process; its `http://127.0.0.1:PORT`.
+/// The moto server of this test thread's regions (see [`regions`]); its
+/// `http://127.0.0.1:PORT`.
 pub fn moto_url() -> &'static str {
+    SHARDS[SHARD.with(|s| s.get())].get_or_init(spawn_moto)
+}
+
+/// A second moto server, for the tests of EC2's limits: their fleets (up to
+/// 250 instances per region) would crowd the shared one, and its regions
+/// come from their own pool ([`limits_regions`]).
+pub fn limits_moto_url() -> &'static str {
     static MOTO: OnceLock<String> = OnceLock::new();
-    MOTO.get_or_init(|| {
-        let server = moto_server_path();
-        assert!(
-            server.is_file(),
-            "moto_server not found at `{}`; run `scripts/setup` or set RESPOT_MOTO_SERVER",
-            server.display()
-        );
-        let port = free_port();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut cmd = Command::new(&server);
-            cmd.args(["-H", "127.0.0.1", "-p", &port.to_string()])
-                .env("MOTO_ENABLE_AMI_VALIDATION", "1")
-                .env("MOTO_EC2_ENABLE_INSTANCE_TYPE_VALIDATION", "1")
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null());
-            die_with_parent(&mut cmd);
-            let child = cmd.spawn();
-            let started = child.is_ok();
-            tx.send(child.map(|c| c.id()).map_err(|e| e.to_string()))
-                .expect("the test thread waits for moto");
-            if started {
-                // This thread must outlive every test: its end kills moto.
-                loop {
-                    std::thread::park();
-                }
+    MOTO.get_or_init(spawn_moto)
+}
+
+static NEXT_LIMITS_REGION: AtomicUsize = AtomicUsize::new(0);
+
+/// `n` regions of [`limits_moto_url`] no other test uses.
+pub fn limits_regions(n: usize) -> Vec<String> {
+    let start = NEXT_LIMITS_REGION.fetch_add(n, Ordering::SeqCst);
+    assert!(
+        start + n <= REGION_POOL.len(),
+        "the limits tests need more regions than REGION_POOL has; add some"
+    );
+    REGION_POOL[start..start + n]
+        .iter()
+        .map(|r| r.to_string())
+        .collect()
+}
+
+/// Starts a moto server that lives as long as the process; its URL.
+fn spawn_moto() -> String {
+    let server = moto_server_path();
+    assert!(
+        server.is_file(),
+        "moto_server not found at `{}`; run `scripts/setup` or set RESPOT_MOTO_SERVER",
+        server.display()
+    );
+    let port = free_port();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut cmd = Command::new(&server);
+        cmd.args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .env("MOTO_ENABLE_AMI_VALIDATION", "1")
+            .env("MOTO_EC2_ENABLE_INSTANCE_TYPE_VALIDATION", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        die_with_parent(&mut cmd);
+        let child = cmd.spawn();
+        let started = child.is_ok();
+        tx.send(child.map(|c| c.id()).map_err(|e| e.to_string()))
+            .expect("the test thread waits for moto");
+        if started {
+            // This thread must outlive every test: its end kills moto.
+            loop {
+                std::thread::park();
             }
-        });
-        let pid = rx.recv().expect("moto spawner answers");
-        pid.unwrap_or_else(|e| panic!("cannot start `{}`: {e}", moto_server_path().display()));
-        let url = format!("http://127.0.0.1:{port}");
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while http(port, "GET", "/moto-api/data.json", None).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "moto did not answer on port {port} within 60 s"
-            );
-            std::thread::sleep(Duration::from_millis(100));
         }
-        url
-    })
+    });
+    let pid = rx.recv().expect("moto spawner answers");
+    pid.unwrap_or_else(|e| panic!("cannot start `{}`: {e}", moto_server_path().display()));
+    let url = format!("http://127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while http(port, "GET", "/moto-api/data.json", None).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "moto did not answer on port {port} within 60 s"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    url
 }
 
 /// A minimal HTTP/1.0 client for the control APIs; returns (status, body).
@@ -181,7 +241,11 @@ pub struct Proxy {
 
 impl Proxy {
     pub fn start(latency_ms: u64) -> Proxy {
-        let upstream = moto_url();
+        Proxy::start_to(moto_url(), latency_ms)
+    }
+
+    /// A proxy in front of the moto at `upstream`.
+    pub fn start_to(upstream: &str, latency_ms: u64) -> Proxy {
         let dir = tempfile::tempdir().expect("tempdir");
         let port_file = dir.path().join("proxy.port");
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/fault_proxy.py");
@@ -235,6 +299,13 @@ impl Proxy {
             "/__proxy/faults",
             Some(&serde_json::json!({ "rules": rules }).to_string()),
         );
+    }
+
+    /// Sets the EC2 behaviours moto lacks (`filter_limit`,
+    /// `group_not_found_ms`, `describe_lag_ms`, `group_in_use`; see
+    /// tests/support/fault_proxy.py). They survive [`Proxy::reset`].
+    pub fn ec2(&self, settings: serde_json::Value) {
+        self.control("POST", "/__proxy/ec2", Some(&settings.to_string()));
     }
 
     pub fn stats(&self) -> serde_json::Value {

@@ -1,0 +1,328 @@
+//! `respot heal`: bring the live generation back to its configured count
+//! from the same digest, after spot reclaims, and let go of what the
+//! provider is taking back once the replacements are verified.
+//! `--watch INTERVAL` checks again until Ctrl-C, logging one line per
+//! check and one per replacement (JSON lines with `--output json`).
+//!
+//! The bad pools heal avoids live in the deployment's state directory
+//! (`paths::heal_dir`), so a watch and separate runs share them.
+
+use std::path::Path;
+use std::time::{Duration, SystemTime};
+
+use serde::Serialize;
+use serde_json::json;
+
+use super::create::{launch_verification, launchable_blueprint};
+use super::locking::{OnCtrlC, locked};
+use super::{Context, ExitStatus};
+use crate::engine::{self, BadPools, HealOptions, HealReport, NoFrontDoor};
+use crate::error::{Error, Result};
+use crate::output::{Count, Printer, Table};
+use crate::provider::{AnyProvider, Instance, Provider};
+
+#[derive(Debug, Clone, Default)]
+pub struct HealCommand {
+    pub heal: HealOptions,
+    /// Check again at this interval until Ctrl-C.
+    pub watch: Option<Duration>,
+}
+
+pub async fn heal(context: &Context<'_>, options: &HealCommand) -> Result<ExitStatus> {
+    let provider = context.connect().await?;
+    match options.watch {
+        None => {
+            let result = heal_once(context, &provider, &options.heal).await;
+            // The table of checks says which one failed: the rollback has
+            // already erased the replacements.
+            if let Err(Error::Engine(err)) = &result
+                && let Some(verdict) = err.verdict()
+            {
+                context.printer.evidence(&verdict.report.table().render());
+            }
+            print_report(&result?, context.printer)?;
+            Ok(ExitStatus::Success)
+        }
+        Some(interval) => watch(context, &provider, &options.heal, interval).await,
+    }
+}
+
+/// One heal of the current render, with the bad pools read before and
+/// written after (whatever the outcome: a full pool is worth remembering).
+/// One heal under the deployment lock (exit 4 while another create,
+/// deploy, destroy or heal holds it).
+async fn heal_once(
+    context: &Context<'_>,
+    provider: &AnyProvider,
+    options: &HealOptions,
+) -> Result<HealReport> {
+    let work = heal_unlocked(context, provider, options);
+    if needs_work(context, provider).await? {
+        locked(context, provider, "heal", OnCtrlC::Work, work).await
+    } else {
+        // Nothing to launch or release: a check that only reads takes no
+        // lock (a lock is a write), like `list`.
+        work.await
+    }
+}
+
+/// Whether a heal would launch or release anything now (reads only); an
+/// answer the engine refuses (nothing live) counts as work, so the engine
+/// reports it.
+async fn needs_work(context: &Context<'_>, provider: &AnyProvider) -> Result<bool> {
+    let deployment = &context.config()?.deployment.name;
+    let (listed, notices) = tokio::join!(
+        provider.list(deployment),
+        provider.interruption_notices(deployment)
+    );
+    Ok(match engine::assess(&listed?, &notices?, &provider.wanted()) {
+        Some(assessment) => assessment.missing_total() > 0 || !assessment.to_release().is_empty(),
+        None => true,
+    })
+}
+
+async fn heal_unlocked(
+    context: &Context<'_>,
+    provider: &AnyProvider,
+    options: &HealOptions,
+) -> Result<HealReport> {
+    let printer = context.printer;
+    let keys = context.keys()?;
+    let blueprint = launchable_blueprint(context, &keys)?;
+    let verification = launch_verification(context, &keys, &blueprint)?;
+    let file = context
+        .paths
+        .heal_dir(&blueprint.deployment)
+        .map(|dir| dir.join("bad-pools.json"))
+        .ok();
+    let mut memory = file.as_deref().map(|f| load(f, printer)).unwrap_or_default();
+    let result = engine::heal(
+        provider,
+        &verification,
+        &NoFrontDoor,
+        &blueprint,
+        &mut memory,
+        options,
+        printer,
+    )
+    .await;
+    if let Some(file) = &file {
+        save(file, &memory, printer);
+    }
+    Ok(result?)
+}
+
+fn load(file: &Path, printer: &Printer) -> BadPools {
+    match std::fs::read_to_string(file) {
+        Ok(text) => serde_json::from_str(&text).unwrap_or_else(|err| {
+            printer.warn(&format!(
+                "ignoring `{}`, which is not heal's bad-pool list ({err}); it will be rewritten",
+                file.display()
+            ));
+            BadPools::default()
+        }),
+        Err(_) => BadPools::default(),
+    }
+}
+
+/// Writes the bad pools; a failure is a warning (heal still worked, it
+/// only forgets which pools to avoid).
+fn save(file: &Path, memory: &BadPools, printer: &Printer) {
+    let written = file
+        .parent()
+        .map_or(Ok(()), crate::paths::private_dir)
+        .and_then(|()| {
+            let text = serde_json::to_string_pretty(memory).map_err(std::io::Error::other)?;
+            crate::paths::write_private(file, text.as_bytes())
+        });
+    if let Err(err) = written {
+        printer.warn(&format!(
+            "could not remember bad pools in `{}`: {err}",
+            file.display()
+        ));
+    }
+}
+
+fn print_report(report: &HealReport, printer: &Printer) -> Result<()> {
+    if printer.is_json() {
+        return printer.json(report).map_err(Error::Output);
+    }
+    if !report.launched.is_empty() {
+        printer
+            .data(&launched_table(&report.launched).render())
+            .map_err(Error::Output)?;
+    }
+    if let Some(verdict) = &report.verification {
+        printer
+            .data(&verdict.report.table().render())
+            .map_err(Error::Output)?;
+    }
+    printer.info(&summary(report));
+    Ok(())
+}
+
+fn launched_table(instances: &[Instance]) -> Table {
+    let mut table = Table::new(["REGION", "ZONE", "ID", "NAME", "TYPE", "LIFECYCLE", "ADDRESS"]);
+    for i in instances {
+        table.row([
+            i.region.clone(),
+            i.zone.clone().unwrap_or_else(|| "-".to_string()),
+            i.id.to_string(),
+            i.name.clone(),
+            i.instance_type.clone(),
+            i.lifecycle.to_string(),
+            i.ssh
+                .as_ref()
+                .map_or_else(|| "-".to_string(), ToString::to_string),
+        ]);
+    }
+    table
+}
+
+/// "`app` generation 2: 3/4 healthy, 1 marked for termination; launched 1, verified; let go of 1".
+fn summary(report: &HealReport) -> String {
+    let a = &report.assessment;
+    let wanted: u32 = report.wanted.iter().map(|w| w.count).sum();
+    let mut text = format!(
+        "`{}` generation {}: {}/{wanted} healthy",
+        report.deployment,
+        a.generation,
+        a.healthy.len()
+    );
+    if !a.marked.is_empty() {
+        text.push_str(&format!(", {} marked for termination", a.marked.len()));
+    }
+    if report.launched.is_empty() && report.released.is_none() {
+        text.push_str("; nothing to heal");
+        return text;
+    }
+    if !report.launched.is_empty() {
+        text.push_str(&format!(
+            "; launched {}{}",
+            Count(report.launched.len(), "replacement"),
+            if report.verification.is_some() {
+                ", verified"
+            } else {
+                ", not verified (--no-verify)"
+            }
+        ));
+    }
+    if let Some(released) = &report.released {
+        text.push_str(&format!(
+            "; let go of {}",
+            Count(released.terminated.len(), "lost instance")
+        ));
+    }
+    if !report.avoided_pools.is_empty() {
+        let pools: Vec<String> = report.avoided_pools.iter().map(ToString::to_string).collect();
+        text.push_str(&format!(" (pools tried last: {})", pools.join(", ")));
+    }
+    text
+}
+
+/// Heals every `interval` until Ctrl-C. A failed check is logged and the
+/// next one comes; a Ctrl-C during a launch rolls it back first.
+async fn watch(
+    context: &Context<'_>,
+    provider: &AnyProvider,
+    options: &HealOptions,
+    interval: Duration,
+) -> Result<ExitStatus> {
+    let printer = context.printer;
+    let (stop_tx, mut stop) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            // The receiver is gone only when the watch already ended.
+            let _ = stop_tx.send(true);
+        }
+    });
+    printer.info(&format!(
+        "healing every {}; Ctrl-C stops",
+        humantime::format_duration(interval)
+    ));
+    loop {
+        match heal_once(context, provider, options).await {
+            Ok(report) => log_check(&report, printer)?,
+            Err(err) => log_line(
+                printer,
+                "failed",
+                json!({ "error": err.to_string() }),
+                &err.to_string(),
+            )?,
+        }
+        if *stop.borrow() {
+            break;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            _ = stop.changed() => break,
+        }
+    }
+    printer.info("stopped watching");
+    Ok(ExitStatus::Success)
+}
+
+fn log_check(report: &HealReport, printer: &Printer) -> Result<()> {
+    let a = &report.assessment;
+    let check = json!({
+        "deployment": report.deployment,
+        "generation": a.generation,
+        "healthy": a.healthy.len(),
+        "wanted": report.wanted.iter().map(|w| w.count).sum::<u32>(),
+        "marked": a.marked.iter().map(|i| &i.id).collect::<Vec<_>>(),
+        "launched": report.launched.len(),
+        "released": report.released.as_ref().map_or(0, |r| r.terminated.len()),
+        "avoided_pools": report.avoided_pools,
+    });
+    log_line(printer, "check", check, &summary(report))?;
+    for instance in &report.launched {
+        let text = format!(
+            "replacement {} in {} ({}{}), generation {}{}",
+            instance.id,
+            instance.region,
+            instance.instance_type,
+            instance
+                .zone
+                .as_deref()
+                .map(|z| format!(" in {z}"))
+                .unwrap_or_default(),
+            a.generation,
+            if report.verification.is_some() {
+                ", verified"
+            } else {
+                ""
+            }
+        );
+        log_line(printer, "replacement", replacement_json(instance, report), &text)?;
+    }
+    Ok(())
+}
+
+#[derive(Serialize)]
+struct Replacement<'a> {
+    instance: &'a Instance,
+    verified: bool,
+}
+
+fn replacement_json(instance: &Instance, report: &HealReport) -> serde_json::Value {
+    serde_json::to_value(Replacement {
+        instance,
+        verified: report.verification.is_some(),
+    })
+    .unwrap_or_default()
+}
+
+/// One timestamped line on stdout: text, or a JSON object per line.
+fn log_line(printer: &Printer, event: &str, mut fields: serde_json::Value, text: &str) -> Result<()> {
+    let time = humantime::format_rfc3339_seconds(SystemTime::now()).to_string();
+    let line = if printer.is_json() {
+        if let Some(object) = fields.as_object_mut() {
+            object.insert("event".to_string(), json!(event));
+            object.insert("time".to_string(), json!(time));
+        }
+        fields.to_string()
+    } else {
+        format!("{time} {text}")
+    };
+    printer.data(&format!("{line}\n")).map_err(Error::Output)
+}
