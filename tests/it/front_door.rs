@@ -319,7 +319,7 @@ fn blue_green_through_the_door_drops_nothing_and_a_breach_shifts_back() {
     assert_eq!(answers.last().map(|(_, a)| a.clone()), Some(Ok(d1.clone())));
     assert_eq!(door.live_generations(), vec![1], "generation 2 destroyed");
 
-    // Generation 3 fails its health check once it gets traffic.
+    // The next generation fails its health check once it gets traffic.
     let health = door.path().join("instance/files/opt/hello/health.py");
     let code = std::fs::read_to_string(&health).unwrap();
     let code = code.replace(
@@ -331,9 +331,15 @@ fn blue_green_through_the_door_drops_nothing_and_a_breach_shifts_back() {
     let third = door.respot(&["deploy", "--strategy", "blue-green", "--yes", "--allow-dirty"]);
     std::thread::sleep(Duration::from_secs(1));
     let answers = load.finish();
-    assert_eq!(third.status.code(), Some(1), "the guard stops generation 3");
+    // Numbered 2 again: one above the highest generation the provider still
+    // remembers, and the rollback destroyed generation 2.
+    assert_eq!(
+        third.status.code(),
+        Some(1),
+        "the guard stops the failing generation"
+    );
     let stderr = String::from_utf8_lossy(&third.stderr);
-    assert!(stderr.contains("the guard stopped generation 3"), "{stderr}");
+    assert!(stderr.contains("the guard stopped generation 2"), "{stderr}");
     assert!(stderr.contains("traffic is back on generation 1"), "{stderr}");
     assert!(stderr.contains("respot debug i-"), "{stderr}");
     assert!(
@@ -346,7 +352,11 @@ fn blue_green_through_the_door_drops_nothing_and_a_breach_shifts_back() {
         Some(Ok(d1.clone())),
         "generation 1 serves again"
     );
-    assert_eq!(door.live_generations(), vec![1], "generation 3 destroyed");
+    assert_eq!(
+        door.live_generations(),
+        vec![1],
+        "the failing generation destroyed"
+    );
 
     let destroyed = door.respot(&["destroy", "--yes"]);
     assert_eq!(destroyed.status.code(), Some(0));
