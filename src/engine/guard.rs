@@ -3,7 +3,9 @@
 //! verify, or a probe error rate above `traffic.max_error_rate`, is a
 //! breach: the caller shifts everything back at once.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use serde::Serialize;
 
@@ -14,6 +16,8 @@ use crate::traffic::FrontDoor;
 
 /// Time between two probes through the door.
 pub(super) const PROBE_EVERY: Duration = Duration::from_millis(200);
+/// Time between two verify runs of the new instances.
+const VERIFY_PAUSE: Duration = Duration::from_secs(1);
 
 /// What one hold saw.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -117,6 +121,7 @@ pub(super) async fn hold<D: FrontDoor, V: Verification>(
             if Instant::now() >= deadline {
                 return Ok(runs);
             }
+            tokio::time::sleep(VERIFY_PAUSE).await;
         }
     };
     let ((probes, failed_probes), verifies) = tokio::try_join!(probes, verifies)?;

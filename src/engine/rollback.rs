@@ -23,6 +23,8 @@ pub struct RollbackReport {
     pub to: u64,
     /// Milliseconds from the decision to the door serving `to`.
     pub shift_ms: u128,
+    /// When respot decided the shift, in milliseconds since the Unix epoch.
+    pub decided_at_ms: u128,
     pub destroyed: Option<DestroyReport>,
 }
 
@@ -87,6 +89,7 @@ pub async fn rollback<P: Provider, F: Forget, D: FrontDoor>(
         door.wait_healthy(previous, &back, DOOR_HEALTH_TIMEOUT).await?;
     }
     let decided = Instant::now();
+    let decided_at_ms = super::rollout::unix_ms();
     let weights: Weights = [(previous, 100)].into_iter().collect();
     door.shift(&weights).await?;
     let shift_ms = decided.elapsed().as_millis();
@@ -102,6 +105,7 @@ pub async fn rollback<P: Provider, F: Forget, D: FrontDoor>(
         from: current,
         to: previous,
         shift_ms,
+        decided_at_ms,
         destroyed,
     })
 }

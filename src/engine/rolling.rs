@@ -186,6 +186,7 @@ impl<P: Provider, V: Verification, D: FrontDoor> Round<'_, P, V, D> {
             return Err(self.fail(green, &err.to_string(), None).await);
         }
         let weights = weights_by_count(self.blue, old, self.generation, green.len());
+        let decided_at_ms = super::rollout::unix_ms();
         self.door.shift(&weights).await?;
         self.printer.info(&format!(
             "{} of generation {} behind {}, {} old",
@@ -208,6 +209,7 @@ impl<P: Provider, V: Verification, D: FrontDoor> Round<'_, P, V, D> {
             Ok(held) => {
                 report.shifts.push(Shift {
                     weights,
+                    decided_at_ms,
                     hold: Some(held),
                 });
                 Ok(())
@@ -282,6 +284,10 @@ impl<P: Provider, V: Verification, D: FrontDoor> Round<'_, P, V, D> {
         self.printer.warn(&format!(
             "rolling stopped: {reason}; the old instances keep serving"
         ));
+        if let Some(blue) = self.blue {
+            // Best effort: abandon drains the new ones out of the door anyway.
+            let _ = self.door.shift(&[(blue, 100)].into_iter().collect()).await;
+        }
         let mut all = green.to_vec();
         if let Ok(listed) = super::live(self.provider, self.deployment).await {
             all.extend(

@@ -38,6 +38,9 @@ pub struct DoorReport {
 #[derive(Debug, Clone, Serialize)]
 pub struct Shift {
     pub weights: Weights,
+    /// When respot decided the shift, in milliseconds since the Unix epoch
+    /// (for latency measurements against what clients saw).
+    pub decided_at_ms: u128,
     pub hold: Option<HoldReport>,
 }
 
@@ -84,18 +87,7 @@ pub async fn rollout<P: Provider, V: Verification, D: FrontDoor>(
     let live_now = live(provider, deployment).await?;
     let state = door.state().await?;
     let fleet = split(&live_now, state.serving());
-    if !live_now.is_empty() {
-        printer.info(&format!(
-            "`{deployment}`: {} will be replaced ({}) behind {}: {}",
-            Count(live_now.len(), "live instance"),
-            options.strategy.describe(),
-            door.describe(),
-            count_by(live_now.iter().map(|i| i.region.as_str()))
-        ));
-        if !options.yes {
-            confirm_or_refuse(confirm, "replace", deployment, live_now.len())?;
-        }
-    }
+    announce(&live_now, deployment, &door.describe(), options, confirm, printer)?;
     let mut reaped = reap(provider, verification, door, deployment, &fleet.others, printer).await?;
     let mut report = DoorReport {
         address: door.describe(),
@@ -149,6 +141,30 @@ pub async fn rollout<P: Provider, V: Verification, D: FrontDoor>(
         destroyed: Some(reaped).filter(|r| !r.terminated.is_empty()),
         door: Some(report),
     })
+}
+
+/// Says what will be replaced, and asks unless `--yes`.
+fn announce(
+    live_now: &[Instance],
+    deployment: &str,
+    door: &str,
+    options: &DeployOptions,
+    confirm: Option<Confirm<'_>>,
+    printer: &Printer,
+) -> Result<(), EngineError> {
+    if live_now.is_empty() {
+        return Ok(());
+    }
+    printer.info(&format!(
+        "`{deployment}`: {} will be replaced ({}) behind {door}: {}",
+        Count(live_now.len(), "live instance"),
+        options.strategy.describe(),
+        count_by(live_now.iter().map(|i| i.region.as_str()))
+    ));
+    if !options.yes {
+        confirm_or_refuse(confirm, "replace", deployment, live_now.len())?;
+    }
+    Ok(())
 }
 
 /// Takes generations that are neither blue nor new out of the door and
@@ -348,6 +364,7 @@ impl<P: Provider, V: Verification, D: FrontDoor> Shifted<'_, P, V, D> {
             if let Some(blue) = fleet.blue {
                 weights.insert(blue, 100 - u32::from(*step));
             }
+            let decided_at_ms = unix_ms();
             self.door.shift(&weights).await?;
             self.printer.info(&format!(
                 "shifted {step} % of {} to generation {generation}",
@@ -365,6 +382,7 @@ impl<P: Provider, V: Verification, D: FrontDoor> Shifted<'_, P, V, D> {
             match held {
                 Ok(hold) => report.shifts.push(Shift {
                     weights,
+                    decided_at_ms,
                     hold: Some(hold),
                 }),
                 Err(breach) => return Err(self.breach(deployment, fleet, generation, &green, breach).await),
@@ -456,6 +474,13 @@ impl<P: Provider, V: Verification, D: FrontDoor> Shifted<'_, P, V, D> {
         )
         .await
     }
+}
+
+/// Now, in milliseconds since the Unix epoch.
+pub(super) fn unix_ms() -> u128 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis())
 }
 
 /// `respot debug <id>` for the instance whose check failed (else the first).

@@ -2,6 +2,9 @@
 
 use std::sync::Mutex;
 
+#[path = "rollout_tests.rs"]
+mod rollout_tests;
+
 use super::*;
 use crate::output::{Format, Printer};
 use crate::provider::{
@@ -68,7 +71,15 @@ impl MemoryProvider {
 
     fn start(&self, request: &LaunchRequest) -> Vec<Instance> {
         let mut all = self.instances.lock().unwrap();
-        let started: Vec<Instance> = (0..self.count)
+        // A rolling batch adds to what the generation has, up to the count.
+        let have = all
+            .iter()
+            .filter(|i| i.generation == Some(request.generation))
+            .count();
+        let until = request
+            .upto
+            .map_or(self.count, |upto| (upto as usize).min(self.count));
+        let started: Vec<Instance> = (have.min(until)..until)
             .map(|n| {
                 instance(
                     &format!("i-{}-{n}", request.generation),

@@ -15,6 +15,7 @@
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -183,11 +184,26 @@ impl HaproxyDoor {
 
     fn start(&self) -> Result<()> {
         let _ = std::fs::remove_file(self.socket());
-        let out = Command::new(HAPROXY)
+        let mut command = Command::new(HAPROXY);
+        command
             .args(["-W", "-D", "-f"])
             .arg(self.config_path())
             .arg("-p")
-            .arg(self.dir.join("haproxy.pid"))
+            .arg(self.dir.join("haproxy.pid"));
+        // The daemon outlives respot: it must not keep what respot
+        // inherited open (a `flock` on a lock file would be held forever).
+        // SAFETY: close_range(2) and close(2) are async-signal-safe.
+        unsafe {
+            command.pre_exec(|| {
+                if libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32) != 0 {
+                    for fd in 3..1024 {
+                        libc::close(fd);
+                    }
+                }
+                Ok(())
+            });
+        }
+        let out = command
             .output()
             .map_err(|e| self.failed("start", e.to_string()))?;
         if !out.status.success() {
@@ -285,7 +301,9 @@ fn parse_stats(text: &str) -> Vec<Row> {
         at("status"),
         at("check_status"),
         at("scur"),
-        at("weight"),
+        // The configured weight: `weight` is the effective one, 0 while
+        // a server is down or draining.
+        at("uweight").or_else(|| at("weight")),
     ) else {
         return Vec::new();
     };
@@ -339,10 +357,10 @@ fn render(file: &DoorFile, socket: &Path, port: u16, health_path: &str) -> Strin
          global\n    master-worker\n    stats socket {socket} mode 600 level admin expose-fd listeners\n    \
          hard-stop-after 30s\n\n\
          defaults\n    mode http\n    timeout connect 2s\n    timeout client 30s\n    timeout server 30s\n    \
-         timeout queue 10s\n    retries 3\n    option redispatch 1\n    retry-on conn-failure empty-response response-timeout\n\n\
+         timeout queue 10s\n    timeout check 5s\n    retries 3\n    option redispatch 1\n    retry-on conn-failure empty-response response-timeout\n\n\
          frontend door\n    bind 127.0.0.1:{port}\n    default_backend fleet\n\n\
          backend fleet\n    balance roundrobin\n    option allbackups\n    option httpchk GET {health_path}\n    \
-         http-check expect status 200\n    default-server inter 500ms fastinter 250ms downinter 1s rise 2 fall 2\n{servers}",
+         http-check expect status 200\n    default-server inter 1s fastinter 500ms downinter 1s rise 2 fall 3\n{servers}",
         socket = socket.display()
     )
 }
@@ -494,7 +512,8 @@ impl FrontDoor for HaproxyDoor {
     }
 }
 
-/// `GET health_path` through the door, with a 2 s limit.
+/// `GET health_path` through the door, with a 5 s limit (a VM under TCG
+/// can be slow).
 async fn probe(port: u16, path: &str) -> Probe {
     let attempt = async {
         let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
@@ -504,10 +523,10 @@ async fn probe(port: u16, path: &str) -> Probe {
         stream.read_to_end(&mut answer).await?;
         Ok::<_, std::io::Error>(answer)
     };
-    match tokio::time::timeout(Duration::from_secs(2), attempt).await {
+    match tokio::time::timeout(Duration::from_secs(5), attempt).await {
         Err(_) => Probe {
             ok: false,
-            detail: "no answer within 2 s".to_string(),
+            detail: "no answer within 5 s".to_string(),
         },
         Ok(Err(err)) => Probe {
             ok: false,

@@ -7,6 +7,7 @@ mod access;
 mod alb;
 mod aws;
 mod config;
+mod front_door;
 mod history;
 mod local;
 mod progress;
