@@ -22,6 +22,7 @@ pub mod keys;
 pub mod lock;
 pub mod output;
 pub mod paths;
+pub mod process;
 pub mod progress;
 pub mod provenance;
 pub mod provider;

@@ -665,6 +665,8 @@ fn run_tool(command: &mut Command) -> Result<()> {
             Ok(())
         });
     }
+    // qemu daemonizes and outlives respot: nothing inherited stays open.
+    crate::process::close_inherited_fds(command);
     let program = command.get_program().to_string_lossy().to_string();
     let output = command.output().map_err(|source| ProviderError::ToolStart {
         tool: program.clone(),

@@ -15,7 +15,6 @@
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -192,17 +191,7 @@ impl HaproxyDoor {
             .arg(self.dir.join("haproxy.pid"));
         // The daemon outlives respot: it must not keep what respot
         // inherited open (a `flock` on a lock file would be held forever).
-        // SAFETY: close_range(2) and close(2) are async-signal-safe.
-        unsafe {
-            command.pre_exec(|| {
-                if libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32) != 0 {
-                    for fd in 3..1024 {
-                        libc::close(fd);
-                    }
-                }
-                Ok(())
-            });
-        }
+        crate::process::close_inherited_fds(&mut command);
         let out = command
             .output()
             .map_err(|e| self.failed("start", e.to_string()))?;
