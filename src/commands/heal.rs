@@ -196,13 +196,10 @@ async fn watch(
     interval: Duration,
 ) -> Result<ExitStatus> {
     let printer = context.printer;
-    let (stop_tx, mut stop) = tokio::sync::watch::channel(false);
-    tokio::spawn(async move {
-        if tokio::signal::ctrl_c().await.is_ok() {
-            // The receiver is gone only when the watch already ended.
-            let _ = stop_tx.send(true);
-        }
-    });
+    // Created before the first check, so a Ctrl-C that lands during a
+    // check is not lost: the stream keeps it until the next `recv`.
+    let mut interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+        .map_err(|err| Error::Output(std::io::Error::other(format!("cannot catch Ctrl-C: {err}"))))?;
     printer.info(&format!(
         "healing every {}; Ctrl-C stops",
         humantime::format_duration(interval)
@@ -217,12 +214,10 @@ async fn watch(
                 &err.to_string(),
             )?,
         }
-        if *stop.borrow() {
-            break;
-        }
         tokio::select! {
+            biased;
+            _ = interrupt.recv() => break,
             _ = tokio::time::sleep(interval) => {}
-            _ = stop.changed() => break,
         }
     }
     printer.info("stopped watching");

@@ -115,3 +115,64 @@ fn heal_restores_the_count_from_the_same_digest_and_a_second_heal_only_reads() {
     assert_eq!(t.live_ours(), 0);
     t.assert_foreign_untouched();
 }
+
+#[test]
+fn heal_watch_logs_one_line_per_check_and_replacement_until_ctrl_c() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+
+    let t = AwsTest::with("watched", 1, 2, "");
+    t.run(&["create", "--no-verify"], 0);
+    let (region, id, _, _) = t.ours().remove(0);
+    block_on(ec2_client(&region).terminate_instances().instance_ids(&id).send()).expect("terminate");
+
+    let mut child = t
+        .command(&["heal", "--watch", "1s", "--no-verify", "--output", "json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start heal --watch");
+    let stdout = child.stdout.take().expect("piped stdout");
+    let mut events: Vec<Value> = Vec::new();
+    for line in BufReader::new(stdout).lines() {
+        let line = line.expect("a line");
+        let event: Value =
+            serde_json::from_str(&line).unwrap_or_else(|e| panic!("not a JSON line ({e}): {line}"));
+        if event["event"] == "failed" {
+            let _ = child.kill();
+            panic!("a check failed: {event}");
+        }
+        events.push(event);
+        if events.iter().filter(|e| e["event"] == "check").count() == 2 {
+            break;
+        }
+    }
+    // SAFETY: SIGINT to the respot this test started.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while child.try_wait().expect("poll the child").is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("heal --watch ignored Ctrl-C; events so far: {events:?}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let out = child.wait_with_output().expect("heal --watch ends");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let kinds: Vec<&str> = events
+        .iter()
+        .map(|e| e["event"].as_str().unwrap_or("?"))
+        .collect();
+    assert_eq!(kinds, ["check", "replacement", "check"], "{events:?}");
+    assert_eq!(events[0]["launched"], 1, "{events:?}");
+    assert_eq!(events[1]["instance"]["region"], region.as_str());
+    assert_eq!(events[2]["launched"], 0, "the second check finds nothing to do");
+    assert!(events.iter().all(|e| e["time"].is_string()));
+    assert_eq!(t.live_ours(), 2);
+    t.run(&["destroy", "--yes"], 0);
+}
