@@ -62,12 +62,20 @@ pub enum Command {
     Verify(VerifyArgs),
     /// A read-only inspection report for one instance
     Debug(DebugArgs),
+    /// Every create, deploy, rollback and destroy: who, when, commit, digest, result
+    History(HistoryArgs),
+    /// Send all traffic back to the previous generation, then destroy the newer one
+    Rollback(RollbackArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell)
     Completions(CompletionsArgs),
     /// Print the man page (roff), generated from this help
     Man,
     /// Bring the live generation back to its count from the same digest, after spot reclaims
     Heal(HealArgs),
+    /// Remove a stale deployment lock (a killed create, deploy or destroy), after a confirmation
+    Unlock(UnlockArgs),
+    /// Print the minimal IAM policy (JSON) this deployment needs on AWS
+    IamPolicy,
 }
 
 #[derive(Debug, Args)]
@@ -107,6 +115,13 @@ fn deployment_name(text: &str) -> Result<String, String> {
             "`{text}`: expected 1 to 40 characters of [a-z0-9-], not starting or ending with `-`"
         ))
     }
+}
+
+#[derive(Debug, Args)]
+pub struct UnlockArgs {
+    /// Do not ask for confirmation
+    #[arg(long, short = 'y')]
+    pub yes: bool,
 }
 
 #[derive(Debug, Args)]
@@ -159,8 +174,13 @@ pub enum StrategyArg {
     Recreate,
     /// Create and verify the new generation next to the old one, then
     /// destroy the old one; a failed new generation is rolled back and the
-    /// old one keeps running.
+    /// old one keeps running. With `[traffic]`: shift 100 % behind the
+    /// front door, hold under the guard, then drain the old one.
     BlueGreen,
+    /// Needs `[traffic]`: shift in steps (`traffic.steps`), guarded at each.
+    Canary,
+    /// Needs `[traffic]`: replace `traffic.batch` instances per region at a time.
+    Rolling,
 }
 
 /// AWS-only choices; the local provider ignores them.
@@ -208,8 +228,34 @@ pub struct DeployArgs {
     /// Do not ask before replacing live instances
     #[arg(long, short = 'y')]
     pub yes: bool,
+    /// Deploy the blueprint as it was at this git commit, branch or tag
+    /// (its digest must match the one recorded when it was first deployed)
+    #[arg(long = "ref", value_name = "GIT-REF")]
+    pub git_ref: Option<String>,
+    /// With `[traffic]`: keep the old generation alive, out of the door, this
+    /// long (e.g. 30m) so `respot rollback` stays instant; the next deploy or
+    /// rollback reaps it
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub keep_old: Option<std::time::Duration>,
     #[command(flatten)]
     pub create: CreateArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct HistoryArgs {
+    /// Only the newest N records
+    #[arg(long, value_name = "N")]
+    pub limit: Option<usize>,
+}
+
+#[derive(Debug, Args)]
+pub struct RollbackArgs {
+    /// Do not ask before terminating the newer generation
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+    /// Forward path (the previous commit deployed again): skip SSH verification
+    #[arg(long)]
+    pub no_verify: bool,
 }
 
 #[derive(Debug, Args)]

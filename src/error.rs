@@ -8,8 +8,11 @@ use std::path::PathBuf;
 use crate::config::ConfigError;
 use crate::engine::EngineError;
 use crate::exit::ExitStatus;
+use crate::history::HistoryError;
 use crate::keys::KeyError;
+use crate::lock::LockError;
 use crate::paths::PathsError;
+use crate::provenance::ProvenanceError;
 use crate::provider::ProviderError;
 use crate::scaffold::ScaffoldError;
 use crate::template::TemplateError;
@@ -33,6 +36,12 @@ pub enum Error {
     Keys(#[from] KeyError),
     #[error(transparent)]
     Paths(#[from] PathsError),
+    #[error(transparent)]
+    History(#[from] HistoryError),
+    #[error(transparent)]
+    Provenance(#[from] ProvenanceError),
+    #[error(transparent)]
+    Lock(#[from] LockError),
     #[error(
         "`--all-regions` works with `list`, `destroy`, `verify` and `debug`; \
          `{command}` works in the regions of `aws.regions` (or `--region`)"
@@ -58,6 +67,8 @@ pub enum Error {
     },
     #[error("cannot read the current directory: {0}")]
     CurrentDir(#[source] std::io::Error),
+    #[error("`{command}` was interrupted (Ctrl-C); run it again to finish")]
+    Interrupted { command: &'static str },
     /// Writing to stdout failed for a reason other than a closed pipe.
     #[error("cannot write output: {0}")]
     Output(#[source] std::io::Error),
@@ -73,15 +84,19 @@ impl Error {
             Error::Engine(err) => err.exit_status(),
             Error::Verify(err) => err.exit_status(),
             Error::Keys(err) => err.exit_status(),
+            Error::History(err) => err.exit_status(),
+            Error::Provenance(err) => err.exit_status(),
+            Error::Lock(err) => err.exit_status(),
             Error::Paths(_)
             | Error::AllRegions { .. }
             | Error::NoSuchInstance { .. }
             | Error::WriteFile { .. }
             | Error::CurrentDir(_) => ExitStatus::Usage,
             Error::ToolMissing { .. } => ExitStatus::Provider,
-            Error::NoLiveInstances { .. } | Error::NoEndpoint { .. } | Error::Output(_) => {
-                ExitStatus::Failure
-            }
+            Error::NoLiveInstances { .. }
+            | Error::NoEndpoint { .. }
+            | Error::Output(_)
+            | Error::Interrupted { .. } => ExitStatus::Failure,
         }
     }
 

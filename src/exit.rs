@@ -18,15 +18,18 @@ pub enum ExitStatus {
     Usage,
     /// The cloud or provider could not be used.
     Provider,
+    /// Another operation holds the deployment's lock: nothing was touched.
+    Locked,
 }
 
 impl ExitStatus {
     /// Every status, in code order.
-    pub const ALL: [ExitStatus; 4] = [
+    pub const ALL: [ExitStatus; 5] = [
         ExitStatus::Success,
         ExitStatus::Failure,
         ExitStatus::Usage,
         ExitStatus::Provider,
+        ExitStatus::Locked,
     ];
 
     pub fn code(self) -> u8 {
@@ -35,6 +38,7 @@ impl ExitStatus {
             ExitStatus::Failure => 1,
             ExitStatus::Usage => 2,
             ExitStatus::Provider => 3,
+            ExitStatus::Locked => 4,
         }
     }
 
@@ -50,6 +54,10 @@ impl ExitStatus {
             }
             ExitStatus::Provider => {
                 "the cloud or provider could not be used: credentials, API errors, quotas, a missing tool"
+            }
+            ExitStatus::Locked => {
+                "another operation holds this deployment's lock (`respot unlock` removes a stale one): \
+                 nothing was touched"
             }
         }
     }
@@ -92,7 +100,7 @@ mod tests {
     #[test]
     fn codes_are_distinct_and_in_order() {
         let codes: Vec<u8> = ExitStatus::ALL.iter().map(|s| s.code()).collect();
-        assert_eq!(codes, vec![0, 1, 2, 3]);
+        assert_eq!(codes, vec![0, 1, 2, 3, 4]);
     }
 
     #[test]

@@ -6,7 +6,8 @@
 //! `template` the user-data, `engine` the lifecycle against any provider,
 //! `provider` where instances run, `verify` read-only checks over SSH,
 //! `keys` the operator's SSH material, `paths` where respot keeps things,
-//! `output` what reaches the terminal, `exit` the exit-status contract,
+//! `output` what reaches the terminal, `progress` the phases of a launch
+//! and the summary a run ends with, `exit` the exit-status contract,
 //! `guest` the files respot itself puts on every instance.
 
 pub mod cli;
@@ -16,11 +17,16 @@ pub mod engine;
 pub mod error;
 pub mod exit;
 pub mod guest;
+pub mod history;
 pub mod keys;
+pub mod lock;
 pub mod output;
 pub mod paths;
+pub mod progress;
+pub mod provenance;
 pub mod provider;
 pub mod scaffold;
 pub mod settings;
 pub mod template;
+pub mod traffic;
 pub mod verify;

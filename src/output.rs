@@ -3,14 +3,23 @@
 //!
 //! One `Printer` decides, and it is the only writer to stdout and stderr
 //! (tracing's log lines aside). stdout carries data only (a table or one
-//! JSON document); everything for people goes to stderr. Progress is shown
-//! only on a terminal, and not with `--quiet` or in verbose mode, where it
-//! would interleave with logs.
+//! JSON document); everything for people goes to stderr. Live progress is
+//! shown only on a terminal, and not with `--quiet` or in verbose mode,
+//! where it would interleave with logs; there, phase changes are plain
+//! lines (or JSON lines with `--output json`), see `progress`.
+
+mod progress;
 
 use std::fmt;
 use std::io::{IsTerminal, Write};
+use std::sync::Arc;
+use std::time::Duration;
 
 use serde::Serialize;
+
+use self::progress::{Display, Hub};
+pub use self::progress::{SCHEMA as PROGRESS_SCHEMA, VERSION as PROGRESS_VERSION, json_line, plain_line};
+use crate::progress::{Observer, Timeline};
 
 /// `Count(2, "instance")` shows `2 instances`; `Count(1, "instance")` shows
 /// `1 instance`. Nouns here all take a plain `s`.
@@ -36,17 +45,43 @@ pub struct Printer {
     quiet: bool,
     progress: bool,
     color: bool,
+    hub: Arc<Hub>,
 }
 
 impl Printer {
     pub fn new(format: Format, quiet: bool, verbosity: u8) -> Printer {
         let stderr_tty = std::io::stderr().is_terminal();
+        let progress = stderr_tty && !quiet && verbosity == 0;
+        let color = stderr_tty && std::env::var_os("NO_COLOR").is_none();
+        let display = Display::pick(format, quiet, progress);
         Printer {
             format,
             quiet,
-            progress: stderr_tty && !quiet && verbosity == 0,
-            color: stderr_tty && std::env::var_os("NO_COLOR").is_none(),
+            progress,
+            color,
+            hub: Arc::new(Hub::new(display, color)),
         }
+    }
+
+    /// Where the engine and verification report the phases of a launch.
+    pub fn observer(&self) -> &dyn Observer {
+        &*self.hub
+    }
+
+    /// Every progress event so far, stamped: what a summary is made of.
+    pub fn timeline(&self) -> Timeline {
+        self.hub.timeline()
+    }
+
+    /// Time since this printer (so, the command) started.
+    pub fn elapsed(&self) -> Duration {
+        self.hub.elapsed()
+    }
+
+    /// Ends the live progress lines (they vanish from the terminal); call it
+    /// before the summary or the error, so nothing is printed under them.
+    pub fn finish_progress(&self) {
+        self.hub.finish();
     }
 
     pub fn is_json(&self) -> bool {
@@ -56,38 +91,44 @@ impl Printer {
     /// Writes a JSON document to stdout.
     pub fn json<T: Serialize>(&self, value: &T) -> std::io::Result<()> {
         let text = serde_json::to_string_pretty(value).map_err(std::io::Error::other)?;
-        let mut out = std::io::stdout().lock();
-        writeln!(out, "{text}")?;
-        out.flush()
+        self.hub.suspend(|| {
+            let mut out = std::io::stdout().lock();
+            writeln!(out, "{text}")?;
+            out.flush()
+        })
     }
 
     /// Writes raw data (a rendered document, a table) to stdout.
     pub fn data(&self, text: &str) -> std::io::Result<()> {
-        let mut out = std::io::stdout().lock();
-        out.write_all(text.as_bytes())?;
-        out.flush()
+        self.hub.suspend(|| {
+            let mut out = std::io::stdout().lock();
+            out.write_all(text.as_bytes())?;
+            out.flush()
+        })
     }
 
     /// A line for people on stderr; hidden by `--quiet`.
     pub fn info(&self, message: &str) {
         if !self.quiet {
-            eprintln!("{message}");
+            self.hub.suspend(|| eprintln!("{message}"));
         }
     }
 
     /// A warning on stderr; never hidden.
     pub fn warn(&self, message: &str) {
-        if self.color {
-            eprintln!("\x1b[33mwarning\x1b[0m: {message}");
-        } else {
-            eprintln!("warning: {message}");
-        }
+        self.hub.suspend(|| {
+            if self.color {
+                eprintln!("\x1b[33mwarning\x1b[0m: {message}");
+            } else {
+                eprintln!("warning: {message}");
+            }
+        });
     }
 
     /// A progress line for long waits: only on a terminal, not quiet, not verbose.
     pub fn progress(&self, message: &str) {
         if self.progress {
-            eprintln!("… {message}");
+            self.hub.suspend(|| eprintln!("… {message}"));
         }
     }
 
@@ -96,7 +137,7 @@ impl Printer {
     /// mode, where the report travels in the JSON document.
     pub fn evidence(&self, text: &str) {
         if !self.is_json() {
-            eprint!("{text}");
+            self.hub.suspend(|| eprint!("{text}"));
         }
     }
 
@@ -117,11 +158,13 @@ impl Printer {
 
     /// An error on stderr.
     pub fn error(&self, message: &str) {
-        if self.color {
-            eprintln!("\x1b[31merror\x1b[0m: {message}");
-        } else {
-            eprintln!("error: {message}");
-        }
+        self.hub.suspend(|| {
+            if self.color {
+                eprintln!("\x1b[31merror\x1b[0m: {message}");
+            } else {
+                eprintln!("error: {message}");
+            }
+        });
     }
 }
 
@@ -186,6 +229,26 @@ mod tests {
         let cases = [(0, "0 instances"), (1, "1 instance"), (2, "2 instances")];
         for (n, want) in cases {
             assert_eq!(Count(n, "instance").to_string(), want);
+        }
+    }
+
+    #[test]
+    fn progress_shows_live_only_on_a_terminal_and_never_with_quiet() {
+        // (format, quiet, live-capable: a terminal and not verbose, want)
+        let cases = [
+            (Format::Table, false, true, Display::Live),
+            (Format::Table, false, false, Display::Lines),
+            (Format::Json, false, true, Display::Json),
+            (Format::Json, false, false, Display::Json),
+            (Format::Table, true, true, Display::Hidden),
+            (Format::Json, true, false, Display::Hidden),
+        ];
+        for (format, quiet, live, want) in cases {
+            assert_eq!(
+                Display::pick(format, quiet, live),
+                want,
+                "{format:?} quiet={quiet} live={live}"
+            );
         }
     }
 

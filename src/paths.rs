@@ -7,6 +7,8 @@
 //! - keys:  `$XDG_STATE_HOME/respot/keys/<deployment>/` (fallback
 //!   `~/.local/state`)
 //! - VMs:   `$XDG_STATE_HOME/respot/local/<deployment>/`
+//! - history: `$XDG_STATE_HOME/respot/history/<deployment>.jsonl`
+//! - door:  `$XDG_STATE_HOME/respot/door/<deployment>/` (HAProxy)
 //! - heal:  `$XDG_STATE_HOME/respot/heal/<deployment>/` (the bad pools)
 //! - image: `$XDG_CACHE_HOME/respot/images/debian-12/` (fallback `~/.cache`)
 //!
@@ -75,13 +77,37 @@ impl Paths {
     pub fn legacy_keys_dir(&self, deployment: &str) -> Option<PathBuf> {
         let root = self.state_root("SSH keys").ok()?;
         let legacy = root.join(deployment);
-        let other_roots = [self.vms_root().ok()?, root.join("keys"), root.join("heal")];
+        let other_roots = [
+            self.vms_root().ok()?,
+            root.join("keys"),
+            root.join("history"),
+            root.join("door"),
+            root.join("heal"),
+        ];
         (!other_roots.contains(&legacy)).then_some(legacy)
     }
 
     /// The root of the local provider's VM state.
     pub fn vms_root(&self) -> Result<PathBuf, PathsError> {
         Ok(self.state_root("local VM state")?.join("local"))
+    }
+
+    /// The history of one deployment: one JSON line per create, deploy,
+    /// rollback and destroy (`crate::history`).
+    pub fn history_file(&self, deployment: &str) -> Result<PathBuf, PathsError> {
+        Ok(self
+            .state_root("the deployment history")?
+            .join("history")
+            .join(format!("{deployment}.jsonl")))
+    }
+
+    /// The local front door (HAProxy) of a deployment: its config, PID and
+    /// admin socket. Not under `vms_root`, whose entries are all VMs.
+    pub fn door_dir(&self, deployment: &str) -> Result<PathBuf, PathsError> {
+        Ok(self
+            .state_root("the local front door")?
+            .join("door")
+            .join(deployment))
     }
 
     /// What `heal` remembers of one deployment between runs (the pools it
@@ -187,6 +213,11 @@ mod tests {
         assert_eq!(p.legacy_keys_dir("local"), None, "the VM root must never move");
         assert_eq!(p.legacy_keys_dir("keys"), None);
         assert_eq!(p.legacy_keys_dir("heal"), None, "heal's memory must never move");
+        assert_eq!(
+            p.legacy_keys_dir("history"),
+            None,
+            "the history root must never move"
+        );
         assert_eq!(
             p.legacy_keys_dir("web"),
             Some(PathBuf::from("/h/.local/state/respot/web"))

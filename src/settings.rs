@@ -8,8 +8,8 @@ use crate::cli::{
     AccelArg, AwsArgs, Cli, Command, CreateArgs, DebugArgs, OutputArg, ProviderArg, StrategyArg, VerifyArgs,
 };
 use crate::commands::{
-    CommandOptions, CreateCommand, DebugOptions, DeployCommand, Generated, InitOptions, Invocation,
-    ProviderOptions, RenderOptions, VerifyOptions,
+    CommandOptions, CreateCommand, DebugOptions, DeployCommand, Generated, HistoryOptions, InitOptions,
+    Invocation, ProviderOptions, RenderOptions, RollbackOptions, UnlockOptions, VerifyOptions,
 };
 use crate::commands::{DestroyCommand, HealCommand, ListOptions};
 use crate::config::{Accel, ProviderKind};
@@ -67,6 +67,10 @@ fn refuses_all_regions(command: &Command) -> Option<&'static str> {
         Command::Man => Some("man"),
         Command::Create(_) => Some("create"),
         Command::Deploy(_) => Some("deploy"),
+        Command::History(_) => Some("history"),
+        Command::Rollback(_) => Some("rollback"),
+        Command::Unlock(_) => Some("unlock"),
+        Command::IamPolicy => Some("iam-policy"),
     }
 }
 
@@ -100,7 +104,9 @@ fn command_options(command: Command) -> CommandOptions {
                 strategy: strategy(args.strategy),
                 create: create_options(&args.create),
                 yes: args.yes,
+                keep_old: args.keep_old,
             },
+            git_ref: args.git_ref,
         }),
         Command::Verify(args) => CommandOptions::Verify(verify_options(args)),
         Command::Completions(args) => CommandOptions::Print(Generated {
@@ -112,12 +118,19 @@ fn command_options(command: Command) -> CommandOptions {
             text: crate::cli::man_page(),
         }),
         Command::Debug(args) => CommandOptions::Debug(debug_options(args)),
+        Command::History(args) => CommandOptions::History(HistoryOptions { limit: args.limit }),
+        Command::Rollback(args) => CommandOptions::Rollback(RollbackOptions {
+            yes: args.yes,
+            verify: !args.no_verify,
+        }),
         Command::Heal(args) => CommandOptions::Heal(HealCommand {
             heal: HealOptions {
                 verify: !args.no_verify,
             },
             watch: args.watch,
         }),
+        Command::Unlock(args) => CommandOptions::Unlock(UnlockOptions { yes: args.yes }),
+        Command::IamPolicy => CommandOptions::IamPolicy,
     }
 }
 
@@ -181,6 +194,8 @@ fn strategy(arg: StrategyArg) -> Strategy {
     match arg {
         StrategyArg::Recreate => Strategy::Recreate,
         StrategyArg::BlueGreen => Strategy::BlueGreen,
+        StrategyArg::Canary => Strategy::Canary,
+        StrategyArg::Rolling => Strategy::Rolling,
     }
 }
 

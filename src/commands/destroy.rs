@@ -6,12 +6,15 @@
 //! `list --all-deployments` found): the same exact-tag scoping, so `app`
 //! never touches `app-2`, and the same confirmation.
 
+use super::locking::{OnCtrlC, locked};
 use super::verification::HostKeys;
-use super::{Context, ExitStatus};
-use crate::engine::{self, Confirm, DestroyOptions, DestroyOutcome};
+use super::{Context, ExitStatus, history};
+use crate::engine::{self, Confirm, DestroyOptions, DestroyOutcome, EngineError};
 use crate::error::{Error, Result};
+use crate::history::{Action, Recorder};
 use crate::keys::KeyStore;
 use crate::output::Table;
+use crate::traffic::FrontDoor;
 
 #[derive(Debug, Clone, Default)]
 pub struct DestroyCommand {
@@ -21,6 +24,25 @@ pub struct DestroyCommand {
 }
 
 pub async fn destroy(context: &Context<'_>, options: &DestroyCommand) -> Result<ExitStatus> {
+    let mut recorder = Recorder::start(Action::Destroy);
+    let result = destroy_recorded(context, options, &mut recorder).await;
+    // A dry run changes nothing, so it is not history; another deployment's
+    // destroy is not this deployment's history.
+    let ours = match (&options.deployment, context.config()) {
+        (Some(name), Ok(config)) => *name == config.deployment.name,
+        _ => true,
+    };
+    if !options.destroy.dry_run && ours {
+        history::finish(context, recorder, &result);
+    }
+    result
+}
+
+async fn destroy_recorded(
+    context: &Context<'_>,
+    options: &DestroyCommand,
+    recorder: &mut Recorder,
+) -> Result<ExitStatus> {
     let (config, printer) = (context.config()?, context.printer);
     let deployment = options.deployment.as_deref().unwrap_or(&config.deployment.name);
     if deployment != config.deployment.name {
@@ -30,19 +52,40 @@ pub async fn destroy(context: &Context<'_>, options: &DestroyCommand) -> Result<
         ));
     }
     let provider = context.connect().await?;
+    recorder.mark("connect");
     let keys = KeyStore::open(&context.paths, deployment)?;
     let host_keys = HostKeys { keys: &keys, printer };
     let ask = |question: &str| printer.ask(question);
     let confirm: Option<Confirm> = printer.can_ask().then_some(&ask);
-    let outcome = engine::destroy(
-        &provider,
-        &host_keys,
-        deployment,
-        &options.destroy,
-        confirm,
-        printer,
-    )
-    .await?;
+    let work = async {
+        Ok(engine::destroy(
+            &provider,
+            &host_keys,
+            deployment,
+            &options.destroy,
+            confirm,
+            printer,
+        )
+        .await?)
+    };
+    let outcome = if options.destroy.dry_run {
+        // A dry run changes nothing, so it takes no lock.
+        work.await?
+    } else {
+        locked(context, &provider, "destroy", OnCtrlC::Stop, work).await?
+    };
+    recorder.mark("destroy");
+    history::note_destroyed(context, recorder, &outcome.instances);
+    // The whole deployment is gone: so is its front door (this blueprint's
+    // door only: another deployment's is not described here).
+    if !outcome.dry_run
+        && deployment == config.deployment.name
+        && let Ok(Some(door)) = super::door::connect(context, &provider)
+    {
+        for removed in door.remove().await.map_err(EngineError::from)? {
+            printer.info(&format!("removed {removed}"));
+        }
+    }
     if printer.is_json() {
         printer.json(&outcome).map_err(Error::Output)?;
     } else if outcome.dry_run && !outcome.instances.is_empty() {

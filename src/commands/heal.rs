@@ -14,11 +14,41 @@ use serde::Serialize;
 use serde_json::json;
 
 use super::create::{launch_verification, launchable_blueprint};
+use super::locking::{OnCtrlC, locked};
 use super::{Context, ExitStatus};
-use crate::engine::{self, BadPools, HealOptions, HealReport, NoFrontDoor};
+use crate::engine::{self, BadPools, EngineError, HealDoor, HealOptions, HealReport};
 use crate::error::{Error, Result};
 use crate::output::{Count, Printer, Table};
-use crate::provider::{AnyProvider, Instance};
+use crate::provider::{AnyProvider, Instance, Provider};
+use crate::traffic::{AnyDoor, FrontDoor};
+
+/// How long a replacement gets to pass the front door's own health check.
+const DOOR_HEALTH_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// The deployment's front door as heal uses it, when `[traffic]` has one:
+/// a verified replacement is registered with its generation (which already
+/// has its share of the traffic) and must pass the door's health check;
+/// what heal lets go is drained first.
+struct HealThroughDoor(Option<AnyDoor>);
+
+impl HealDoor for HealThroughDoor {
+    async fn admit(&self, instances: &[Instance]) -> Result<(), EngineError> {
+        let (Some(door), Some(generation)) = (&self.0, instances.first().and_then(|i| i.generation)) else {
+            return Ok(());
+        };
+        door.register(generation, instances).await?;
+        door.wait_healthy(generation, instances, DOOR_HEALTH_TIMEOUT)
+            .await?;
+        Ok(())
+    }
+
+    async fn drain(&self, instances: &[Instance]) -> Result<(), EngineError> {
+        match &self.0 {
+            Some(door) if !instances.is_empty() => Ok(door.drain(instances).await?),
+            _ => Ok(()),
+        }
+    }
+}
 
 #[derive(Debug, Clone, Default)]
 pub struct HealCommand {
@@ -63,20 +93,42 @@ async fn heal_once(
         .map(|dir| dir.join("bad-pools.json"))
         .ok();
     let mut memory = file.as_deref().map(|f| load(f, printer)).unwrap_or_default();
-    let result = engine::heal(
-        provider,
-        &verification,
-        &NoFrontDoor,
-        &blueprint,
-        &mut memory,
-        options,
-        printer,
-    )
-    .await;
+    let door = HealThroughDoor(super::door::connect(context, provider)?);
+    let heal = async {
+        Ok(engine::heal(
+            provider,
+            &verification,
+            &door,
+            &blueprint,
+            &mut memory,
+            options,
+            printer,
+        )
+        .await)
+    };
+    // A heal with nothing to do only reads, so it takes no lock; one that
+    // will launch or let go holds the deployment's lock (and looks again
+    // under it, inside the engine).
+    let result = if needs_work(provider, &blueprint.deployment).await? {
+        locked(context, provider, "heal", OnCtrlC::Work, heal).await?
+    } else {
+        heal.await?
+    };
     if let Some(file) = &file {
         save(file, &memory, printer);
     }
     Ok(result?)
+}
+
+/// Whether a heal would launch or let go of anything now; read-only.
+async fn needs_work(provider: &AnyProvider, deployment: &str) -> Result<bool> {
+    let (listed, notices) = tokio::join!(
+        provider.list(deployment),
+        provider.interruption_notices(deployment)
+    );
+    let (listed, notices) = (listed?, notices?);
+    Ok(engine::assess(&listed, &notices, &provider.wanted())
+        .is_some_and(|a| a.missing_total() > 0 || !a.to_release().is_empty()))
 }
 
 fn load(file: &Path, printer: &Printer) -> BadPools {

@@ -121,7 +121,7 @@ fn table(rows: &[ListedInstance]) -> Table {
         let address = match (&i.ssh, &i.public_ip) {
             (Some(ssh), _) if ssh.port != 22 => ssh.to_string(),
             (_, Some(ip)) => ip.clone(),
-            _ => "-".to_string(),
+            _ => i.private_ip.clone().unwrap_or_else(|| "-".to_string()),
         };
         let reason = i
             .state_reason

@@ -10,13 +10,20 @@ mod create;
 mod debug;
 mod deploy;
 mod destroy;
+mod door;
 mod generated;
 mod heal;
+mod history;
+mod iam_policy;
+mod images;
 mod init;
 mod list;
+mod locking;
 mod plan;
 mod render;
+mod rollback;
 mod select;
+mod unlock;
 mod verification;
 mod verify;
 
@@ -30,9 +37,12 @@ pub use deploy::DeployCommand;
 pub use destroy::DestroyCommand;
 pub use generated::Generated;
 pub use heal::HealCommand;
+pub use history::HistoryOptions;
 pub use init::InitOptions;
 pub use list::ListOptions;
 pub use render::RenderOptions;
+pub use rollback::RollbackOptions;
+pub use unlock::UnlockOptions;
 pub use verify::VerifyOptions;
 
 use crate::config::{Accel, Config, ProviderKind};
@@ -67,9 +77,13 @@ pub enum CommandOptions {
     Deploy(DeployCommand),
     Verify(VerifyOptions),
     Debug(DebugOptions),
+    History(HistoryOptions),
+    Rollback(RollbackOptions),
     /// Text generated from the command line itself (completions, man page).
     Print(Generated),
     Heal(HealCommand),
+    Unlock(UnlockOptions),
+    IamPolicy,
 }
 
 /// One run of respot: the command and the options every command shares.
@@ -101,8 +115,12 @@ pub async fn run(invocation: Invocation, printer: &Printer) -> Result<ExitStatus
         CommandOptions::Deploy(options) => deploy::deploy(&context, options).await,
         CommandOptions::Verify(options) => verify::verify(&context, options).await,
         CommandOptions::Debug(options) => debug::debug(&context, options).await,
+        CommandOptions::History(options) => history::history(&context, options),
+        CommandOptions::Rollback(options) => rollback::rollback(&context, options).await,
         CommandOptions::Print(generated) => generated::print(generated, printer),
         CommandOptions::Heal(options) => heal::heal(&context, options).await,
+        CommandOptions::Unlock(options) => unlock::unlock(&context, options).await,
+        CommandOptions::IamPolicy => iam_policy::iam_policy(&context),
     }
 }
 

@@ -1,6 +1,7 @@
 //! `respot plan`: what `deploy` would destroy and create per region, the
 //! digest change and the estimated price. Reads only; writes nothing.
 
+use super::images::show_resolved_images;
 use super::{Context, ExitStatus};
 use crate::engine::{self, Plan, Strategy};
 use crate::error::{Error, Result};
@@ -12,6 +13,7 @@ pub async fn plan(context: &Context<'_>, strategy: Strategy) -> Result<ExitStatu
     let provider = context.connect().await?;
     let blueprint = Blueprint::render(context.config()?)?;
     let plan = engine::plan(&provider, &blueprint, strategy).await?;
+    show_resolved_images(context, &provider).await?;
     if printer.is_json() {
         printer.json(&plan).map_err(Error::Output)?;
         return Ok(ExitStatus::Success);

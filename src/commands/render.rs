@@ -7,8 +7,12 @@ use serde::Serialize;
 
 use super::create::launchable_blueprint;
 use super::{Context, ExitStatus};
+use crate::config::HostKeyPolicy;
 use crate::error::{Error, Result};
-use crate::template::{self, InstanceFile, LaunchMaterial, Origin, UserData};
+use crate::keys::KeyStore;
+use crate::template::{
+    self, Budget, InstanceFile, LargeFile, LaunchMaterial, Origin, TemplateError, UserData,
+};
 
 #[derive(Debug, Clone, Default)]
 pub struct RenderOptions {
@@ -28,10 +32,30 @@ struct RenderReport<'a> {
     raw_bytes: usize,
     packed_bytes: usize,
     gzipped: bool,
+    budget: Budget,
+    /// `inline` or `bundle`: how the blueprint's files travel.
+    transport: &'static str,
+    bundle: Option<BundleReport>,
     files: Vec<FileReport<'a>>,
     units: &'a [String],
     schema: Option<String>,
     document: &'a str,
+}
+
+#[derive(Serialize)]
+struct BundleReport {
+    sha256: String,
+    bytes: usize,
+    files: usize,
+}
+
+/// What `--output json` prints when even gzip does not fit.
+#[derive(Serialize)]
+struct TooLargeReport<'a> {
+    error: &'static str,
+    packed_bytes: usize,
+    limit_bytes: usize,
+    largest_files: &'a [LargeFile],
 }
 
 #[derive(Serialize)]
@@ -40,8 +64,13 @@ struct FileReport<'a> {
     source: &'a str,
     origin: Origin,
     mode: &'a str,
+    owner: &'a str,
+    group: &'a str,
     sha256: &'a str,
     bytes: usize,
+    /// A per-instance template (not checked by verification).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    template: bool,
 }
 
 impl<'a> From<&'a InstanceFile> for FileReport<'a> {
@@ -51,30 +80,67 @@ impl<'a> From<&'a InstanceFile> for FileReport<'a> {
             source: &f.source,
             origin: f.origin,
             mode: &f.mode,
+            owner: &f.owner,
+            group: &f.group,
             sha256: &f.sha256,
             bytes: f.content.len(),
+            template: f.template,
         }
     }
 }
 
-/// Key material of realistic shape, so sizes and the schema check cover the
-/// whole user-data, launch part included.
-fn sample_launch() -> LaunchMaterial {
-    LaunchMaterial {
+/// Launch material of the real size, so the size `render` reports is the
+/// size `create` sends: generation 1 (a later generation number adds its
+/// extra digits), this machine's verification key when it has one, and
+/// throwaway keys of the same type and comment made in a private
+/// temporary directory otherwise. Nothing in the key store changes.
+fn launch_material(keys: &KeyStore, host_keys: HostKeyPolicy) -> Result<LaunchMaterial> {
+    let scratch = tempfile::Builder::new()
+        .prefix("respot-render-")
+        .tempdir()
+        .map_err(|source| Error::WriteFile {
+            path: std::env::temp_dir(),
+            source,
+        })?;
+    let throwaway = KeyStore::at(&scratch.path().join("keys"), keys.deployment());
+    let verify_key = match keys.existing_verify_public_key() {
+        Some(line) => line,
+        None => throwaway.verify_public_key()?,
+    };
+    let host_key = match host_keys {
+        HostKeyPolicy::Pinned => Some(throwaway.host_key(1)?),
+        HostKeyPolicy::RecordOnFirstUse => None,
+    };
+    Ok(LaunchMaterial {
         generation: 1,
-        host_key: Some((
-            "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQAAAAAAAAABAAAAMwAAAAtzc2gtZWQyNTUxOQAAACA=\n-----END OPENSSH PRIVATE KEY-----\n".to_string(),
-            "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIA== respot-host".to_string(),
-        )),
-        verify_key: Some("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIA== respot-verify".to_string()),
-    }
+        host_key,
+        verify_key: Some(verify_key),
+        bundle_source: None,
+    })
 }
 
 pub fn render(context: &Context, options: &RenderOptions) -> Result<ExitStatus> {
     let printer = context.printer;
     // `create` refuses a login key that is the verification key; say so now.
-    let blueprint = launchable_blueprint(context, &context.keys()?)?;
-    let user_data = blueprint.user_data(&sample_launch())?;
+    let keys = context.keys()?;
+    let blueprint = launchable_blueprint(context, &keys)?;
+    let material = launch_material(&keys, context.config()?.ssh.host_keys)?;
+    let user_data = match blueprint.user_data(&material) {
+        Err(TemplateError::TooLarge { packed, largest }) => {
+            if printer.is_json() {
+                let report = TooLargeReport {
+                    error: "too_large",
+                    packed_bytes: packed,
+                    limit_bytes: template::USER_DATA_LIMIT,
+                    largest_files: &largest,
+                };
+                printer.json(&report).map_err(Error::Output)?;
+            }
+            return Err(TemplateError::TooLarge { packed, largest }.into());
+        }
+        other => other?,
+    };
+    let budget = blueprint.budget(&user_data);
     let schema = if options.check {
         Some(schema_check(&user_data)?)
     } else {
@@ -85,6 +151,13 @@ pub fn render(context: &Context, options: &RenderOptions) -> Result<ExitStatus> 
             path: path.clone(),
             source,
         })?;
+    }
+    if !blueprint.git.ignored.is_empty() {
+        printer.warn(&format!(
+            "git ignores files of the instance directory that respot ships ({}); no commit holds them, \
+             so they count as uncommitted changes",
+            blueprint.git.ignored.join(", ")
+        ));
     }
     if blueprint.git.dirty {
         printer.warn("the git tree is dirty: the version is marked -dirty and `create` will refuse without --allow-dirty");
@@ -99,6 +172,17 @@ pub fn render(context: &Context, options: &RenderOptions) -> Result<ExitStatus> 
             raw_bytes: user_data.document.len(),
             packed_bytes: user_data.packed.len(),
             gzipped: user_data.gzipped,
+            budget,
+            transport: if blueprint.bundle.is_some() {
+                "bundle"
+            } else {
+                "inline"
+            },
+            bundle: blueprint.bundle.as_ref().map(|b| BundleReport {
+                sha256: b.sha256.clone(),
+                bytes: b.archive.len(),
+                files: b.files,
+            }),
             files: blueprint.files.iter().map(FileReport::from).collect(),
             units: &blueprint.units,
             schema,
@@ -116,6 +200,22 @@ pub fn render(context: &Context, options: &RenderOptions) -> Result<ExitStatus> 
         user_data.packed.len(),
         if user_data.gzipped { " (gzip)" } else { "" }
     ));
+    printer.info(&format!(
+        "budget   {} of {} bytes packed: {} the blueprint's, {} respot's; {} left",
+        user_data.packed.len(),
+        budget.limit_bytes,
+        budget.user_bytes,
+        budget.respot_bytes,
+        budget.left_bytes
+    ));
+    if let Some(bundle) = &blueprint.bundle {
+        printer.info(&format!(
+            "bundle   {} files in {} bytes (tar+gzip), sha256 {}; fetched and checked at boot",
+            bundle.files,
+            bundle.archive.len(),
+            bundle.sha256
+        ));
+    }
     if let Some(result) = schema {
         printer.info(&format!("schema   cloud-init schema: {result}"));
     }
@@ -124,7 +224,9 @@ pub fn render(context: &Context, options: &RenderOptions) -> Result<ExitStatus> 
 
 /// Runs the real `cloud-init schema`; `valid` when it has nothing to say.
 fn schema_check(user_data: &UserData) -> Result<String> {
-    match template::schema_check(&user_data.document)? {
+    // A Jinja document is checked as cloud-init renders it for a sample
+    // instance: this machine has no instance data.
+    match template::schema_check(&template::jinja_preview(&user_data.document))? {
         Some(output) if output.is_empty() => Ok("valid".to_string()),
         Some(output) => Ok(output),
         None => Err(Error::ToolMissing {

@@ -9,9 +9,10 @@ use crate::config::{Config, HostKeyPolicy};
 use crate::engine::{Forget, Verdict, Verification};
 use crate::keys::{KeyError, KeyStore};
 use crate::output::Printer;
+use crate::progress::{Event, Phase};
 use crate::provider::Instance;
 use crate::template::LaunchMaterial;
-use crate::verify::{Expected, VerifySettings, verify_fleet};
+use crate::verify::{Expected, Stage, Target, VerifySettings, Watch, verify_fleet_watched};
 
 pub struct SshVerification<'a> {
     keys: &'a KeyStore,
@@ -49,6 +50,7 @@ impl Verification for SshVerification<'_> {
             generation,
             host_key,
             verify_key: Some(self.keys.verify_public_key()?),
+            bundle_source: None,
         })
     }
 
@@ -61,17 +63,55 @@ impl Verification for SshVerification<'_> {
             generation,
             host_key,
             verify_key: Some(self.keys.verify_public_key()?),
+            bundle_source: None,
         })
     }
 
     async fn verify(&self, instances: &[Instance]) -> Verdict {
         pin_host_keys(self.keys, self.config, instances);
         let targets = targets(instances);
-        let report = verify_fleet(self.keys, &targets, &self.expected, &self.settings, self.printer).await;
+        let watch = PhaseWatch {
+            deployment: &self.config.deployment.name,
+            instances,
+            printer: self.printer,
+        };
+        let report = verify_fleet_watched(
+            self.keys,
+            &targets,
+            &self.expected,
+            &self.settings,
+            self.printer,
+            &watch,
+        )
+        .await;
         Verdict {
             report,
             unreachable: instances.len() - targets.len(),
         }
+    }
+}
+
+/// Verification stages as the launch phases of the instances they check.
+struct PhaseWatch<'a> {
+    deployment: &'a str,
+    instances: &'a [Instance],
+    printer: &'a Printer,
+}
+
+impl Watch for PhaseWatch<'_> {
+    fn reached(&self, target: &Target, stage: Stage) {
+        let Some(instance) = self.instances.iter().find(|i| i.id.0 == target.instance) else {
+            return;
+        };
+        let event = |phase| Event::instance(self.deployment, instance, phase);
+        let event = match stage {
+            Stage::Connected => event(Phase::Ssh),
+            Stage::CloudInit(status) => event(Phase::CloudInit).detail(status),
+            Stage::Units => event(Phase::Units),
+            Stage::Done { failure: None } => event(Phase::Verified),
+            Stage::Done { failure: Some(why) } => event(Phase::Failed).detail(why),
+        };
+        self.printer.observer().observe(event);
     }
 }
 
@@ -96,7 +136,7 @@ impl Forget for HostKeys<'_> {
     /// Drops the entries of instances that are gone; a failure is a
     /// warning (a stale entry is never trusted for a new key: pins replace).
     fn forget(&self, instances: &[Instance]) {
-        let endpoints: Vec<_> = instances.iter().filter_map(|i| i.ssh.clone()).collect();
+        let endpoints: Vec<_> = instances.iter().filter_map(super::select::endpoint).collect();
         if let Err(err) = self.keys.forget(&endpoints) {
             self.printer
                 .warn(&format!("could not drop known_hosts entries: {err}"));

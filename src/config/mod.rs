@@ -14,11 +14,22 @@ use serde::{Deserialize, Serialize};
 
 use crate::exit::ExitStatus;
 
+mod aws_launch;
+mod files;
+mod files_check;
+mod glob;
 mod located;
+mod traffic;
+pub mod units;
 mod validate;
 
+pub use files::{
+    DirectoryRule, FileRule, Mode, Ownership, PackageManager, PackageSpec, PackagesSection, SecretEntry,
+    UnitStep, file_attributes,
+};
 use located::Located;
 pub use located::Seg;
+pub use traffic::{Batch, ListenerSection, TrafficAws, TrafficSection, listener_region};
 pub use validate::valid_deployment_name;
 
 pub const DEFAULT_CONFIG_FILE: &str = "respot.toml";
@@ -108,6 +119,19 @@ pub enum Fallback {
     OnDemand,
 }
 
+/// How the blueprint's files reach an instance (`[deployment] transport`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Transport {
+    /// In the user-data while it fits, in a bundle otherwise.
+    #[default]
+    Auto,
+    /// Always in the user-data; refused when it does not fit.
+    Inline,
+    /// Always in a bundle (S3 on AWS, the seed locally).
+    Bundle,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Accel {
@@ -130,6 +154,18 @@ pub struct Config {
     pub local: LocalSection,
     #[serde(default)]
     pub verify: VerifySection,
+    /// The front door and rollout settings; `None`: no door.
+    #[serde(default)]
+    pub traffic: Option<TrafficSection>,
+    /// `[[files]]`, `[[directories]]`, `[[secrets]]`, `[packages]`: see `files`.
+    #[serde(default)]
+    pub files: Vec<FileRule>,
+    #[serde(default)]
+    pub directories: Vec<DirectoryRule>,
+    #[serde(default)]
+    pub secrets: Vec<SecretEntry>,
+    #[serde(default)]
+    pub packages: PackagesSection,
     /// Where the file was read from; relative paths in it resolve against
     /// its directory.
     #[serde(skip)]
@@ -146,6 +182,15 @@ pub struct DeploymentSection {
     pub template: PathBuf,
     #[serde(default = "default_instance_dir")]
     pub instance_dir: PathBuf,
+    /// Ship only commits that `git verify-commit` accepts, from a clean tree
+    /// (`create`, `deploy`, `rollback`); the signer goes into the tags.
+    #[serde(default)]
+    pub require_signed: bool,
+    #[serde(default)]
+    pub transport: Transport,
+    /// The unit start order (see `units`); file name order when absent.
+    #[serde(default)]
+    pub units: Option<Vec<UnitStep>>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -196,6 +241,27 @@ pub struct AwsSection {
     /// cloud-init writes it to the root volume.
     #[serde(default = "default_encrypt_volumes")]
     pub encrypt_volumes: bool,
+    /// The S3 bucket for bundles; respot makes one per account and home
+    /// region when unset.
+    #[serde(default)]
+    pub bundle_bucket: Option<String>,
+    /// Ask for a public IPv4 address at launch; with `false`, instances get
+    /// none and verification uses their private address.
+    #[serde(default = "default_public_ip")]
+    pub public_ip: bool,
+    /// The root volume's size in GiB; the image's when unset.
+    #[serde(default)]
+    pub root_volume_gb: Option<u32>,
+    /// The root volume's EBS type (`gp3`, `gp2`, `io1`, ...); the image's
+    /// when unset.
+    #[serde(default)]
+    pub volume_type: Option<String>,
+    /// Extra tags on everything respot launches; never `respot:*`.
+    #[serde(default)]
+    pub tags: std::collections::BTreeMap<String, String>,
+    /// The IAM instance profile (name or ARN) instances launch with.
+    #[serde(default)]
+    pub instance_profile: Option<String>,
 }
 
 impl Default for AwsSection {
@@ -208,6 +274,12 @@ impl Default for AwsSection {
             regions: Vec::new(),
             open_ports: Vec::new(),
             encrypt_volumes: default_encrypt_volumes(),
+            bundle_bucket: None,
+            public_ip: default_public_ip(),
+            root_volume_gb: None,
+            volume_type: None,
+            tags: std::collections::BTreeMap::new(),
+            instance_profile: None,
         }
     }
 }
@@ -220,6 +292,9 @@ pub struct RegionSection {
     /// Availability zones to try, in order; empty means every default subnet.
     #[serde(default)]
     pub zones: Vec<String>,
+    /// Instance types for this region, in order; `aws.instance_types` when unset.
+    #[serde(default)]
+    pub instance_types: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -262,6 +337,10 @@ pub struct VerifySection {
     pub timeout_secs: u64,
     #[serde(default)]
     pub http: Vec<HttpProbe>,
+    /// Instances verified at once (each holds one ssh master process and
+    /// a few descriptors while it runs).
+    #[serde(default = "default_verify_concurrency")]
+    pub concurrency: usize,
 }
 
 impl Default for VerifySection {
@@ -269,6 +348,7 @@ impl Default for VerifySection {
         VerifySection {
             timeout_secs: default_timeout_secs(),
             http: Vec::new(),
+            concurrency: default_verify_concurrency(),
         }
     }
 }
@@ -306,6 +386,9 @@ fn default_instance_types() -> Vec<String> {
 fn default_encrypt_volumes() -> bool {
     true
 }
+fn default_public_ip() -> bool {
+    true
+}
 fn default_local_count() -> u32 {
     2
 }
@@ -317,6 +400,13 @@ fn default_cpus() -> u32 {
 }
 fn default_timeout_secs() -> u64 {
     600
+}
+/// From `scripts/bench-verify` (BENCHMARKS.md): 1,000 targets at 100 ms
+/// round trip verify well inside a minute at this width, with descriptors
+/// and processes bounded by it.
+pub const DEFAULT_VERIFY_CONCURRENCY: usize = 64;
+fn default_verify_concurrency() -> usize {
+    DEFAULT_VERIFY_CONCURRENCY
 }
 fn default_probe_path() -> String {
     "/health".to_string()

@@ -36,7 +36,9 @@ impl Config {
         self.validate_ssh(at)?;
         self.validate_aws(at)?;
         self.validate_local(at)?;
-        self.validate_verify(at)
+        self.validate_verify(at)?;
+        self.validate_traffic(at)?;
+        self.validate_blueprint_inputs(at)
     }
 
     fn validate_ssh(&self, at: &Located) -> Result<(), ConfigError> {
@@ -160,7 +162,7 @@ impl Config {
                 ));
             }
         }
-        Ok(())
+        self.validate_aws_launch(at)
     }
 
     fn validate_local(&self, at: &Located) -> Result<(), ConfigError> {
@@ -194,6 +196,12 @@ impl Config {
             return Err(at.invalid(
                 &[Seg::Key("verify"), Seg::Key("timeout_secs")],
                 "expected an integer >= 1, got 0".to_string(),
+            ));
+        }
+        if self.verify.concurrency == 0 {
+            return Err(at.invalid(
+                &[Seg::Key("verify"), Seg::Key("concurrency")],
+                "expected an integer >= 1 (instances verified at once), got 0".to_string(),
             ));
         }
         for (i, probe) in self.verify.http.iter().enumerate() {
@@ -237,7 +245,7 @@ pub fn valid_deployment_name(name: &str) -> bool {
         && !name.ends_with('-')
 }
 
-fn valid_unix_user(user: &str) -> bool {
+pub(super) fn valid_unix_user(user: &str) -> bool {
     let mut bytes = user.bytes();
     match bytes.next() {
         Some(first) if first.is_ascii_lowercase() || first == b'_' => {}
@@ -253,7 +261,7 @@ fn valid_ipv4_cidr(cidr: &str) -> bool {
     addr.parse::<Ipv4Addr>().is_ok() && bits.parse::<u8>().is_ok_and(|b| b <= 32)
 }
 
-fn valid_instance_type(itype: &str) -> bool {
+pub(super) fn valid_instance_type(itype: &str) -> bool {
     let Some((family, size)) = itype.split_once('.') else {
         return false;
     };

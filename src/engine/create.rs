@@ -1,14 +1,15 @@
 //! `create`: launch a fresh generation, verify it, and roll back on any
 //! failure or Ctrl-C. Also the launch step `deploy` reuses.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
 use super::{EngineError, Verdict, Verification, count_by, live, next_generation};
 use crate::output::{Count, Printer};
+use crate::progress::{Event, Phase};
 use crate::provider::{DestroyReport, Instance, LaunchRequest, Provider, ProviderError};
-use crate::template::{Blueprint, Digest};
+use crate::template::{Blueprint, Digest, LaunchMaterial};
 
 #[derive(Debug, Clone, Default)]
 pub struct CreateOptions {
@@ -28,6 +29,10 @@ pub struct CreateReport {
     pub instances: Vec<Instance>,
     /// `None` with `--no-verify`.
     pub verification: Option<Verdict>,
+    /// Seconds from the launch call until every instance was running.
+    pub launch_secs: f64,
+    /// Seconds verification took; `None` with `--no-verify`.
+    pub verify_secs: Option<f64>,
 }
 
 pub(super) enum Outcome<T> {
@@ -99,12 +104,16 @@ pub(super) async fn launch_generation<P: Provider, V: Verification>(
 ) -> Result<CreateReport, EngineError> {
     let generation = next_generation(existing);
     let material = verification.launch_material(generation)?;
+    let material = staged(provider, blueprint, material).await?;
     let request = LaunchRequest {
         deployment: blueprint.deployment.clone(),
         digest: blueprint.digest.clone(),
         version: blueprint.version.clone(),
         generation,
         user_data: blueprint.user_data(&material)?,
+        signer: blueprint.git.signer.clone(),
+        upto: None,
+        bundle: blueprint.bundle.clone(),
     };
     printer.info(&format!(
         "creating generation {generation} of `{}` ({}), {} bytes of user-data{}",
@@ -113,6 +122,13 @@ pub(super) async fn launch_generation<P: Provider, V: Verification>(
         request.user_data.packed.len(),
         if request.user_data.gzipped { " (gzip)" } else { "" }
     ));
+    let progress = printer.observer();
+    progress.observe(Event::generation(
+        &request.deployment,
+        generation,
+        Phase::Requested,
+    ));
+    let started = Instant::now();
     let instances = match interruptible(provider.launch(&request)).await {
         Outcome::Done(Ok(instances)) => instances,
         Outcome::Done(Err(err)) => {
@@ -128,7 +144,12 @@ pub(super) async fn launch_generation<P: Provider, V: Verification>(
             return Err(fail_create(provider, verification, &request, options, printer, failure).await);
         }
     };
+    for instance in &instances {
+        progress.observe(Event::instance(&request.deployment, instance, Phase::Running));
+    }
+    let launch_secs = started.elapsed().as_secs_f64();
     printer.info(&format!("{} running", Count(instances.len(), "instance")));
+    let started = Instant::now();
     let verdict = if options.verify {
         printer.info("verifying over SSH with the read-only inspector");
         let verdict = match interruptible(verification.verify(&instances)).await {
@@ -159,6 +180,8 @@ pub(super) async fn launch_generation<P: Provider, V: Verification>(
         gzipped: request.user_data.gzipped,
         user_data_bytes: request.user_data.packed.len(),
         instances,
+        launch_secs,
+        verify_secs: verdict.as_ref().map(|_| started.elapsed().as_secs_f64()),
         verification: verdict,
     })
 }
@@ -177,6 +200,9 @@ async fn fail_create<P: Provider, V: Verification>(
         interrupted,
         verdict,
     } = failure;
+    printer.observer().observe(
+        Event::generation(&request.deployment, request.generation, Phase::Failed).detail(reason.clone()),
+    );
     let launched = match generation_instances(provider, request).await {
         Ok(instances) => instances,
         Err(err) => {
@@ -263,4 +289,22 @@ async fn generation_instances<P: Provider>(
         .into_iter()
         .filter(|i| i.generation == Some(request.generation))
         .collect())
+}
+
+/// `material` with the blueprint's bundle staged where the instances fetch
+/// it, when its files travel as a bundle. Staged (and, on AWS, signed) at
+/// every launch, heal and rolling batch included: the digest stays.
+pub(super) async fn staged<P: Provider>(
+    provider: &P,
+    blueprint: &Blueprint,
+    mut material: LaunchMaterial,
+) -> Result<LaunchMaterial, EngineError> {
+    if let Some(bundle) = &blueprint.bundle {
+        material.bundle_source = Some(
+            provider
+                .stage_bundle(&blueprint.deployment, &blueprint.digest, bundle)
+                .await?,
+        );
+    }
+    Ok(material)
 }

@@ -4,7 +4,9 @@
 use serde::Serialize;
 
 use super::create::launch_generation;
-use super::{Confirm, CreateOptions, CreateReport, EngineError, Verification, confirm_or_refuse, count_by};
+use super::{
+    Confirm, CreateOptions, CreateReport, EngineError, Forget, Verification, confirm_or_refuse, count_by,
+};
 use crate::output::{Count, Printer};
 use crate::provider::{DestroyReport, Instance, Provider};
 use crate::template::Blueprint;
@@ -21,6 +23,12 @@ pub enum Strategy {
     /// destroy the old one; a failed new generation is rolled back and the
     /// old one keeps running.
     BlueGreen,
+    /// Behind a front door: shift to the new generation in steps
+    /// (`traffic.steps`), held under the guard at each.
+    Canary,
+    /// Behind a front door: replace `traffic.batch` instances per region at
+    /// a time, for fleets too large to double.
+    Rolling,
 }
 
 impl Strategy {
@@ -29,6 +37,8 @@ impl Strategy {
         match self {
             Strategy::Recreate => "recreate (destroy, then create)",
             Strategy::BlueGreen => "blue-green (create and verify, then destroy)",
+            Strategy::Canary => "canary (shift in steps, guarded)",
+            Strategy::Rolling => "rolling (replace in batches)",
         }
     }
 }
@@ -39,6 +49,9 @@ pub struct DeployOptions {
     pub create: CreateOptions,
     /// Replace live instances without asking.
     pub yes: bool,
+    /// With a front door: keep the old generation alive out of the door
+    /// this long after a successful shift, so `rollback` stays instant.
+    pub keep_old: Option<std::time::Duration>,
 }
 
 #[derive(Debug, Serialize)]
@@ -48,6 +61,8 @@ pub struct DeployReport {
     pub replaced: Vec<Instance>,
     pub created: CreateReport,
     pub destroyed: Option<DestroyReport>,
+    /// What the front door did; `None` without `[traffic]`.
+    pub door: Option<super::rollout::DoorReport>,
 }
 
 /// Ships the current blueprint: a fresh generation replaces the live one.
@@ -60,6 +75,17 @@ pub async fn deploy<P: Provider, V: Verification>(
     printer: &Printer,
 ) -> Result<DeployReport, EngineError> {
     let strategy = options.strategy;
+    if matches!(strategy, Strategy::Canary | Strategy::Rolling) {
+        let what = format!(
+            "--strategy {}",
+            if strategy == Strategy::Canary {
+                "canary"
+            } else {
+                "rolling"
+            }
+        );
+        return Err(EngineError::NeedsDoor { what });
+    }
     if blueprint.git.dirty && !options.create.allow_dirty {
         return Err(EngineError::Dirty);
     }
@@ -72,7 +98,7 @@ pub async fn deploy<P: Provider, V: Verification>(
             Count(old.len(), "live instance"),
             match strategy {
                 Strategy::Recreate => "recreate: destroyed first",
-                Strategy::BlueGreen => "blue-green: destroyed once the new generation is verified",
+                _ => "blue-green: destroyed once the new generation is verified",
             },
             count_by(old.iter().map(|i| i.region.as_str()))
         ));
@@ -88,7 +114,7 @@ pub async fn deploy<P: Provider, V: Verification>(
             let destroyed = destroy_old(provider, verification, deployment, &old).await?;
             (provider.list(deployment).await?, destroyed)
         }
-        Strategy::BlueGreen => (existing, None),
+        _ => (existing, None),
     };
     let created = launch_generation(
         provider,
@@ -101,7 +127,7 @@ pub async fn deploy<P: Provider, V: Verification>(
     .await?;
     let destroyed = match strategy {
         Strategy::Recreate => destroyed_first,
-        Strategy::BlueGreen => {
+        _ => {
             if !old.is_empty() {
                 printer.info(&format!(
                     "generation {} is up; destroying the {}",
@@ -117,12 +143,13 @@ pub async fn deploy<P: Provider, V: Verification>(
         replaced: old,
         created,
         destroyed,
+        door: None,
     })
 }
 
 /// Terminates the replaced generation (waiting for it) and forgets its host
 /// keys; `None` when nothing was live.
-async fn destroy_old<P: Provider, V: Verification>(
+pub(super) async fn destroy_old<P: Provider, V: Forget>(
     provider: &P,
     verification: &V,
     deployment: &str,

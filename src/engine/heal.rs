@@ -305,6 +305,7 @@ async fn replace<P: Provider, V: Verification>(
     let assessment = &report.assessment;
     let generation = assessment.generation;
     let material = verification.heal_material(generation)?;
+    let material = super::create::staged(provider, blueprint, material).await?;
     let request = LaunchRequest {
         deployment: blueprint.deployment.clone(),
         digest: blueprint.digest.clone(),
@@ -314,6 +315,9 @@ async fn replace<P: Provider, V: Verification>(
             .unwrap_or_else(|| blueprint.version.clone()),
         generation,
         user_data: blueprint.user_data(&material)?,
+        signer: blueprint.git.signer.clone(),
+        upto: None,
+        bundle: blueprint.bundle.clone(),
     };
     printer.info(&format!(
         "healing generation {generation} of `{}`: launching {} ({})",
@@ -453,6 +457,7 @@ mod tests {
             state,
             state_reason: reason.map(str::to_string),
             public_ip: None,
+            private_ip: None,
             ssh: Some(SshEndpoint {
                 host: "192.0.2.1".to_string(),
                 port: 22,

@@ -16,8 +16,12 @@ mod bad_pools;
 mod create;
 mod deploy;
 mod destroy;
+mod guard;
 mod heal;
 mod plan;
+mod rollback;
+mod rolling;
+mod rollout;
 #[cfg(test)]
 mod tests;
 
@@ -29,14 +33,18 @@ pub use bad_pools::{BadPool, BadPools};
 pub use create::{CreateOptions, CreateReport, create};
 pub use deploy::{DeployOptions, DeployReport, Strategy, deploy};
 pub use destroy::{DestroyOptions, DestroyOutcome, destroy};
-pub use heal::{Assessment, HealDoor, HealOptions, HealReport, NoFrontDoor, heal};
+pub use guard::HoldReport;
+pub use heal::{Assessment, HealDoor, HealOptions, HealReport, NoFrontDoor, assess, heal};
 pub use plan::{Change, Plan, PlanRegion, plan};
+pub use rollback::{RollbackReport, rollback};
+pub use rollout::{DoorReport, Shift, rollout};
 
 use crate::exit::ExitStatus;
 use crate::keys::KeyError;
 use crate::output::Count;
 use crate::provider::{DestroyReport, Instance, Provider, ProviderError};
 use crate::template::{LaunchMaterial, TemplateError};
+use crate::traffic::DoorError;
 use crate::verify::FleetReport;
 
 #[derive(Debug, thiserror::Error)]
@@ -94,6 +102,16 @@ pub enum EngineError {
     },
     #[error("destroy left resources behind: {}", .0.join(", "))]
     LeftBehind(Vec<String>),
+    #[error(transparent)]
+    Door(#[from] DoorError),
+    /// The guard saw a breach during a hold: traffic went back, the new
+    /// generation was destroyed.
+    #[error("{0}")]
+    Breach(Box<BreachReport>),
+    #[error("{what} needs a front door: add a `[traffic]` section to respot.toml")]
+    NeedsDoor { what: String },
+    #[error("nothing to roll back: {0}")]
+    NothingToRollBack(String),
     #[error(
         "`{deployment}` has no live generation to heal: nothing runs, and nothing was taken by the \
          provider; run `respot create`"
@@ -123,7 +141,11 @@ pub enum EngineError {
 impl EngineError {
     pub fn exit_status(&self) -> ExitStatus {
         match self {
-            EngineError::Dirty | EngineError::NeedsConfirmation { .. } => ExitStatus::Usage,
+            EngineError::Dirty | EngineError::NeedsConfirmation { .. } | EngineError::NeedsDoor { .. } => {
+                ExitStatus::Usage
+            }
+            EngineError::Door(err) => err.exit_status(),
+            EngineError::Breach(_) | EngineError::NothingToRollBack(_) => ExitStatus::Failure,
             EngineError::Keys(err) => err.exit_status(),
             EngineError::Template(err) => err.exit_status(),
             EngineError::Provider(err) => err.exit_status(),
@@ -145,8 +167,39 @@ impl EngineError {
             EngineError::RolledBack { verdict, .. }
             | EngineError::Kept { verdict, .. }
             | EngineError::HealRolledBack { verdict, .. } => verdict.as_deref(),
+            EngineError::Breach(breach) => breach.verdict.as_deref(),
             _ => None,
         }
+    }
+}
+
+/// What the guard stopped, where traffic went, and how to look.
+#[derive(Debug)]
+pub struct BreachReport {
+    pub generation: u64,
+    /// The failed check.
+    pub check: String,
+    pub back_on: String,
+    /// The `respot debug` command for the failing instance.
+    pub debug: String,
+    pub cleanup: DestroyReport,
+    pub verdict: Option<Box<Verdict>>,
+}
+
+impl std::fmt::Display for BreachReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "the guard stopped generation {}: {}; traffic is back on {}; generation {} was destroyed ({}){}; \
+             before the next deploy, see why with `{}`",
+            self.generation,
+            self.check,
+            self.back_on,
+            self.generation,
+            self.cleanup.summary(),
+            left_behind_note(&self.cleanup),
+            self.debug
+        )
     }
 }
 

@@ -93,6 +93,7 @@ fn instance(id: &str, generation: u64, digest: &Digest) -> Instance {
         state: InstanceState::Running,
         state_reason: None,
         public_ip: None,
+        private_ip: None,
         ssh: Some(SshEndpoint {
             host: "127.0.0.1".to_string(),
             port: 2200,
@@ -258,6 +259,7 @@ fn blueprint(digest_byte: char) -> Blueprint {
         units: Vec::new(),
         ssh_user: "admin".to_string(),
         authorized_keys: Vec::new(),
+        bundle: None,
     }
 }
 
@@ -381,6 +383,7 @@ fn blue_green_never_touches_the_old_generation_on_failure() {
     let provider = MemoryProvider::new(2);
     live_generation_one(&provider);
     let options = DeployOptions {
+        keep_old: None,
         strategy: Strategy::BlueGreen,
         create: verified(),
         yes: true,
@@ -414,6 +417,7 @@ fn blue_green_creates_before_destroying_and_recreate_after() {
         let verification = FakeVerification::passing(true);
         live_generation_one(&provider);
         let options = DeployOptions {
+            keep_old: None,
             strategy,
             create: verified(),
             yes: true,
@@ -441,6 +445,7 @@ fn deploy_and_destroy_decline_the_same_way() {
     live_generation_one(&provider);
     let no = |_: &str| Ok(false);
     let deploy_options = DeployOptions {
+        keep_old: None,
         create: verified(),
         ..DeployOptions::default()
     };
@@ -525,4 +530,38 @@ fn plan_reads_only_and_compares_digests() {
 fn counts_are_sorted_by_key() {
     assert_eq!(count_by(["b", "a", "b"].into_iter()), "a: 1, b: 2");
     assert_eq!(count_by(std::iter::empty()), "");
+}
+
+/// The progress events of a scripted create, then of a create whose
+/// launch fails, as the JSON lines `--output json` prints (times filtered).
+#[test]
+fn create_reports_each_phase_and_a_failed_launch() {
+    let printer = printer();
+    let provider = MemoryProvider::new(2);
+    block_on(create(
+        &provider,
+        &FakeVerification::passing(true),
+        &blueprint('a'),
+        &verified(),
+        &printer,
+    ))
+    .expect("created");
+    let failing = MemoryProvider::new(1).with_launch(Launch::FailAfterStarting);
+    block_on(create(
+        &failing,
+        &FakeVerification::passing(true),
+        &blueprint('b'),
+        &verified(),
+        &printer,
+    ))
+    .expect_err("the launch fails");
+    let lines: Vec<String> = printer
+        .timeline()
+        .events()
+        .iter()
+        .map(crate::output::json_line)
+        .collect();
+    insta::with_settings!({filters => vec![(r#""(elapsed|took)_ms":\d+"#, r#""${1}_ms":"[ms]""#)]}, {
+        insta::assert_snapshot!(lines.join("\n"));
+    });
 }

@@ -7,7 +7,12 @@
 # It reads no other variable: it reruns itself under env -i.
 #
 # Queries (single spaces): cloud-init | units | manifest | health | log |
-#   facts | journal <unit in /etc/respot/units> <n in 1..500>
+#   facts | packages | journal <unit in /etc/respot/units> <n in 1..500>
+#
+# One more entry, not over SSH: `inspect hash-manifest`, run as root through
+# the one sudo rule in /etc/sudoers.d/respot (fixed argument, no
+# input), prints the file, dir and secret records of `manifest` for files
+# respot-verify cannot read itself (0600 ones). It reads only respot's lists.
 #
 # Output: TAB-separated records, MAX_REPLY bytes at most:
 #   respot-inspect 1 <query>         first
@@ -16,12 +21,16 @@
 #   text <block> <line>              a line of a log or JSON block
 #   unit <name> <active state>
 #   file <path> <recorded sha256> <live sha256|missing|symlink|special|unreadable>
+#        <owner> <group> <mode>      (- when there is no regular file)
+#   dir <path> <present|missing|symlink|special> <owner> <group> <mode>
+#   secret <path> <present|missing|symlink|special|unreadable> <owner> <group> <mode>
+#   package <name> <installed version|missing|unknown>
 #   probe <port> <path> <want> <got|none> <first bytes>
 #   end ok                           last; instead, at the cap: truncated <MAX_REPLY>
 #
 # ROOT is empty here and nothing sets it; tests rewrite that line in a copy.
 
-QUERIES="cloud-init units journal manifest health log facts"
+QUERIES="cloud-init units journal manifest health log facts packages"
 REFUSED=64
 MAX_JOURNAL=500
 MAX_REPLY=1048576
@@ -156,6 +165,52 @@ live_sha256() {
     fi
 }
 
+# owner group mode of $1 (not followed if a symlink), or `- - -`.
+attrs() {
+    a=$(stat -c '%U %G %a' -- "$1" 2>/dev/null) || a=
+    case $a in
+        *' '*' '*)
+            # shellcheck disable=SC2086 # splitting is the point; globbing is off
+            set -- $a
+            printf '%s\t%s\t%04d' "$1" "$2" "$3"
+            ;;
+        *) printf -- '-\t-\t-' ;;
+    esac
+}
+
+# present, missing, symlink or special: what is at $1, wanted a $2 (dir or file).
+kind_at() {
+    if [ -L "$1" ]; then echo symlink
+    elif [ ! -e "$1" ]; then echo missing
+    elif [ "$2" = dir ] && [ -d "$1" ]; then echo present
+    elif [ "$2" = file ] && [ -f "$1" ]; then echo present
+    else echo special
+    fi
+}
+
+# The file, dir and secret records, hashing as whoever runs this.
+manifest_records() {
+    if [ -r "$ROOT/etc/respot/manifest.sha256" ]; then
+        while read -r recorded path || [ -n "${path-}" ]; do
+            [ -n "${path-}" ] || continue
+            live=$(live_sha256 "$ROOT$path")
+            case $live in symlink|missing|special) a=$(printf -- '-\t-\t-') ;; *) a=$(attrs "$ROOT$path") ;; esac
+            printf 'file\t%s\t%s\t%s\t%s\n' "$path" "$recorded" "$live" "$a"
+        done < "$ROOT/etc/respot/manifest.sha256"
+    fi
+    for list in /etc/respot/directories /etc/respot/secrets; do
+        [ -r "$ROOT$list" ] || continue
+        if [ $list = /etc/respot/directories ]; then record=dir; want=dir; else record=secret; want='file'; fi
+        while IFS= read -r path || [ -n "$path" ]; do
+            case $path in /*) ;; *) continue ;; esac
+            state=$(kind_at "$ROOT$path" $want)
+            a=$(printf -- '-\t-\t-')
+            [ "$state" = present ] && a=$(attrs "$ROOT$path")
+            printf '%s\t%s\t%s\t%s\n' "$record" "$path" "$state" "$a"
+        done < "$ROOT$list"
+    done
+}
+
 q_manifest() {
     if [ ! -r "$ROOT/etc/respot/manifest.json" ]; then
         printf 'status\tmanifest\tmissing\n'
@@ -163,12 +218,41 @@ q_manifest() {
     fi
     printf 'status\tmanifest\tpresent\n'
     block manifest < "$ROOT/etc/respot/manifest.json"
-    if [ -r "$ROOT/etc/respot/manifest.sha256" ]; then
-        while read -r recorded path || [ -n "${path-}" ]; do
-            [ -n "${path-}" ] || continue
-            printf 'file\t%s\t%s\t%s\n' "$path" "$recorded" "$(live_sha256 "$ROOT$path")"
-        done < "$ROOT/etc/respot/manifest.sha256"
+    # Root hashes what respot-verify cannot read, through the one sudo rule;
+    # without it (no sudo, no rule, a test root), the records are our own.
+    if [ -z "$ROOT" ] && [ "$(id -u)" != 0 ] && have sudo &&
+        out=$(timeout 60 sudo -n /usr/lib/respot/inspect hash-manifest 2>/dev/null); then
+        printf 'kv\thashed_by\troot\n'
+        printf '%s\n' "$out" | grep -E '^(file|dir|secret)'"$T"
+    else
+        printf 'kv\thashed_by\t%s\n' "$(id -un 2>/dev/null)"
+        manifest_records
     fi
+}
+
+# The installed version of each package in /etc/respot/packages.
+q_packages() {
+    if have dpkg-query; then
+        manager=dpkg
+    elif have rpm; then
+        manager=rpm
+    else
+        printf 'status\tpackages\tunavailable\n'
+        return
+    fi
+    printf 'status\tpackages\t%s\n' "$manager"
+    [ -r "$ROOT/etc/respot/packages" ] || return 0
+    while read -r name _ || [ -n "${name-}" ]; do
+        case $name in ''|-*|*[!A-Za-z0-9+._-]*) continue ;; esac
+        if [ $manager = dpkg ]; then
+            v=$(dpkg-query -W -f '${db:Status-Status} ${Version}' -- "$name" 2>/dev/null)
+            case $v in "installed "*) v=${v#installed } ;; *) v=missing ;; esac
+        else
+            v=$(rpm -q --qf '%{EPOCHNUM}:%{VERSION}-%{RELEASE}' -- "$name" 2>/dev/null) || v=missing
+            v=${v#0:}
+        fi
+        printf 'package\t%s\t%s\n' "$name" "${v:-unknown}"
+    done < "$ROOT/etc/respot/packages"
 }
 
 # fetch PORT PATH: the status code (empty: no answer), then the body's first
@@ -262,6 +346,14 @@ account_facts() {
     fi
 }
 
+# Root's one entry (sudo, fixed argument): the manifest's records.
+if [ $# -eq 1 ] && [ "$1" = hash-manifest ]; then
+    [ "$(id -u)" = 0 ] || refuse "hash-manifest runs as root, through sudo"
+    cd / || exit 70
+    manifest_records
+    exit 0
+fi
+
 # Rerun with our environment alone, the query as the argument.
 if [ $# -eq 0 ]; then
     exec env -i PATH="$PATH" LC_ALL=C /bin/sh "$0" --query "${SSH_ORIGINAL_COMMAND-}"
@@ -315,6 +407,7 @@ answer() {
         health) q_health ;;
         log) q_log ;;
         facts) q_facts ;;
+        packages) q_packages ;;
     esac
     printf 'end\tok\n'
 }

@@ -44,8 +44,50 @@ pub const SSHD_CONFIG: GuestFile = GuestFile {
     content: include_str!("60-respot.conf"),
 };
 
-/// Every file respot ships as is.
-pub const FILES: [GuestFile; 3] = [DEPLOY_LOG_HELPER, INSPECTOR, SSHD_CONFIG];
+/// The one sudo rule of `VERIFY_USER`: the inspector's `hash-manifest`
+/// entry as root, with that fixed argument, so files it cannot read (0600
+/// ones) are hashed too. sudo ignores a rule file not at mode 0440.
+pub const SUDOERS: GuestFile = GuestFile {
+    path: "/etc/sudoers.d/respot",
+    mode: "0440",
+    content: include_str!("sudoers-respot-verify"),
+};
+
+/// Every file respot ships (see [`GuestFile::shipped`]).
+pub const FILES: [GuestFile; 4] = [DEPLOY_LOG_HELPER, INSPECTOR, SSHD_CONFIG, SUDOERS];
+
+impl GuestFile {
+    /// The content as shipped: without comment lines (a `#`, after any
+    /// indentation) or blank lines, a `#!` first line kept. The comments
+    /// are for this repository's readers and cost a third of respot's
+    /// share of EC2's 16 KB; what runs is unchanged.
+    pub fn shipped(&self) -> String {
+        without_comments(self.content)
+    }
+}
+
+/// `text` without comment lines or blank lines, a `#!` first line kept.
+fn without_comments(text: &str) -> String {
+    text.lines()
+        .enumerate()
+        .filter(|(i, line)| {
+            let code = line.trim_start();
+            (*i == 0 && code.starts_with("#!")) || !(code.is_empty() || code.starts_with('#'))
+        })
+        .map(|(_, line)| format!("{line}\n"))
+        .collect()
+}
+
+/// The bundle step (Python, as cloud-init runs it): fetches the bundle,
+/// checks its sha256 before writing anything, writes its files, and fails
+/// closed with a line in the deployment log. Its arguments are the sha256
+/// and the source (`https://…` or `seed:NAME`).
+pub fn bundle_step() -> String {
+    without_comments(include_str!("bundle-boot.py"))
+}
+
+/// The bundle's file name on the local provider's NoCloud seed.
+pub const SEED_BUNDLE_NAME: &str = "bundle.tar.gz";
 
 pub const INSPECTOR_PATH: &str = "/usr/lib/respot/inspect";
 /// respot's state on the instance. Everything below it is respot's.
@@ -58,6 +100,12 @@ pub const SUMS_PATH: &str = "/etc/respot/manifest.sha256";
 pub const UNITS_PATH: &str = "/etc/respot/units";
 /// The `[verify]` health probes, written at render (see [`probes_file`]).
 pub const PROBES_PATH: &str = "/etc/respot/probes";
+/// The `[[directories]]` to check, one path per line, written at render.
+pub const DIRECTORIES_PATH: &str = "/etc/respot/directories";
+/// The `[[secrets]]` to check (existence, owner, mode; never content).
+pub const SECRETS_PATH: &str = "/etc/respot/secrets";
+/// The `[packages]` to check, one name per line, written at render.
+pub const PACKAGES_PATH: &str = "/etc/respot/packages";
 /// sshd reads the verification key from here (see `60-respot.conf`).
 pub const VERIFY_KEYS_DIR: &str = "/etc/respot/verify_keys";
 /// `VERIFY_USER`'s home: root-owned and 0755, so the account cannot write
@@ -100,13 +148,51 @@ pub fn guarded(path: &str, content: &[u8]) -> Option<&'static str> {
              restricted verification key; set `ssh.authorized_key` in respot.toml instead",
         );
     }
-    let mentions_verify_user = content
-        .windows(VERIFY_USER.len())
-        .any(|w| w == VERIFY_USER.as_bytes());
-    if under("/etc/sudoers.d") && mentions_verify_user {
-        return Some("it grants rights to respot's verification account, which must stay read-only");
+    if path == "/etc/sudoers" || path == "/etc/sudoers.d" {
+        return Some("sudo's own configuration decides who may run what as root");
+    }
+    if under("/etc/sudoers.d") && widens_sudo(content) {
+        return Some(
+            "it could grant rights to respot's verification account (by name, by a group it is \
+             in, as `ALL`, through an alias, an include or `Defaults`), which must stay read-only",
+        );
     }
     None
+}
+
+/// Whether a sudoers drop-in could reach `VERIFY_USER`: it names the
+/// account, a group or group id (it is in `adm` and `systemd-journal`), a
+/// netgroup, every user (`ALL` as the user list), an alias or an include,
+/// or changes `Defaults`. Plain `user host=(runas) commands` lines for other
+/// named users pass.
+fn widens_sudo(content: &[u8]) -> bool {
+    let text = String::from_utf8_lossy(content);
+    if text.contains(VERIFY_USER) {
+        return true;
+    }
+    text.lines().map(str::trim).filter(|l| !l.is_empty()).any(|line| {
+        let first = line.split([' ', '\t', ',', '=']).next().unwrap_or("");
+        line.starts_with("@include")
+            || line.starts_with("#include")
+            || (!line.starts_with('#') && (line.contains('%') || line.contains('+')))
+            || first == "ALL"
+            || first.ends_with("_Alias")
+            || first.starts_with("Defaults")
+    })
+}
+
+/// Whether `path` is where sudo reads its rules (`/etc/sudoers`,
+/// `/etc/sudoers.d/`): a file there whose content respot cannot see (a
+/// secret) could grant the verification account anything.
+pub fn guarded_dir(path: &str) -> bool {
+    path == "/etc/sudoers" || path == "/etc/sudoers.d" || path.starts_with("/etc/sudoers.d/")
+}
+
+/// One path or name per line: `DIRECTORIES_PATH`, `SECRETS_PATH`,
+/// `PACKAGES_PATH`. Config validation keeps them free of spaces and
+/// shell metacharacters.
+pub fn lines_file<S: AsRef<str>>(items: &[S]) -> String {
+    items.iter().map(|i| format!("{}\n", i.as_ref())).collect()
 }
 
 /// The content of `PROBES_PATH`: one probe per line, `http PORT PATH STATUS`,
@@ -128,6 +214,7 @@ mod tests {
         let cases: &[(&str, bool)] = &[
             ("/usr/lib/respot/inspect", true),
             ("/usr/lib/respot/deploy-log", true),
+            ("/etc/sudoers.d/respot", true),
             ("/etc/ssh/sshd_config.d/60-respot.conf", true),
             ("/usr/lib/respot/inspect/x", true),
             ("/etc/respot", true),
@@ -157,11 +244,29 @@ mod tests {
             ("/home/admin/.ssh/config", "", true),
             ("/etc/skel/.ssh/authorized_keys", "", true),
             (
-                "/etc/sudoers.d/respot",
+                "/etc/sudoers.d/verify",
                 "respot-verify ALL=(ALL) NOPASSWD: ALL\n",
                 true,
             ),
             ("/etc/sudoers.d/admin", "admin ALL=(ALL) ALL\n", false),
+            (
+                "/etc/sudoers.d/admin",
+                "# admins\nadmin ALL=(ALL) NOPASSWD: /usr/bin/systemctl\n",
+                false,
+            ),
+            ("/etc/sudoers.d/adm", "%adm ALL=(ALL) NOPASSWD: ALL\n", true),
+            ("/etc/sudoers.d/gid", "%#4 ALL=(ALL) ALL\n", true),
+            ("/etc/sudoers.d/all", "ALL ALL=(ALL) NOPASSWD: ALL\n", true),
+            (
+                "/etc/sudoers.d/alias",
+                "User_Alias V = admin\nV ALL=(ALL) ALL\n",
+                true,
+            ),
+            ("/etc/sudoers.d/inc", "@includedir /tmp/x\n", true),
+            ("/etc/sudoers.d/inc2", "#includedir /tmp/x\n", true),
+            ("/etc/sudoers.d/def", "Defaults:admin !authenticate\n", true),
+            ("/etc/sudoers.d/net", "+ops ALL=(ALL) ALL\n", true),
+            ("/etc/sudoers", "admin ALL=(ALL) ALL\n", true),
             ("/etc/sshx", "", false),
             ("/opt/app/ssh/config", "", false),
             ("/opt/app/.sshrc", "", false),
@@ -184,9 +289,122 @@ mod tests {
         assert!(DEPLOY_LOG_HELPER.content.contains(DEPLOY_LOG_PATH));
         assert!(SSHD_CONFIG.content.contains(VERIFY_KEYS_DIR));
         assert!(SSHD_CONFIG.content.contains(INSPECTOR_PATH));
+        for path in [DIRECTORIES_PATH, SECRETS_PATH, PACKAGES_PATH] {
+            assert!(INSPECTOR.content.contains(path), "the inspector reads {path}");
+        }
+        // The one rule: the inspector as root with its one fixed argument,
+        // which the inspector itself names.
+        let rules: Vec<&str> = SUDOERS
+            .content
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+            .collect();
+        assert_eq!(
+            rules,
+            [format!(
+                "{VERIFY_USER} ALL=(root) NOPASSWD: {INSPECTOR_PATH} hash-manifest"
+            )]
+        );
+        assert!(
+            INSPECTOR
+                .content
+                .contains(&format!("sudo -n {INSPECTOR_PATH} hash-manifest"))
+        );
         for file in FILES {
             assert!(owns(file.path), "{} is respot's", file.path);
         }
+    }
+
+    #[test]
+    fn shipped_files_keep_every_command() {
+        for file in FILES {
+            let shipped = file.shipped();
+            assert!(
+                shipped.len() < file.content.len(),
+                "{} loses its comments",
+                file.path
+            );
+            let code = |text: &str| -> Vec<String> {
+                text.lines()
+                    .filter(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#'))
+                    .map(str::to_string)
+                    .collect()
+            };
+            assert_eq!(code(&shipped), code(file.content), "{}", file.path);
+        }
+        assert!(INSPECTOR.shipped().starts_with("#!/bin/sh\n"));
+        for script in [INSPECTOR, DEPLOY_LOG_HELPER] {
+            let status = std::process::Command::new("sh")
+                .args(["-n", "-c", &script.shipped()])
+                .status()
+                .expect("sh runs");
+            assert!(status.success(), "{} parses as sh", script.path);
+        }
+    }
+
+    /// The bundle step as cloud-init runs it (`python3 -I -c`), rooted in
+    /// a temporary directory, on an archive given as a `file://` URL.
+    fn run_bundle_step(root: &std::path::Path, sha256: &str, archive: &std::path::Path) -> bool {
+        std::process::Command::new("python3")
+            .args(["-I", "-c", &bundle_step(), sha256])
+            .arg(format!("file://{}", archive.display()))
+            .arg(root)
+            .status()
+            .expect("python3 runs")
+            .success()
+    }
+
+    #[test]
+    fn bundle_step_checks_the_sha256_before_writing_and_fails_closed() {
+        use sha2::Digest as _;
+        let dir = tempfile::tempdir().unwrap();
+        let mut tar = tar::Builder::new(Vec::new());
+        for (path, mode, content) in [
+            ("opt/app/run.sh", 0o755, &b"#!/bin/sh\n"[..]),
+            ("etc/app.conf", 0o600, b"k=v\n"),
+        ] {
+            let mut header = tar::Header::new_ustar();
+            header.set_size(content.len() as u64);
+            header.set_mode(mode);
+            header.set_cksum();
+            tar.append_data(&mut header, path, content).unwrap();
+        }
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        std::io::Write::write_all(&mut gz, &tar.into_inner().unwrap()).unwrap();
+        let archive_bytes = gz.finish().unwrap();
+        let archive = dir.path().join("bundle.tar.gz");
+        std::fs::write(&archive, &archive_bytes).unwrap();
+        let sha256 = hex::encode(sha2::Sha256::digest(&archive_bytes));
+        let root = dir.path().join("root");
+        std::fs::create_dir(&root).unwrap();
+        let log = || std::fs::read_to_string(root.join("var/log/respot/deploy.log")).unwrap_or_default();
+
+        assert!(
+            !run_bundle_step(&root, &"0".repeat(64), &archive),
+            "a wrong sha256 fails"
+        );
+        assert!(
+            !root.join("opt").exists() && !root.join("etc").exists(),
+            "nothing written"
+        );
+        assert!(log().contains("FAILED: sha256 is"), "{}", log());
+        assert!(log().contains("nothing written"), "{}", log());
+
+        assert!(run_bundle_step(&root, &sha256, &archive));
+        assert_eq!(std::fs::read(root.join("etc/app.conf")).unwrap(), b"k=v\n");
+        let mode = |p: &str| {
+            std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(root.join(p)).unwrap().permissions())
+                & 0o7777
+        };
+        assert_eq!((mode("opt/app/run.sh"), mode("etc/app.conf")), (0o755, 0o600));
+        assert!(log().contains("2 files written"), "{}", log());
+
+        // A later boot skips it, even if the source is gone.
+        std::fs::remove_file(&archive).unwrap();
+        assert!(
+            run_bundle_step(&root, &sha256, &archive),
+            "done once, skipped after"
+        );
     }
 
     #[test]

@@ -44,11 +44,14 @@ pub enum ProviderError {
         reason: String,
         hint: String,
     },
+    /// An opt-in region the account has not enabled; `evidence` is what
+    /// said so (`RunInstances: OptInRequired`, or DescribeRegions' status).
     #[error(
-        "{region}: the region is not enabled for this account ({action}: OptInRequired); \
-         enable it in the AWS console (Account → AWS Regions) or remove it from `aws.regions`"
+        "{region}: the region is not enabled for this account ({evidence}); enable it in the AWS \
+         console (Account → AWS Regions) or with `aws account enable-region --region-name {region}`, \
+         or remove it from `aws.regions`"
     )]
-    RegionNotEnabled { region: String, action: String },
+    RegionNotEnabled { region: String, evidence: String },
     #[error(
         "{region}: cannot reach the EC2 endpoint ({action}): {detail}; check that `{region}` is a real \
          region and, if set, AWS_ENDPOINT_URL"
@@ -60,11 +63,31 @@ pub enum ProviderError {
     },
 
     // An API call failed.
+    /// IAM denied a call; `denied` is the IAM action that was missing
+    /// (read from AWS's message when it names one: a launch that tags at
+    /// creation is denied for `ec2:CreateTags` under `RunInstances`).
     #[error(
-        "{region}: the credentials may not call ec2:{action} (UnauthorizedOperation); \
-         grant it in the IAM policy of the caller"
+        "{region}: {call} was denied ({code}): the credentials may not perform `{denied}`; \
+         grant it to the caller: `respot iam-policy` prints every action respot needs"
     )]
-    NotAuthorized { region: String, action: String },
+    NotAuthorized {
+        region: String,
+        call: String,
+        denied: String,
+        code: String,
+    },
+    /// Spot needs its service-linked role, and the caller may not create it.
+    #[error(
+        "{region}: {call} needs the EC2 Spot service-linked role, which does not exist and which \
+         these credentials may not create ({code}); create it once per account with \
+         `aws iam create-service-linked-role --aws-service-name spot.amazonaws.com`, or grant \
+         iam:CreateServiceLinkedRole (`respot iam-policy` includes it)"
+    )]
+    SpotRoleMissing {
+        region: String,
+        call: String,
+        code: String,
+    },
     /// The SDK's own retries ran out while AWS kept throttling.
     #[error(
         "{region}: AWS throttled {action} ({code}) through every retry; run again in a minute, \
@@ -162,14 +185,21 @@ pub enum ProviderError {
     )]
     NotTerminated { region: String, after: Duration },
     #[error(
-        "{region}: security group {group} is still in use after {}s (DependencyViolation); \
+        "{region}: security group {group} is still in use after {}s (DependencyViolation){}; \
          run `respot destroy` again later",
-        .after.as_secs()
+        .after.as_secs(),
+        if .holders.is_empty() {
+            ", by network interfaces still detaching".to_string()
+        } else {
+            format!(", held by instance(s) {}", .holders.join(", "))
+        }
     )]
     GroupInUse {
         region: String,
         group: String,
         after: Duration,
+        /// The live instances still in the group.
+        holders: Vec<String>,
     },
     #[error(
         "`ssh.allow_cidr` is not set; set it to the address respot connects from \
@@ -185,14 +215,13 @@ pub enum ProviderError {
         known: String,
     },
     #[error(
-        "{region}: no official image matches `{alias}` (owner {owner}, name {pattern}); \
-         set `aws.image` to an `ami-...` id from that region"
+        "{region}: the vendor's SSM parameter `{parameter}` of `{alias}` names no image in this \
+         region; set `aws.image` to an `ami-...` id from that region"
     )]
     NoImage {
         region: String,
         alias: String,
-        owner: String,
-        pattern: String,
+        parameter: String,
     },
     /// With `aws.encrypt_volumes`, the root volume is encrypted through a
     /// block device mapping on the image's root device; without its name
@@ -364,6 +393,7 @@ impl ProviderError {
             | MissingTool { .. }
             | ToolStart { .. } => Severity::Unavailable,
             NotAuthorized { .. }
+            | SpotRoleMissing { .. }
             | Throttled { .. }
             | Api { .. }
             | Request { .. }

@@ -99,7 +99,7 @@ impl LocalProvider {
             memory_mib: config.local.memory_mib,
             cpus: config.local.cpus,
             accel: accel_override.unwrap_or(config.local.accel),
-            forward_ports: config.local.forward_ports.clone(),
+            forward_ports: forwarded_guest_ports(config),
             image_dir,
             state_root: vms_root,
         })
@@ -107,6 +107,19 @@ impl LocalProvider {
 
     fn deployment_dir(&self, deployment: &str) -> PathBuf {
         self.state_root.join(deployment)
+    }
+
+    /// The 127.0.0.1 port forwarded to `guest` on an instance, for the
+    /// front door's backends.
+    pub fn forwarded_port(&self, deployment: &str, id: &InstanceId, guest: u16) -> Option<u16> {
+        let text = std::fs::read_to_string(self.deployment_dir(deployment).join(&id.0).join("instance.json"))
+            .ok()?;
+        let record: Record = serde_json::from_str(&text).ok()?;
+        record
+            .forwards
+            .iter()
+            .find(|(_, g)| *g == guest)
+            .map(|(host, _)| *host)
     }
 
     /// The serial console log of an instance, for `debug`.
@@ -156,6 +169,7 @@ impl LocalProvider {
             },
             state_reason: (!alive).then(|| "qemu process is not running".to_string()),
             public_ip: Some("127.0.0.1".to_string()),
+            private_ip: None,
             ssh: Some(SshEndpoint {
                 host: "127.0.0.1".to_string(),
                 port: record.ssh_port,
@@ -196,7 +210,17 @@ impl LocalProvider {
                 .arg(&overlay),
         )?;
 
-        let seed = write_seed(&dir, &id, &name, &request.user_data.packed)?;
+        let bundle = request.bundle.as_ref().map(|b| b.archive.as_slice());
+        let seed = write_seed(
+            &dir,
+            &Identity {
+                id: &id,
+                name: &name,
+                index,
+            },
+            &request.user_data.packed,
+            bundle,
+        )?;
 
         let ssh_port = free_port()?;
         let mut forwards = Vec::new();
@@ -344,7 +368,14 @@ impl Provider for LocalProvider {
 
     async fn launch(&self, request: &LaunchRequest) -> Result<Vec<Instance>> {
         let accel = self.resolved_accel();
-        for index in 0..self.count {
+        // A rolling batch adds to what the generation already has.
+        let have = self
+            .records(&request.deployment)?
+            .iter()
+            .filter(|(_, r)| r.generation == request.generation)
+            .count() as u32;
+        let until = request.upto.map_or(self.count, |upto| upto.min(self.count));
+        for index in have.min(until)..until {
             let this = self.clone();
             let request = request.clone();
             tokio::task::spawn_blocking(move || this.launch_one(&request, index, accel))
@@ -487,26 +518,46 @@ impl LocalProvider {
     }
 }
 
+/// Who a VM is, for its meta-data.
+struct Identity<'a> {
+    id: &'a str,
+    name: &'a str,
+    /// Its place in the launch, 0-based, as EC2's `ami-launch-index`.
+    index: u32,
+}
+
 /// The NoCloud seed of one VM (`seed.iso`, volume `cidata`): the same
-/// packed user-data AWS would get, and meta-data with the instance id.
-fn write_seed(dir: &Path, id: &str, name: &str, user_data: &[u8]) -> Result<PathBuf> {
+/// packed user-data AWS would get; meta-data with the values cloud-init's
+/// Jinja gives a template on EC2 (`v1.instance_id`, `v1.region`,
+/// `v1.availability_zone`, `ds.meta_data.ami_launch_index`); and the
+/// bundle, when the blueprint has one, with no size limit (the instance's
+/// bundle step reads it from the seed and checks its sha256).
+fn write_seed(dir: &Path, who: &Identity, user_data: &[u8], bundle: Option<&[u8]>) -> Result<PathBuf> {
     let seed_dir = dir.join("seed");
     private_dir(&seed_dir)?;
     write_file(&seed_dir.join("user-data"), user_data)?;
     write_file(
         &seed_dir.join("meta-data"),
-        format!("instance-id: {id}\nlocal-hostname: {name}\n").as_bytes(),
+        format!(
+            "instance-id: {}\nlocal-hostname: {}\nregion: local\navailability-zone: local\nami-launch-index: {}\n",
+            who.id, who.name, who.index
+        )
+        .as_bytes(),
     )?;
+    let mut files = vec![seed_dir.join("user-data"), seed_dir.join("meta-data")];
+    if let Some(archive) = bundle {
+        let path = seed_dir.join(crate::guest::SEED_BUNDLE_NAME);
+        write_file(&path, archive)?;
+        files.push(path);
+    }
     let seed = dir.join("seed.iso");
     run_tool(
         Command::new("genisoimage")
             .args(["-quiet", "-output"])
             .arg(&seed)
             .args(["-volid", "cidata", "-joliet", "-rock"])
-            .arg(seed_dir.join("user-data"))
-            .arg(seed_dir.join("meta-data")),
+            .args(&files),
     )?;
-
     Ok(seed)
 }
 
@@ -548,7 +599,18 @@ fn kvm_works() -> bool {
     device_ok && flags_ok
 }
 
-fn on_path(tool: &str) -> bool {
+/// `local.forward_ports`, plus the front door's `traffic.guest_port`.
+fn forwarded_guest_ports(config: &Config) -> Vec<u16> {
+    let mut ports = config.local.forward_ports.clone();
+    if let Some(traffic) = &config.traffic
+        && !ports.contains(&traffic.guest_port)
+    {
+        ports.push(traffic.guest_port);
+    }
+    ports
+}
+
+pub(crate) fn on_path(tool: &str) -> bool {
     std::env::var_os("PATH")
         .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(tool).is_file()))
 }

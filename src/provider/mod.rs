@@ -17,7 +17,7 @@ use std::time::SystemTime;
 use serde::Serialize;
 
 use crate::output::Count;
-use crate::template::{Digest, UserData};
+use crate::template::{Bundle, BundleSource, Digest, UserData};
 
 pub use self::error::{ProviderError, RegionFailure};
 pub use self::fleet::{Inventory, PoolKey, RegionCount, ResourceKind, TaggedResource};
@@ -30,6 +30,8 @@ pub mod tag {
     pub const GENERATION: &str = "respot:generation";
     pub const CREATED_AT: &str = "respot:created-at";
     pub const CREATED_BY: &str = "respot:created-by";
+    /// The fingerprint of the key that signed the commit (`require_signed`).
+    pub const SIGNER: &str = "respot:signer";
     pub const NAME: &str = "Name";
 }
 
@@ -164,6 +166,10 @@ pub struct Instance {
     /// Why the provider stopped or terminated it (e.g. a spot interruption).
     pub state_reason: Option<String>,
     pub public_ip: Option<String>,
+    /// The address inside the cloud network (AWS: the VPC), when there is one.
+    pub private_ip: Option<String>,
+    /// The endpoint the provider serves SSH on (AWS: the public address);
+    /// `commands::select` falls back to `private_ip` without one.
     pub ssh: Option<SshEndpoint>,
     /// The digest it was launched from; `None` when the tag is missing or
     /// not a digest.
@@ -189,12 +195,21 @@ pub struct LaunchRequest {
     pub version: String,
     pub generation: u64,
     pub user_data: UserData,
+    /// The commit's signing key fingerprint, tagged as `respot:signer`.
+    pub signer: Option<String>,
+    /// A rolling deploy's batches: launch until the generation has this
+    /// many instances per region (never more than the configured count);
+    /// `None`: the configured count.
+    pub upto: Option<u32>,
+    /// The blueprint's files, when they travel as a bundle (the local
+    /// provider puts it on the seed).
+    pub bundle: Option<Bundle>,
 }
 
 impl LaunchRequest {
     /// The tags every launched resource carries, `Name` included.
     pub fn tags(&self, name: &str, created_at: SystemTime) -> Vec<(String, String)> {
-        vec![
+        let mut tags = vec![
             (tag::DEPLOYMENT.to_string(), self.deployment.clone()),
             (tag::DIGEST.to_string(), self.digest.to_string()),
             (tag::VERSION.to_string(), self.version.clone()),
@@ -204,7 +219,11 @@ impl LaunchRequest {
                 humantime::format_rfc3339_seconds(created_at).to_string(),
             ),
             (tag::NAME.to_string(), name.to_string()),
-        ]
+        ];
+        if let Some(signer) = &self.signer {
+            tags.push((tag::SIGNER.to_string(), signer.clone()));
+        }
+        tags
     }
 }
 
@@ -291,6 +310,13 @@ pub trait Provider {
     /// Every respot-tagged instance and resource, every deployment, in the
     /// regions this provider covers. Only reads.
     async fn inventory(&self) -> Result<Inventory>;
+    /// Puts `bundle` where the instances of the next launch can fetch it,
+    /// and says where. By default the launch request carries it to the
+    /// instance (`LaunchRequest::bundle`, a file on the seed).
+    async fn stage_bundle(&self, deployment: &str, digest: &Digest, bundle: &Bundle) -> Result<BundleSource> {
+        let _ = (deployment, digest, bundle);
+        Ok(BundleSource::Seed(crate::guest::SEED_BUNDLE_NAME.to_string()))
+    }
 }
 
 /// The provider a command runs against, picked from `respot.toml` or
@@ -367,6 +393,13 @@ impl Provider for AnyProvider {
         match self {
             AnyProvider::Local(p) => p.inventory().await,
             AnyProvider::Aws(p) => p.inventory().await,
+        }
+    }
+
+    async fn stage_bundle(&self, deployment: &str, digest: &Digest, bundle: &Bundle) -> Result<BundleSource> {
+        match self {
+            AnyProvider::Local(p) => p.stage_bundle(deployment, digest, bundle).await,
+            AnyProvider::Aws(p) => p.stage_bundle(deployment, digest, bundle).await,
         }
     }
 }

@@ -7,11 +7,18 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use serde::Serialize;
 
-use super::{Blueprint, Digest, LaunchMaterial};
+use super::{Blueprint, BundleSource, Digest, LaunchMaterial, yaml_text};
+use crate::guest;
 use crate::guest::{
     DEPLOY_LOG_PATH, INSPECTOR_PATH, MANIFEST_PATH, SUMS_PATH, UNITS_PATH, VERIFY_HOME, VERIFY_KEYS_DIR,
     VERIFY_USER,
 };
+
+/// `text` as a YAML double-quoted scalar (a URL's `&`, `%` and `:` are
+/// safe there; `"` and `\\` are escaped).
+fn quoted(text: &str) -> String {
+    serde_json::to_string(text).expect("a string always serializes")
+}
 
 /// Makes respot's verification account, or on every later boot (bootcmd runs
 /// each boot) puts it back as it must be: a system account with shell
@@ -76,6 +83,7 @@ impl Blueprint {
     pub fn sha256_list(&self) -> String {
         self.files
             .iter()
+            .filter(|f| !f.template)
             .map(|f| format!("{}  {}\n", f.sha256, f.path))
             .collect()
     }
@@ -83,22 +91,50 @@ impl Blueprint {
     /// The launch part: reserved top-level keys carrying per-generation data.
     /// Its `bootcmd` does, before sshd starts: write the manifest (JSON), the
     /// same file list in `sha256sum` format and the unit list; make the
-    /// verification account `VERIFY_USER`; and write its one key.
+    /// verification account `VERIFY_USER`; and write its one key
+    /// ([`Blueprint::key_section`], which continues this `bootcmd` list).
     pub fn launch_section(&self, launch: &LaunchMaterial) -> String {
-        let manifest_b64 = B64.encode(self.manifest_json(launch.generation));
-        let sums_b64 = B64.encode(self.sha256_list());
-        let units_b64 = B64.encode(self.units.iter().map(|u| format!("{u}\n")).collect::<String>());
+        let manifest = self.manifest_json(launch.generation);
+        let sums = self.sha256_list();
+        let units: String = self.units.iter().map(|u| format!("{u}\n")).collect();
         let mut out = String::new();
         out.push_str("\n# ---- respot launch material: per generation, outside the digest ----\n");
         out.push_str("bootcmd:\n");
+        // Plain text (block scalars), not base64: the outer gzip then packs
+        // the manifest and shares the hashes it repeats with the file list.
         out.push_str(&format!(
-            "  - [sh, -c, 'umask 022 && mkdir -p /etc/respot /var/log/respot && printf %s \"$1\" | base64 -d > {MANIFEST_PATH} && printf %s \"$2\" | base64 -d > {SUMS_PATH} && printf %s \"$3\" | base64 -d > {UNITS_PATH} && printf \"%s bootcmd: manifest written (generation %s, digest %s)\\n\" \"$(date -u +%Y-%m-%dT%H:%M:%SZ)\" \"$4\" \"$5\" >> {DEPLOY_LOG_PATH}', respot, \"{manifest_b64}\", \"{sums_b64}\", \"{units_b64}\", \"{}\", \"{}\"]\n",
+            "  - - sh\n    - -c\n    - 'umask 022 && mkdir -p /etc/respot /var/log/respot && printf %s \"$1\" > {MANIFEST_PATH} && printf %s \"$2\" > {SUMS_PATH} && printf %s \"$3\" > {UNITS_PATH} && printf \"%s bootcmd: manifest written (generation %s, digest %s)\\n\" \"$(date -u +%Y-%m-%dT%H:%M:%SZ)\" \"$4\" \"$5\" >> {DEPLOY_LOG_PATH}'\n    - respot\n"
+        ));
+        for text in [manifest.as_str(), sums.as_str(), units.as_str()] {
+            out.push_str("    - ");
+            out.push_str(&yaml_text::block_value(text, 6));
+        }
+        out.push_str(&format!(
+            "    - \"{}\"\n    - \"{}\"\n",
             launch.generation,
             self.digest.short()
         ));
         out.push_str(&format!(
             "  - [sh, -c, '{VERIFY_ACCOUNT_SCRIPT}', respot, {VERIFY_USER}, {VERIFY_HOME}]\n"
         ));
+        if let Some(bundle) = &self.bundle {
+            let source = match &launch.bundle_source {
+                Some(BundleSource::Url(url)) => url.clone(),
+                Some(BundleSource::Seed(name)) => format!("seed:{name}"),
+                None => format!("seed:{}", guest::SEED_BUNDLE_NAME),
+            };
+            out.push_str("  - - python3\n    - -I\n    - -c\n    - ");
+            out.push_str(&yaml_text::block_value(&guest::bundle_step(), 6));
+            out.push_str(&format!("    - {}\n    - {}\n", bundle.sha256, quoted(&source)));
+        }
+        out
+    }
+
+    /// The keys: the end of the launch part. Random bytes of a length fixed
+    /// by the key types and comments, so packing stores them uncompressed
+    /// and the packed size does not depend on which keys they are.
+    pub fn key_section(&self, launch: &LaunchMaterial) -> String {
+        let mut out = String::new();
         if let Some(verify_key) = &launch.verify_key {
             let line = format!("restrict,command=\"{INSPECTOR_PATH}\" {}\n", verify_key.trim());
             out.push_str(&format!(
@@ -138,6 +174,7 @@ mod tests {
             units: Vec::new(),
             ssh_user: "alice".to_string(),
             authorized_keys: Vec::new(),
+            bundle: None,
         }
     }
 
@@ -157,10 +194,16 @@ mod tests {
             generation: 3,
             host_key: None,
             verify_key: Some("ssh-ed25519 AAAAtest respot-verify\n".to_string()),
+            bundle_source: None,
         };
-        let part = blueprint().launch_section(&launch);
-        let bootcmd: Vec<&str> = part.lines().filter(|l| l.starts_with("  - [sh, -c, ")).collect();
+        let part = format!(
+            "{}{}",
+            blueprint().launch_section(&launch),
+            blueprint().key_section(&launch)
+        );
+        let bootcmd: Vec<&str> = part.lines().filter(|l| l.starts_with("  - ")).collect();
         assert_eq!(bootcmd.len(), 3, "{part}");
+        assert_eq!(bootcmd[0], "  - - sh", "the manifest step, as a block sequence");
         assert!(bootcmd[1].contains("useradd --system"), "{}", bootcmd[1]);
         assert!(
             bootcmd[1].ends_with("', respot, respot-verify, /var/lib/respot-verify]"),
@@ -184,7 +227,8 @@ mod tests {
             "restrict,command=\"/usr/lib/respot/inspect\" ssh-ed25519 AAAAtest respot-verify\n"
         );
         // Without a key, the account is still made.
-        let part = blueprint().launch_section(&LaunchMaterial::default());
+        let part = blueprint().launch_section(&LaunchMaterial::default())
+            + &blueprint().key_section(&LaunchMaterial::default());
         assert!(part.contains("useradd --system"));
         assert!(!part.contains(VERIFY_KEYS_DIR));
     }

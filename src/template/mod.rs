@@ -19,12 +19,17 @@
 //!
 //! This module knows no AWS, no QEMU and no SSH.
 
+mod bundle;
+mod inputs;
+mod instance;
 mod launch;
 mod pack;
 mod render;
 mod schema;
 mod source;
 mod structure;
+mod transport;
+mod yaml_text;
 
 use std::fmt;
 
@@ -34,7 +39,10 @@ use sha2::{Digest as _, Sha256};
 use crate::config::Config;
 use crate::exit::ExitStatus;
 
-pub use self::pack::{USER_DATA_LIMIT, pack};
+pub use self::bundle::Bundle;
+pub use self::inputs::{Inputs, Placed};
+pub use self::instance::preview as jinja_preview;
+pub use self::pack::{Budget, USER_DATA_LIMIT, pack};
 pub use self::render::render;
 pub use self::schema::schema_check;
 pub use self::source::{GitInfo, Source, SourceFile, load};
@@ -97,8 +105,8 @@ pub enum TemplateError {
     #[error("`{path}`: {message}")]
     Render { path: String, message: String },
     #[error(
-        "`{path}`: the template sets the top-level key `{key}`, which respot adds at launch \
-         (reserved: {reserved}); remove it from the template"
+        "`{path}`: the template sets the top-level key `{key}`, which respot writes itself \
+         (reserved: {reserved}); remove it from the template (files belong in the instance directory)"
     )]
     ReservedKey {
         path: String,
@@ -107,9 +115,10 @@ pub enum TemplateError {
     },
     #[error(
         "user data is {packed} bytes even gzipped, over EC2's limit of {USER_DATA_LIMIT}; \
-         the largest files are: {largest}"
+         the largest files are: {}",
+        LargeFile::list(largest)
     )]
-    TooLarge { packed: usize, largest: String },
+    TooLarge { packed: usize, largest: Vec<LargeFile> },
     #[error("`{path}` fails cloud-init's schema check:\n{output}")]
     Schema { path: String, output: String },
 }
@@ -132,6 +141,24 @@ impl TemplateError {
             | TemplateError::TooLarge { .. }
             | TemplateError::Schema { .. } => ExitStatus::Usage,
         }
+    }
+}
+
+/// One of the blueprint's largest files, named in a size refusal.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LargeFile {
+    /// The file in the blueprint folder (`instance/files/...`).
+    pub source: String,
+    pub bytes: usize,
+}
+
+impl LargeFile {
+    fn list(files: &[LargeFile]) -> String {
+        files
+            .iter()
+            .map(|f| format!("`{}` ({} bytes)", f.source, f.bytes))
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 }
 
@@ -189,7 +216,15 @@ pub struct InstanceFile {
     pub origin: Origin,
     /// Octal mode such as `0644`.
     pub mode: String,
+    /// `root` unless `[[files]]` says otherwise.
+    pub owner: String,
+    pub group: String,
     pub sha256: String,
+    /// A `[[files]] template = true` file that uses per-instance values: its
+    /// content differs by instance, so `sha256` is its template's and the
+    /// instance does not check it.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub template: bool,
     #[serde(skip)]
     pub content: Vec<u8>,
 }
@@ -202,6 +237,9 @@ impl InstanceFile {
             source,
             origin,
             mode: mode.to_string(),
+            owner: "root".to_string(),
+            group: "root".to_string(),
+            template: false,
             content,
         }
     }
@@ -221,6 +259,9 @@ pub struct Blueprint {
     pub ssh_user: String,
     /// The person's own login keys (`ssh.authorized_key`).
     pub authorized_keys: Vec<String>,
+    /// The blueprint's files as one archive, when they travel as a bundle
+    /// rather than in the user-data (`[deployment] transport`).
+    pub bundle: Option<Bundle>,
 }
 
 impl Blueprint {
@@ -250,6 +291,18 @@ pub struct LaunchMaterial {
     pub host_key: Option<(String, String)>,
     /// respot's verification public key line (`ssh-ed25519 AAAA... comment`).
     pub verify_key: Option<String>,
+    /// Where the instance fetches the bundle, when the blueprint has one.
+    pub bundle_source: Option<BundleSource>,
+}
+
+/// Where an instance fetches its bundle: launch material, outside the
+/// digest (a presigned URL changes at every launch).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BundleSource {
+    /// An HTTPS GET (a presigned S3 URL).
+    Url(String),
+    /// A file of this name on the NoCloud seed (volume `cidata`).
+    Seed(String),
 }
 
 /// The user-data exactly as a provider hands it to an instance.

@@ -1,10 +1,18 @@
 //! Packing the user-data to fit EC2's limit: raw when it fits, gzip
 //! otherwise, refused with the largest files named when even gzip is too
 //! large.
+//!
+//! Gzip packs in two members, which gzip (and cloud-init, through Python's
+//! `gzip`) reads as one stream: the document and the deterministic launch
+//! part compressed, then the keys stored. Keys are random, so compressing
+//! them gains little and would make the size depend on which keys they are;
+//! stored, the packed size `render` reports is the size `create` sends.
 
 use std::io::Write;
 
-use super::{Blueprint, InstanceFile, LaunchMaterial, Origin, TemplateError, UserData};
+use serde::Serialize;
+
+use super::{Blueprint, InstanceFile, LargeFile, LaunchMaterial, Origin, TemplateError, UserData, instance};
 
 /// EC2 limits raw user data to 16 KB; above it respot gzips.
 pub const USER_DATA_LIMIT: usize = 16 * 1024;
@@ -17,8 +25,16 @@ impl Blueprint {
         {
             return Err(TemplateError::VerifyKeyReused);
         }
-        let document = format!("{}{}", self.document, self.launch_section(launch));
-        let (packed, gzipped) = pack(document.as_bytes());
+        // A Jinja document (per-instance values) keeps the launch part
+        // literal with `raw` blocks.
+        let literal = |text: String| match self.document.starts_with(instance::JINJA_HEADER) {
+            true => instance::raw(&text),
+            false => text,
+        };
+        let body = format!("{}{}", self.document, literal(self.launch_section(launch)));
+        let keys = literal(self.key_section(launch));
+        let document = format!("{body}{keys}");
+        let (packed, gzipped) = pack_parts(body.as_bytes(), keys.as_bytes());
         if packed.len() > USER_DATA_LIMIT {
             return Err(TemplateError::TooLarge {
                 packed: packed.len(),
@@ -33,38 +49,84 @@ impl Blueprint {
     }
 }
 
+/// How the packed user-data spends EC2's limit: the blueprint's own part
+/// (its template and files, packed alone as the whole is packed) and
+/// respot's (its own files, the manifest, the keys; the rest of the
+/// packed size).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Budget {
+    pub limit_bytes: usize,
+    pub user_bytes: usize,
+    pub respot_bytes: usize,
+    pub left_bytes: usize,
+}
+
+impl Blueprint {
+    /// The budget of `user_data`, packed from this blueprint.
+    pub fn budget(&self, user_data: &UserData) -> Budget {
+        let user_document = self.user_document();
+        let user_bytes = if user_data.gzipped {
+            gzipped_len(user_document.as_bytes())
+        } else {
+            user_document.len()
+        };
+        Budget {
+            limit_bytes: USER_DATA_LIMIT,
+            user_bytes,
+            respot_bytes: user_data.packed.len().saturating_sub(user_bytes),
+            left_bytes: USER_DATA_LIMIT.saturating_sub(user_data.packed.len()),
+        }
+    }
+}
+
 /// Raw when it fits, gzip otherwise. The gzip header carries no time or
 /// name, so packing is as deterministic as the document.
 pub fn pack(document: &[u8]) -> (Vec<u8>, bool) {
-    if document.len() <= USER_DATA_LIMIT {
-        return (document.to_vec(), false);
+    pack_parts(document, &[])
+}
+
+/// `compressed` then `stored`, raw when both fit, else one gzip member
+/// each (the second only when `stored` is not empty).
+fn pack_parts(compressed: &[u8], stored: &[u8]) -> (Vec<u8>, bool) {
+    if compressed.len() + stored.len() <= USER_DATA_LIMIT {
+        return ([compressed, stored].concat(), false);
     }
-    let mut encoder = flate2::GzBuilder::new()
-        .mtime(0)
-        .operating_system(255)
-        .write(Vec::new(), flate2::Compression::best());
-    encoder
-        .write_all(document)
-        .expect("writing into a Vec cannot fail");
-    let packed = encoder
-        .finish()
-        .expect("finishing a gzip stream into a Vec cannot fail");
+    let mut packed = gzip_member(compressed, flate2::Compression::best());
+    if !stored.is_empty() {
+        packed.extend(gzip_member(stored, flate2::Compression::none()));
+    }
     (packed, true)
 }
 
-/// The `n` largest files, for the refusal: blueprint files by their place
-/// in the blueprint, respot's own by their path on the instance.
+/// The gzip size of `bytes`, as packing would compress them.
+pub(super) fn gzipped_len(bytes: &[u8]) -> usize {
+    gzip_member(bytes, flate2::Compression::best()).len()
+}
+
+fn gzip_member(bytes: &[u8], level: flate2::Compression) -> Vec<u8> {
+    let mut encoder = flate2::GzBuilder::new()
+        .mtime(0)
+        .operating_system(255)
+        .write(Vec::new(), level);
+    encoder.write_all(bytes).expect("writing into a Vec cannot fail");
+    encoder
+        .finish()
+        .expect("finishing a gzip stream into a Vec cannot fail")
+}
+
 /// The blueprint's `n` largest files: the ones the user can shrink.
 /// respot's own files are left out; they are the same for every blueprint.
-fn largest_files(files: &[InstanceFile], n: usize) -> String {
+fn largest_files(files: &[InstanceFile], n: usize) -> Vec<LargeFile> {
     let mut by_size: Vec<&InstanceFile> = files.iter().filter(|f| f.origin == Origin::Blueprint).collect();
     by_size.sort_by(|a, b| b.content.len().cmp(&a.content.len()).then(a.path.cmp(&b.path)));
     by_size
         .iter()
         .take(n)
-        .map(|f| format!("`{}` ({} bytes)", f.source, f.content.len()))
-        .collect::<Vec<_>>()
-        .join(", ")
+        .map(|f| LargeFile {
+            source: f.source.clone(),
+            bytes: f.content.len(),
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -86,6 +148,34 @@ mod tests {
     }
 
     #[test]
+    fn stored_part_costs_the_same_whatever_its_bytes() {
+        let body: Vec<u8> = (0..20_000).map(|i| b"abcdefgh\n"[i % 9]).collect();
+        let (a, gzipped) = pack_parts(&body, &[b'x'; 500]);
+        assert!(gzipped);
+        let random: Vec<u8> = (0..500u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+            .collect();
+        let (b, _) = pack_parts(&body, &random);
+        assert_eq!(
+            a.len(),
+            b.len(),
+            "the stored member's size depends on its length only"
+        );
+        assert_eq!(
+            a[..a.len() - 523],
+            b[..b.len() - 523],
+            "the compressed member is the same"
+        );
+        let mut back = Vec::new();
+        std::io::Read::read_to_end(&mut flate2::read::MultiGzDecoder::new(&b[..]), &mut back).unwrap();
+        assert_eq!(
+            back,
+            [&body[..], &random[..]].concat(),
+            "one stream to a gzip reader"
+        );
+    }
+
+    #[test]
     fn largest_files_name_only_the_blueprints_files_by_source() {
         let sized = |path: &str, source: &str, origin, len| {
             InstanceFile::new(
@@ -103,7 +193,7 @@ mod tests {
             sized("/opt/c", "instance/files/opt/c", Origin::Blueprint, 20),
         ];
         assert_eq!(
-            largest_files(&files, 3),
+            LargeFile::list(&largest_files(&files, 3)),
             "`instance/files/opt/b` (20 bytes), `instance/files/opt/c` (20 bytes), \
              `instance/files/opt/a` (10 bytes)"
         );

@@ -2,33 +2,71 @@
 //! no clock: the same `Source` always gives the same bytes, whatever the
 //! order of its files.
 
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD as B64;
 use serde::Serialize;
 
-use super::{Blueprint, Digest, InstanceFile, Origin, Source, SourceFile, TemplateError, structure};
-use crate::config::HttpProbe;
+use super::{
+    Blueprint, Bundle, Digest, InstanceFile, Origin, Source, SourceFile, TemplateError, instance, structure,
+    transport,
+};
+use crate::config::Transport;
 use crate::guest;
 
 /// Top-level cloud-config keys that belong to the launch part.
 const RESERVED_KEYS: &[&str] = &["bootcmd", "ssh_keys", "ssh_deletekeys", "ssh_genkeytypes"];
 
+/// Top-level keys respot writes into the digest-covered part itself.
+const RESPOT_KEYS: &[&str] = &["write_files"];
+
 const UNIT_SUFFIXES: &[&str] = &["service", "timer", "socket", "path", "target", "mount"];
 
-/// What the template sees of each file.
+/// What the template sees of each file. respot writes the files itself
+/// (see `transport::files_section`); the template may count or name them.
 #[derive(Serialize)]
 struct TemplateFile<'a> {
     path: &'a str,
     mode: &'a str,
-    content_b64: String,
     sha256: &'a str,
+    bytes: usize,
 }
 
-/// Renders `source` into the digest-covered part of the user-data.
+/// Renders `source` into the digest-covered part of the user-data, with
+/// the blueprint's files inline or in a bundle as `source.transport` says.
 pub fn render(source: &Source) -> Result<Blueprint, TemplateError> {
     let files = instance_files(source)?;
-    let units = units_to_start(&files);
-    let document = render_document(source, &files, &units)?;
+    let steps = unit_steps(source, &files);
+    let units: Vec<String> = steps.concat();
+    let template_output = render_document(source, &files, &units, &steps)?;
+    let inline = assemble(source, &template_output, files.clone(), units.clone(), None)?;
+    let bundled = match source.transport {
+        Transport::Inline => false,
+        Transport::Bundle => true,
+        Transport::Auto => !transport::fits_inline(&inline),
+    };
+    if !bundled {
+        return Ok(inline);
+    }
+    let bundle = Bundle::pack(&files);
+    assemble(source, &template_output, files, units, Some(bundle))
+}
+
+/// The template's output joined with respot's files section: the document,
+/// its digest and version.
+fn assemble(
+    source: &Source,
+    template_output: &str,
+    files: Vec<InstanceFile>,
+    units: Vec<String>,
+    bundle: Option<Bundle>,
+) -> Result<Blueprint, TemplateError> {
+    let document = format!(
+        "{template_output}{}",
+        transport::files_section(&files, bundle.as_ref())
+    );
+    structure::check(&document, &source.template_path)?;
+    let document = match instance::uses_values(document.as_bytes()) {
+        true => instance::to_jinja(&document, &source.template_path)?,
+        false => document,
+    };
     let digest = Digest::of(document.as_bytes());
     let version = match &source.git.describe {
         Some(describe) => format!("{}@{}", digest.short(), describe),
@@ -44,6 +82,7 @@ pub fn render(source: &Source) -> Result<Blueprint, TemplateError> {
         units,
         ssh_user: source.ssh_user.clone(),
         authorized_keys: source.authorized_keys.clone(),
+        bundle,
     })
 }
 
@@ -71,31 +110,52 @@ fn instance_files(source: &Source) -> Result<Vec<InstanceFile>, TemplateError> {
                 reason,
             });
         }
-        files.push(InstanceFile::new(
-            path,
-            shown,
-            Origin::Blueprint,
-            mode,
-            file.content.clone(),
-        ));
+        let content = match source.inputs.is_template(&file.relative) {
+            true => template_file(source, &shown, &file.content)?,
+            false => file.content.clone(),
+        };
+        let mut placed = InstanceFile::new(path, shown, Origin::Blueprint, mode, content);
+        placed.template = instance::uses_values(&placed.content);
+        source.inputs.apply(&file.relative, &mut placed);
+        files.push(placed);
     }
-    files.extend(respot_files(&source.probes));
+    files.extend(respot_files(source));
     files.sort_by(|a, b| a.path.cmp(&b.path));
     Ok(files)
 }
 
-/// respot's files as shipped, and the probe list generated from `[verify]`.
-fn respot_files(probes: &[HttpProbe]) -> Vec<InstanceFile> {
+/// A `[[files]] template = true` file rendered with the deployment name
+/// and the per-instance values (as placeholders, see `instance`).
+fn template_file(source: &Source, shown: &str, content: &[u8]) -> Result<Vec<u8>, TemplateError> {
+    let text = std::str::from_utf8(content).map_err(|_| TemplateError::InstanceFile {
+        path: shown.to_string(),
+        problem: "`[[files]]` marks it as a template, but it is not UTF-8 text".to_string(),
+    })?;
+    let context = minijinja::context! {
+        deployment => minijinja::context! { name => &source.deployment },
+        instance => instance::context(),
+    };
+    let mut rendered = render_template(text, shown, context)?;
+    if !text.ends_with('\n') {
+        rendered.pop();
+    }
+    Ok(rendered.into_bytes())
+}
+
+/// respot's files as shipped, the probe list generated from `[verify]`,
+/// and the lists of directories, secrets and packages to check.
+fn respot_files(source: &Source) -> Vec<InstanceFile> {
     let shipped = guest::FILES
         .iter()
-        .map(|f| (f.path, f.mode, f.content.as_bytes().to_vec()));
+        .map(|f| (f.path, f.mode, f.shipped().into_bytes()));
     let generated = [(
         guest::PROBES_PATH,
         "0644",
-        guest::probes_file(probes).into_bytes(),
+        guest::probes_file(&source.probes).into_bytes(),
     )];
     shipped
         .chain(generated)
+        .chain(source.inputs.generated_files())
         .map(|(path, mode, content)| {
             InstanceFile::new(
                 path.to_string(),
@@ -134,39 +194,31 @@ fn target_for(relative: &str, executable: bool) -> Result<(String, &'static str)
     Err("expected under `units/` (systemd units) or `files/` (files by absolute target path)".to_string())
 }
 
-/// Every unit is enabled and started, except a service activated by a
-/// timer, socket or path unit of the same name, and template units.
-fn units_to_start(files: &[InstanceFile]) -> Vec<String> {
-    let names: Vec<&str> = files
+/// The start steps of the blueprint's units (see `config::units`): each
+/// step one `systemctl enable --now`, after the one before.
+fn unit_steps(source: &Source, files: &[InstanceFile]) -> Vec<Vec<String>> {
+    let names: Vec<String> = files
         .iter()
         .filter_map(|f| f.path.strip_prefix("/etc/systemd/system/"))
         .filter(|name| !name.contains('/'))
+        .map(str::to_string)
         .collect();
-    names
-        .iter()
-        .filter(|name| !name.contains("@."))
-        .filter(|name| match name.strip_suffix(".service") {
-            Some(stem) => !["timer", "socket", "path"]
-                .iter()
-                .any(|activator| names.contains(&format!("{stem}.{activator}").as_str())),
-            None => true,
-        })
-        .map(|name| name.to_string())
-        .collect()
+    source.inputs.unit_steps(&names)
 }
 
 fn render_document(
     source: &Source,
     files: &[InstanceFile],
     units: &[String],
+    unit_steps: &[Vec<String>],
 ) -> Result<String, TemplateError> {
     let template_files: Vec<TemplateFile> = files
         .iter()
         .map(|f| TemplateFile {
             path: &f.path,
             mode: &f.mode,
-            content_b64: B64.encode(&f.content),
             sha256: &f.sha256,
+            bytes: f.content.len(),
         })
         .collect();
     let context = minijinja::context! {
@@ -177,6 +229,11 @@ fn render_document(
         },
         files => template_files,
         units => units,
+        unit_steps => unit_steps,
+        directories => &source.inputs.directories,
+        secrets => &source.inputs.secrets,
+        instance => instance::context(),
+        packages => source.inputs.package_entries(),
         respot => minijinja::context! {
             deploy_log => guest::DEPLOY_LOG_HELPER.path,
             manifest => guest::MANIFEST_PATH,
@@ -185,7 +242,6 @@ fn render_document(
     };
     let document = render_template(&source.template_text, &source.template_path, context)?;
     check_blueprint_document(&document, &source.template_path)?;
-    structure::check(&document, &source.template_path)?;
     Ok(document)
 }
 
@@ -193,15 +249,9 @@ fn render_template(text: &str, path: &str, context: minijinja::Value) -> Result<
     let mut env = minijinja::Environment::new();
     env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
     env.set_keep_trailing_newline(true);
-    let to_render_error = |err: minijinja::Error| {
-        let mut message = err.to_string();
-        if let Some(line) = err.line() {
-            message = format!("line {line}: {message}");
-        }
-        TemplateError::Render {
-            path: path.to_string(),
-            message,
-        }
+    let to_render_error = |err: minijinja::Error| TemplateError::Render {
+        path: path.to_string(),
+        message: render_message(&err, text),
     };
     env.add_template("cloud-init", text).map_err(to_render_error)?;
     let template = env.get_template("cloud-init").map_err(to_render_error)?;
@@ -212,6 +262,25 @@ fn render_template(text: &str, path: &str, context: minijinja::Value) -> Result<
     Ok(document)
 }
 
+/// minijinja's message, with the line and, for an undefined value, the
+/// expression that was undefined (minijinja says only "undefined value").
+fn render_message(err: &minijinja::Error, text: &str) -> String {
+    let mut message = err.to_string();
+    if err.kind() == minijinja::ErrorKind::UndefinedError
+        && let Some(expression) = err.range().and_then(|range| text.get(range))
+    {
+        message = format!(
+            "`{}` is undefined (strict: every name the template uses must exist; \
+             the sample template's header lists them)",
+            expression.trim()
+        );
+    }
+    match err.line() {
+        Some(line) => format!("line {line}: {message}"),
+        None => message,
+    }
+}
+
 fn check_blueprint_document(document: &str, path: &str) -> Result<(), TemplateError> {
     if document.lines().next().map(str::trim_end) != Some("#cloud-config") {
         return Err(TemplateError::Render {
@@ -220,7 +289,7 @@ fn check_blueprint_document(document: &str, path: &str) -> Result<(), TemplateEr
         });
     }
     for line in document.lines() {
-        for key in RESERVED_KEYS {
+        for key in RESERVED_KEYS.iter().chain(RESPOT_KEYS) {
             let Some(rest) = line.strip_prefix(key) else {
                 continue;
             };
@@ -228,7 +297,12 @@ fn check_blueprint_document(document: &str, path: &str) -> Result<(), TemplateEr
                 return Err(TemplateError::ReservedKey {
                     path: path.to_string(),
                     key: key.to_string(),
-                    reserved: RESERVED_KEYS.join(", "),
+                    reserved: RESERVED_KEYS
+                        .iter()
+                        .chain(RESPOT_KEYS)
+                        .copied()
+                        .collect::<Vec<_>>()
+                        .join(", "),
                 });
             }
         }
@@ -241,6 +315,7 @@ mod tests {
     use sha2::{Digest as _, Sha256};
 
     use super::*;
+    use crate::config::HttpProbe;
     use crate::template::GitInfo;
 
     fn file(relative: &str, executable: bool, content: &str) -> SourceFile {
@@ -275,6 +350,8 @@ mod tests {
                 file("files/opt/hello/hello.conf", false, "greeting = hi\n"),
             ],
             git: GitInfo::default(),
+            transport: Transport::Auto,
+            inputs: Default::default(),
         }
     }
 
@@ -303,7 +380,10 @@ mod tests {
             hex::encode(Sha256::digest(&first.document))
         );
         assert_eq!(first.version, first.digest.short(), "no git, no describe");
-        assert!(first.document.contains(&B64.encode(guest::INSPECTOR.content)));
+        assert!(
+            first.document.contains("\n      QUERIES=\"cloud-init units"),
+            "text files land as block scalars"
+        );
 
         let mut changed = source.clone();
         changed.files[2].content.push(b'\n');
@@ -336,6 +416,7 @@ mod tests {
                 "respot",
                 "0644",
             ),
+            ("/etc/sudoers.d/respot", Origin::Respot, "respot", "0440"),
             (
                 "/etc/systemd/system/hello-health.service",
                 Origin::Blueprint,
@@ -414,7 +495,7 @@ mod tests {
             .files
             .push(file("files/usr/lib/respot-tools/x", false, "x\n"));
         let blueprint = render(&neighbour).unwrap();
-        assert_eq!(blueprint.files.len(), 8, "a neighbour of respot's paths lands");
+        assert_eq!(blueprint.files.len(), 9, "a neighbour of respot's paths lands");
     }
 
     #[test]
@@ -499,7 +580,61 @@ mod tests {
             unit("b.timer"),
             unit("c@.service"),
         ];
-        assert_eq!(units_to_start(&files), vec!["a.service", "b.timer"]);
+        assert_eq!(unit_steps(&sample(), &files), vec![vec!["a.service", "b.timer"]]);
+        let mut ordered = sample();
+        ordered.inputs.unit_order = Some(vec![
+            crate::config::UnitStep::One("b.timer".into()),
+            crate::config::UnitStep::One("a.service".into()),
+        ]);
+        assert_eq!(
+            unit_steps(&ordered, &files),
+            vec![vec!["b.timer"], vec!["a.service"]]
+        );
+    }
+
+    #[test]
+    fn owners_and_modes_from_files_rules_land_deferred() {
+        let mut source = sample();
+        source.inputs.rules = vec![crate::config::FileRule {
+            path: "files/opt/hello/*.conf".into(),
+            owner: Some("hello:hello".into()),
+            group: None,
+            mode: crate::config::Mode::parse("0600"),
+            template: false,
+        }];
+        let blueprint = render(&source).unwrap();
+        let conf = blueprint
+            .files
+            .iter()
+            .find(|f| f.path == "/opt/hello/hello.conf")
+            .unwrap();
+        assert_eq!(
+            (conf.owner.as_str(), conf.group.as_str(), conf.mode.as_str()),
+            ("hello", "hello", "0600")
+        );
+        assert!(
+            blueprint.document.contains(
+                "  - path: /opt/hello/hello.conf\n    permissions: '0600'\n    owner: 'hello:hello'\n    defer: true\n"
+            ),
+            "{}",
+            blueprint.document
+        );
+        let py = blueprint
+            .files
+            .iter()
+            .find(|f| f.path == "/opt/hello/health.py")
+            .unwrap();
+        assert_eq!((py.owner.as_str(), py.mode.as_str()), ("root", "0755"));
+        assert!(
+            blueprint
+                .document
+                .contains("  - path: /opt/hello/health.py\n    permissions: '0755'\n    content")
+        );
+        assert_ne!(
+            blueprint.digest,
+            render(&sample()).unwrap().digest,
+            "owners are in the digest"
+        );
     }
 
     #[test]

@@ -8,8 +8,8 @@ use std::process::Command;
 
 use serde::Serialize;
 
-use super::TemplateError;
-use crate::config::{Config, HttpProbe};
+use super::{Inputs, TemplateError};
+use crate::config::{Config, HttpProbe, Transport};
 
 /// A blueprint as read from disk: the config values the template needs, the
 /// template text, the instance files and what git says. Rendering the same
@@ -30,6 +30,10 @@ pub struct Source {
     /// Every file under the instance directory, in any order.
     pub files: Vec<SourceFile>,
     pub git: GitInfo,
+    /// `[deployment] transport`.
+    pub transport: Transport,
+    /// Owners, modes, directories, secrets, packages, unit order.
+    pub inputs: Inputs,
 }
 
 /// One file of the instance directory.
@@ -68,7 +72,9 @@ pub fn load(config: &Config) -> Result<Source, TemplateError> {
             .file_name()
             .map_or_else(|| "instance".to_string(), |n| n.to_string_lossy().to_string()),
         files,
-        git: GitInfo::probe(&config.base_dir()),
+        git: GitInfo::probe(&config.base_dir()).with_ignored(&instance_dir),
+        transport: config.deployment.transport,
+        inputs: Inputs::from_config(config),
     })
 }
 
@@ -106,6 +112,8 @@ fn read_instance_files(dir: &Path) -> Result<Vec<SourceFile>, TemplateError> {
     Ok(files)
 }
 
+/// Walks `dir`, skipping `.gitkeep` files and the instance directory's own
+/// `.gitignore` (git's business, not the instance's).
 fn walk(root: &Path, dir: &Path, found: &mut BTreeMap<String, PathBuf>) -> Result<(), TemplateError> {
     let read_err = |source| TemplateError::Read {
         path: dir.display().to_string(),
@@ -128,7 +136,7 @@ fn walk(root: &Path, dir: &Path, found: &mut BTreeMap<String, PathBuf>) -> Resul
             });
         } else if file_type.is_dir() {
             walk(root, &path, found)?;
-        } else if entry.file_name() != ".gitkeep" {
+        } else if entry.file_name() != ".gitkeep" && !(dir == root && entry.file_name() == ".gitignore") {
             found.insert(relative, path);
         }
     }
@@ -142,28 +150,75 @@ pub struct GitInfo {
     pub describe: Option<String>,
     /// HEAD, recorded only when the tree is clean.
     pub commit: Option<String>,
-    /// True when inside a repository and anything is modified or untracked.
+    /// True when inside a repository and anything is modified or untracked,
+    /// or a file of the instance directory is ignored by git.
     pub dirty: bool,
+    /// Files of the instance directory that git ignores: respot ships them,
+    /// but no commit holds them, so they make the tree dirty.
+    pub ignored: Vec<String>,
+    /// The signing key's fingerprint, once `[deployment] require_signed`
+    /// has checked the commit (`crate::provenance`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signer: Option<String>,
+}
+
+/// Runs a read-only git command in `dir`; `None` when it fails.
+fn git_in(dir: &Path, args: &[&str]) -> Option<String> {
+    // A repository's own config may name programs git runs (an fsmonitor
+    // hook, hooks); respot only reads, so it turns them off, and asks git
+    // not to refresh the index while reading.
+    let out = Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(["-c", "core.fsmonitor=false", "-c", "core.hooksPath=/dev/null"])
+        .env("GIT_OPTIONAL_LOCKS", "0")
+        .args(args)
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
 impl GitInfo {
+    /// Marks the tree dirty when git ignores files of `instance_dir`: they
+    /// are shipped and change the digest, but no commit has them, so the
+    /// version must not claim a commit.
+    pub fn with_ignored(mut self, instance_dir: &Path) -> GitInfo {
+        if self.describe.is_none() && !self.dirty {
+            return self;
+        }
+        let listed = git_in(
+            instance_dir,
+            &[
+                "ls-files",
+                "--others",
+                "--ignored",
+                "--exclude-standard",
+                "--full-name",
+                ".",
+            ],
+        );
+        self.ignored = listed
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .filter(|path| !path.ends_with("/.gitkeep") && !path.ends_with(".gitignore"))
+            .collect();
+        if !self.ignored.is_empty() {
+            self.dirty = true;
+            self.commit = None;
+            if let Some(describe) = &self.describe
+                && !describe.ends_with("-dirty")
+            {
+                self.describe = Some(format!("{describe}-dirty"));
+            }
+        }
+        self
+    }
+
     pub fn probe(dir: &Path) -> GitInfo {
-        let git = |args: &[&str]| -> Option<String> {
-            // A repository's own config may name programs git runs (an
-            // fsmonitor hook, hooks); respot only reads, so it turns them
-            // off, and asks git not to refresh the index while reading.
-            let out = Command::new("git")
-                .arg("-C")
-                .arg(dir)
-                .args(["-c", "core.fsmonitor=false", "-c", "core.hooksPath=/dev/null"])
-                .env("GIT_OPTIONAL_LOCKS", "0")
-                .args(args)
-                .output()
-                .ok()?;
-            out.status
-                .success()
-                .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
-        };
+        let git = |args: &[&str]| git_in(dir, args);
         if git(&["rev-parse", "--is-inside-work-tree"]).as_deref() != Some("true") {
             return GitInfo::default();
         }
@@ -181,6 +236,8 @@ impl GitInfo {
             describe,
             commit: if dirty { None } else { head },
             dirty,
+            ignored: Vec::new(),
+            signer: None,
         }
     }
 }

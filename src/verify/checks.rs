@@ -11,12 +11,12 @@ use std::time::Duration;
 use serde::Serialize;
 use tokio::time::Instant;
 
-use super::expect::{Expected, file_rows, probe_rows};
+use super::expect::{Expected, entry_rows, file_rows, package_rows, probe_rows};
 use super::query::{Query, Reply};
 use super::row::{CheckRow, Outcome, drift_detail, probe_row};
 use super::text::strip_controls;
 use super::transport::{Connection, HostKeyTrust, Transport};
-use super::{Target, VerifyError, VerifySettings};
+use super::{Stage, Target, VerifyError, VerifySettings, Watch};
 use crate::guest::VERIFY_USER;
 use crate::keys::KeyStore;
 
@@ -37,6 +37,7 @@ pub(crate) async fn verify_target(
     expected: &Expected,
     settings: &VerifySettings,
     deadline: Instant,
+    watch: &dyn Watch,
 ) -> Vec<CheckRow> {
     let _slot = transport.host_slot(&target.endpoint.host).await;
     let connection = match transport.connect(keys, target, settings, deadline).await {
@@ -47,6 +48,7 @@ pub(crate) async fn verify_target(
             return vec![row];
         }
     };
+    watch.reached(target, Stage::Connected);
     let trust = match connection.host_key_trust() {
         HostKeyTrust::Pinned => "host key pinned",
         HostKeyTrust::Recorded => "host key as recorded on first contact",
@@ -61,7 +63,7 @@ pub(crate) async fn verify_target(
             target.endpoint.host, target.endpoint.port
         ),
     )];
-    rows.extend(checks_over(&connection, target, expected, settings, deadline).await);
+    rows.extend(checks_over(&connection, target, expected, settings, deadline, watch).await);
     connection.close().await;
     rows
 }
@@ -72,6 +74,7 @@ async fn checks_over(
     expected: &Expected,
     settings: &VerifySettings,
     deadline: Instant,
+    watch: &dyn Watch,
 ) -> Vec<CheckRow> {
     let mut rows = Vec::new();
     // cloud-init may still be running on a fresh instance: wait for it.
@@ -84,11 +87,27 @@ async fn checks_over(
         }
         tokio::time::sleep(CLOUD_INIT_POLL).await;
     };
-    // Three channels on one master: far below sshd's `MaxSessions 10`.
-    let (units, manifest, health) = tokio::join!(
-        connection.run(&Query::Units),
+    if let Ok(reply) = &cloud_init {
+        let status = reply.status("cloud-init").unwrap_or("unknown");
+        watch.reached(target, Stage::CloudInit(strip_controls(status)));
+    }
+    // Four channels on one master: far below sshd's `MaxSessions 10`.
+    let packages_wanted = expected.shipped.as_ref().is_some_and(|s| !s.packages.is_empty());
+    let (units, manifest, health, packages) = tokio::join!(
+        async {
+            let units = connection.run(&Query::Units).await;
+            watch.reached(target, Stage::Units);
+            units
+        },
         connection.run(&Query::Manifest),
         connection.run(&Query::Health),
+        async {
+            if packages_wanted {
+                Some(connection.run(&Query::Packages).await)
+            } else {
+                None
+            }
+        },
     );
     let strict = settings.strict;
     rows.extend(answer_or_fail(target, "cloud-init", cloud_init, |r| {
@@ -103,6 +122,11 @@ async fn checks_over(
     rows.extend(answer_or_fail(target, "health", health, |r| {
         eval_health(target, r, strict, expected)
     }));
+    if let (Some(packages), Some(shipped)) = (packages, &expected.shipped) {
+        rows.extend(answer_or_fail(target, "packages", packages, |r| {
+            package_rows(target, &shipped.packages, r)
+        }));
+    }
     rows
 }
 
@@ -247,7 +271,12 @@ pub(crate) fn eval_manifest(target: &Target, reply: &Reply, expected: &Expected)
         ));
     }
     rows.extend(match &expected.shipped {
-        Some(shipped) => file_rows(target, shipped, reply),
+        Some(shipped) => {
+            let mut rows = file_rows(target, shipped, reply);
+            rows.extend(entry_rows(target, "dir", &shipped.directories, reply));
+            rows.extend(entry_rows(target, "secret", &shipped.secrets, reply));
+            rows
+        }
         None => drift_rows(target, &manifest, reply),
     });
     rows
@@ -457,7 +486,7 @@ pub(super) mod tests {
             "{{\"digest\": \"{digest}\", \"generation\": 2, \"files\": [{{\"path\": \"/a\", \"sha256\": \"11\"}}, {{\"path\": \"/b\", \"sha256\": \"22\"}}, {{\"path\": \"/c\", \"sha256\": \"33\"}}]}}"
         );
         let body = format!(
-            "status\tmanifest\tpresent\ntext\tmanifest\t{manifest}\nfile\t/a\t11\t11\nfile\t/b\t22\t99\nfile\t/c\t33\tmissing\n"
+            "status\tmanifest\tpresent\ntext\tmanifest\t{manifest}\nfile\t/a\t11\t11\troot\troot\t0644\nfile\t/b\t22\t99\nfile\t/c\t33\tmissing\n"
         );
         let rows = eval_manifest(&target(), &reply(&Query::Manifest, &body), &expected);
         assert_eq!(rows[0].result, Outcome::Pass);
@@ -497,9 +526,12 @@ pub(super) mod tests {
                     .map(|(path, sha256)| ExpectedFile {
                         path: path.to_string(),
                         sha256: sha256.to_string(),
+                        owner: "root".to_string(),
+                        group: "root".to_string(),
+                        mode: "0644".to_string(),
                     })
                     .collect(),
-                probes: Vec::new(),
+                ..Shipped::default()
             }),
             ..expected.clone()
         };
@@ -539,6 +571,7 @@ pub(super) mod tests {
                     path: "/health".to_string(),
                     status: 200,
                 }],
+                ..Shipped::default()
             }),
             ..unrendered
         };

@@ -9,9 +9,10 @@
 
 use std::collections::BTreeMap;
 
-use super::query::Reply;
+use super::query::{Attributes, Reply};
 use super::row::{CheckRow, Outcome, drift_detail, probe_row};
 use super::{Target, text::strip_controls};
+use crate::config::{Config, Ownership, PackageSpec};
 use crate::output::Count;
 use crate::template::Digest;
 
@@ -26,19 +27,82 @@ pub struct Expected {
     pub shipped: Option<Shipped>,
 }
 
-/// The files and health probes of one render.
+/// The files, directories, secrets, packages and health probes of one
+/// render.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Shipped {
     /// Every file that lands, respot's own included.
     pub files: Vec<ExpectedFile>,
     /// The `[verify]` HTTP probes, in order.
     pub probes: Vec<ExpectedProbe>,
+    /// `[[directories]]`: path, owner, group, mode.
+    pub directories: Vec<ExpectedEntry>,
+    /// `[[secrets]]`: path, owner, group, mode; never content.
+    pub secrets: Vec<ExpectedEntry>,
+    /// `[packages]` for the instances' package manager.
+    pub packages: Vec<PackageSpec>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ExpectedFile {
     pub path: String,
     pub sha256: String,
+    pub owner: String,
+    pub group: String,
+    /// Four octal digits, `0644`.
+    pub mode: String,
+}
+
+/// A directory or secret: where, and with which owner, group and mode.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExpectedEntry {
+    pub path: String,
+    pub owner: String,
+    pub group: String,
+    pub mode: String,
+}
+
+/// The directories, secrets and packages `config` declares, as a
+/// `Shipped` without files or probes (the render adds those).
+pub fn expected_blueprint_inputs(config: &Config) -> Shipped {
+    let entry = |path: &str, own: Ownership| ExpectedEntry {
+        path: path.to_string(),
+        owner: own.owner,
+        group: own.group,
+        mode: own.mode.map_or_else(String::new, |m| m.octal()),
+    };
+    Shipped {
+        directories: config
+            .directories
+            .iter()
+            .map(|d| entry(&d.path, d.ownership()))
+            .collect(),
+        secrets: config
+            .secrets
+            .iter()
+            .map(|s| entry(&s.path, s.ownership()))
+            .collect(),
+        packages: config.package_specs(),
+        ..Shipped::default()
+    }
+}
+
+impl ExpectedEntry {
+    fn differs(&self, live: &Attributes) -> Option<String> {
+        attributes_differ(&self.owner, &self.group, &self.mode, live)
+    }
+}
+
+/// `owner:group mode` as rendered against as found, when they differ.
+fn attributes_differ(owner: &str, group: &str, mode: &str, live: &Attributes) -> Option<String> {
+    let want = format!("{owner}:{group} {mode}");
+    let got = format!("{}:{} {}", live.owner, live.group, live.mode);
+    (want != got).then(|| {
+        format!(
+            "is {} on the instance, the render says {want}",
+            strip_controls(&got)
+        )
+    })
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -64,6 +128,7 @@ pub(super) fn file_rows(target: &Target, shipped: &Shipped, reply: &Reply) -> Ve
     for (path, _, now) in &reported {
         live.entry(path.as_str()).or_default().push(now.as_str());
     }
+    let attributes: BTreeMap<String, Attributes> = reply.file_attributes().into_iter().collect();
     let mut rows = Vec::new();
     for file in &shipped.files {
         match live.get(file.path.as_str()).map(Vec::as_slice) {
@@ -72,7 +137,15 @@ pub(super) fn file_rows(target: &Target, shipped: &Shipped, reply: &Reply) -> Ve
                  does not list it)",
                 file.path
             ))),
-            Some([now]) if *now == file.sha256 => {}
+            Some([now]) if *now == file.sha256 => {
+                let differs = match attributes.get(&file.path) {
+                    Some(live) => attributes_differ(&file.owner, &file.group, &file.mode, live),
+                    None => Some("has no owner, group or mode in the instance's answer".to_string()),
+                };
+                if let Some(differs) = differs {
+                    rows.push(fail(format!("`{}` {differs}", file.path)));
+                }
+            }
             Some([now]) => rows.push(fail(drift_detail(&file.path, &file.sha256, now))),
             Some(_) => rows.push(fail(format!(
                 "`{}` is listed more than once by the instance",
@@ -94,10 +167,111 @@ pub(super) fn file_rows(target: &Target, shipped: &Shipped, reply: &Reply) -> Ve
             target,
             "files",
             Outcome::Pass,
-            format!("{} match the render's sha256", Count(shipped.files.len(), "file")),
+            format!(
+                "{} match the render's sha256, owner, group and mode",
+                Count(shipped.files.len(), "file")
+            ),
         ));
     }
     rows
+}
+
+/// The `directories` or `secrets` rows (`kind` is `dir` or `secret`):
+/// each entry of the render is there, of the right kind, with its owner,
+/// group and mode. A secret's content is never looked at.
+pub(super) fn entry_rows(
+    target: &Target,
+    kind: &str,
+    expected: &[ExpectedEntry],
+    reply: &Reply,
+) -> Vec<CheckRow> {
+    let check = if kind == "dir" { "directories" } else { "secrets" };
+    if expected.is_empty() {
+        return Vec::new();
+    }
+    let live = reply.entries(kind);
+    let mut rows = Vec::new();
+    for entry in expected {
+        let found = live.iter().find(|e| e.path == entry.path);
+        let problem = match found {
+            None => Some("was not checked: the instance's list does not have it".to_string()),
+            Some(e) if e.state == "present" => entry.differs(&e.attributes),
+            Some(e) if e.state == "missing" => Some("is missing".to_string()),
+            Some(e) => Some(format!("is a {} on the instance", strip_controls(&e.state))),
+        };
+        if let Some(problem) = problem {
+            rows.push(CheckRow::new(
+                target,
+                check,
+                Outcome::Fail,
+                format!("`{}` {problem}", entry.path),
+            ));
+        }
+    }
+    if rows.is_empty() {
+        let n = expected.len();
+        let what = match (kind, n) {
+            ("dir", 1) => "directory",
+            ("dir", _) => "directories",
+            (_, 1) => "secret",
+            _ => "secrets",
+        };
+        rows.push(CheckRow::new(
+            target,
+            check,
+            Outcome::Pass,
+            format!("{n} {what} with the render's owner, group and mode"),
+        ));
+    }
+    rows
+}
+
+/// The `packages` rows: each package of the render is installed, at a
+/// version its pin accepts.
+pub(super) fn package_rows(target: &Target, expected: &[PackageSpec], reply: &Reply) -> Vec<CheckRow> {
+    let live = reply.packages();
+    expected
+        .iter()
+        .map(|spec| {
+            let check = format!("package {}", spec.name);
+            let version = live
+                .iter()
+                .find(|(name, _)| *name == spec.name)
+                .map(|(_, v)| v.as_str());
+            let pin = spec
+                .pin
+                .as_deref()
+                .map(|p| format!(" (pinned {p})"))
+                .unwrap_or_default();
+            match version {
+                None => CheckRow::new(
+                    target,
+                    &check,
+                    Outcome::Fail,
+                    "not checked: the instance's list does not have it",
+                ),
+                Some("missing") => {
+                    CheckRow::new(target, &check, Outcome::Fail, format!("not installed{pin}"))
+                }
+                Some(v) if spec.accepts(v) => CheckRow::new(
+                    target,
+                    &check,
+                    Outcome::Pass,
+                    format!("{}{pin}", strip_controls(v)),
+                ),
+                Some(v) => CheckRow::new(
+                    target,
+                    &check,
+                    Outcome::Fail,
+                    format!(
+                        "{} installed, the pin wants {}",
+                        strip_controls(v),
+                        spec.pin.as_deref().unwrap_or("")
+                    ),
+                ),
+            }
+        })
+        .collect()
 }
 
 /// The `health` rows: every probe the render has must have run, answering
@@ -156,6 +330,9 @@ mod tests {
         let file = |path: &str, sha: &str| ExpectedFile {
             path: path.into(),
             sha256: sha.repeat(64),
+            owner: "root".into(),
+            group: "root".into(),
+            mode: "0644".into(),
         };
         Shipped {
             files: vec![file("/a", "1"), file("/b", "2")],
@@ -164,6 +341,7 @@ mod tests {
                 path: "/health".into(),
                 status: 200,
             }],
+            ..Shipped::default()
         }
     }
 
@@ -178,12 +356,15 @@ mod tests {
     #[test]
     fn files_are_held_to_the_render_not_to_the_instance_list() {
         let (one, two, nine) = ("1".repeat(64), "2".repeat(64), "9".repeat(64));
-        let file = |path: &str, live: &str| format!("file\t{path}\t{live}\t{live}\n");
+        let file = |path: &str, live: &str| format!("file\t{path}\t{live}\t{live}\troot\troot\t0644\n");
         let cases: Vec<Case<(Outcome, &str)>> = vec![
             (
                 "all match",
                 file("/a", &one) + &file("/b", &two),
-                vec![(Outcome::Pass, "2 files match the render's sha256")],
+                vec![(
+                    Outcome::Pass,
+                    "2 files match the render's sha256, owner, group and mode",
+                )],
             ),
             (
                 "no files at all",
@@ -229,6 +410,24 @@ mod tests {
                     Outcome::Fail,
                     "`/a` is a symlink on the instance; respot does not follow it",
                 )],
+            ),
+            (
+                "a changed mode, same content",
+                file("/a", &one) + &format!("file\t/b\t{two}\t{two}\troot\troot\t0666\n"),
+                vec![(
+                    Outcome::Fail,
+                    "`/b` is root:root 0666 on the instance, the render says root:root 0644",
+                )],
+            ),
+            (
+                "a changed owner, same content",
+                file("/a", &one) + &format!("file\t/b\t{two}\t{two}\tnobody\troot\t0644\n"),
+                vec![(Outcome::Fail, "`/b` is nobody:root 0644 on the instance")],
+            ),
+            (
+                "no attributes at all",
+                file("/a", &one) + &format!("file\t/b\t{two}\t{two}\n"),
+                vec![(Outcome::Fail, "`/b` has no owner, group or mode")],
             ),
             (
                 "a special file",
@@ -306,5 +505,91 @@ mod tests {
         }
         let none = probe_rows(&target(), &[], &reply(&Query::Health, ""));
         assert!(none.is_empty(), "no probes rendered, none run: nothing to say");
+    }
+
+    #[test]
+    fn directories_and_secrets_are_held_to_the_render_never_their_content() {
+        let entry = |path: &str, owner: &str, mode: &str| ExpectedEntry {
+            path: path.into(),
+            owner: owner.into(),
+            group: owner.into(),
+            mode: mode.into(),
+        };
+        let expected = [
+            entry("/var/lib/app", "app", "0750"),
+            entry("/srv/cache", "root", "0755"),
+        ];
+        let cases: &[(&str, &str, &[&str])] = &[
+            (
+                "as rendered",
+                "dir\t/var/lib/app\tpresent\tapp\tapp\t0750\ndir\t/srv/cache\tpresent\troot\troot\t0755\n",
+                &["2 directories with the render's owner, group and mode"],
+            ),
+            (
+                "a mode and a kind",
+                "dir\t/var/lib/app\tpresent\tapp\tapp\t0777\ndir\t/srv/cache\tsymlink\t-\t-\t-\n",
+                &[
+                    "`/var/lib/app` is app:app 0777 on the instance, the render says app:app 0750",
+                    "`/srv/cache` is a symlink on the instance",
+                ],
+            ),
+            (
+                "missing and unlisted",
+                "dir\t/var/lib/app\tmissing\t-\t-\t-\n",
+                &[
+                    "`/var/lib/app` is missing",
+                    "`/srv/cache` was not checked: the instance's list does not have it",
+                ],
+            ),
+        ];
+        for (name, body, want) in cases {
+            let rows = entry_rows(&target(), "dir", &expected, &reply(&Query::Manifest, body));
+            let details: Vec<&str> = rows.iter().map(|r| r.detail.as_str()).collect();
+            assert_eq!(details, *want, "{name}");
+        }
+        let secret = [entry("/etc/app/token", "app", "0600")];
+        let rows = entry_rows(
+            &target(),
+            "secret",
+            &secret,
+            &reply(
+                &Query::Manifest,
+                "secret\t/etc/app/token\tpresent\tapp\tapp\t0644\n",
+            ),
+        );
+        assert_eq!(
+            (rows[0].check.as_str(), rows[0].result),
+            ("secrets", Outcome::Fail)
+        );
+        assert!(entry_rows(&target(), "secret", &[], &reply(&Query::Manifest, "")).is_empty());
+    }
+
+    #[test]
+    fn packages_must_be_installed_at_their_pin() {
+        let specs: Vec<PackageSpec> = ["curl=7.88*", "jq", "sudo"]
+            .iter()
+            .map(|p| PackageSpec::parse(p).unwrap())
+            .collect();
+        let body = "status\tpackages\tdpkg\npackage\tcurl\t7.88.1-10+deb12u14\npackage\tjq\tmissing\n";
+        let rows = package_rows(&target(), &specs, &reply(&Query::Packages, body));
+        let got: Vec<(&str, Outcome, &str)> = rows
+            .iter()
+            .map(|r| (r.check.as_str(), r.result, r.detail.as_str()))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("package curl", Outcome::Pass, "7.88.1-10+deb12u14 (pinned 7.88*)"),
+                ("package jq", Outcome::Fail, "not installed"),
+                (
+                    "package sudo",
+                    Outcome::Fail,
+                    "not checked: the instance's list does not have it"
+                ),
+            ]
+        );
+        let other = reply(&Query::Packages, "package\tcurl\t8.5.0\n");
+        let rows = package_rows(&target(), &specs[..1], &other);
+        assert_eq!(rows[0].detail, "8.5.0 installed, the pin wants 7.88*");
     }
 }

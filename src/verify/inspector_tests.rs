@@ -299,3 +299,94 @@ fn facts_say_who_runs_the_inspector() {
     assert_eq!(reply.kv("inspector_user"), Some(me.trim()));
     assert!(reply.kv("inspector_home").is_some_and(|h| h.starts_with('/')));
 }
+
+/// `manifest` reports owner, group and mode with every file, and the
+/// directories and secrets respot's lists name, a secret's content never.
+#[test]
+fn the_manifest_reports_owners_modes_directories_and_secrets() {
+    use std::os::unix::fs::PermissionsExt;
+    let root = Root::new("");
+    root.write("etc/respot/manifest.json", "{}\n");
+    root.write("opt/app/token.conf", "t\n");
+    std::fs::set_permissions(
+        root.path("opt/app/token.conf"),
+        std::fs::Permissions::from_mode(0o600),
+    )
+    .unwrap();
+    let sum = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+    root.write(
+        "etc/respot/manifest.sha256",
+        &format!("{sum}  /opt/app/token.conf\n{sum}  /opt/app/gone\n"),
+    );
+    std::fs::create_dir_all(root.path("var/lib/app/x")).unwrap();
+    std::fs::set_permissions(root.path("var/lib/app"), std::fs::Permissions::from_mode(0o2750)).unwrap();
+    root.write(
+        "etc/respot/directories",
+        "/var/lib/app\n/var/lib/none\n/opt/app/token.conf\n",
+    );
+    root.write("etc/app/secret", "s3cret\n");
+    root.write("etc/respot/secrets", "/etc/app/secret\n");
+    let out = root.stdout("manifest");
+    assert!(!out.contains("s3cret"), "a secret's content never leaves: {out}");
+    let reply = Reply::parse(&Query::Manifest, out.as_bytes()).unwrap();
+    let me = |flag: &str| {
+        let out = Command::new("id").arg(flag).output().unwrap();
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    };
+    let (user, group) = (me("-un"), me("-gn"));
+    let attrs: Vec<(String, String)> = reply
+        .file_attributes()
+        .into_iter()
+        .map(|(path, a)| (path, format!("{} {} {}", a.owner, a.group, a.mode)))
+        .collect();
+    assert_eq!(
+        attrs,
+        vec![
+            ("/opt/app/token.conf".to_string(), format!("{user} {group} 0600")),
+            ("/opt/app/gone".to_string(), "- - -".to_string()),
+        ]
+    );
+    let dirs: Vec<String> = reply
+        .entries("dir")
+        .into_iter()
+        .map(|e| format!("{} {} {}", e.path, e.state, e.attributes.mode))
+        .collect();
+    assert_eq!(
+        dirs,
+        [
+            "/var/lib/app present 2750",
+            "/var/lib/none missing -",
+            "/opt/app/token.conf special -"
+        ]
+    );
+    let secrets = reply.entries("secret");
+    assert_eq!(secrets.len(), 1);
+    assert_eq!(
+        (secrets[0].state.as_str(), secrets[0].attributes.owner.as_str()),
+        ("present", user.as_str())
+    );
+}
+
+/// `packages` reports the installed version of each listed package, or
+/// `missing`, from dpkg (or rpm) on the host.
+#[test]
+fn the_inspector_reports_package_versions() {
+    let have_dpkg = Command::new("dpkg-query").arg("--version").output().is_ok();
+    if !have_dpkg {
+        return;
+    }
+    let root = Root::new("");
+    root.write("etc/respot/packages", "coreutils\nno-such-package-respot\n");
+    let reply = Reply::parse(&Query::Packages, root.stdout("packages").as_bytes()).unwrap();
+    let packages = reply.packages();
+    assert_eq!(packages.len(), 2, "{packages:?}");
+    assert_eq!(packages[0].0, "coreutils");
+    assert!(
+        packages[0].1.chars().next().is_some_and(|c| c.is_ascii_digit()),
+        "{packages:?}"
+    );
+    assert_eq!(
+        packages[1],
+        ("no-such-package-respot".to_string(), "missing".to_string())
+    );
+}

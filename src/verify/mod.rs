@@ -22,6 +22,7 @@ pub mod query;
 mod row;
 mod text;
 mod transport;
+mod watch;
 
 use std::time::Duration;
 
@@ -30,9 +31,10 @@ use serde::Serialize;
 use tokio::time::Instant;
 
 pub use debug::{DebugReport, Section, debug_report};
-pub use expect::{Expected, ExpectedFile, ExpectedProbe, Shipped};
+pub use expect::{Expected, ExpectedEntry, ExpectedFile, ExpectedProbe, Shipped, expected_blueprint_inputs};
 pub use query::{Query, UnitName};
 pub use row::{CheckRow, Outcome};
+pub use watch::{Stage, Watch};
 
 use crate::config::HostKeyPolicy;
 use crate::exit::ExitStatus;
@@ -122,6 +124,8 @@ pub struct VerifySettings {
     /// Warnings (cloud-init degraded, nothing to check) fail.
     pub strict: bool,
     pub host_keys: HostKeyPolicy,
+    /// Targets verified at once (`verify.concurrency`, at least 1).
+    pub concurrency: usize,
 }
 
 /// Every check of every instance.
@@ -190,12 +194,34 @@ impl FleetReport {
 /// `settings.timeout`), asks the inspector, and checks the answers. Never
 /// fails as a whole: an unreachable instance or a host key mismatch is a
 /// failed check of that instance, and the others still run.
+///
+/// At most `settings.concurrency` targets run at once, so descriptors, ssh
+/// processes and memory stay bounded whatever the fleet size. Each target's
+/// timeout starts when its turn does: one that cannot be reached holds its
+/// own slot for its own timeout, never the others'.
 pub async fn verify_fleet(
     keys: &KeyStore,
     targets: &[Target],
     expected: &Expected,
     settings: &VerifySettings,
     printer: &Printer,
+) -> FleetReport {
+    let counter = watch::Counter {
+        printer,
+        total: targets.len(),
+        done: std::sync::atomic::AtomicUsize::new(0),
+    };
+    verify_fleet_watched(keys, targets, expected, settings, printer, &counter).await
+}
+
+/// [`verify_fleet`], telling `watch` each stage each target reaches.
+pub async fn verify_fleet_watched(
+    keys: &KeyStore,
+    targets: &[Target],
+    expected: &Expected,
+    settings: &VerifySettings,
+    printer: &Printer,
+    watch: &dyn Watch,
 ) -> FleetReport {
     let transport = match Transport::new() {
         Ok(t) => t,
@@ -207,28 +233,58 @@ pub async fn verify_fleet(
             return FleetReport::new(targets.len(), rows);
         }
     };
-    let deadline = Instant::now() + settings.timeout;
     let done = std::sync::atomic::AtomicUsize::new(0);
     let total = targets.len();
-    let per_target: Vec<(usize, Vec<CheckRow>)> = stream::iter(targets.iter().enumerate())
+    let mut per_target: Vec<(usize, Vec<CheckRow>)> = stream::iter(targets.iter().enumerate())
         .map(|(i, target)| {
             let transport = &transport;
             let done = &done;
             async move {
-                let rows = checks::verify_target(transport, keys, target, expected, settings, deadline).await;
+                // A target's time limit starts when its turn comes, so a
+                // queue of 1,000 never eats the limit of the last ones.
+                let deadline = Instant::now() + settings.timeout;
+                let rows =
+                    checks::verify_target(transport, keys, target, expected, settings, deadline, watch).await;
                 for row in rows.iter().filter(|r| r.mismatch) {
                     printer.error(&one_line(&row.detail));
                 }
+                let failure = rows
+                    .iter()
+                    .find(|r| r.result == Outcome::Fail)
+                    .map(|r| one_line(&format!("{}: {}", r.check, r.detail)));
+                watch.reached(target, Stage::Done { failure });
                 let n = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
-                printer.progress(&format!("verified {n}/{total}: {}", target.name));
+                printer.progress(&progress_line(n, total, &target.name));
                 (i, rows)
             }
         })
-        .buffer_unordered(transport::MAX_TARGETS)
+        .buffer_unordered(settings.concurrency.max(1))
         .collect()
         .await;
-    let mut per_target = per_target;
     per_target.sort_by_key(|(i, _)| *i);
     let rows = per_target.into_iter().flat_map(|(_, rows)| rows).collect();
     FleetReport::new(targets.len(), rows)
+}
+
+/// `verified 12/1000, 988 remaining: web-3`.
+fn progress_line(done: usize, total: usize, name: &str) -> String {
+    format!(
+        "verified {done}/{total}, {} remaining: {}",
+        total.saturating_sub(done),
+        one_line(name)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn progress_says_how_many_remain() {
+        assert_eq!(
+            progress_line(12, 1000, "web-3"),
+            "verified 12/1000, 988 remaining: web-3"
+        );
+        assert_eq!(progress_line(3, 3, "x"), "verified 3/3, 0 remaining: x");
+    }
 }

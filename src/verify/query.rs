@@ -61,6 +61,7 @@ pub enum Query {
     Health,
     Log,
     Facts,
+    Packages,
 }
 
 impl Query {
@@ -77,6 +78,7 @@ impl Query {
             Query::Health => vec!["health".into()],
             Query::Log => vec!["log".into()],
             Query::Facts => vec!["facts".into()],
+            Query::Packages => vec!["packages".into()],
         }
     }
 
@@ -89,6 +91,7 @@ impl Query {
             Query::Health => "health",
             Query::Log => "log",
             Query::Facts => "facts",
+            Query::Packages => "packages",
         }
     }
 }
@@ -221,6 +224,33 @@ impl Reply {
             .collect()
     }
 
+    /// The owner, group and mode of each `file` record that has them
+    /// (`-` when there was no regular file), by path.
+    pub fn file_attributes(&self) -> Vec<(String, Attributes)> {
+        self.of_kind("file")
+            .filter(|r| r.len() >= 6)
+            .map(|r| (field(r, 0), Attributes::of(&r[3..])))
+            .collect()
+    }
+
+    /// `dir` or `secret` records (`kind`): path, what is there, attributes.
+    pub fn entries(&self, kind: &str) -> Vec<Entry> {
+        self.of_kind(kind)
+            .map(|r| Entry {
+                path: field(r, 0),
+                state: field(r, 1),
+                attributes: Attributes::of(r.get(2..).unwrap_or_default()),
+            })
+            .collect()
+    }
+
+    /// `package` records: (name, installed version or `missing`).
+    pub fn packages(&self) -> Vec<(String, String)> {
+        self.of_kind("package")
+            .map(|r| (field(r, 0), field(r, 1)))
+            .collect()
+    }
+
     /// `probe` records.
     pub fn probes(&self) -> Vec<ProbeResult> {
         self.of_kind("probe")
@@ -237,6 +267,33 @@ impl Reply {
 
 fn field(record: &[String], i: usize) -> String {
     record.get(i).cloned().unwrap_or_default()
+}
+
+/// Owner, group and mode (`0640`) as the inspector's `stat` saw them.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Attributes {
+    pub owner: String,
+    pub group: String,
+    pub mode: String,
+}
+
+impl Attributes {
+    fn of(fields: &[String]) -> Attributes {
+        Attributes {
+            owner: field(fields, 0),
+            group: field(fields, 1),
+            mode: field(fields, 2),
+        }
+    }
+}
+
+/// A directory or secret as the instance has it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    pub path: String,
+    /// `present`, `missing`, `symlink`, `special`.
+    pub state: String,
+    pub attributes: Attributes,
 }
 
 /// One HTTP probe as the instance saw it.
@@ -273,6 +330,7 @@ pub(super) mod tests {
             Query::Health,
             Query::Log,
             Query::Facts,
+            Query::Packages,
         ];
         for q in &all {
             match q {
@@ -282,7 +340,8 @@ pub(super) mod tests {
                 | Query::Manifest
                 | Query::Health
                 | Query::Log
-                | Query::Facts => {}
+                | Query::Facts
+                | Query::Packages => {}
             }
         }
         all

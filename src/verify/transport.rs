@@ -26,14 +26,16 @@ use super::{Target, VerifyError, VerifySettings};
 use crate::config::HostKeyPolicy;
 use crate::guest::VERIFY_USER;
 use crate::keys::{KeyStore, known_hosts_pattern};
+use crate::provider::SshEndpoint;
 
 /// sshd's default `MaxStartups 10:30:100` starts dropping unauthenticated
-/// connections at 10 in flight; stay below it even when every target is
-/// the same sshd under another name.
-const MAX_HANDSHAKES: usize = 8;
-/// Targets verified at once, overall and per host (a host is an address:
-/// several ports on one address are usually one sshd).
-pub const MAX_TARGETS: usize = 16;
+/// connections at 10 in flight; stay below it per address, even when every
+/// target is the same sshd under another name (`127.1`, `127.0.0.1`).
+/// Targets at different addresses (a fleet) are bounded only by
+/// `verify.concurrency`.
+const MAX_HANDSHAKES_PER_ADDRESS: usize = 8;
+/// Targets verified at once per host (a host is an address: several ports
+/// on one address are usually one sshd).
 const MAX_PER_HOST: usize = 4;
 /// A master idle this long exits by itself, so a killed respot leaves no
 /// ssh processes behind for long.
@@ -66,7 +68,8 @@ pub enum HostKeyTrust {
 
 /// Shared limits and the control socket directory of one run.
 pub struct Transport {
-    handshakes: Arc<Semaphore>,
+    /// Handshake slots per resolved IP address.
+    handshakes: Mutex<HashMap<String, Arc<Semaphore>>>,
     per_host: Mutex<HashMap<String, Arc<Semaphore>>>,
     /// Short on purpose: socket paths are limited to 108 bytes.
     control_dir: tempfile::TempDir,
@@ -79,7 +82,7 @@ impl Transport {
             .tempdir_in("/tmp")
             .map_err(VerifyError::ControlDir)?;
         Ok(Transport {
-            handshakes: Arc::new(Semaphore::new(MAX_HANDSHAKES)),
+            handshakes: Mutex::new(HashMap::new()),
             per_host: Mutex::new(HashMap::new()),
             control_dir,
         })
@@ -87,19 +90,19 @@ impl Transport {
 
     /// Waits for the per-host slot of `host`; hold it while talking to it.
     pub async fn host_slot(&self, host: &str) -> OwnedSemaphorePermit {
-        let semaphore = {
-            let mut map = self
-                .per_host
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
-            map.entry(host.to_string())
-                .or_insert_with(|| Arc::new(Semaphore::new(MAX_PER_HOST)))
-                .clone()
+        slot(&self.per_host, host, MAX_PER_HOST).await
+    }
+
+    /// Waits for a handshake slot of the address `endpoint` resolves to.
+    async fn handshake_slot(&self, endpoint: &SshEndpoint) -> OwnedSemaphorePermit {
+        let address = match tokio::net::lookup_host((endpoint.host.as_str(), endpoint.port)).await {
+            Ok(mut addresses) => addresses
+                .next()
+                .map_or_else(|| endpoint.host.clone(), |a| a.ip().to_string()),
+            // ssh will say why it cannot connect; count it under its name.
+            Err(_) => endpoint.host.clone(),
         };
-        semaphore
-            .acquire_owned()
-            .await
-            .expect("host semaphores are never closed")
+        slot(&self.handshakes, &address, MAX_HANDSHAKES_PER_ADDRESS).await
     }
 
     /// Connects to `target`, retrying while it is not ready, until `deadline`.
@@ -132,11 +135,7 @@ impl Transport {
             let remaining = deadline.saturating_duration_since(Instant::now());
             attempts += 1;
             let result = {
-                let _handshake = self
-                    .handshakes
-                    .acquire()
-                    .await
-                    .expect("the handshake semaphore is never closed");
+                let _handshake = self.handshake_slot(&target.endpoint).await;
                 let builder = self.builder(&files, target, check, remaining);
                 tokio::time::timeout(
                     remaining.max(Duration::from_millis(1)),
@@ -206,6 +205,25 @@ impl Transport {
             .server_alive_interval(Duration::from_secs(5));
         builder
     }
+}
+
+/// A slot of the semaphore `key` has in `map` (made with `permits` on
+/// first use).
+async fn slot(
+    map: &Mutex<HashMap<String, Arc<Semaphore>>>,
+    key: &str,
+    permits: usize,
+) -> OwnedSemaphorePermit {
+    let semaphore = {
+        let mut map = map.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        map.entry(key.to_string())
+            .or_insert_with(|| Arc::new(Semaphore::new(permits)))
+            .clone()
+    };
+    semaphore
+        .acquire_owned()
+        .await
+        .expect("slot semaphores are never closed")
 }
 
 /// The key store's files every ssh process of one connection uses.

@@ -29,7 +29,7 @@ const TAG_KEYS: &[&str] = &[
     "Name",
 ];
 
-fn block_on<F: std::future::Future>(future: F) -> F::Output {
+pub(crate) fn block_on<F: std::future::Future>(future: F) -> F::Output {
     static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
     RUNTIME
         .get_or_init(|| {
@@ -42,18 +42,28 @@ fn block_on<F: std::future::Future>(future: F) -> F::Output {
         .block_on(future)
 }
 
+thread_local! {
+    /// The moto this test thread checks directly: the shared one, unless
+    /// the test runs on the limits server (`AwsTest::limits`).
+    static MOTO: std::cell::Cell<Option<&'static str>> = const { std::cell::Cell::new(None) };
+}
+
+fn this_moto() -> &'static str {
+    MOTO.with(|m| m.get()).unwrap_or_else(moto::moto_url)
+}
+
 /// A client straight to moto (not through the proxy, so it is not counted).
-fn ec2_client(region: &str) -> aws_sdk_ec2::Client {
+pub(crate) fn ec2_client(region: &str) -> aws_sdk_ec2::Client {
     let config = aws_sdk_ec2::Config::builder()
         .behavior_version(BehaviorVersion::latest())
         .region(Region::new(region.to_string()))
-        .endpoint_url(moto::moto_url())
+        .endpoint_url(this_moto())
         .credentials_provider(Credentials::new("testing", "testing", None, None, "tests"))
         .build();
     aws_sdk_ec2::Client::from_conf(config)
 }
 
-fn tags_of(tags: &[ec2::Tag]) -> BTreeMap<String, String> {
+pub(crate) fn tags_of(tags: &[ec2::Tag]) -> BTreeMap<String, String> {
     tags.iter()
         .filter_map(|t| Some((t.key()?.to_string(), t.value()?.to_string())))
         .collect()
@@ -131,23 +141,34 @@ fn seed_foreign(region: &str) -> Vec<String> {
 }
 
 /// A blueprint deployed to AWS regions of the shared moto, through a proxy.
-struct AwsTest {
-    context: TestContext,
-    proxy: Proxy,
-    deployment: String,
-    regions: Vec<String>,
+pub(crate) struct AwsTest {
+    pub(crate) context: TestContext,
+    pub(crate) proxy: Proxy,
+    pub(crate) deployment: String,
+    pub(crate) regions: Vec<String>,
     foreign: Vec<(String, Vec<String>)>,
 }
 
 impl AwsTest {
-    fn new(deployment: &str, regions: usize) -> AwsTest {
+    pub(crate) fn new(deployment: &str, regions: usize) -> AwsTest {
         AwsTest::with(deployment, regions, 2, "")
     }
 
     /// `count` instances per region; `extra` is appended to `[aws]`.
-    fn with(deployment: &str, regions: usize, count: u32, extra: &str) -> AwsTest {
-        let regions = moto::regions(regions);
-        let proxy = Proxy::start(0);
+    pub(crate) fn with(deployment: &str, regions: usize, count: u32, extra: &str) -> AwsTest {
+        AwsTest::build(deployment, moto::regions(regions), Proxy::start(0), count, extra)
+    }
+
+    /// As [`AwsTest::with`], on the second moto server (`moto::limits_moto_url`),
+    /// for fleets that would crowd the shared one.
+    fn limits(deployment: &str, regions: usize, count: u32, extra: &str) -> AwsTest {
+        let url = moto::limits_moto_url();
+        MOTO.with(|m| m.set(Some(url)));
+        let proxy = Proxy::start_to(url, 0);
+        AwsTest::build(deployment, moto::limits_regions(regions), proxy, count, extra)
+    }
+
+    fn build(deployment: &str, regions: Vec<String>, proxy: Proxy, count: u32, extra: &str) -> AwsTest {
         let context = TestContext::new();
         let out = context
             .command()
@@ -186,7 +207,7 @@ impl AwsTest {
         }
     }
 
-    fn command(&self, args: &[&str]) -> Command {
+    pub(crate) fn command(&self, args: &[&str]) -> Command {
         let mut cmd = self.context.std_command();
         cmd.args(args)
             .env("AWS_ENDPOINT_URL", self.proxy.endpoint())
@@ -207,7 +228,7 @@ impl AwsTest {
     }
 
     /// Runs respot and checks the exit code; returns the output.
-    fn run(&self, args: &[&str], want: i32) -> Output {
+    pub(crate) fn run(&self, args: &[&str], want: i32) -> Output {
         let out = self.command(args).output().expect("run respot");
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(
@@ -224,7 +245,7 @@ impl AwsTest {
     }
 
     /// Our instances in every region, straight from moto: (region, id, state, tags).
-    fn ours(&self) -> Vec<(String, String, String, BTreeMap<String, String>)> {
+    pub(crate) fn ours(&self) -> Vec<(String, String, String, BTreeMap<String, String>)> {
         self.regions
             .iter()
             .flat_map(|r| {
@@ -236,7 +257,7 @@ impl AwsTest {
             .collect()
     }
 
-    fn live_ours(&self) -> usize {
+    pub(crate) fn live_ours(&self) -> usize {
         self.ours()
             .iter()
             .filter(|(_, _, state, _)| state != "terminated")
@@ -286,7 +307,7 @@ impl AwsTest {
     }
 }
 
-fn stderr(out: &Output) -> String {
+pub(crate) fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).to_string()
 }
 
@@ -366,8 +387,10 @@ fn create_list_destroy_across_three_regions() {
         .map(|r| r["params"].clone())
         .collect();
     for p in &params {
-        assert_eq!(p["MinCount"], "2");
+        // MinCount 1: a pool gives what it holds; the rest goes to the next.
+        assert_eq!(p["MinCount"], "1");
         assert_eq!(p["MaxCount"], "2");
+        assert_eq!(p["NetworkInterface.1.AssociatePublicIpAddress"], "true");
         assert_eq!(p["InstanceMarketOptions.MarketType"], "spot");
         assert_eq!(
             p["InstanceMarketOptions.SpotOptions.SpotInstanceType"],
@@ -754,10 +777,14 @@ fn plan_shows_destroy_create_and_price_and_changes_nothing() {
         stderr(&out)
     );
     assert!(stderr(&out).contains("blue-green"), "{}", stderr(&out));
-    // Reads only: every call plan made is a Describe.
+    // Reads only: every call plan made is a Describe, or the read of the
+    // image's SSM parameter.
     let stats = t.proxy.stats();
     for (action, _) in stats["by_action"].as_object().unwrap() {
-        assert!(action.starts_with("Describe"), "plan called {action}: {stats}");
+        assert!(
+            action.starts_with("Describe") || action == "GetParameter",
+            "plan called {action}: {stats}"
+        );
     }
     assert_eq!(live_generations(&t), ["1", "1", "1", "1"]);
     t.run(&["destroy", "--yes"], 0);
@@ -870,13 +897,15 @@ fn create_launches_imdsv2_only_with_encrypted_root_volumes() {
         );
         assert!(p["BlockDeviceMapping.2.DeviceName"].is_null(), "{p}");
     }
-    // Hardening rides on calls respot already made (BENCHMARKS.md: 7 per
-    // region plus one STS call per run).
+    // Hardening rides on calls respot already made (BENCHMARKS.md: 8 per
+    // region with the image's SSM parameter, one STS call per run, and the
+    // deployment lock's create and delete).
     assert_eq!(
         t.proxy.stats()["by_action"],
         json!({
-            "AuthorizeSecurityGroupIngress": 2, "CreateSecurityGroup": 2, "DescribeImages": 2,
-            "DescribeInstances": 4, "DescribeSubnets": 2, "GetCallerIdentity": 1, "RunInstances": 2
+            "AuthorizeSecurityGroupIngress": 2, "CreateSecurityGroup": 3, "DeleteSecurityGroup": 1,
+            "DescribeImages": 2, "DescribeInstances": 4, "DescribeSpotPriceHistory": 2,
+            "DescribeSubnets": 2, "GetCallerIdentity": 1, "GetParameter": 2, "RunInstances": 2
         })
     );
     t.run(&["destroy", "--yes"], 0);
@@ -978,4 +1007,554 @@ fn a_group_with_a_rule_respot_did_not_write_stops_create() {
     assert_eq!(rules, [(Some(22), vec![CIDR])], "{groups:?}");
     t.run(&["destroy", "--yes"], 0);
     t.assert_foreign_untouched();
+}
+
+/// Off a terminal, one plain line per phase change and a summary priced at
+/// the current spot price; with `--output json`, the phases as JSON lines
+/// on stderr and the same summary in the report.
+#[test]
+fn create_reports_each_phase_and_ends_with_a_priced_summary() {
+    let t = AwsTest::with("progress", 1, 2, "");
+    let region = t.regions[0].clone();
+    let out = t.run(&["create", "--no-verify"], 0);
+    let text = stderr(&out);
+    assert!(text.contains("] progress generation 1: requested"), "{text}");
+    assert_eq!(
+        text.matches(&format!("] {region} respot-progress-g1 (")).count(),
+        2,
+        "one running line per instance: {text}"
+    );
+    assert!(text.contains("estimated cost: $0.0"), "{text}");
+    assert!(
+        text.contains("estimated cost: $0.0000") && !text.contains("estimated cost: $0.00/"),
+        "moto has a spot price: {text}"
+    );
+    t.run(&["destroy", "--yes"], 0);
+
+    let out = t.run(&["create", "--no-verify", "--output", "json"], 0);
+    let events: Vec<Value> = stderr(&out)
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}")))
+        .collect();
+    let phases: Vec<(&str, &str)> = events
+        .iter()
+        .map(|e| (e["region"].as_str().unwrap_or("-"), e["phase"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        phases,
+        [
+            ("-", "requested"),
+            (region.as_str(), "running"),
+            (region.as_str(), "running")
+        ],
+        "{events:?}"
+    );
+    assert!(
+        events
+            .iter()
+            .all(|e| e["schema"] == "respot.progress" && e["version"] == 1)
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let summary = &report["summary"];
+    let instances = summary["instances"].as_array().unwrap();
+    assert_eq!(instances.len(), 2, "{summary}");
+    let each = instances[0]["price_per_hour"].as_f64().expect("priced");
+    let total = summary["cost_per_hour"].as_f64().unwrap();
+    assert!(each > 0.0 && (total - 2.0 * each).abs() < 1e-9, "{summary}");
+    assert!(instances[0]["address"].is_string(), "{summary}");
+    t.run(&["destroy", "--yes"], 0);
+}
+
+/// `render` reports the size `create` sends: its packed user-data has the
+/// length of the user-data moto stores, and the same bytes but for the
+/// keys (a stored gzip member of the same length).
+#[test]
+fn render_size_equals_the_user_data_create_sends() {
+    let t = AwsTest::with("sized", 1, 1, "");
+    let packed_path = t.context.path().join("render-user-data.bin");
+    let out = t.run(
+        &[
+            "render",
+            "--output",
+            "json",
+            "--user-data-out",
+            packed_path.to_str().unwrap(),
+        ],
+        0,
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).expect("render JSON");
+    let rendered = std::fs::read(&packed_path).expect("render wrote the user-data");
+    assert_eq!(rendered.len() as u64, report["packed_bytes"].as_u64().unwrap());
+    t.run(&["create", "--no-verify"], 0);
+    let ours = t.ours();
+    assert_eq!(ours.len(), 1, "{ours:?}");
+    let (region, id, ..) = &ours[0];
+    let attribute = block_on(
+        ec2_client(region)
+            .describe_instance_attribute()
+            .instance_id(id)
+            .attribute(ec2::InstanceAttributeName::UserData)
+            .send(),
+    )
+    .expect("describe the user-data attribute");
+    let encoded = attribute
+        .user_data()
+        .and_then(|v| v.value())
+        .expect("moto keeps the user-data");
+    use base64::Engine as _;
+    let sent = base64::engine::general_purpose::STANDARD
+        .decode(encoded)
+        .expect("user-data is base64");
+    assert_eq!(
+        sent.len(),
+        rendered.len(),
+        "render reported {} bytes, create sent {}",
+        rendered.len(),
+        sent.len()
+    );
+    assert_eq!(report["gzipped"], true, "the sample is gzipped");
+    let keys_at = |bytes: &[u8]| {
+        // The second gzip member (the stored keys) starts with a gzip header.
+        bytes
+            .windows(4)
+            .rposition(|w| w == [0x1f, 0x8b, 0x08, 0x00])
+            .expect("two gzip members")
+    };
+    assert_eq!(keys_at(&sent), keys_at(&rendered));
+    assert_eq!(
+        sent[..keys_at(&sent)],
+        rendered[..keys_at(&rendered)],
+        "the compressed document and launch part are the same bytes"
+    );
+    t.run(&["destroy", "--yes"], 0);
+}
+
+/// A blueprint too large for user-data travels as a bundle: the archive is
+/// in moto's S3 under the digest with an intact sha256, the user-data
+/// carries only a presigned URL and that sha256, and destroy empties it.
+#[test]
+fn large_blueprint_travels_as_a_bundle_through_s3() {
+    let t = AwsTest::with("bundled", 1, 1, "");
+    let files = t.context.path().join("instance/files/opt/big");
+    std::fs::create_dir_all(&files).unwrap();
+    let text: String = (0..2000)
+        .map(|i| format!("line {i}: configuration value {}\n", i * 7919 % 10007))
+        .collect();
+    std::fs::write(files.join("config.txt"), &text).unwrap();
+    let mut state = 7u64;
+    let binary: Vec<u8> = (0..200_000)
+        .map(|_| {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (state >> 33) as u8
+        })
+        .collect();
+    std::fs::write(files.join("blob.bin"), &binary).unwrap();
+    let out = t.run(&["render", "--output", "json"], 0);
+    let report: Value = serde_json::from_slice(&out.stdout).expect("render JSON");
+    assert_eq!(report["transport"], "bundle", "auto bundles what does not fit");
+    let sha256 = report["bundle"]["sha256"].as_str().unwrap().to_string();
+    let digest = report["digest"].as_str().unwrap().to_string();
+    assert!(
+        report["document"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("# respot bundle: sha256 {sha256}"))
+    );
+
+    t.run(&["create", "--no-verify"], 0);
+    let region = &t.regions[0];
+    let s3 = s3_client(region);
+    let buckets = block_on(s3.list_buckets().send()).expect("list buckets");
+    let bucket = buckets
+        .buckets()
+        .iter()
+        .filter_map(|b| b.name())
+        .find(|n| n.starts_with("respot-bundles-") && n.ends_with(region.as_str()))
+        .expect("respot made its bucket")
+        .to_string();
+    let key = format!("bundled/{digest}.tar.gz");
+    let object = block_on(s3.get_object().bucket(&bucket).key(&key).send()).expect("the bundle is in S3");
+    let body = block_on(object.body.collect()).unwrap().into_bytes();
+    use sha2::Digest as _;
+    assert_eq!(hex::encode(sha2::Sha256::digest(&body)), sha256, "intact in S3");
+
+    let (_, id, ..) = &t.ours()[0];
+    let attribute = block_on(
+        ec2_client(region)
+            .describe_instance_attribute()
+            .instance_id(id)
+            .attribute(ec2::InstanceAttributeName::UserData)
+            .send(),
+    )
+    .expect("describe the user-data attribute");
+    use base64::Engine as _;
+    let packed = base64::engine::general_purpose::STANDARD
+        .decode(attribute.user_data().and_then(|v| v.value()).unwrap())
+        .unwrap();
+    let mut user_data = String::new();
+    if packed.starts_with(&[0x1f, 0x8b]) {
+        std::io::Read::read_to_string(
+            &mut flate2::read::MultiGzDecoder::new(&packed[..]),
+            &mut user_data,
+        )
+        .unwrap();
+    } else {
+        user_data = String::from_utf8(packed.clone()).unwrap();
+    }
+    assert!(packed.len() < 16384, "{} bytes", packed.len());
+    assert!(
+        !user_data.contains("line 1999: configuration"),
+        "no file content in user-data"
+    );
+    let url_line = user_data
+        .lines()
+        .find(|l| l.contains("X-Amz-Signature"))
+        .expect("a presigned URL in the user-data");
+    let url: String = serde_json::from_str(url_line.trim().trim_start_matches("- ")).expect("a quoted URL");
+    assert!(url.contains(&key), "{url}");
+    assert!(
+        user_data.contains(&format!("    - {sha256}\n")),
+        "the sha256 for the boot step"
+    );
+    // The URL works (moto answers presigned GETs) and gives the same bytes.
+    let fetched = reqwest_free_get(&url);
+    assert_eq!(hex::encode(sha2::Sha256::digest(&fetched)), sha256);
+
+    t.run(&["destroy", "--yes"], 0);
+    let left = block_on(s3.list_objects_v2().bucket(&bucket).prefix("bundled/").send()).unwrap();
+    assert!(
+        left.contents().is_empty(),
+        "destroy empties the deployment's bundles"
+    );
+}
+
+/// A client straight to moto's S3 (path-style, as respot uses it there).
+fn s3_client(region: &str) -> aws_sdk_s3::Client {
+    let config = aws_sdk_s3::Config::builder()
+        .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
+        .region(aws_sdk_s3::config::Region::new(region.to_string()))
+        .endpoint_url(moto::moto_url())
+        .force_path_style(true)
+        .credentials_provider(aws_sdk_s3::config::Credentials::new(
+            "testing", "testing", None, None, "tests",
+        ))
+        .build();
+    aws_sdk_s3::Client::from_conf(config)
+}
+
+/// A plain HTTP GET of a loopback URL, body only.
+fn reqwest_free_get(url: &str) -> Vec<u8> {
+    let rest = url.strip_prefix("http://").expect("a loopback http URL");
+    let (host, path) = rest.split_at(rest.find('/').unwrap());
+    let mut stream = std::net::TcpStream::connect(host).expect("connect");
+    std::io::Write::write_all(
+        &mut stream,
+        format!("GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n").as_bytes(),
+    )
+    .unwrap();
+    let mut response = Vec::new();
+    std::io::Read::read_to_end(&mut stream, &mut response).unwrap();
+    let split = response
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("headers end");
+    let head = String::from_utf8_lossy(&response[..split]);
+    assert!(
+        head.starts_with("HTTP/1.0 200") || head.starts_with("HTTP/1.1 200"),
+        "{head}"
+    );
+    response[split + 4..].to_vec()
+}
+
+/// The default subnet of each zone of `region`, by zone.
+fn default_subnets(region: &str) -> BTreeMap<String, String> {
+    block_on(ec2_client(region).describe_subnets().send())
+        .expect("subnets")
+        .subnets()
+        .iter()
+        .filter(|s| s.default_for_az() == Some(true))
+        .filter_map(|s| Some((s.availability_zone()?.to_string(), s.subnet_id()?.to_string())))
+        .collect()
+}
+
+/// Our live instances, as (region, type, zone) → count, straight from moto.
+fn live_pools(t: &AwsTest) -> BTreeMap<(String, String, String), usize> {
+    let mut pools = BTreeMap::new();
+    for region in &t.regions {
+        for i in described_ours(t, region) {
+            if i.state().and_then(|s| s.name()) == Some(&ec2::InstanceStateName::Terminated) {
+                continue;
+            }
+            let key = (
+                region.clone(),
+                i.instance_type()
+                    .map(|t| t.as_str().to_string())
+                    .unwrap_or_default(),
+                i.placement()
+                    .and_then(|p| p.availability_zone())
+                    .unwrap_or_default()
+                    .to_string(),
+            );
+            *pools.entry(key).or_insert(0) += 1;
+        }
+    }
+    pools
+}
+
+/// Nothing of the deployment is left: no live instance, no group, and the
+/// foreign instances are as they were.
+fn assert_nothing_orphaned(t: &AwsTest) {
+    let live: Vec<_> = t
+        .ours()
+        .into_iter()
+        .filter(|(_, _, state, _)| state != "terminated")
+        .collect();
+    assert_eq!(live, [], "instances of ours left running");
+    for region in &t.regions {
+        assert!(
+            t.security_groups(region).is_empty(),
+            "{region}: the group is left"
+        );
+    }
+    t.assert_foreign_untouched();
+}
+
+#[test]
+fn three_regions_of_250_through_the_enforcing_proxy() {
+    let t = AwsTest::limits("large", 3, 250, "");
+    assert_eq!(t.proxy.stats()["total"], 0);
+    t.run(&["create", "--no-verify"], 0);
+    assert_eq!(t.live_ours(), 750);
+    let out = t.run(&["list", "--output", "json"], 0);
+    let listed: Vec<Value> = serde_json::from_slice(&out.stdout).expect("list JSON");
+    assert_eq!(listed.len(), 750);
+    t.run(&["destroy", "--yes"], 0);
+    assert_nothing_orphaned(&t);
+    let stats = t.proxy.stats();
+    assert!(
+        stats["faults_injected"].as_object().is_none_or(|f| f.is_empty()),
+        "every filter was legal: {stats}"
+    );
+    // Every filter of every call stayed within EC2's 200 values, and 250
+    // instances took one RunInstances per region.
+    for request in t.proxy.requests() {
+        let mut per_filter: BTreeMap<String, usize> = BTreeMap::new();
+        for key in request["params"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .map(|(k, _)| k)
+        {
+            if let Some(rest) = key.strip_prefix("Filter.")
+                && let Some((index, value)) = rest.split_once('.')
+                && value.starts_with("Value.")
+            {
+                *per_filter.entry(index.to_string()).or_default() += 1;
+            }
+        }
+        assert!(per_filter.values().all(|n| *n <= 200), "{request}");
+    }
+    assert_eq!(stats["by_action"]["RunInstances"], 3, "{stats}");
+}
+
+#[test]
+fn a_first_create_inside_the_group_not_found_window_succeeds() {
+    let t = AwsTest::limits("freshgroup", 2, 2, "");
+    t.proxy.ec2(json!({"group_not_found_ms": 1500}));
+    t.run(&["create", "--no-verify"], 0);
+    assert_eq!(t.live_ours(), 4);
+    let stats = t.proxy.stats();
+    let faults = &stats["faults_injected"];
+    let not_found = faults["AuthorizeSecurityGroupIngress:InvalidGroup.NotFound"]
+        .as_u64()
+        .unwrap_or(0)
+        + faults["RunInstances:InvalidGroup.NotFound"].as_u64().unwrap_or(0);
+    assert!(not_found >= 2, "the window was hit in both regions: {stats}");
+    for region in &t.regions {
+        let rules = t.security_groups(region)[0].ip_permissions().len();
+        assert_eq!(rules, 1, "{region}: SSH was opened after all");
+    }
+    t.run(&["destroy", "--yes"], 0);
+    assert_nothing_orphaned(&t);
+}
+
+#[test]
+fn partial_capacity_across_three_pools_is_carried_to_the_next() {
+    let t = AwsTest::limits("partial", 1, 10, "");
+    let region = t.regions[0].clone();
+    let subnets = default_subnets(&region);
+    let zones: Vec<&String> = subnets.keys().collect();
+    assert!(zones.len() >= 2, "moto has two zones or more: {zones:?}");
+    let pool = |itype: &str, zone: &str, capacity: u32| {
+        json!({"action": "RunInstances", "capacity": capacity,
+               "match": {"InstanceType": itype, "NetworkInterface.1.SubnetId": subnets[zone]}})
+    };
+    let mut rules = vec![pool("t3.small", zones[0], 3), pool("t3.small", zones[1], 4)];
+    for zone in &zones[2..] {
+        rules.push(pool("t3.small", zone, 0));
+    }
+    t.proxy.faults(Value::Array(rules));
+    t.run(&["create", "--no-verify"], 0);
+    let want: BTreeMap<(String, String, String), usize> = [
+        ((region.clone(), "t3.small".to_string(), zones[0].clone()), 3),
+        ((region.clone(), "t3.small".to_string(), zones[1].clone()), 4),
+        ((region.clone(), "t3a.small".to_string(), zones[0].clone()), 3),
+    ]
+    .into_iter()
+    .collect();
+    assert_eq!(live_pools(&t), want);
+    let asked: Vec<(String, String)> = run_instances_params(&t)
+        .iter()
+        .map(|p| {
+            (
+                p["MinCount"].as_str().unwrap_or("").to_string(),
+                p["MaxCount"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect();
+    let mut want_asked = vec![
+        ("1".to_string(), "10".to_string()),
+        ("1".to_string(), "7".to_string()),
+    ];
+    want_asked.extend(zones[2..].iter().map(|_| ("1".to_string(), "3".to_string())));
+    want_asked.push(("1".to_string(), "3".to_string()));
+    assert_eq!(asked, want_asked, "each pool is asked for what is left");
+    t.run(&["destroy", "--yes"], 0);
+    assert_nothing_orphaned(&t);
+}
+
+#[test]
+fn sigkill_at_random_points_while_describe_lags_then_destroy_orphans_nothing() {
+    let t = AwsTest::limits("killed", 1, 2, "");
+    t.proxy.ec2(json!({"describe_lag_ms": 2500}));
+    // Points across the run: before the group, around RunInstances, in the
+    // wait for running (which the lag holds).
+    let mut points: Vec<u64> = vec![150, 600, 1500];
+    points.push(fastrand::u64(100..2500));
+    for delay in points {
+        let mut child = t
+            .command(&["create", "--no-verify"])
+            .stderr(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("spawn");
+        std::thread::sleep(Duration::from_millis(delay));
+        // SAFETY: signalling the child we spawned, by its pid.
+        unsafe {
+            libc::kill(child.id() as libc::pid_t, libc::SIGKILL);
+        }
+        child.wait().expect("reap respot");
+        let out = t.run(&["destroy", "--yes"], 0);
+        assert_eq!(
+            t.live_ours(),
+            0,
+            "killed after {delay} ms: destroy left instances\n{}",
+            stderr(&out)
+        );
+        for region in &t.regions {
+            assert!(
+                t.security_groups(region).is_empty(),
+                "killed after {delay} ms: the group is left\n{}",
+                stderr(&out)
+            );
+        }
+    }
+    t.assert_foreign_untouched();
+}
+
+#[test]
+fn public_ip_false_launches_private_instances_listed_by_private_address() {
+    let t = AwsTest::limits("private", 1, 2, "public_ip = false");
+    t.run(&["create", "--no-verify"], 0);
+    for p in run_instances_params(&t) {
+        assert_eq!(p["NetworkInterface.1.AssociatePublicIpAddress"], "false", "{p}");
+    }
+    let out = t.run(&["list", "--output", "json"], 0);
+    let listed: Vec<Value> = serde_json::from_slice(&out.stdout).expect("list JSON");
+    assert_eq!(listed.len(), 2);
+    for row in &listed {
+        assert!(row["public_ip"].is_null(), "{row}");
+        assert!(
+            row["private_ip"].as_str().is_some_and(|ip| !ip.is_empty()),
+            "{row}"
+        );
+    }
+    t.run(&["destroy", "--yes"], 0);
+    assert_nothing_orphaned(&t);
+}
+
+/// Creates IAM instance profile `name` in moto (global), straight.
+fn create_instance_profile(name: &str) {
+    let body = format!("Action=CreateInstanceProfile&Version=2010-05-08&InstanceProfileName={name}");
+    let url = this_moto();
+    let port: u16 = url
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("moto port");
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("reach moto");
+    use std::io::{Read, Write};
+    write!(
+        stream,
+        "POST / HTTP/1.0\r\nHost: 127.0.0.1\r\nContent-Type: application/x-www-form-urlencoded\r\n\
+         Authorization: AWS4-HMAC-SHA256 Credential=testing/20250101/us-east-1/iam/aws4_request, \
+         SignedHeaders=host, Signature=0\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .expect("send");
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).expect("answer");
+    assert!(
+        answer.starts_with("HTTP/1.0 200")
+            || answer.starts_with("HTTP/1.1 200")
+            || answer.contains("EntityAlreadyExists"),
+        "{answer}"
+    );
+}
+
+#[test]
+fn launch_settings_reach_run_instances() {
+    MOTO.with(|m| m.set(Some(moto::limits_moto_url())));
+    create_instance_profile("respot-test-app");
+    let t = AwsTest::limits(
+        "settings",
+        2,
+        1,
+        "root_volume_gb = 20\nvolume_type = \"gp3\"\ninstance_profile = \"respot-test-app\"\n\
+         tags = { team = \"edge\" }",
+    );
+    // The second region launches its own instance type.
+    let path = t.context.path().join("respot.toml");
+    let text = std::fs::read_to_string(&path).expect("respot.toml");
+    let second = format!("name = \"{}\"\ncount = 1\n", t.regions[1]);
+    let text = text.replace(&second, &format!("{second}instance_types = [\"t3a.micro\"]\n"));
+    std::fs::write(&path, text).expect("write respot.toml");
+    t.run(&["create", "--no-verify"], 0);
+    let params = run_instances_params(&t);
+    assert_eq!(params.len(), 2, "{params:?}");
+    for p in &params {
+        assert_eq!(p["BlockDeviceMapping.1.Ebs.VolumeSize"], "20", "{p}");
+        assert_eq!(p["BlockDeviceMapping.1.Ebs.VolumeType"], "gp3", "{p}");
+        assert_eq!(p["BlockDeviceMapping.1.Ebs.Encrypted"], "true", "{p}");
+        assert_eq!(p["IamInstanceProfile.Name"], "respot-test-app", "{p}");
+    }
+    let types: Vec<&str> = params.iter().filter_map(|p| p["InstanceType"].as_str()).collect();
+    let mut types = types.clone();
+    types.sort();
+    assert_eq!(types, ["t3.small", "t3a.micro"]);
+    for (region, id, _, tags) in t.ours() {
+        assert_eq!(
+            tags.get("team").map(String::as_str),
+            Some("edge"),
+            "{region} {id}"
+        );
+        let volumes = volumes_of(&region, &id);
+        assert_eq!(volumes.len(), 1, "{region} {id}");
+        assert_eq!(volumes[0].size(), Some(20), "{region} {id}: {volumes:?}");
+    }
+    t.run(&["destroy", "--yes"], 0);
+    assert_nothing_orphaned(&t);
 }

@@ -106,6 +106,107 @@ const CASES: &[(&str, &str, &[&str])] = &[
         "[deployment]\nname = \"hello\"\n\n[local]\nmemory_mib = 64\n",
         &["respot.toml:5:14: local.memory_mib: expected an integer from 256 to 65536, got 64"],
     ),
+    (
+        "files glob matches nothing",
+        "[deployment]\nname = \"hello\"\n\n[[files]]\npath = \"files/opt/nope/*.sh\"\nowner = \"app\"\n",
+        &["respot.toml:5:8: files[0].path: `files/opt/nope/*.sh` matches no file in `instance`"],
+    ),
+    (
+        "files literal path is not a file",
+        "[deployment]\nname = \"hello\"\n\n[[files]]\npath = \"files/opt/hello\"\nmode = \"0600\"\n",
+        &["respot.toml:5:8: files[0].path: `files/opt/hello` is not a file in `instance`"],
+    ),
+    (
+        "files path outside files/",
+        "[deployment]\nname = \"hello\"\n\n[[files]]\npath = \"/opt/hello/health.py\"\n",
+        &["respot.toml:5:8: files[0].path: expected a path or glob under `files/`"],
+    ),
+    (
+        "mode not octal",
+        "[deployment]\nname = \"hello\"\n\n[[files]]\npath = \"files/opt/hello/*\"\nmode = \"0800\"\n",
+        &[
+            "respot.toml:6:8: files[0].mode: expected an octal mode of 3 or 4 digits 0-7 such as \"0640\", got `0800`",
+        ],
+    ),
+    (
+        "mode as a number",
+        "[deployment]\nname = \"hello\"\n\n[[directories]]\npath = \"/var/lib/hello\"\nmode = 750\n",
+        &["respot.toml:6:8: directories[0].mode: write the mode as a quoted octal string"],
+    ),
+    (
+        "owner not user[:group]",
+        "[deployment]\nname = \"hello\"\n\n[[files]]\npath = \"files/opt/hello/health.py\"\nowner = \"Hello World\"\n",
+        &[
+            "respot.toml:6:9: files[0].owner: expected `user` or `user:group` of [a-z_][a-z0-9_-]*, got `Hello World`",
+        ],
+    ),
+    (
+        "group given twice",
+        "[deployment]\nname = \"hello\"\n\n[[directories]]\npath = \"/var/lib/hello\"\nowner = \"hello:hello\"\ngroup = \"adm\"\n",
+        &["respot.toml:7:9: directories[0].group: the group is given twice"],
+    ),
+    (
+        "owned by the verification account",
+        "[deployment]\nname = \"hello\"\n\n[[directories]]\npath = \"/var/lib/hello\"\nowner = \"respot-verify\"\n",
+        &["respot.toml:6:9: directories[0].owner: `respot-verify` is respot's verification account"],
+    ),
+    (
+        "directory at respot's own path",
+        "[deployment]\nname = \"hello\"\n\n[[directories]]\npath = \"/etc/respot/x\"\n",
+        &["respot.toml:5:8: directories[0].path: `/etc/respot/x` is respot's own"],
+    ),
+    (
+        "secret without a source for local",
+        "[deployment]\nname = \"hello\"\n\n[[secrets]]\npath = \"/etc/hello/token\"\nssm = \"/hello/token\"\n",
+        &[
+            "respot.toml",
+            "secrets[0]: secret `/etc/hello/token` has no source for provider \"local\"; add `local_file",
+        ],
+    ),
+    (
+        "secret without a source for aws",
+        "[deployment]\nname = \"hello\"\nprovider = \"aws\"\n\n[[aws.regions]]\nname = \"eu-west-1\"\ncount = 1\n\n[[secrets]]\npath = \"/etc/hello/token\"\nlocal_file = \"token\"\n",
+        &[
+            "respot.toml",
+            "secrets[0]: secret `/etc/hello/token` has no source for provider \"aws\"; add `ssm",
+        ],
+    ),
+    (
+        "secret local file missing",
+        "[deployment]\nname = \"hello\"\n\n[[secrets]]\npath = \"/etc/hello/token\"\nlocal_file = \"secrets/token\"\n",
+        &[
+            "respot.toml:6:14: secrets[0].local_file: `",
+            "secrets/token` does not exist",
+        ],
+    ),
+    (
+        "secret in sudoers.d",
+        "[deployment]\nname = \"hello\"\n\n[[secrets]]\npath = \"/etc/sudoers.d/hello\"\nlocal_file = \"respot.toml\"\n",
+        &["respot.toml:5:8: secrets[0].path: a secret may not be placed at `/etc/sudoers.d/hello`"],
+    ),
+    (
+        "bad package",
+        "[deployment]\nname = \"hello\"\n\n[packages]\napt = [\"jq\", \"curl;rm\"]\n",
+        &["respot.toml:5:14: packages.apt[1]: expected `name` or `name=version`"],
+    ),
+    (
+        "unit list names a missing unit",
+        "[deployment]\nname = \"hello\"\nunits = [\"hello-health.service\", \"nope.service\"]\n",
+        &["respot.toml:3:34: deployment.units[1]: `nope.service` is not a unit in `instance/units/`"],
+    ),
+    (
+        "unit list omits a unit",
+        "[deployment]\nname = \"hello\"\nunits = [\"hello-health.service\"]\n",
+        &["respot.toml:3:9: deployment.units: the start order omits `hello-reporter.service`"],
+    ),
+    (
+        "unit listed twice in a group",
+        "[deployment]\nname = \"hello\"\nunits = [\"hello-health.service\", [\"hello-reporter.service\", \"hello-health.service\"]]\n",
+        &[
+            "respot.toml:3:",
+            "deployment.units[1][1]: `hello-health.service` is listed twice",
+        ],
+    ),
 ];
 
 #[test]
@@ -186,4 +287,91 @@ fn tilde_expands_in_key_paths() {
         stdout.contains("- \"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKey person@laptop\""),
         "{stdout}"
     );
+}
+
+/// Bad `[traffic]` sections: each exits 2 naming file:line:col and key.
+#[test]
+fn bad_traffic_sections_name_line_and_key() {
+    const ARN: &str = "arn:aws:elasticloadbalancing:us-east-1:123456789012:listener/app/web/50dc6c495c0c9188/f2f7dc8efc522ab2";
+    let aws = "[deployment]\nname = \"hello\"\nprovider = \"aws\"\n\n[[aws.regions]]\nname = \"eu-west-1\"\ncount = 1\n\n";
+    let cases: Vec<(&str, String, &str)> = vec![
+        (
+            "aws part with the local provider",
+            format!("{HEAD}\n[traffic]\nport = 8000\n\n[traffic.aws]\nlisteners = []\n"),
+            "respot.toml:7:1: traffic.aws: `[traffic.aws]` is for the aws provider, but `deployment.provider` is \"local\"",
+        ),
+        (
+            "listener in another region",
+            format!(
+                "{aws}[traffic]\n\n[[traffic.aws.listeners]]\nregion = \"eu-west-1\"\nlistener_arn = \"{ARN}\"\n"
+            ),
+            "respot.toml:13:16: traffic.aws.listeners[0].listener_arn: this listener is in `us-east-1`, not `eu-west-1`",
+        ),
+        (
+            "health path without a leading slash",
+            format!("{HEAD}\n[traffic]\nport = 8000\nhealth_path = \"health\"\n"),
+            "respot.toml:6:15: traffic.health_path: expected an absolute URL path starting with `/`",
+        ),
+        (
+            "steps not ending at 100",
+            format!("{HEAD}\n[traffic]\nport = 8000\nsteps = [10, 50]\n"),
+            "respot.toml:6:9: traffic.steps: the last step must be 100",
+        ),
+        (
+            "steps falling",
+            format!("{HEAD}\n[traffic]\nport = 8000\nsteps = [50, 10, 100]\n"),
+            "respot.toml:6:14: traffic.steps[1]: expected rising percentages from 1 to 100, got 10",
+        ),
+        (
+            "local door without a port",
+            format!("{HEAD}\n[traffic]\nguest_port = 8080\n"),
+            "respot.toml:4:1: traffic: the local front door needs `port`",
+        ),
+        (
+            "error rate above 1",
+            format!("{HEAD}\n[traffic]\nport = 8000\nmax_error_rate = 5\n"),
+            "respot.toml:6:18: traffic.max_error_rate: expected a share from 0 to 1",
+        ),
+        (
+            "batch neither a count nor a share",
+            format!("{HEAD}\n[traffic]\nport = 8000\nbatch = \"half\"\n"),
+            "respot.toml:6:9: traffic.batch: expected a count such as 2 or a share such as \"25%\", got `half`",
+        ),
+    ];
+    let mut failures = Vec::new();
+    for (name, text, want) in &cases {
+        let test = Test::sample().write("respot.toml", text);
+        let out = test
+            .context()
+            .command()
+            .arg("render")
+            .output()
+            .expect("run respot");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        if out.status.code() != Some(2) || !stderr.contains(want) || stderr.contains("panicked") {
+            failures.push(format!(
+                "{name}: want exit 2 and {want:?}, got {:?}: {stderr}",
+                out.status.code()
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn files_directories_secrets_packages_and_units_parse() {
+    let text = format!(
+        "{HEAD}units = [\"hello-reporter.service\", [\"hello-health.service\"]]\n\n\
+         [[files]]\npath = \"files/opt/hello/*\"\nowner = \"hello:hello\"\nmode = \"0640\"\n\n\
+         [[files]]\npath = \"files/opt/**/reporter.sh\"\nmode = \"0750\"\ntemplate = true\n\n\
+         [[directories]]\npath = \"/var/lib/hello\"\nowner = \"hello\"\n\n\
+         [[secrets]]\npath = \"/etc/hello/token\"\nowner = \"hello\"\nlocal_file = \"token.txt\"\nssm = \"/hello/token\"\n\n\
+         [packages]\napt = [\"jq=1.7*\", \"curl\"]\n"
+    );
+    Test::sample()
+        .write("respot.toml", &text)
+        .write("token.txt", "s3cret\n")
+        .args(["render"])
+        .status(0)
+        .run();
 }

@@ -126,6 +126,21 @@ fn sample_deploys_verifies_refuses_writes_and_destroys() {
     let created = fleet.respot(&["create"]);
     assert_eq!(created.status.code(), Some(0), "create: {}", stderr(&created));
     assert!(stderr(&created).contains("verified"), "{}", stderr(&created));
+    // Off a terminal, one plain line per phase change.
+    for phase in [
+        "requested",
+        "running (+",
+        "ssh (+",
+        "cloud-init (+",
+        "units (+",
+        "verified (+",
+    ] {
+        assert!(
+            stderr(&created).contains(&format!(": {phase}")),
+            "{phase}: {}",
+            stderr(&created)
+        );
+    }
 
     let listed = fleet.json(&["list"]);
     let instances = listed.as_array().unwrap();
@@ -342,4 +357,97 @@ fn walkdir(dir: &Path) -> Vec<PathBuf> {
         found.push(path);
     }
     found
+}
+
+/// A blueprint of 60 KB of text and 200 KB of binary travels as a bundle
+/// on the seed: the VM's bundle step checks and writes it, and it verifies.
+#[test]
+fn large_blueprint_deploys_from_a_bundle_on_the_seed_and_verifies() {
+    let fleet = Fleet::new(1);
+    let dir = fleet.path().join("instance/files/opt/big");
+    std::fs::create_dir_all(&dir).unwrap();
+    let text: String = (0..2200)
+        .map(|i| format!("line {i}: setting_{} = {}\n", i % 97, i * 7919 % 10007))
+        .collect();
+    assert!(text.len() >= 60_000, "{}", text.len());
+    std::fs::write(dir.join("settings.conf"), &text).unwrap();
+    let mut state = 11u64;
+    let binary: Vec<u8> = (0..200_000)
+        .map(|_| {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (state >> 33) as u8
+        })
+        .collect();
+    std::fs::write(dir.join("model.bin"), &binary).unwrap();
+    let render = fleet.json(&["render"]);
+    assert_eq!(render["transport"], "bundle", "{}", render["budget"]);
+
+    let created = fleet.respot(&["create"]);
+    assert_eq!(created.status.code(), Some(0), "create: {}", stderr(&created));
+    let verified = fleet.json(&["verify"]);
+    assert_eq!(verified["passed"], true, "{verified}");
+    let id = fleet.json(&["list"])[0]["id"].as_str().unwrap().to_string();
+    assert_eq!(check(&verified, &id, "files")["result"], "pass", "{verified}");
+    let log = fleet.json(&["debug", &id, "--section", "log"]);
+    let sha = render["bundle"]["sha256"].as_str().unwrap();
+    assert!(
+        log.to_string()
+            .contains(&format!("bundle {}: 6 files written", &sha[..12])),
+        "the bundle step logged its work: {log}"
+    );
+}
+
+/// Two instances of one generation share one digest, and a `[[files]]`
+/// template differs by instance: cloud-init's Jinja fills in each VM's
+/// own id and launch index from the NoCloud meta-data.
+#[test]
+fn per_instance_values_differ_by_instance_under_one_digest() {
+    let fleet = Fleet::new(2);
+    std::fs::write(
+        fleet.path().join("instance/files/opt/hello/node.txt"),
+        "{{ instance.id }} {{ instance.index }} {{ instance.region }}\n",
+    )
+    .unwrap();
+    let toml = fleet.path().join("respot.toml");
+    let mut text = std::fs::read_to_string(&toml).unwrap();
+    text.push_str("\n[[files]]\npath = \"files/opt/hello/node.txt\"\ntemplate = true\n");
+    std::fs::write(&toml, text).unwrap();
+    // The health answer starts with the node file (the inspector keeps
+    // the first 120 bytes of a probe's body).
+    let health = fleet.path().join("instance/files/opt/hello/health.py");
+    let script = std::fs::read_to_string(&health).unwrap().replacen(
+        "                \"status\": \"ok\",",
+        "                \"node\": open(\"/opt/hello/node.txt\").read().strip(),\n                \"status\": \"ok\",",
+        1,
+    );
+    assert!(
+        script.contains("node.txt"),
+        "the sample's health.py changed shape"
+    );
+    std::fs::write(&health, script).unwrap();
+    let digest = fleet.json(&["render"])["digest"].as_str().unwrap().to_string();
+
+    let created = fleet.respot(&["create"]);
+    assert_eq!(created.status.code(), Some(0), "create: {}", stderr(&created));
+    let listed = fleet.json(&["list"]);
+    let instances = listed.as_array().unwrap();
+    assert_eq!(instances.len(), 2, "{listed}");
+    let mut nodes = Vec::new();
+    for i in instances {
+        assert_eq!(i["digest"], digest.as_str(), "one digest for the generation");
+        let id = i["id"].as_str().unwrap();
+        let answer = fleet.json(&["debug", id, "--section", "health"]).to_string();
+        let want = format!("{id} ");
+        assert!(answer.contains(&want), "{id}'s file names it: {answer}");
+        assert!(answer.contains(" local"), "the region from meta-data: {answer}");
+        nodes.push(answer);
+    }
+    assert!(
+        nodes.iter().any(|n| n.contains(" 0 local")) && nodes.iter().any(|n| n.contains(" 1 local")),
+        "launch indexes 0 and 1: {nodes:?}"
+    );
+    let verified = fleet.json(&["verify"]);
+    assert_eq!(verified["passed"], true, "{verified}");
 }

@@ -3,8 +3,12 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod access;
+mod alb;
 mod aws;
 mod config;
+mod history;
 mod local;
+mod progress;
 mod render;
 mod verify;

@@ -113,6 +113,7 @@ fn json_report_lists_files_units_and_sizes() {
     for file in report["files"].as_array().unwrap() {
         let respots = file["path"] == "/etc/respot/probes"
             || file["path"] == "/etc/ssh/sshd_config.d/60-respot.conf"
+            || file["path"] == "/etc/sudoers.d/respot"
             || file["path"].as_str().unwrap().starts_with("/usr/lib/respot/");
         let want = if respots { "respot" } else { "blueprint" };
         assert_eq!(file["origin"], want, "origin of {}", file["path"]);
@@ -142,6 +143,9 @@ fn redact(mut report: serde_json::Value) -> serde_json::Value {
     report["document"] = "[document]".into();
     report["raw_bytes"] = "[bytes]".into();
     report["packed_bytes"] = "[bytes]".into();
+    for part in ["user_bytes", "respot_bytes", "left_bytes"] {
+        report["budget"][part] = "[bytes]".into();
+    }
     for file in report["files"].as_array_mut().unwrap() {
         file["sha256"] = "[sha256]".into();
         file["bytes"] = "[bytes]".into();
@@ -198,9 +202,21 @@ fn large_blueprints_are_gzipped_and_round_trip() {
     );
 }
 
+/// The sample with `[deployment] transport` set to `transport`.
+fn with_transport(test: Test, transport: &str) -> Test {
+    let path = test.path().join("respot.toml");
+    let text = std::fs::read_to_string(&path).unwrap().replacen(
+        "[deployment]\n",
+        &format!("[deployment]\ntransport = \"{transport}\"\n"),
+        1,
+    );
+    std::fs::write(&path, text).unwrap();
+    test
+}
+
 #[test]
 fn too_large_even_gzipped_names_the_largest_files() {
-    let test = Test::sample();
+    let test = with_transport(Test::sample(), "inline");
     std::fs::write(
         test.path().join("instance/files/opt/hello/noise.bin"),
         noise(30_000, 7),
@@ -216,6 +232,116 @@ fn too_large_even_gzipped_names_the_largest_files() {
         .status(2)
         .stderr_contains("even gzipped, over EC2's limit of 16384")
         .stderr_contains("the largest files are: `instance/files/opt/hello/noise.bin` (30000 bytes), `instance/files/opt/hello/small-noise.bin` (9000 bytes)")
+        .stderr_lacks("inspect")
+        .run();
+}
+
+#[test]
+fn auto_bundles_what_does_not_fit_and_bundle_always_does() {
+    let big = |test: Test| {
+        std::fs::write(
+            test.path().join("instance/files/opt/hello/noise.bin"),
+            noise(30_000, 7),
+        )
+        .unwrap();
+        test
+    };
+    let auto = big(Test::sample());
+    let report = render_json(auto.context(), auto.path());
+    assert_eq!(report["transport"], "bundle");
+    let document = report["document"].as_str().unwrap();
+    let sha256 = report["bundle"]["sha256"].as_str().unwrap();
+    assert!(document.contains(&format!("# respot bundle: sha256 {sha256}, 5 files")));
+    assert!(
+        !document.contains("/opt/hello/health.py"),
+        "no blueprint file inline"
+    );
+    assert!(
+        document.contains("path: /usr/lib/respot/inspect"),
+        "respot's own stay inline"
+    );
+    assert!(report["packed_bytes"].as_u64().unwrap() <= 16384);
+    assert!(
+        report["budget"]["user_bytes"].as_u64().unwrap() < 2000,
+        "{}",
+        report["budget"]
+    );
+
+    let small = Test::sample();
+    assert_eq!(render_json(small.context(), small.path())["transport"], "inline");
+    let forced = with_transport(Test::sample(), "bundle");
+    let report = render_json(forced.context(), forced.path());
+    assert_eq!(report["transport"], "bundle");
+    assert_eq!(report["bundle"]["files"], 4);
+    let inline = render_json(small.context(), small.path());
+    assert_ne!(
+        report["digest"], inline["digest"],
+        "the transport is part of the document"
+    );
+}
+
+#[test]
+fn too_large_prints_json_with_output_json() {
+    let test = with_transport(Test::sample(), "inline");
+    std::fs::write(
+        test.path().join("instance/files/opt/hello/noise.bin"),
+        noise(30_000, 7),
+    )
+    .unwrap();
+    let (out, _) = test.args(["render", "--output", "json"]).status(2).run();
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON on stdout");
+    assert_eq!(report["error"], "too_large");
+    assert_eq!(report["limit_bytes"], 16384);
+    assert!(report["packed_bytes"].as_u64().unwrap() > 16384);
+    let largest = report["largest_files"].as_array().unwrap();
+    assert_eq!(
+        largest[0],
+        serde_json::json!({"source": "instance/files/opt/hello/noise.bin", "bytes": 30000})
+    );
+    assert_eq!(largest.len(), 5, "the five largest: {largest:?}");
+    for file in largest {
+        let source = file["source"].as_str().unwrap();
+        assert!(
+            source.starts_with("instance/"),
+            "only the blueprint's files: {source}"
+        );
+    }
+}
+
+#[test]
+fn files_git_ignores_in_instance_count_as_dirty() {
+    let test = Test::sample().write("instance/.gitignore", "*.local\n");
+    let git = |args: &[&str]| {
+        let ok = std::process::Command::new("git")
+            .args(["-c", "user.email=t@example.invalid", "-c", "user.name=t"])
+            .args(args)
+            .current_dir(test.path())
+            .output()
+            .unwrap()
+            .status
+            .success();
+        assert!(ok, "git {args:?}");
+    };
+    git(&["init", "-q"]);
+    git(&["add", "."]);
+    git(&["commit", "-q", "-m", "sample"]);
+    let clean = render_json(test.context(), test.path());
+    assert_eq!(clean["git_dirty"], false);
+    std::fs::write(test.path().join("instance/files/opt/hello/secret.local"), "x\n").unwrap();
+    let ignored = render_json(test.context(), test.path());
+    assert_eq!(
+        ignored["git_dirty"], true,
+        "an ignored file that ships is uncommitted"
+    );
+    assert!(ignored["git_commit"].is_null());
+    assert!(ignored["version"].as_str().unwrap().ends_with("-dirty"));
+    assert_ne!(
+        ignored["digest"], clean["digest"],
+        "it ships, so the digest changes"
+    );
+    test.args(["render"])
+        .status(0)
+        .stderr_contains("git ignores files of the instance directory that respot ships (instance/files/opt/hello/secret.local)")
         .run();
 }
 
@@ -226,6 +352,8 @@ fn sample_passes_cloud_init_schema() {
         .status(0)
         .stderr_contains("schema   cloud-init schema: ")
         .stderr_contains("Valid")
+        .stderr_lacks("respot-schema-")
+        .stderr_lacks("/tmp/")
         .run();
 }
 
@@ -249,7 +377,10 @@ fn template_errors_name_the_file_and_line() {
         (
             "undefined variable",
             "#cloud-config\nruncmd:\n  - [echo, {{ deployment.nmae }}]\n",
-            &["templates/cloud-init.yaml`: line 3:", "undefined"],
+            &[
+                "templates/cloud-init.yaml`: line 3:",
+                "`deployment.nmae` is undefined",
+            ],
         ),
         (
             "reserved key",
@@ -529,5 +660,182 @@ fn completions_and_man_page_come_from_the_cli_and_need_no_blueprint() {
         .args(["completions", "tcsh"])
         .status(2)
         .stderr_contains("invalid value 'tcsh'")
+        .run();
+}
+
+/// Text files land as plain block scalars and binary ones as `b64`, and
+/// cloud-init's own YAML loader (PyYAML, as `cloud-init` runs it) reads
+/// every file back byte for byte.
+#[test]
+fn file_contents_round_trip_through_cloud_inits_yaml_loader() {
+    let tricky: &[(&str, &str)] = &[
+        ("lead.txt", "  two leading spaces\nthen none\n"),
+        ("noeol.conf", "no final newline"),
+        ("blank-tail.txt", "two newlines at the end\n\n"),
+        (
+            "blank-head.txt",
+            "\n\nafter two empty lines\n   \nspaces-only line above\n",
+        ),
+        ("yamlish.yaml", "key: value\n- item\n---\n...\n# not a comment\n"),
+        ("tabs.sh", "\tindented with a tab\ntrailing spaces   \n"),
+        ("unicode.txt", "gr\u{fc}\u{df}e \u{1f600}\n"),
+        ("crlf.txt", "dos\r\nline\r\n"),
+    ];
+    let mut test = Test::sample();
+    for (name, content) in tricky {
+        test = test.write(&format!("instance/files/opt/t/{name}"), content);
+    }
+    std::fs::write(test.path().join("instance/files/opt/t/blob.bin"), noise(300, 3)).unwrap();
+    let report = render_json(test.context(), test.path());
+    let document = report["document"].as_str().unwrap();
+    assert!(
+        document.contains("    content: |2-\n      no final newline\n"),
+        "text is a block scalar"
+    );
+    assert_eq!(
+        document.matches("encoding: b64").count(),
+        2,
+        "only the binary file and the CRLF file are base64"
+    );
+    let script = "import sys, json, yaml, base64\n\
+                  doc = yaml.safe_load(sys.stdin.read())\n\
+                  out = {}\n\
+                  for f in doc['write_files']:\n\
+                  \x20   c = f['content']\n\
+                  \x20   b = base64.b64decode(c) if f.get('encoding') == 'b64' else c.encode()\n\
+                  \x20   out[f['path']] = b.hex()\n\
+                  print(json.dumps(out))\n";
+    let mut child = std::process::Command::new("python3")
+        .args(["-c", script])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3 (cloud-init's interpreter) runs");
+    std::io::Write::write_all(child.stdin.as_mut().unwrap(), document.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "PyYAML could not load the document");
+    let loaded: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let mut checked = 0;
+    for file in report["files"].as_array().unwrap() {
+        let path = file["path"].as_str().unwrap();
+        let hex = loaded[path]
+            .as_str()
+            .unwrap_or_else(|| panic!("{path} not written"));
+        let bytes = hex::decode(hex).unwrap();
+        assert_eq!(
+            hex::encode(Sha256::digest(&bytes)),
+            file["sha256"].as_str().unwrap(),
+            "{path} does not round-trip"
+        );
+        checked += 1;
+    }
+    assert_eq!(checked, report["files"].as_array().unwrap().len());
+    assert!(checked >= 13, "{checked}");
+}
+
+/// Per-instance values render into cloud-init's own instance-data Jinja:
+/// the digest covers the template, the values stay `{{ v1.… }}`, the rest
+/// is literal (`raw`), and cloud-init's schema accepts what it renders.
+#[test]
+fn per_instance_values_become_cloud_init_jinja() {
+    let test = with_template_tail(
+        Test::sample(),
+        "hostname: node-{{ instance.region }}\n",
+    )
+    .write(
+        "instance/files/opt/hello/node.conf",
+        "node = {{ instance.id }}\nzone = {{ instance.zone }}\nindex = {{ instance.index }}\nliteral = {{ '{{' }} x }}\n",
+    );
+    let toml = test.path().join("respot.toml");
+    let mut text = std::fs::read_to_string(&toml).unwrap();
+    text.push_str("\n[[files]]\npath = \"files/opt/hello/node.conf\"\ntemplate = true\n");
+    std::fs::write(&toml, text).unwrap();
+    let report = render_json(test.context(), test.path());
+    let document = report["document"].as_str().unwrap();
+    assert!(
+        document.starts_with("## template: jinja\n{% raw %}#cloud-config\n"),
+        "{}",
+        &document[..80]
+    );
+    assert!(document.contains("hostname: node-{% endraw %}{{ v1.region }}{% raw %}\n"));
+    assert!(document.contains("node = {% endraw %}{{ v1.instance_id }}{% raw %}\n"));
+    assert!(document.contains("{{ v1.availability_zone }}"));
+    assert!(document.contains("{{ ds.meta_data.ami_launch_index }}"));
+    assert!(
+        document.contains("literal = {{ x }}"),
+        "a file's own braces stay literal, inside raw"
+    );
+    let node = report["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["path"] == "/opt/hello/node.conf")
+        .unwrap();
+    assert_eq!(node["template"], true);
+    assert_eq!(digest(test.context(), test.path()), report["digest"], "stable");
+
+    // cloud-init's own Jinja, with instance data, renders the whole
+    // user-data (launch part included) to the literal text plus the values.
+    let packed_path = test.path().join("user-data.bin");
+    let out = test
+        .context()
+        .command()
+        .args(["render", "--user-data-out"])
+        .arg(&packed_path)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let packed = std::fs::read(&packed_path).unwrap();
+    let mut user_data = Vec::new();
+    flate2::read::MultiGzDecoder::new(&packed[..])
+        .read_to_end(&mut user_data)
+        .unwrap();
+    std::fs::write(test.path().join("user-data"), &user_data).unwrap();
+    std::fs::write(
+        test.path().join("instance-data.json"),
+        r#"{"v1": {"instance_id": "i-0abc", "region": "r-1", "availability_zone": "r-1b"},
+            "ds": {"meta_data": {"ami_launch_index": 3}}}"#,
+    )
+    .unwrap();
+    let rendered = std::process::Command::new("cloud-init")
+        .args(["devel", "render", "user-data", "-i", "instance-data.json"])
+        .current_dir(test.path())
+        .output()
+        .expect("cloud-init runs");
+    assert!(
+        rendered.status.success(),
+        "{}",
+        String::from_utf8_lossy(&rendered.stderr)
+    );
+    let user_data = String::from_utf8(user_data).unwrap();
+    let want = user_data
+        .strip_prefix("## template: jinja\n")
+        .unwrap()
+        .replace("{% raw %}", "")
+        .replace("{% endraw %}", "")
+        .replace("{{ v1.instance_id }}", "i-0abc")
+        .replace("{{ v1.region }}", "r-1")
+        .replace("{{ v1.availability_zone }}", "r-1b")
+        .replace("{{ ds.meta_data.ami_launch_index }}", "3");
+    let got = String::from_utf8(rendered.stdout).unwrap();
+    assert!(got.contains("node = i-0abc\n      zone = r-1b\n      index = 3\n      literal = {{ x }}\n"));
+    assert_eq!(
+        got, want,
+        "cloud-init renders exactly the literal text and the values"
+    );
+
+    test.args(["render", "--check"])
+        .status(0)
+        .stderr_contains("Valid")
+        .run();
+}
+
+#[test]
+fn an_unknown_transport_is_a_config_error_with_its_place() {
+    with_transport(Test::sample(), "ftp")
+        .args(["render"])
+        .status(2)
+        .stderr_contains("respot.toml:3:")
+        .stderr_contains("transport")
         .run();
 }

@@ -1004,3 +1004,198 @@ fn the_verification_account_bootcmd_locks_the_account_and_owns_its_home() {
     assert_eq!(runs[2][2], format!("{user} adm"), "{stdout}");
     assert_eq!(runs[2][3], "root:root 755", "{stdout}");
 }
+
+/// The fixture's respot.toml with `[verify] concurrency = N`.
+fn set_concurrency(fx: &Fixture, concurrency: usize) {
+    let path = fx.test.path().join("respot.toml");
+    let toml = std::fs::read_to_string(&path).expect("read respot.toml");
+    let toml = toml.replacen(
+        "[verify]\n",
+        &format!("[verify]\nconcurrency = {concurrency}\n"),
+        1,
+    );
+    std::fs::write(&path, toml).expect("write respot.toml");
+}
+
+#[test]
+fn a_target_queued_behind_an_unreachable_one_gets_its_own_timeout() {
+    let fx = Fixture::new("pinned");
+    set_concurrency(&fx, 1);
+    let (_sshd, good) = fx.serve();
+    // Nothing listens here: it fails after its own timeout.
+    let dead_port = free_port();
+    fx.pin("127.0.0.1", dead_port);
+    let dead = format!("127.0.0.1:{dead_port}");
+    let started = Instant::now();
+    let out = fx.run(&[
+        "verify",
+        "--target",
+        &dead,
+        "--target",
+        &good,
+        "--timeout",
+        "4",
+        "--output",
+        "json",
+    ]);
+    let took = started.elapsed();
+    assert_eq!(out.status.code(), Some(1), "{}", explain(&out));
+    let report = json(&out);
+    assert!(
+        failed_rows(&report, &dead)
+            .iter()
+            .any(|(check, _, _)| check == "reachable"),
+        "{}",
+        explain(&out)
+    );
+    // One at a time, the good target starts when the dead one gave up, and
+    // still gets its own 4 s: it passes.
+    assert!(failed_rows(&report, &good).is_empty(), "{}", explain(&out));
+    assert!(took < Duration::from_secs(20), "took {took:?}");
+}
+
+/// A helper process, stopped by its PID when the test ends, pass or fail.
+struct StopOnDrop(std::process::Child);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        crate::support::stop_child(&mut self.0, Duration::from_secs(2));
+    }
+}
+
+/// Peak open descriptors of `pid` and peak ssh processes under it, sampled
+/// until `done`.
+fn watch_descriptors(pid: u32, done: &std::sync::atomic::AtomicBool) -> (usize, usize) {
+    let (mut fds, mut ssh) = (0, 0);
+    while !done.load(std::sync::atomic::Ordering::Relaxed) {
+        if let Ok(entries) = std::fs::read_dir(format!("/proc/{pid}/fd")) {
+            fds = fds.max(entries.count());
+        }
+        let children = std::fs::read_dir("/proc")
+            .map(|d| {
+                d.flatten()
+                    .filter_map(|e| std::fs::read_to_string(e.path().join("stat")).ok())
+                    .filter(|stat| {
+                        let after = stat.rsplit_once(") ").map(|(_, rest)| rest).unwrap_or("");
+                        stat.contains("(ssh)") && after.split(' ').nth(1) == Some(&pid.to_string())
+                    })
+                    .count()
+            })
+            .unwrap_or(0);
+        ssh = ssh.max(children);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    (fds, ssh)
+}
+
+/// The benchmark behind `scripts/bench-verify` (BENCHMARKS.md): `verify
+/// --target` of RESPOT_BENCH_TARGETS (1,000) endpoints, one sshd reached
+/// through as many loopback addresses behind a proxy adding
+/// RESPOT_BENCH_DELAY_MS (50) each way, at RESPOT_BENCH_CONCURRENCY (the
+/// default). Reports the time and the peak descriptors.
+#[test]
+#[ignore = "a benchmark: scripts/bench-verify runs it"]
+fn bench_verify_targets_through_latency() {
+    let env = |name: &str, default: usize| {
+        std::env::var(name)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
+    };
+    let count = env("RESPOT_BENCH_TARGETS", 1000);
+    let delay = env("RESPOT_BENCH_DELAY_MS", 50);
+    let concurrency = env(
+        "RESPOT_BENCH_CONCURRENCY",
+        respot::config::DEFAULT_VERIFY_CONCURRENCY,
+    );
+    let fx = Fixture::new("pinned");
+    set_concurrency(&fx, concurrency);
+    let upstream = free_port();
+    let _sshd = Sshd::start_with_limits(
+        &fx.test.path().join("sshd"),
+        &fx.host_key.0,
+        &fx.keys_dir,
+        &[upstream],
+        "2000",
+    );
+    let port = free_port();
+    let ready = fx.test.path().join("proxy.ready");
+    let proxy = Command::new("python3")
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/support/latency_proxy.py"
+        ))
+        .args([
+            "--upstream-port",
+            &upstream.to_string(),
+            "--port",
+            &port.to_string(),
+        ])
+        .args(["--count", &count.to_string(), "--delay-ms", &delay.to_string()])
+        .arg("--ready-file")
+        .arg(&ready)
+        .spawn()
+        .expect("start the latency proxy");
+    let _proxy = StopOnDrop(proxy);
+    let waited = Instant::now();
+    while !ready.exists() {
+        assert!(
+            waited.elapsed() < Duration::from_secs(60),
+            "the proxy did not start"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mut args = vec!["verify".to_string(), "--output".into(), "json".into()];
+    args.extend(["--timeout".to_string(), "120".to_string()]);
+    for i in 0..count {
+        let host = std::net::Ipv4Addr::from(u32::from(std::net::Ipv4Addr::new(127, 0, 0, 2)) + i as u32);
+        fx.pin(&host.to_string(), port);
+        args.push("--target".into());
+        args.push(format!("{host}:{port}"));
+    }
+    let started = Instant::now();
+    let mut child = fx
+        .test
+        .context()
+        .std_command()
+        .args(&args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run respot");
+    let mut stdout = child.stdout.take().expect("stdout");
+    let mut stderr = child.stderr.take().expect("stderr");
+    let out_reader = std::thread::spawn(move || {
+        let mut text = Vec::new();
+        stdout.read_to_end(&mut text).map(|_| text)
+    });
+    let err_reader = std::thread::spawn(move || {
+        let mut text = Vec::new();
+        stderr.read_to_end(&mut text).map(|_| text)
+    });
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let pid = child.id();
+    let (status, (fds, ssh)) = std::thread::scope(|scope| {
+        let watcher = scope.spawn(|| watch_descriptors(pid, &done));
+        let status = child.wait().expect("wait for respot");
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        (status, watcher.join().expect("the watcher"))
+    });
+    let took = started.elapsed();
+    let stdout = out_reader.join().expect("reader").expect("read stdout");
+    let stderr = err_reader.join().expect("reader").expect("read stderr");
+    let report: serde_json::Value = serde_json::from_slice(&stdout).unwrap_or_else(|e| {
+        panic!("not JSON ({e}): {}", String::from_utf8_lossy(&stderr));
+    });
+    let failed = report["failed_instances"].as_array().map_or(0, Vec::len);
+    eprintln!(
+        "BENCH verify targets={count} delay_ms={delay} concurrency={concurrency} seconds={:.1} \
+         failed={failed} peak_fds={fds} peak_ssh_processes={ssh}",
+        took.as_secs_f64()
+    );
+    assert!(
+        status.success() && failed == 0,
+        "{failed} failed:\n{}",
+        String::from_utf8_lossy(&stderr)
+    );
+}

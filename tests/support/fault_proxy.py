@@ -18,6 +18,23 @@ Control API (same port, never counted, no latency):
     POST /__proxy/reset                       -> clears counters, rules, request log
     POST /__proxy/log      {"enabled": true}  -> request log on stderr
     GET  /__proxy/requests                    -> recent requests (ring buffer)
+    GET  /__proxy/ec2                         -> the EC2 behaviours below
+    POST /__proxy/ec2      {"filter_limit": 200, "group_not_found_ms": 0,
+                            "describe_lag_ms": 0, "group_in_use": true}
+
+EC2 behaviours moto lacks (kept across /__proxy/reset):
+  filter_limit        a request with more values than this in one filter gets
+                      FilterLimitExceeded (EC2's limit, 200; 0 turns it off)
+  group_not_found_ms  for this long after CreateSecurityGroup, RunInstances,
+                      CreateFleet, AuthorizeSecurityGroupIngress and CreateTags
+                      naming the new group get InvalidGroup.NotFound
+  describe_lag_ms     DescribeInstances leaves out instances launched (by
+                      RunInstances or CreateFleet) less than this long ago
+  group_in_use        DeleteSecurityGroup of a group a live instance is in
+                      gets DependencyViolation (moto deletes it)
+A rule with "capacity": N instead of a code gives matching RunInstances only N
+instances in all: MaxCount is lowered to what is left (InsufficientInstanceCapacity
+once nothing is, or when MinCount is more than what is left).
 /moto-api/... is passed through to moto unmodified, uncounted, without latency.
 See tests/support/README.md for the rule format.
 """
@@ -97,6 +114,12 @@ DEFAULT_MESSAGES = {
     "Unavailable": "The server is overloaded and can't handle the request.",
 }
 
+EC2_DEFAULTS = {"filter_limit": 200, "group_not_found_ms": 0, "describe_lag_ms": 0, "group_in_use": True}
+FILTER_VALUE_RE = re.compile(r"^Filter\.(\d+)\.Value\.(\d+)$")
+# Actions whose requests name a group respot just created.
+GROUP_USERS = {"RunInstances", "CreateFleet", "AuthorizeSecurityGroupIngress", "CreateTags"}
+LIVE_STATES = {"pending", "running", "stopping", "stopped", "shutting-down"}
+
 CREDENTIAL_RE = re.compile(
     r"Credential=([^/,\s]+)/(\d{8})/([^/,\s]+)/([^/,\s]+)/aws4_request"
 )
@@ -134,6 +157,64 @@ def ec2_error_xml(code, message, request_id):
     ).encode("utf-8")
 
 
+def ec2_error(status, code, message):
+    """A proxied response carrying EC2's error XML."""
+    payload = ec2_error_xml(code, message, str(uuid.uuid4()))
+    return (status, None, [("Content-Type", "text/xml;charset=UTF-8"), ("Server", "AmazonEC2")], payload)
+
+
+def filter_overflow(params, limit):
+    """(filter name, value count) of the first filter with more than `limit` values."""
+    counts = collections.Counter()
+    for key in params:
+        m = FILTER_VALUE_RE.match(key)
+        if m:
+            counts[m.group(1)] += 1
+    for index, n in sorted(counts.items()):
+        if n > limit:
+            return params.get("Filter.%s.Name" % index, "?"), n
+    return None
+
+
+def launch_max_count(body):
+    """moto launches MinCount instances; EC2 launches up to MaxCount when it has the
+    capacity. The request moto sees asks for MaxCount as its minimum too."""
+    pairs = urllib.parse.parse_qsl(body.decode("utf-8"), keep_blank_values=True)
+    most = dict(pairs).get("MaxCount")
+    if most is None:
+        return body
+    pairs = [(k, most if k == "MinCount" else v) for k, v in pairs]
+    return urllib.parse.urlencode(pairs).encode("utf-8")
+
+
+def xml_texts(payload, tag):
+    """Every text of <tag>...</tag> in an XML payload (namespace-agnostic)."""
+    return re.findall(rb"<%s>([^<]+)</%s>" % (tag.encode(), tag.encode()), payload)
+
+
+def drop_instances(payload, hidden):
+    """DescribeInstances XML without the instances in `hidden` (empty reservations go too)."""
+    import xml.etree.ElementTree as ET
+
+    root = ET.fromstring(payload)
+    if root.tag.startswith("{"):
+        # Keep EC2's (or moto's) namespace as the default one, unprefixed.
+        ET.register_namespace("", root.tag[1:].split("}", 1)[0])
+    reservations = root.find("{*}reservationSet")
+    if reservations is None:
+        return payload
+    for reservation in list(reservations):
+        instances = reservation.find("{*}instancesSet")
+        if instances is None:
+            continue
+        for item in list(instances):
+            if item.findtext("{*}instanceId", default="") in hidden:
+                instances.remove(item)
+        if len(instances) == 0:
+            reservations.remove(reservation)
+    return b'<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root)
+
+
 class RuleError(ValueError):
     pass
 
@@ -141,7 +222,7 @@ class RuleError(ValueError):
 class Rule:
     """One fault rule. See README.md for the JSON form."""
 
-    FIELDS = {"action", "region", "match", "code", "status", "message", "times", "delay_ms"}
+    FIELDS = {"action", "region", "match", "code", "status", "message", "times", "delay_ms", "capacity"}
 
     def __init__(self, obj, index):
         if not isinstance(obj, dict):
@@ -174,8 +255,19 @@ class Rule:
         self.delay_ms = delay or 0
         if code is not None and (not isinstance(code, str) or not code):
             raise RuleError("rule %d: 'code' must be a non-empty string" % index)
-        if code is None and delay is None:
-            raise RuleError("rule %d: 'code' is required (or 'delay_ms' for a slow rule)" % index)
+        capacity = obj.get("capacity")
+        if capacity is not None and (
+            not isinstance(capacity, int) or isinstance(capacity, bool) or capacity < 0
+        ):
+            raise RuleError("rule %d: 'capacity' must be an integer >= 0" % index)
+        if capacity is not None and code is not None:
+            raise RuleError("rule %d: 'capacity' and 'code' exclude each other" % index)
+        self.capacity = capacity
+        if code is None and delay is None and capacity is None:
+            raise RuleError(
+                "rule %d: 'code' is required (or 'delay_ms' for a slow rule, 'capacity' for a small pool)"
+                % index
+            )
         self.code = code
         status = obj.get("status")
         if status is None and code is not None:
@@ -229,6 +321,8 @@ class Rule:
         }
         if self.delay_ms:
             out["delay_ms"] = self.delay_ms
+        if self.capacity is not None:
+            out["capacity"] = self.capacity
         return out
 
 
@@ -240,6 +334,9 @@ class State:
         self.latency_ms = latency_ms
         self.log_enabled = log_enabled
         self.rules = []
+        self.ec2 = dict(EC2_DEFAULTS)
+        self.new_groups = {}  # group id -> monotonic time created
+        self.launched = {}  # instance id -> monotonic time launched
         self._clear_counters()
 
     def _clear_counters(self):
@@ -280,6 +377,10 @@ class State:
                 if chosen.code is not None:
                     self.faults_injected["%s:%s" % (action, chosen.code)] += 1
             return self.seq, chosen, self.latency_ms
+
+    def count_fault(self, action, code):
+        with self.lock:
+            self.faults_injected["%s:%s" % (action, code)] += 1
 
     def end(self, record):
         with self.lock:
@@ -499,6 +600,19 @@ class ProxyHandler(http.server.BaseHTTPRequestHandler):
             with state.lock:
                 state.latency_ms = ms
             return self._send_json(200, {"latency_ms": _num(ms)})
+        if method == "GET" and name == "ec2":
+            with state.lock:
+                return self._send_json(200, dict(state.ec2))
+        if method == "POST" and name == "ec2":
+            if not isinstance(data, dict) or set(data) - set(EC2_DEFAULTS):
+                return self._send_json(400, {"error": "expected keys among %s" % sorted(EC2_DEFAULTS)})
+            for key, value in data.items():
+                kind = bool if key == "group_in_use" else (int, float)
+                if not isinstance(value, kind) or (kind is not bool and (isinstance(value, bool) or value < 0)):
+                    return self._send_json(400, {"error": "%s: bad value %r" % (key, value)})
+            with state.lock:
+                state.ec2.update(data)
+                return self._send_json(200, dict(state.ec2))
         if method == "POST" and name == "reset":
             state.reset()
             return self._send_json(200, {"reset": True})
@@ -537,18 +651,23 @@ class ProxyHandler(http.server.BaseHTTPRequestHandler):
             delay = (latency_ms or 0) + (rule.delay_ms if rule is not None else 0)
             if delay > 0:
                 time.sleep(delay / 1000.0)
-            if rule is not None and rule.code is not None:
+            ec2_fault = self._ec2_fault(action, region, params)
+            if ec2_fault is None and rule is not None and rule.capacity is not None:
+                ec2_fault, body = self._take_capacity(rule, action, body, params, region)
+            if ec2_fault is None and action == "RunInstances":
+                body = launch_max_count(body)
+            if ec2_fault is not None:
+                code, status, message = ec2_fault
+                state.count_fault(action, code)
+                record["fault"] = code
+                response = ec2_error(status, code, message)
+            elif rule is not None and rule.code is not None:
                 message = rule.message or default_message(rule.code, params, region)
-                payload = ec2_error_xml(rule.code, message, str(uuid.uuid4()))
                 record["fault"] = rule.code
-                response = (
-                    rule.status,
-                    None,
-                    [("Content-Type", "text/xml;charset=UTF-8"), ("Server", "AmazonEC2")],
-                    payload,
-                )
+                response = ec2_error(rule.status, rule.code, message)
             else:
                 response = self._fetch_upstream(body)
+                response = self._after_upstream(action, response)
             record["status"] = response[0]
         finally:
             # Book-keeping is finished before the response leaves, so a test that reads
@@ -572,6 +691,102 @@ class ProxyHandler(http.server.BaseHTTPRequestHandler):
         # A client that went away raises here; the server swallows it (the request may
         # still have reached moto, as on a real network).
         self._write_response(*response)
+
+    # --- EC2 behaviours moto lacks -------------------------------------------------
+    def _ec2_fault(self, action, region, params):
+        """(code, status, message) when EC2 would refuse this request, else None."""
+        state = self.server.state
+        with state.lock:
+            ec2 = dict(state.ec2)
+            now = time.monotonic()
+            fresh = {g for g, t in state.new_groups.items() if (now - t) * 1000 < ec2["group_not_found_ms"]}
+        limit = ec2["filter_limit"]
+        if limit:
+            over = filter_overflow(params, limit)
+            if over is not None:
+                return ("FilterLimitExceeded", 400,
+                        "The maximum number of filter values specified on a single call is %d "
+                        "(filter %s has %d)" % (limit, over[0], over[1]))
+        if action in GROUP_USERS and fresh:
+            named = [v for v in params.values() if v in fresh]
+            if named:
+                return ("InvalidGroup.NotFound", 400,
+                        "The security group '%s' does not exist" % named[0])
+        if action == "DeleteSecurityGroup" and ec2["group_in_use"] and params.get("GroupId"):
+            holders = self._group_holders(region, params["GroupId"])
+            if holders:
+                return ("DependencyViolation", 400,
+                        "resource %s has a dependent object" % params["GroupId"])
+        return None
+
+    def _group_holders(self, region, group_id):
+        """Live instances (any owner) that moto says are in `group_id`: what EC2 checks."""
+        body = b"Action=DescribeInstances&Version=2016-11-15"
+        headers = {
+            "Content-Type": "application/x-www-form-urlencoded; charset=utf-8",
+            "Authorization": "AWS4-HMAC-SHA256 Credential=testing/20250101/%s/ec2/aws4_request, "
+                             "SignedHeaders=host, Signature=0" % (region or "us-east-1"),
+        }
+        conn = http.client.HTTPConnection(self.server.upstream_host, self.server.upstream_port,
+                                          timeout=UPSTREAM_TIMEOUT_S)
+        try:
+            conn.request("POST", "/", body, headers)
+            payload = conn.getresponse().read()
+        finally:
+            conn.close()
+        import xml.etree.ElementTree as ET
+
+        holders = []
+        for item in ET.fromstring(payload).iterfind(".//{*}instancesSet/{*}item"):
+            state = item.findtext("{*}instanceState/{*}name", default="")
+            groups = {g.text for g in item.iterfind(".//{*}groupId")}
+            if state in LIVE_STATES and group_id in groups:
+                holders.append(item.findtext("{*}instanceId", default=""))
+        return holders
+
+    def _take_capacity(self, rule, action, body, params, region):
+        """Gives a RunInstances only what the rule's pool still holds: (fault, body)."""
+        if action != "RunInstances":
+            return None, body
+        state = self.server.state
+        want_max = int(params.get("MaxCount", "1"))
+        want_min = int(params.get("MinCount", "1"))
+        with state.lock:
+            left = rule.capacity
+            given = min(want_max, left)
+            if given == 0 or want_min > left:
+                given = 0
+            rule.capacity = left - given
+        if given == 0:
+            return ("InsufficientInstanceCapacity", 500,
+                    default_message("InsufficientInstanceCapacity", params, region)), body
+        pairs = urllib.parse.parse_qsl(body.decode("utf-8"), keep_blank_values=True)
+        pairs = [(k, str(given) if k == "MaxCount" else v) for k, v in pairs]
+        return None, urllib.parse.urlencode(pairs).encode("utf-8")
+
+    def _after_upstream(self, action, response):
+        """Records what EC2 just created; lets DescribeInstances lag behind it."""
+        status, reason, headers, data = response
+        if status != 200:
+            return response
+        state = self.server.state
+        now = time.monotonic()
+        if action == "CreateSecurityGroup":
+            with state.lock:
+                for group in xml_texts(data, "groupId"):
+                    state.new_groups[group.decode()] = now
+        elif action in ("RunInstances", "CreateFleet"):
+            with state.lock:
+                for instance in xml_texts(data, "instanceId"):
+                    state.launched[instance.decode()] = now
+        elif action == "DescribeInstances":
+            with state.lock:
+                lag = state.ec2["describe_lag_ms"]
+                hidden = {i for i, t in state.launched.items() if (now - t) * 1000 < lag}
+            if hidden:
+                data = drop_instances(data, hidden)
+                return status, reason, headers, data
+        return response
 
     def _forward(self, body):
         """Pass a request through unmodified and uncounted (used for /moto-api/)."""

@@ -42,6 +42,7 @@ const REGION_POOL: &[&str] = &[
     "ca-central-1",
     "sa-east-1",
     "eu-south-1",
+    "il-central-1",
     "af-south-1",
     "me-south-1",
     "ap-east-1",
@@ -49,9 +50,9 @@ const REGION_POOL: &[&str] = &[
     "eu-south-2",
     "ap-south-2",
     "ap-southeast-3",
-    "me-central-1",
-    "il-central-1",
     "ca-west-1",
+    // moto offers no t3 types here: last.
+    "me-central-1",
 ];
 
 static NEXT_REGION: AtomicUsize = AtomicUsize::new(0);
@@ -103,48 +104,74 @@ fn die_with_parent(cmd: &mut Command) {
 /// The shared moto server of this test process; its `http://127.0.0.1:PORT`.
 pub fn moto_url() -> &'static str {
     static MOTO: OnceLock<String> = OnceLock::new();
-    MOTO.get_or_init(|| {
-        let server = moto_server_path();
-        assert!(
-            server.is_file(),
-            "moto_server not found at `{}`; run `scripts/setup` or set RESPOT_MOTO_SERVER",
-            server.display()
-        );
-        let port = free_port();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut cmd = Command::new(&server);
-            cmd.args(["-H", "127.0.0.1", "-p", &port.to_string()])
-                .env("MOTO_ENABLE_AMI_VALIDATION", "1")
-                .env("MOTO_EC2_ENABLE_INSTANCE_TYPE_VALIDATION", "1")
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null());
-            die_with_parent(&mut cmd);
-            let child = cmd.spawn();
-            let started = child.is_ok();
-            tx.send(child.map(|c| c.id()).map_err(|e| e.to_string()))
-                .expect("the test thread waits for moto");
-            if started {
-                // This thread must outlive every test: its end kills moto.
-                loop {
-                    std::thread::park();
-                }
+    MOTO.get_or_init(spawn_moto)
+}
+
+/// A second moto server, for the tests of EC2's limits: their fleets (up to
+/// 250 instances per region) would crowd the shared one, and its regions
+/// come from their own pool ([`limits_regions`]).
+pub fn limits_moto_url() -> &'static str {
+    static MOTO: OnceLock<String> = OnceLock::new();
+    MOTO.get_or_init(spawn_moto)
+}
+
+static NEXT_LIMITS_REGION: AtomicUsize = AtomicUsize::new(0);
+
+/// `n` regions of [`limits_moto_url`] no other test uses.
+pub fn limits_regions(n: usize) -> Vec<String> {
+    let start = NEXT_LIMITS_REGION.fetch_add(n, Ordering::SeqCst);
+    assert!(
+        start + n <= REGION_POOL.len(),
+        "the limits tests need more regions than REGION_POOL has; add some"
+    );
+    REGION_POOL[start..start + n]
+        .iter()
+        .map(|r| r.to_string())
+        .collect()
+}
+
+/// Starts a moto server that lives as long as the process; its URL.
+fn spawn_moto() -> String {
+    let server = moto_server_path();
+    assert!(
+        server.is_file(),
+        "moto_server not found at `{}`; run `scripts/setup` or set RESPOT_MOTO_SERVER",
+        server.display()
+    );
+    let port = free_port();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut cmd = Command::new(&server);
+        cmd.args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .env("MOTO_ENABLE_AMI_VALIDATION", "1")
+            .env("MOTO_EC2_ENABLE_INSTANCE_TYPE_VALIDATION", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        die_with_parent(&mut cmd);
+        let child = cmd.spawn();
+        let started = child.is_ok();
+        tx.send(child.map(|c| c.id()).map_err(|e| e.to_string()))
+            .expect("the test thread waits for moto");
+        if started {
+            // This thread must outlive every test: its end kills moto.
+            loop {
+                std::thread::park();
             }
-        });
-        let pid = rx.recv().expect("moto spawner answers");
-        pid.unwrap_or_else(|e| panic!("cannot start `{}`: {e}", moto_server_path().display()));
-        let url = format!("http://127.0.0.1:{port}");
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while http(port, "GET", "/moto-api/data.json", None).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "moto did not answer on port {port} within 60 s"
-            );
-            std::thread::sleep(Duration::from_millis(100));
         }
-        url
-    })
+    });
+    let pid = rx.recv().expect("moto spawner answers");
+    pid.unwrap_or_else(|e| panic!("cannot start `{}`: {e}", moto_server_path().display()));
+    let url = format!("http://127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while http(port, "GET", "/moto-api/data.json", None).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "moto did not answer on port {port} within 60 s"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    url
 }
 
 /// A minimal HTTP/1.0 client for the control APIs; returns (status, body).
@@ -181,7 +208,11 @@ pub struct Proxy {
 
 impl Proxy {
     pub fn start(latency_ms: u64) -> Proxy {
-        let upstream = moto_url();
+        Proxy::start_to(moto_url(), latency_ms)
+    }
+
+    /// A proxy in front of the moto at `upstream`.
+    pub fn start_to(upstream: &str, latency_ms: u64) -> Proxy {
         let dir = tempfile::tempdir().expect("tempdir");
         let port_file = dir.path().join("proxy.port");
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/fault_proxy.py");
@@ -235,6 +266,13 @@ impl Proxy {
             "/__proxy/faults",
             Some(&serde_json::json!({ "rules": rules }).to_string()),
         );
+    }
+
+    /// Sets the EC2 behaviours moto lacks (`filter_limit`,
+    /// `group_not_found_ms`, `describe_lag_ms`, `group_in_use`; see
+    /// tests/support/fault_proxy.py). They survive [`Proxy::reset`].
+    pub fn ec2(&self, settings: serde_json::Value) {
+        self.control("POST", "/__proxy/ec2", Some(&settings.to_string()));
     }
 
     pub fn stats(&self) -> serde_json::Value {

@@ -49,12 +49,24 @@ impl Sshd {
     /// key text) and the authorized keys of user `u` in `keys_dir/u`, and
     /// waits until every port accepts. A minimal config, without PAM.
     pub fn start(dir: &Path, host_key: &str, keys_dir: &Path, ports: &[u16]) -> Sshd {
+        Sshd::start_with_limits(dir, host_key, keys_dir, ports, "10:30:100")
+    }
+
+    /// The same with `MaxStartups max_startups`: for one sshd playing a
+    /// whole fleet (in a fleet, each instance is its own sshd).
+    pub fn start_with_limits(
+        dir: &Path,
+        host_key: &str,
+        keys_dir: &Path,
+        ports: &[u16],
+        max_startups: &str,
+    ) -> Sshd {
         let key_path = prepare(dir, host_key);
         let config = format!(
             "ListenAddress 127.0.0.1\nHostKey {}\nPidFile none\nUsePAM no\nStrictModes no\n\
              PasswordAuthentication no\nKbdInteractiveAuthentication no\nPubkeyAuthentication yes\n\
              AuthorizedKeysFile {}/%u\nPermitRootLogin prohibit-password\nLogLevel VERBOSE\n\
-             MaxStartups 10:30:100\nMaxSessions 10\nAcceptEnv none\n{}",
+             MaxStartups {max_startups}\nMaxSessions 10\nAcceptEnv none\n{}",
             key_path.display(),
             keys_dir.display(),
             port_lines(ports)

@@ -230,6 +230,7 @@ mod tests {
             state,
             state_reason: None,
             public_ip: None,
+            private_ip: None,
             ssh: None,
             digest: None,
             version: None,

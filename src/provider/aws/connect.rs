@@ -27,6 +27,8 @@ pub struct Connection {
     pub regions: Vec<String>,
     /// The fix to print when AWS rejects the credentials.
     pub credentials_hint: String,
+    /// The loaded configuration, for clients of other services (S3).
+    pub sdk: SdkConfig,
 }
 
 /// Loads credentials and decides the regions. `configured` is
@@ -50,6 +52,7 @@ pub async fn connect(configured: &[String], options: &AwsOptions) -> Result<Conn
         home,
         regions,
         credentials_hint: hint,
+        sdk,
     })
 }
 

@@ -11,7 +11,7 @@ use std::time::SystemTime;
 use aws_sdk_ec2::types as ec2;
 
 use super::ec2::{
-    EncryptedRoot, Image, IngressRule, LaunchSpec, Market, MetadataOptions, RawInstance, SecurityGroup,
+    Image, IngressRule, LaunchSpec, Market, MetadataOptions, RawInstance, RootVolume, SecurityGroup,
     SpotPrice, Tags, tag_value,
 };
 use crate::provider::{Instance, InstanceId, InstanceState, Lifecycle, SshEndpoint, tag};
@@ -85,19 +85,47 @@ pub fn metadata_options(options: MetadataOptions) -> ec2::InstanceMetadataOption
         .build()
 }
 
-/// The image's root device, encrypted and deleted with the instance; the
-/// volume type and, when the image gives none, the size are left to EC2.
-pub fn encrypted_root(root: &EncryptedRoot) -> ec2::BlockDeviceMapping {
+/// The image's root device as respot sets it, deleted with the instance;
+/// what is left out (type, size) stays the image's.
+pub fn root_volume(root: &RootVolume) -> ec2::BlockDeviceMapping {
+    let mut ebs = ec2::EbsBlockDevice::builder()
+        .delete_on_termination(true)
+        .set_volume_size(root.size_gib)
+        .set_volume_type(root.volume_type.as_deref().map(ec2::VolumeType::from));
+    if root.encrypted {
+        ebs = ebs.encrypted(true);
+    }
     ec2::BlockDeviceMapping::builder()
         .device_name(&root.device)
-        .ebs(
-            ec2::EbsBlockDevice::builder()
-                .encrypted(true)
-                .delete_on_termination(true)
-                .set_volume_size(root.size_gib)
-                .build(),
-        )
+        .ebs(ebs.build())
         .build()
+}
+
+/// The primary network interface in `subnet`, behind `group`, with or
+/// without a public IPv4 address, asked for explicitly (not left to the
+/// subnet's default).
+pub fn primary_interface(
+    subnet: &str,
+    group: &str,
+    public_ip: bool,
+) -> ec2::InstanceNetworkInterfaceSpecification {
+    ec2::InstanceNetworkInterfaceSpecification::builder()
+        .device_index(0)
+        .subnet_id(subnet)
+        .groups(group)
+        .associate_public_ip_address(public_ip)
+        .delete_on_termination(true)
+        .build()
+}
+
+/// An instance profile by ARN (`arn:...`) or by name.
+pub fn instance_profile(profile: &str) -> ec2::IamInstanceProfileSpecification {
+    let builder = ec2::IamInstanceProfileSpecification::builder();
+    if profile.starts_with("arn:") {
+        builder.arn(profile).build()
+    } else {
+        builder.name(profile).build()
+    }
 }
 
 /// One single-port TCP rule per port, open to `cidr`.
@@ -156,6 +184,7 @@ pub fn raw_instance(sdk: &ec2::Instance) -> Option<RawInstance> {
             .filter(|s| !s.is_empty())
             .map(str::to_string),
         public_ip: sdk.public_ip_address().map(str::to_string),
+        private_ip: sdk.private_ip_address().map(str::to_string),
         spot: sdk.instance_lifecycle() == Some(&ec2::InstanceLifecycleType::Spot),
         launched_at: sdk.launch_time().and_then(|t| SystemTime::try_from(*t).ok()),
         tags: tags(sdk.tags()),
@@ -182,6 +211,7 @@ pub fn image(sdk: &ec2::Image) -> Option<Image> {
 
 pub fn spot_price(sdk: &ec2::SpotPrice) -> SpotPrice {
     SpotPrice {
+        instance_type: sdk.instance_type().map(|t| t.as_str().to_string()),
         zone: sdk.availability_zone().map(str::to_string),
         product: sdk.product_description().map(|d| d.as_str().to_string()),
         price: sdk.spot_price().map(str::to_string),
@@ -243,6 +273,7 @@ pub fn instance(region: &str, deployment: &str, raw: &RawInstance) -> Option<Ins
         state: raw.state.clone(),
         state_reason,
         public_ip: raw.public_ip.clone(),
+        private_ip: raw.private_ip.clone(),
         ssh,
         digest: tag_value(&raw.tags, tag::DIGEST).and_then(Digest::parse),
         version: tag_value(&raw.tags, tag::VERSION).map(str::to_string),

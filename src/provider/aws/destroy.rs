@@ -9,8 +9,10 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::ec2::{Ec2Api, tag_value};
-use super::list::ID_BATCH;
+use futures::stream::{self, StreamExt};
+
+use super::ec2::{Ec2Api, TERMINATE_IDS, tag_value};
+use super::list::CHUNKS_AT_ONCE;
 use super::{AwsProvider, RegionTarget, gather, group_name, per_region};
 use crate::provider::{DestroyReport, Instance, InstanceId, InstanceState, ProviderError, Result, tag};
 
@@ -26,6 +28,25 @@ impl<E: Ec2Api> AwsProvider<E> {
             let ids = by_region.entry(instance.region.clone()).or_default();
             if instance.state.is_live() {
                 ids.push(instance.id.0.clone());
+            }
+        }
+        // The union with what `RunInstances` returned to a launch that did
+        // not finish (a listing right after a launch may not show it yet):
+        // of the generations being destroyed, or all of them when the
+        // listing showed none.
+        let generations: BTreeSet<u64> = instances.iter().filter_map(|i| i.generation).collect();
+        let pending: Vec<super::Pending> = {
+            let mut all = self.pending();
+            let (taken, kept) = std::mem::take(&mut *all)
+                .into_iter()
+                .partition(|p| instances.is_empty() || generations.contains(&p.generation));
+            *all = kept;
+            taken
+        };
+        for launched in &pending {
+            let ids = by_region.entry(launched.region.clone()).or_default();
+            if !ids.contains(&launched.id) {
+                ids.push(launched.id.clone());
             }
         }
         let mut targets: Vec<RegionTarget<E>> = self.regions.clone();
@@ -94,11 +115,14 @@ impl<E: Ec2Api> AwsProvider<E> {
             return Ok(report);
         };
         match others_live {
-            Ok(Some(0)) => match self.delete_group(target, &group).await {
-                Ok(()) => report.cleaned.push(format!(
-                    "security group {group} ({}) in {region}",
-                    group_name(deployment)
-                )),
+            Ok(Some(0)) => match self.delete_group(target, deployment, &group).await {
+                Ok(stragglers) => {
+                    report.terminated.extend(stragglers.into_iter().map(InstanceId));
+                    report.cleaned.push(format!(
+                        "security group {group} ({}) in {region}",
+                        group_name(deployment)
+                    ))
+                }
                 Err(err) => report.left_behind.push(err.to_string()),
             },
             // Another generation still runs in this region and uses the group.
@@ -112,41 +136,56 @@ impl<E: Ec2Api> AwsProvider<E> {
         Ok(report)
     }
 
-    /// Terminates `ids` in batches; ids AWS no longer knows are skipped.
+    /// Terminates `ids` in chunks of [`TERMINATE_IDS`], called
+    /// concurrently; ids AWS no longer knows are skipped.
     async fn terminate(
         &self,
         target: &RegionTarget<E>,
         deployment: &str,
         ids: &[String],
     ) -> Result<Vec<String>> {
-        let mut done = Vec::new();
-        for batch in ids.chunks(ID_BATCH) {
-            match target.ec2.terminate_instances(batch).await {
-                Ok(()) => done.extend(batch.iter().cloned()),
-                Err(err) if err.code() == Some("InvalidInstanceID.NotFound") => {
-                    // Some ids are gone already; terminate the ones AWS
-                    // still lists under our tag.
-                    let known: Vec<String> = self
-                        .list_region(target, deployment, batch)
-                        .await?
-                        .into_iter()
-                        .filter(|i| i.state.is_live())
-                        .map(|i| i.id.0)
-                        .collect();
-                    if known.is_empty() {
-                        continue;
-                    }
-                    target
-                        .ec2
-                        .terminate_instances(&known)
-                        .await
-                        .map_err(|err| self.api_error(&target.name, &err))?;
-                    done.extend(known);
-                }
-                Err(err) => return Err(self.api_error(&target.name, &err)),
-            }
+        let done: Vec<Result<Vec<String>>> = stream::iter(ids.chunks(TERMINATE_IDS))
+            .map(|chunk| self.terminate_chunk(target, deployment, chunk))
+            .buffer_unordered(CHUNKS_AT_ONCE)
+            .collect()
+            .await;
+        let mut terminated = Vec::new();
+        for chunk in done {
+            terminated.extend(chunk?);
         }
-        Ok(done)
+        Ok(terminated)
+    }
+
+    async fn terminate_chunk(
+        &self,
+        target: &RegionTarget<E>,
+        deployment: &str,
+        chunk: &[String],
+    ) -> Result<Vec<String>> {
+        match target.ec2.terminate_instances(chunk).await {
+            Ok(()) => Ok(chunk.to_vec()),
+            Err(err) if err.code() == Some("InvalidInstanceID.NotFound") => {
+                // Some ids are gone already; terminate the ones AWS
+                // still lists under our tag.
+                let known: Vec<String> = self
+                    .list_region(target, deployment, chunk)
+                    .await?
+                    .into_iter()
+                    .filter(|i| i.state.is_live())
+                    .map(|i| i.id.0)
+                    .collect();
+                if known.is_empty() {
+                    return Ok(known);
+                }
+                target
+                    .ec2
+                    .terminate_instances(&known)
+                    .await
+                    .map_err(|err| self.api_error(&target.name, &err))?;
+                Ok(known)
+            }
+            Err(err) => Err(self.api_error(&target.name, &err)),
+        }
     }
 
     async fn open_spot_requests(&self, target: &RegionTarget<E>, deployment: &str) -> Result<Vec<String>> {
@@ -163,7 +202,7 @@ impl<E: Ec2Api> AwsProvider<E> {
     }
 
     async fn cancel_spot_requests(&self, target: &RegionTarget<E>, requests: &[String]) -> Result<()> {
-        for batch in requests.chunks(ID_BATCH) {
+        for batch in requests.chunks(TERMINATE_IDS) {
             target
                 .ec2
                 .cancel_spot_requests(batch)

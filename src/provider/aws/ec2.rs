@@ -27,6 +27,13 @@ const THROTTLING_CODES: &[&str] = &[
     "EC2ThrottledException",
 ];
 
+/// The most values EC2 accepts in one filter (`FilterLimitExceeded`).
+pub const FILTER_VALUES: usize = 200;
+
+/// The most ids one `TerminateInstances` takes (the API reference:
+/// "Up to 1000 instance IDs").
+pub const TERMINATE_IDS: usize = 1000;
+
 /// Tags as EC2 stores them, in order.
 pub type Tags = Vec<(String, String)>;
 
@@ -46,6 +53,8 @@ pub struct RawInstance {
     /// code, else `StateTransitionReason` (a spot reclaim shows here).
     pub state_reason: Option<String>,
     pub public_ip: Option<String>,
+    /// The address inside the VPC.
+    pub private_ip: Option<String>,
     pub spot: bool,
     pub launched_at: Option<SystemTime>,
     pub tags: Tags,
@@ -74,8 +83,8 @@ impl Market {
     }
 }
 
-/// One `RunInstances`: `count` instances of one type in one subnet, all or
-/// nothing (MinCount = MaxCount).
+/// One `RunInstances`: up to `count` instances of one type in one subnet
+/// (MinCount = 1, MaxCount = `count`): EC2 launches what the pool holds.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LaunchSpec {
     pub image: String,
@@ -97,9 +106,29 @@ pub struct LaunchSpec {
     /// How the instance metadata service answers (`launch` asks for IMDSv2
     /// only, one hop).
     pub metadata: MetadataOptions,
-    /// `Some`: the root volume is encrypted; `None`: it is as the image
-    /// says (`aws.encrypt_volumes = false`).
-    pub encrypted_root: Option<EncryptedRoot>,
+    /// `Some`: the root volume as respot sets it (encrypted, size, type);
+    /// `None`: it is as the image says.
+    pub root: Option<RootVolume>,
+    /// Ask for a public IPv4 address on the primary network interface
+    /// (`aws.public_ip`), instead of the subnet's default.
+    pub public_ip: bool,
+    /// The IAM instance profile (name or ARN), `aws.instance_profile`.
+    pub instance_profile: Option<String>,
+}
+
+/// The root volume of a launch, on the image's root device, deleted with
+/// the instance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RootVolume {
+    /// The image's root device name, e.g. `/dev/xvda`.
+    pub device: String,
+    /// GiB: `aws.root_volume_gb`, else the image's own size (moto refuses a
+    /// mapping with neither a size nor a snapshot).
+    pub size_gib: Option<i32>,
+    /// With the account's default KMS key (`aws.encrypt_volumes`).
+    pub encrypted: bool,
+    /// `aws.volume_type` (gp3, gp2, io1, ...); `None` keeps the image's.
+    pub volume_type: Option<String>,
 }
 
 /// The instance metadata service (IMDS) settings of a launch; the endpoint
@@ -168,6 +197,7 @@ pub struct Subnet {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct SpotPrice {
+    pub instance_type: Option<String>,
     pub zone: Option<String>,
     /// E.g. `Linux/UNIX`.
     pub product: Option<String>,
@@ -255,8 +285,9 @@ impl Ec2Error {
 pub type Ec2Result<T> = std::result::Result<T, Ec2Error>;
 
 /// Every AWS call respot makes, in one region. Implementations keep the
-/// SDK's retries (throttling, transient errors) but never decide anything;
-/// callers batch ids (at most 1000 per call).
+/// SDK's retries (throttling, transient errors) and follow every
+/// `NextToken`, but never decide anything; callers batch ids (at most
+/// [`FILTER_VALUES`] in a filter, [`TERMINATE_IDS`] per termination).
 #[allow(async_fn_in_trait)]
 pub trait Ec2Api: Clone {
     /// The region this handle calls.
@@ -294,8 +325,9 @@ pub trait Ec2Api: Clone {
     /// `DescribeSubnets` of the default subnets (one per zone).
     async fn describe_default_subnets(&self) -> Ec2Result<Vec<Subnet>>;
 
-    /// `DescribeSpotPriceHistory` of the current prices of `instance_type`.
-    async fn describe_spot_prices(&self, instance_type: &str) -> Ec2Result<Vec<SpotPrice>>;
+    /// `DescribeSpotPriceHistory` (every page) of the current prices of
+    /// `instance_types`.
+    async fn describe_spot_prices(&self, instance_types: &[String]) -> Ec2Result<Vec<SpotPrice>>;
 
     /// `CreateSecurityGroup` in the default VPC, tagged at creation: its id.
     async fn create_security_group(&self, name: &str, description: &str, tags: &Tags) -> Ec2Result<String>;
@@ -313,6 +345,10 @@ pub trait Ec2Api: Clone {
 
     /// `DeleteSecurityGroup`.
     async fn delete_security_group(&self, group_id: &str) -> Ec2Result<()>;
+
+    /// `DescribeInstances` (every page) of the instances in security group
+    /// `group_id`, whoever owns them: what holds a group that will not delete.
+    async fn describe_group_instances(&self, group_id: &str) -> Ec2Result<Vec<RawInstance>>;
 
     /// `DescribeSpotInstanceRequests` that are open or active and tagged
     /// for `deployment`.
@@ -335,4 +371,29 @@ pub trait Ec2Api: Clone {
     /// `DescribeSecurityGroups` (every page) of every group carrying a
     /// `respot:deployment` tag.
     async fn describe_tagged_groups(&self) -> Ec2Result<Vec<TaggedGroup>>;
+    // Account access (issue 13.5, 13.7): images by public SSM parameter,
+    // and which regions the account has enabled.
+
+    /// SSM `GetParameter`: the value of a (public) parameter, or `None`
+    /// when it does not exist in this region (`ParameterNotFound`).
+    async fn ssm_parameter(&self, name: &str) -> Ec2Result<Option<String>>;
+
+    /// `DescribeRegions` with `AllRegions`: every region and its opt-in
+    /// status (`opt-in-not-required`, `opted-in`, `not-opted-in`).
+    async fn describe_region_opt_in(&self) -> Ec2Result<Vec<RegionOptIn>>;
+}
+
+/// A region and whether the account may use it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegionOptIn {
+    pub name: String,
+    /// `None` when AWS (or an emulator) does not say.
+    pub status: Option<String>,
+}
+
+impl RegionOptIn {
+    /// An opt-in region the account has not enabled.
+    pub fn is_disabled(&self) -> bool {
+        self.status.as_deref() == Some("not-opted-in")
+    }
 }

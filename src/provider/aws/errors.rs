@@ -6,9 +6,12 @@
 //! Pure: it classifies errors and never makes a call or decides a retry.
 
 use super::ec2::{Ec2Error, Ec2ErrorKind, Market};
+use super::permissions::denied_action;
 use crate::provider::ProviderError;
 
-/// Capacity errors of one pool (instance type × zone): try the next pool.
+/// Errors of one pool (market × instance type × zone): its capacity, its
+/// price, its subnet's free addresses, or a type the zone does not offer.
+/// Try the next pool.
 const POOL_ERRORS: &[&str] = &[
     "InsufficientInstanceCapacity",
     "InsufficientCapacity",
@@ -16,6 +19,9 @@ const POOL_ERRORS: &[&str] = &[
     "InsufficientAddressCapacity",
     "InsufficientReservedInstanceCapacity",
     "InsufficientCapacityOnOutpost",
+    "InsufficientFreeAddressesInSubnet",
+    "InsufficientVolumeCapacity",
+    "SpotMaxPriceTooLow",
     "Unsupported",
 ];
 
@@ -31,12 +37,41 @@ const AUTH_ERRORS: &[&str] = &[
     "InvalidAccessKeyId",
 ];
 
-const SPOT_QUOTA: &str = "All Standard (A, C, D, H, I, M, R, T, Z) Spot Instance Requests";
-const ON_DEMAND_QUOTA: &str = "Running On-Demand Standard (A, C, D, H, I, M, R, T, Z) instances";
+/// IAM denied the call (EC2 says `UnauthorizedOperation`; STS, SSM and
+/// others `AccessDenied`).
+const DENIED_ERRORS: &[&str] = &[
+    "UnauthorizedOperation",
+    "Client.UnauthorizedOperation",
+    "AccessDenied",
+    "AccessDeniedException",
+];
 
-/// Whether `code` says one pool has no capacity, so the next pool may.
+/// Spot's service-linked role is missing and the caller may not create it.
+const SPOT_ROLE_ERRORS: &[&str] = &[
+    "AuthFailure.ServiceLinkedRoleCreationNotPermitted",
+    "ServiceLinkedRoleCreationNotPermitted",
+];
+
+/// The Service Quotas name and code (`L-...`) to raise.
+const SPOT_QUOTA: &str = "All Standard (A, C, D, H, I, M, R, T, Z) Spot Instance Requests (L-34B43A08)";
+const ON_DEMAND_QUOTA: &str = "Running On-Demand Standard (A, C, D, H, I, M, R, T, Z) instances (L-1216C47A)";
+
+/// Whether `code` says one pool cannot launch, so the next pool may.
 pub fn is_pool_error(code: &str) -> bool {
     POOL_ERRORS.contains(&code)
+}
+
+/// Whether `err` is one pool's: a code of [`POOL_ERRORS`], or an
+/// `InvalidParameterValue` about an instance type the zone does not offer.
+pub fn is_pool_answer(err: &Ec2Error) -> bool {
+    match err.code() {
+        Some("InvalidParameterValue") => {
+            let message = err.message().to_ascii_lowercase();
+            message.contains("not supported") || message.contains("availability zone")
+        }
+        Some(code) => is_pool_error(code),
+        None => false,
+    }
 }
 
 /// The fix for credentials that are missing or rejected.
@@ -67,11 +102,24 @@ pub fn api_error(region: &str, err: &Ec2Error, hint: &str) -> ProviderError {
                 hint: hint.to_string(),
             }
         }
-        Ec2ErrorKind::Service { code, .. } if code == "OptInRequired" => {
-            ProviderError::RegionNotEnabled { region, action }
+        Ec2ErrorKind::Service { code, .. } if code == "OptInRequired" => ProviderError::RegionNotEnabled {
+            region,
+            evidence: format!("{action}: {code}"),
+        },
+        Ec2ErrorKind::Service { code, .. } if SPOT_ROLE_ERRORS.contains(&code.as_str()) => {
+            ProviderError::SpotRoleMissing {
+                region,
+                call: action,
+                code: code.clone(),
+            }
         }
-        Ec2ErrorKind::Service { code, .. } if code == "UnauthorizedOperation" => {
-            ProviderError::NotAuthorized { region, action }
+        Ec2ErrorKind::Service { code, message } if DENIED_ERRORS.contains(&code.as_str()) => {
+            ProviderError::NotAuthorized {
+                region,
+                denied: denied_action(&action, message),
+                call: action,
+                code: code.clone(),
+            }
         }
         Ec2ErrorKind::Service { code, .. } if err.is_throttling() => ProviderError::Throttled {
             region,
@@ -187,7 +235,35 @@ mod tests {
             (
                 "iam",
                 service("UnauthorizedOperation"),
-                "may not call ec2:RunInstances",
+                "may not perform `ec2:RunInstances`; grant it to the caller: `respot iam-policy`",
+                ExitStatus::Provider,
+            ),
+            (
+                "iam names the tagging action",
+                Ec2Error::service(
+                    "RunInstances",
+                    "UnauthorizedOperation",
+                    "User: arn:aws:iam::1:user/ci is not authorized to perform: ec2:CreateTags on resource: x",
+                ),
+                "RunInstances was denied (UnauthorizedOperation): the credentials may not perform `ec2:CreateTags`",
+                ExitStatus::Provider,
+            ),
+            (
+                "ssm access denied",
+                Ec2Error::service("GetParameter", "AccessDeniedException", "no"),
+                "may not perform `ssm:GetParameter`",
+                ExitStatus::Provider,
+            ),
+            (
+                "spot role",
+                service("AuthFailure.ServiceLinkedRoleCreationNotPermitted"),
+                "aws iam create-service-linked-role --aws-service-name spot.amazonaws.com",
+                ExitStatus::Provider,
+            ),
+            (
+                "spot role, short code",
+                service("ServiceLinkedRoleCreationNotPermitted"),
+                "EC2 Spot service-linked role",
                 ExitStatus::Provider,
             ),
             (

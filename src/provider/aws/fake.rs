@@ -5,16 +5,22 @@
 //! spot requests) so that what one call creates the next call sees, and it
 //! records every call (and every `LaunchSpec` in full). [`Rule`]s script failures: the next `times` calls of
 //! an action (in a region, whose recorded detail contains a text) fail with
-//! an EC2 error code. It never opens a socket.
+//! an EC2 error code. Pools can hold fewer instances than asked for
+//! ([`FakeEc2::capacity`]), a group with live instances refuses deletion
+//! (`DependencyViolation`), and new instances can stay invisible to a few
+//! `DescribeInstances` ([`FakeEc2::hide_launches`]). It never opens a socket.
 
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
 use super::ec2::{
-    Ec2Api, Ec2Error, Ec2Result, Image, IngressRule, LaunchSpec, Market, RawInstance, SecurityGroup,
-    SpotPrice, SpotRequest, SpotRequestStatus, Subnet, TaggedGroup, Tags, tag_value,
+    Ec2Api, Ec2Error, Ec2Result, Image, IngressRule, LaunchSpec, Market, RawInstance, RegionOptIn,
+    SecurityGroup, SpotPrice, SpotRequest, SpotRequestStatus, Subnet, TaggedGroup, Tags, tag_value,
 };
 use crate::provider::{InstanceState, tag};
+
+mod glob;
+use glob::glob;
 
 /// One call as the fake saw it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,6 +37,7 @@ pub struct Call {
 pub struct Rule {
     action: &'static str,
     code: String,
+    message: String,
     region: Option<String>,
     when: Option<String>,
     /// `None`: every matching call fails.
@@ -43,6 +50,7 @@ impl Rule {
         Rule {
             action,
             code: code.to_string(),
+            message: "scripted by the test".to_string(),
             region: None,
             when: None,
             times: None,
@@ -57,6 +65,12 @@ impl Rule {
     /// Only calls whose detail contains `text`.
     pub fn when(mut self, text: &str) -> Rule {
         self.when = Some(text.to_string());
+        self
+    }
+
+    /// AWS's message with the code.
+    pub fn message(mut self, message: &str) -> Rule {
+        self.message = message.to_string();
         self
     }
 
@@ -102,6 +116,18 @@ struct World {
     /// Every region AWS has (`DescribeRegions` with `AllRegions`).
     all_regions: Vec<String>,
     images: Vec<(String, Image)>,
+    /// (text in a `RunInstances` detail, instances the pool still holds).
+    capacity: Vec<(String, u32)>,
+    /// (instance, its security group).
+    instance_groups: Vec<(String, String)>,
+    /// New instances stay out of this many `DescribeInstances` answers.
+    hide_for: u32,
+    /// (instance, answers it still stays out of).
+    hidden: Vec<(String, u32)>,
+    /// Public SSM parameters: (region or `*` for every region, name, value).
+    parameters: Vec<(String, String, String)>,
+    /// Opt-in regions the account has not enabled.
+    disabled_regions: Vec<String>,
 }
 
 /// A fake AWS account, seen from one region. Clones share the world.
@@ -145,6 +171,22 @@ impl FakeEc2 {
                     image("ami-al2023arm", "al2023-ami-2023.6-kernel-6.1-arm64", "arm64"),
                 ),
             ],
+            capacity: Vec::new(),
+            instance_groups: Vec::new(),
+            hide_for: 0,
+            hidden: Vec::new(),
+            // AWS publishes Amazon Linux's parameters in every region.
+            parameters: [("x86_64", "ami-al2023x86"), ("arm64", "ami-al2023arm")]
+                .iter()
+                .map(|(arch, id)| {
+                    (
+                        "*".to_string(),
+                        format!("/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-{arch}"),
+                        id.to_string(),
+                    )
+                })
+                .collect(),
+            disabled_regions: Vec::new(),
         };
         FakeEc2 {
             region: region.to_string(),
@@ -160,6 +202,34 @@ impl FakeEc2 {
 
     pub fn script(&self, rule: Rule) {
         self.world().rules.push(rule);
+    }
+
+    /// Pools whose `RunInstances` detail contains `when` (e.g.
+    /// `t3.small eu-west-1a spot`) hold `instances` in all; asked for more,
+    /// they launch what they hold (MinCount = 1), and none at all is
+    /// `InsufficientInstanceCapacity`.
+    pub fn capacity(&self, when: &str, instances: u32) {
+        self.world().capacity.push((when.to_string(), instances));
+    }
+
+    /// Instances launched from now on stay out of the next `answers`
+    /// `DescribeInstances` (EC2's eventual consistency).
+    pub fn hide_launches(&self, answers: u32) {
+        self.world().hide_for = answers;
+    }
+
+    /// Instances `ids` stay out of the next `answers` `DescribeInstances`.
+    pub fn hide_ids(&self, ids: &[String], answers: u32) {
+        self.world()
+            .hidden
+            .extend(ids.iter().map(|id| (id.clone(), answers)));
+    }
+
+    /// Puts instance `id` into security group `group` (as its interface).
+    pub fn join_group(&self, id: &str, group: &str) {
+        self.world()
+            .instance_groups
+            .push((id.to_string(), group.to_string()));
     }
 
     /// New instances launch in `state`, with AWS's `reason`.
@@ -258,6 +328,7 @@ impl FakeEc2 {
             state: InstanceState::Running,
             state_reason: None,
             public_ip: Some("203.0.113.9".to_string()),
+            private_ip: Some("172.31.0.9".to_string()),
             spot: false,
             launched_at: Some(SystemTime::UNIX_EPOCH),
             tags: tags.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
@@ -284,6 +355,22 @@ impl FakeEc2 {
         }
     }
 
+    /// A public SSM parameter in `region`.
+    pub fn add_parameter(&self, region: &str, name: &str, value: &str) {
+        self.world()
+            .parameters
+            .push((region.to_string(), name.to_string(), value.to_string()));
+    }
+
+    /// `region` becomes an opt-in region the account has not enabled.
+    pub fn disable_region(&self, region: &str) {
+        let mut world = self.world();
+        world.disabled_regions.push(region.to_string());
+        if !world.all_regions.iter().any(|r| r == region) {
+            world.all_regions.push(region.to_string());
+        }
+    }
+
     /// Records the call and returns the scripted failure, if any.
     fn call(&self, action: &'static str, detail: String) -> Ec2Result<()> {
         let mut world = self.world();
@@ -294,7 +381,7 @@ impl FakeEc2 {
         };
         let scripted = world.rules.iter_mut().find(|r| r.matches(&call)).map(|rule| {
             rule.times = rule.times.map(|t| t - 1);
-            Ec2Error::service(action, &rule.code, "scripted by the test")
+            Ec2Error::service(action, &rule.code, &rule.message)
         });
         world.calls.push(call);
         match scripted {
@@ -309,16 +396,43 @@ impl World {
         self.next_id += 1;
         format!("{prefix}-{:04}", self.next_id)
     }
-}
 
-/// `*` matches any run of characters; everything else matches itself.
-fn glob(pattern: &str, text: &str) -> bool {
-    match pattern.split_once('*') {
-        None => pattern == text,
-        Some((head, rest)) => {
-            text.starts_with(head)
-                && (0..=text.len() - head.len()).any(|skip| glob(rest, &text[head.len() + skip..]))
+    /// The instances one `DescribeInstances` answer leaves out; each
+    /// answer counts down every hidden instance.
+    fn answer_hides(&mut self) -> Vec<String> {
+        let hidden: Vec<String> = self
+            .hidden
+            .iter()
+            .filter(|(_, left)| *left > 0)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for (_, left) in self.hidden.iter_mut() {
+            *left = left.saturating_sub(1);
         }
+        hidden
+    }
+
+    /// How many of `wanted` the pool of `detail` launches, and the error
+    /// when it holds none.
+    fn take_capacity(&mut self, detail: &str, wanted: u32) -> Ec2Result<u32> {
+        let Some((_, left)) = self
+            .capacity
+            .iter_mut()
+            .find(|(when, _)| detail.contains(when.as_str()))
+        else {
+            return Ok(wanted);
+        };
+        if *left == 0 {
+            let message = format!("We currently do not have sufficient capacity for {detail}");
+            return Err(Ec2Error::service(
+                "RunInstances",
+                "InsufficientInstanceCapacity",
+                &message,
+            ));
+        }
+        let given = wanted.min(*left);
+        *left -= given;
+        Ok(given)
     }
 }
 
@@ -351,7 +465,8 @@ impl Ec2Api for FakeEc2 {
 
     async fn describe_instances(&self, deployment: &str, ids: &[String]) -> Ec2Result<Vec<RawInstance>> {
         self.call("DescribeInstances", format!("{deployment} {}", ids_detail(ids)))?;
-        let world = self.world();
+        let mut world = self.world();
+        let hidden = world.answer_hides();
         Ok(world
             .instances
             .iter()
@@ -359,6 +474,7 @@ impl Ec2Api for FakeEc2 {
                 *region == self.region
                     && tag_value(&i.tags, tag::DEPLOYMENT) == Some(deployment)
                     && (ids.is_empty() || ids.contains(&i.id))
+                    && !hidden.contains(&i.id)
             })
             .map(|(_, i)| i.clone())
             .collect())
@@ -373,10 +489,18 @@ impl Ec2Api for FakeEc2 {
             spec.count
         );
         self.world().launches.push((self.region.clone(), spec.clone()));
-        self.call("RunInstances", detail)?;
+        self.call("RunInstances", detail.clone())?;
         let mut world = self.world();
+        if !world.groups.iter().any(|g| g.group.id == spec.group_id) {
+            return Err(Ec2Error::service(
+                "RunInstances",
+                "InvalidGroup.NotFound",
+                &spec.group_id,
+            ));
+        }
+        let given = world.take_capacity(&detail, spec.count)?;
         let mut ids = Vec::new();
-        for _ in 0..spec.count {
+        for _ in 0..given {
             let id = world.new_id("i");
             let (state, state_reason) = world.launch_state.clone();
             let instance = RawInstance {
@@ -385,12 +509,20 @@ impl Ec2Api for FakeEc2 {
                 zone: Some(spec.zone.clone()),
                 state,
                 state_reason,
-                public_ip: Some(format!("198.51.100.{}", world.next_id % 250)),
+                public_ip: spec
+                    .public_ip
+                    .then(|| format!("198.51.100.{}", world.next_id % 250)),
+                private_ip: Some(format!("172.31.0.{}", world.next_id % 250)),
                 spot: spec.market == Market::Spot,
                 launched_at: Some(SystemTime::UNIX_EPOCH + Duration::from_secs(u64::from(world.next_id))),
                 tags: spec.tags.clone(),
             };
             world.instances.push((self.region.clone(), instance));
+            world.instance_groups.push((id.clone(), spec.group_id.clone()));
+            let hide_for = world.hide_for;
+            if hide_for > 0 {
+                world.hidden.push((id.clone(), hide_for));
+            }
             if spec.market == Market::Spot {
                 let request = SpotRequest {
                     id: world.new_id("sir"),
@@ -460,18 +592,28 @@ impl Ec2Api for FakeEc2 {
             .collect())
     }
 
-    async fn describe_spot_prices(&self, instance_type: &str) -> Ec2Result<Vec<SpotPrice>> {
-        self.call("DescribeSpotPriceHistory", instance_type.to_string())?;
-        let price = |zone: &str, product: &str, price: &str| SpotPrice {
+    async fn describe_spot_prices(&self, instance_types: &[String]) -> Ec2Result<Vec<SpotPrice>> {
+        self.call("DescribeSpotPriceHistory", instance_types.join(" "))?;
+        let price = |itype: &str, zone: &str, product: &str, price: f64| SpotPrice {
+            instance_type: Some(itype.to_string()),
             zone: Some(format!("{}{zone}", self.region)),
             product: Some(product.to_string()),
-            price: Some(price.to_string()),
+            price: Some(format!("{price:.4}")),
         };
-        Ok(vec![
-            price("a", "Linux/UNIX", "0.0100"),
-            price("b", "Linux/UNIX (Amazon VPC)", "0.0080"),
-            price("a", "Windows", "0.0010"),
-        ])
+        // Each later type costs a little more; Windows is cheapest and
+        // must never be picked.
+        Ok(instance_types
+            .iter()
+            .enumerate()
+            .flat_map(|(n, itype)| {
+                let step = n as f64 * 0.001;
+                [
+                    price(itype, "a", "Linux/UNIX", 0.0100 + step),
+                    price(itype, "b", "Linux/UNIX (Amazon VPC)", 0.0080 + step),
+                    price(itype, "a", "Windows", 0.0010),
+                ]
+            })
+            .collect())
     }
 
     async fn create_security_group(&self, name: &str, _description: &str, tags: &Tags) -> Ec2Result<String> {
@@ -537,12 +679,43 @@ impl Ec2Api for FakeEc2 {
         const ACTION: &str = "DeleteSecurityGroup";
         self.call(ACTION, group_id.to_string())?;
         let mut world = self.world();
+        let held = world.instance_groups.iter().any(|(id, group)| {
+            group == group_id
+                && world
+                    .instances
+                    .iter()
+                    .any(|(_, i)| i.id == *id && i.state.is_live())
+        });
+        if held {
+            let message = format!("resource {group_id} has a dependent object");
+            return Err(Ec2Error::service(ACTION, "DependencyViolation", &message));
+        }
         let before = world.groups.len();
         world.groups.retain(|g| g.group.id != group_id);
         if world.groups.len() == before {
             return Err(Ec2Error::service(ACTION, "InvalidGroup.NotFound", group_id));
         }
         Ok(())
+    }
+
+    async fn describe_group_instances(&self, group_id: &str) -> Ec2Result<Vec<RawInstance>> {
+        self.call("DescribeInstances", format!("group {group_id}"))?;
+        let mut world = self.world();
+        let hidden = world.answer_hides();
+        let members: Vec<&String> = world
+            .instance_groups
+            .iter()
+            .filter(|(_, group)| group == group_id)
+            .map(|(id, _)| id)
+            .collect();
+        Ok(world
+            .instances
+            .iter()
+            .filter(|(region, i)| {
+                *region == self.region && members.contains(&&i.id) && !hidden.contains(&i.id)
+            })
+            .map(|(_, i)| i.clone())
+            .collect())
     }
 
     async fn describe_spot_requests(&self, deployment: &str) -> Ec2Result<Vec<SpotRequest>> {
@@ -569,6 +742,37 @@ impl Ec2Api for FakeEc2 {
             }
         }
         Ok(())
+    }
+
+    async fn ssm_parameter(&self, name: &str) -> Ec2Result<Option<String>> {
+        self.call("GetParameter", name.to_string())?;
+        let world = self.world();
+        Ok(world
+            .parameters
+            .iter()
+            .rev()
+            .find(|(region, n, _)| (*region == self.region || region == "*") && n == name)
+            .map(|(_, _, value)| value.clone()))
+    }
+
+    async fn describe_region_opt_in(&self) -> Ec2Result<Vec<RegionOptIn>> {
+        self.call("DescribeRegions", "all=true".to_string())?;
+        let world = self.world();
+        Ok(world
+            .all_regions
+            .iter()
+            .map(|name| RegionOptIn {
+                name: name.clone(),
+                status: Some(
+                    if world.disabled_regions.contains(name) {
+                        "not-opted-in"
+                    } else {
+                        "opt-in-not-required"
+                    }
+                    .to_string(),
+                ),
+            })
+            .collect())
     }
 
     async fn describe_spot_request_statuses(
@@ -637,32 +841,5 @@ impl Ec2Api for FakeEc2 {
                 tags: g.group.tags.clone(),
             })
             .collect())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::glob;
-
-    #[test]
-    fn glob_matches_like_ec2_filters() {
-        let cases = [
-            (
-                "al2023-ami-2023*-kernel-*-x86_64",
-                "al2023-ami-2023.6-kernel-6.1-x86_64",
-                true,
-            ),
-            (
-                "al2023-ami-2023*-kernel-*-x86_64",
-                "al2023-ami-2023.6-kernel-6.1-arm64",
-                false,
-            ),
-            ("exact", "exact", true),
-            ("exact", "exactly", false),
-            ("*", "", true),
-        ];
-        for (pattern, text, want) in cases {
-            assert_eq!(glob(pattern, text), want, "{pattern} ~ {text}");
-        }
     }
 }

@@ -8,9 +8,13 @@
 
 use std::collections::BTreeSet;
 
+use super::consistency::{is_group_not_found, retry_group_not_found};
 use super::ec2::{Ec2Api, IngressRule, SecurityGroup, tag_value};
 use super::{AwsProvider, RegionTarget};
-use crate::provider::{ProviderError, Result, tag};
+use crate::provider::{InstanceState, ProviderError, Result, tag};
+
+/// How often a long `DependencyViolation` wait says it is still waiting.
+const PROGRESS_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// The security group's name; one per deployment and region.
 pub fn group_name(deployment: &str) -> String {
@@ -73,7 +77,8 @@ impl<E: Ec2Api> AwsProvider<E> {
         ))
     }
 
-    /// Opens TCP `ports` to `cidr`; rules that exist already are fine.
+    /// Opens TCP `ports` to `cidr`; rules that exist already are fine. A
+    /// group created a moment ago may not be visible yet: retried.
     pub(super) async fn authorize_ingress(
         &self,
         target: &RegionTarget<E>,
@@ -84,7 +89,12 @@ impl<E: Ec2Api> AwsProvider<E> {
         if ports.is_empty() {
             return Ok(());
         }
-        match target.ec2.authorize_ingress(group, ports, cidr).await {
+        let answer =
+            retry_group_not_found(&self.waits, &target.name, "AuthorizeSecurityGroupIngress", || {
+                target.ec2.authorize_ingress(group, ports, cidr)
+            })
+            .await;
+        match answer {
             Ok(()) => Ok(()),
             Err(err) if err.code() == Some("InvalidPermission.Duplicate") => Ok(()),
             Err(err) => Err(self.api_error(&target.name, &err)),
@@ -109,30 +119,107 @@ impl<E: Ec2Api> AwsProvider<E> {
     }
 
     /// Deletes the group, retrying `DependencyViolation` while the network
-    /// interfaces of terminated instances detach (tens of seconds on EC2).
-    pub(super) async fn delete_group(&self, target: &RegionTarget<E>, group: &str) -> Result<()> {
+    /// interfaces of terminated instances detach (tens of seconds on EC2),
+    /// for up to `waits.group_delete`, saying what holds it. Called once no
+    /// instance of the deployment is meant to live in the region, so a live
+    /// holder tagged for the deployment is one a listing had not shown yet
+    /// (eventual consistency): it is terminated. Returns those ids.
+    pub(super) async fn delete_group(
+        &self,
+        target: &RegionTarget<E>,
+        deployment: &str,
+        group: &str,
+    ) -> Result<Vec<String>> {
         let region = target.name.as_str();
         let started = tokio::time::Instant::now();
+        let mut said = None::<tokio::time::Instant>;
+        let mut stragglers: Vec<String> = Vec::new();
         let mut attempt = 0;
         loop {
-            match target.ec2.delete_security_group(group).await {
-                Ok(()) => return Ok(()),
-                Err(err) if err.code() == Some("InvalidGroup.NotFound") => return Ok(()),
-                Err(err) if err.code() == Some("DependencyViolation") => {
-                    if started.elapsed() >= self.waits.group_delete {
-                        return Err(ProviderError::GroupInUse {
-                            region: region.to_string(),
-                            group: group.to_string(),
-                            after: self.waits.group_delete,
-                        });
-                    }
-                    attempt += 1;
-                    tracing::debug!("{region}: security group {group} still in use; retrying");
-                    tokio::time::sleep(self.waits.backoff(attempt).max(self.waits.pause)).await;
-                }
+            let err = match target.ec2.delete_security_group(group).await {
+                Ok(()) => return Ok(stragglers),
+                Err(err) if is_group_not_found(&err) => return Ok(stragglers),
+                Err(err) if err.code() == Some("DependencyViolation") => err,
                 Err(err) => return Err(self.api_error(region, &err)),
+            };
+            let holders = self
+                .group_holders(target, deployment, group, &mut stragglers)
+                .await?;
+            if started.elapsed() >= self.waits.group_delete {
+                return Err(ProviderError::GroupInUse {
+                    region: region.to_string(),
+                    group: group.to_string(),
+                    after: self.waits.group_delete,
+                    holders,
+                });
+            }
+            if said.is_none_or(|at| at.elapsed() >= PROGRESS_EVERY) {
+                said = Some(tokio::time::Instant::now());
+                let by = if holders.is_empty() {
+                    "network interfaces still detaching".to_string()
+                } else {
+                    holders.join(", ")
+                };
+                let left = self.waits.group_delete.saturating_sub(started.elapsed());
+                tracing::warn!(
+                    "{region}: security group {group} is still in use ({}: {by}); retrying for up to {}s",
+                    err.code().unwrap_or_default(),
+                    left.as_secs()
+                );
+            }
+            attempt += 1;
+            tokio::time::sleep(self.waits.backoff(attempt).max(self.waits.pause)).await;
+        }
+    }
+
+    /// The live instances in `group`, as ids; those tagged for the
+    /// deployment and not yet terminating are terminated first and added
+    /// to `stragglers`.
+    async fn group_holders(
+        &self,
+        target: &RegionTarget<E>,
+        deployment: &str,
+        group: &str,
+        stragglers: &mut Vec<String>,
+    ) -> Result<Vec<String>> {
+        let region = target.name.as_str();
+        // The group's members, and the deployment's live instances by tag:
+        // EC2 counts an instance in the group through its network
+        // interface, which not every emulator's group filter does.
+        let (members, tagged) = tokio::join!(
+            target.ec2.describe_group_instances(group),
+            target.ec2.describe_instances(deployment, &[]),
+        );
+        let mut holders: Vec<_> = members.map_err(|err| self.api_error(region, &err))?;
+        for instance in tagged.map_err(|err| self.api_error(region, &err))? {
+            if !holders.iter().any(|h| h.id == instance.id) {
+                holders.push(instance);
             }
         }
+        holders.retain(|i| i.state.is_live());
+        let missed: Vec<String> = holders
+            .iter()
+            .filter(|i| tag_value(&i.tags, tag::DEPLOYMENT) == Some(deployment))
+            .filter(|i| !matches!(i.state, InstanceState::ShuttingDown) && !stragglers.contains(&i.id))
+            .map(|i| i.id.clone())
+            .collect();
+        if !missed.is_empty() {
+            tracing::warn!(
+                "{region}: terminating {} of `{deployment}` that hold security group {group} but no \
+                 listing showed yet: {}",
+                missed.len(),
+                missed.join(", ")
+            );
+            for batch in missed.chunks(super::ec2::TERMINATE_IDS) {
+                target
+                    .ec2
+                    .terminate_instances(batch)
+                    .await
+                    .map_err(|err| self.api_error(region, &err))?;
+            }
+            stragglers.extend(missed);
+        }
+        Ok(holders.into_iter().map(|i| i.id).collect())
     }
 }
 

@@ -4,7 +4,10 @@
 //!
 //! Every `RunInstances` asks for IMDSv2 only and, with
 //! `aws.encrypt_volumes`, an encrypted root volume: user data carries the
-//! generation's SSH host private key.
+//! generation's SSH host private key. It asks each pool for MinCount = 1
+//! and MaxCount = what is left, takes what the pool holds and carries the
+//! rest to the next pool; and for a public address explicitly, unless
+//! `aws.public_ip = false`.
 //!
 //! Everything is tagged at creation. On an error it returns at once and
 //! does not clean up: what launched is tagged with its generation, and the
@@ -14,10 +17,11 @@ use std::time::SystemTime;
 
 use base64::Engine as _;
 
-use super::ec2::{Ec2Api, EncryptedRoot, LaunchSpec, Market, MetadataOptions, Subnet, Tags};
+use super::consistency::retry_group_not_found;
+use super::ec2::{Ec2Api, LaunchSpec, Market, MetadataOptions, RootVolume, Subnet, Tags};
 use super::errors::caller_error;
 use super::pools::{Pool, PoolOutcome, Verdicts, pools};
-use super::{AwsProvider, RegionTarget, gather, image, per_region};
+use super::{AwsProvider, Pending, RegionTarget, gather, per_region};
 use crate::config::Fallback;
 use crate::provider::{Instance, InstanceId, InstanceState, LaunchRequest, ProviderError, Result, tag};
 
@@ -37,8 +41,8 @@ const METADATA: MetadataOptions = MetadataOptions {
 /// What the first stage of a region's launch found out.
 struct Prepared {
     image: String,
-    /// The image's root volume, when `aws.encrypt_volumes`.
-    encrypted_root: Option<EncryptedRoot>,
+    /// The root volume as respot sets it (encryption, size, type).
+    root: Option<RootVolume>,
     /// Default subnets, in the order to try.
     subnets: Vec<Subnet>,
     group_id: String,
@@ -51,13 +55,12 @@ struct Prepared {
     /// `respot-<run>-<generation>-<region>`: unique per run and region, for
     /// the idempotency tokens of `RunInstances`.
     token_prefix: String,
+    generation: u64,
 }
 
 impl Prepared {
-    /// One pool's `RunInstances`: all or nothing, so a pool that cannot
-    /// hold the whole batch fails with a capacity error and the next pool
-    /// gets the batch (moto also launches MinCount).
-    fn spec(&self, pool: &Pool, count: u32, call: u32) -> LaunchSpec {
+    /// One pool's `RunInstances` of up to `count` instances.
+    fn spec(&self, pool: &Pool, count: u32, call: u32, launch: &super::LaunchSettings) -> LaunchSpec {
         LaunchSpec {
             image: self.image.clone(),
             instance_type: pool.instance_type.to_string(),
@@ -73,7 +76,9 @@ impl Prepared {
             max_price: self.max_price,
             tags: self.tags.clone(),
             metadata: METADATA,
-            encrypted_root: self.encrypted_root.clone(),
+            root: self.root.clone(),
+            public_ip: launch.public_ip,
+            instance_profile: launch.instance_profile.clone(),
         }
     }
 }
@@ -94,7 +99,22 @@ impl<E: Ec2Api> AwsProvider<E> {
                 }
             );
         }
-        let targets: Vec<RegionTarget<E>> = self.regions.iter().filter(|r| r.count > 0).cloned().collect();
+        use crate::provider::Provider as _;
+        let mut targets: Vec<RegionTarget<E>> =
+            self.regions.iter().filter(|r| r.count > 0).cloned().collect();
+        if let Some(upto) = request.upto {
+            // A rolling batch: what this generation still lacks per region.
+            let have = self.list(&request.deployment).await?;
+            for target in &mut targets {
+                let live = have
+                    .iter()
+                    .filter(|i| i.state.is_live() && i.generation == Some(request.generation))
+                    .filter(|i| i.region == target.name)
+                    .count() as u32;
+                target.count = target.count.min(upto).saturating_sub(live);
+            }
+            targets.retain(|t| t.count > 0);
+        }
         if targets.is_empty() {
             return Err(ProviderError::NothingToLaunch);
         }
@@ -103,7 +123,10 @@ impl<E: Ec2Api> AwsProvider<E> {
             self.launch_region(&target, request, allow_cidr, created_at).await
         })
         .await;
-        Ok(gather("create", results)?.into_iter().flatten().collect())
+        let launched: Vec<Instance> = gather("create", results)?.into_iter().flatten().collect();
+        // Delivered: the caller holds these now.
+        self.pending().retain(|p| p.generation != request.generation);
+        Ok(launched)
     }
 
     pub(super) async fn launch_region(
@@ -132,16 +155,10 @@ impl<E: Ec2Api> AwsProvider<E> {
         request: &LaunchRequest,
         created_at: SystemTime,
     ) -> Result<Prepared> {
-        let hint = self.credentials_hint.as_str();
+        let launch = &self.settings.launch;
         let (caller, image, subnets, (group_id, missing_ports)) = tokio::try_join!(
             self.caller_arn(target),
-            image::resolve(
-                &target.ec2,
-                &self.settings.image,
-                &self.settings.instance_types,
-                self.settings.encrypt_volumes,
-                hint
-            ),
+            self.launch_image(target),
             self.default_subnets(target),
             self.ensure_group(target, &request.deployment),
         )?;
@@ -154,9 +171,20 @@ impl<E: Ec2Api> AwsProvider<E> {
         let mut tags = request.tags(&name, created_at);
         tags.push((tag::CREATED_BY.to_string(), caller));
         tags.push((TAG_IMAGE.to_string(), image.id.clone()));
+        // Config validation refuses `respot:*`, `aws:*` and `Name` here.
+        tags.extend(launch.tags.iter().cloned());
+        let root = image.encrypted_root.map(|found| RootVolume {
+            device: found.device,
+            size_gib: launch
+                .root_volume_gb
+                .and_then(|gb| i32::try_from(gb).ok())
+                .or(found.size_gib),
+            encrypted: self.settings.encrypt_volumes,
+            volume_type: launch.volume_type.clone(),
+        });
         Ok(Prepared {
             image: image.id,
-            encrypted_root: image.encrypted_root,
+            root,
             subnets,
             group_id,
             missing_ports,
@@ -164,6 +192,7 @@ impl<E: Ec2Api> AwsProvider<E> {
             user_data: base64::engine::general_purpose::STANDARD.encode(&request.user_data.packed),
             max_price: self.settings.max_price,
             token_prefix: format!("respot-{nonce}-{}-{}", request.generation, target.name),
+            generation: request.generation,
         })
     }
 
@@ -214,27 +243,17 @@ impl<E: Ec2Api> AwsProvider<E> {
     }
 
     /// Launches `target.count` instances, one `RunInstances` per pool,
-    /// moving on when a pool has no capacity. Returns the ids launched; on
-    /// error, whatever was launched is tagged and the engine's rollback
-    /// finds it.
+    /// each pool giving what it holds, moving on while some are left.
+    /// Returns the ids launched; on error, whatever was launched is tagged,
+    /// remembered as pending, and rolled back by the caller.
     async fn run_pools(&self, target: &RegionTarget<E>, prepared: &Prepared) -> Result<Vec<String>> {
         let region = target.name.as_str();
-        let verdicts = Verdicts {
-            region,
-            fallback: self.settings.fallback,
-            max_price: self.settings.max_price,
-            credentials_hint: &self.credentials_hint,
-        };
         let mut launched: Vec<String> = Vec::new();
         let mut tried: Vec<String> = Vec::new();
         let mut abandoned: Option<Market> = None;
         let mut calls = 0u32;
-        let mut order: Vec<Pool> = pools(
-            self.settings.fallback,
-            &self.settings.instance_types,
-            &prepared.subnets,
-        )
-        .collect();
+        let mut order: Vec<Pool> =
+            pools(self.settings.fallback, &target.instance_types, &prepared.subnets).collect();
         // `heal`: pools just interrupted or out of capacity go last.
         order.sort_by_key(|pool| target.avoids(pool));
         for pool in order {
@@ -246,22 +265,32 @@ impl<E: Ec2Api> AwsProvider<E> {
                 continue;
             }
             calls += 1;
-            let spec = prepared.spec(&pool, remaining, calls);
-            match verdicts.outcome(&pool, target.ec2.run_instances(&spec).await) {
+            match self
+                .launch_in_pool(target, prepared, &pool, remaining, calls)
+                .await
+            {
                 PoolOutcome::Launched(ids) => {
                     tracing::info!(
-                        "{region}: launched {} {} {} in {}",
+                        "{region}: launched {} of {remaining} {} {} in {}",
                         ids.len(),
                         pool.market.as_str(),
                         pool.instance_type,
                         pool.zone
                     );
+                    if count(&ids) < remaining {
+                        tried.push(format!(
+                            "{} in {}: {} of {remaining}",
+                            pool.instance_type,
+                            pool.zone,
+                            ids.len()
+                        ));
+                    }
                     launched.extend(ids);
                 }
                 PoolOutcome::NoCapacity(code) => {
                     self.note_no_capacity(region, &pool);
                     tracing::warn!(
-                        "{region}: no capacity for {} in {} ({code}); trying the next pool",
+                        "{region}: {} in {} cannot launch ({code}); trying the next pool",
                         pool.instance_type,
                         pool.zone
                     );
@@ -276,15 +305,66 @@ impl<E: Ec2Api> AwsProvider<E> {
             }
         }
         if count(&launched) < target.count {
-            return Err(ProviderError::NoCapacity {
-                region: region.to_string(),
-                launched: launched.len(),
-                wanted: target.count,
-                tried,
-                suggest_fallback: self.settings.fallback == Fallback::None,
-            });
+            return Err(self.short_of_capacity(region, launched.len(), target.count, tried));
         }
         Ok(launched)
+    }
+
+    /// One pool's `RunInstances`, retried while the group created a moment
+    /// ago is not visible yet; what it launched is remembered as pending.
+    async fn launch_in_pool(
+        &self,
+        target: &RegionTarget<E>,
+        prepared: &Prepared,
+        pool: &Pool<'_>,
+        remaining: u32,
+        call: u32,
+    ) -> PoolOutcome {
+        let spec = prepared.spec(pool, remaining, call, &self.settings.launch);
+        let answer = retry_group_not_found(&self.waits, &target.name, "RunInstances", || {
+            target.ec2.run_instances(&spec)
+        })
+        .await;
+        if let Ok(ids) = &answer {
+            self.pending().extend(ids.iter().map(|id| Pending {
+                region: target.name.clone(),
+                id: id.clone(),
+                generation: prepared.generation,
+            }));
+        }
+        let verdicts = Verdicts {
+            region: &target.name,
+            fallback: self.settings.fallback,
+            max_price: self.settings.max_price,
+            credentials_hint: &self.credentials_hint,
+        };
+        verdicts.outcome(pool, answer)
+    }
+
+    /// The region's failure when the pools held fewer than `wanted`: the
+    /// price, when that is what every pool said, else capacity.
+    fn short_of_capacity(
+        &self,
+        region: &str,
+        launched: usize,
+        wanted: u32,
+        tried: Vec<String>,
+    ) -> ProviderError {
+        let price = "SpotMaxPriceTooLow";
+        if launched == 0 && !tried.is_empty() && tried.iter().all(|t| t.ends_with(price)) {
+            return ProviderError::PriceTooLow {
+                region: region.to_string(),
+                max_price: self.settings.max_price,
+                message: format!("{price} in every pool: {}", tried.join(", ")),
+            };
+        }
+        ProviderError::NoCapacity {
+            region: region.to_string(),
+            launched,
+            wanted,
+            tried,
+            suggest_fallback: self.settings.fallback == Fallback::None,
+        }
     }
 
     /// Polls the launched ids in one batched call per round until all run
@@ -318,9 +398,10 @@ impl<E: Ec2Api> AwsProvider<E> {
                 }
                 // Right after RunInstances, DescribeInstances may not know
                 // the ids yet (eventual consistency): keep polling.
+                let public = self.settings.launch.public_ip;
                 let ready = found
                     .iter()
-                    .filter(|i| i.state == InstanceState::Running && i.public_ip.is_some())
+                    .filter(|i| i.state == InstanceState::Running && (i.public_ip.is_some() || !public))
                     .count();
                 if ready == ids.len() {
                     return Ok(found);

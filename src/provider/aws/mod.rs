@@ -5,8 +5,9 @@
 //! file: `connect` (credentials, regions), `ec2` (the seam: every AWS call,
 //! behind the `Ec2Api` trait), `sdk` (the trait over the AWS SDK, with its
 //! retry policy), `convert` (SDK ↔ respot types), `errors` (codes →
-//! `ProviderError`), `image`, `regions`, `list`, `plan`, `launch`, `pools`,
-//! `group` and `destroy`. SDK types never leave `sdk`, `convert` and
+//! `ProviderError`), `consistency` (retries of what EC2 has not propagated
+//! yet), `image`, `regions`, `list`, `plan`, `launch`, `pools`, `group` and
+//! `destroy`. SDK types never leave `sdk`, `convert` and
 //! `connect`, so everything else runs against a scripted fake in tests.
 //!
 //! Every resource respot creates (instances, their volumes, spot requests,
@@ -27,7 +28,11 @@
 //!   group] together, then [cancel requests, poll until terminated], then
 //!   delete the security group.
 
+#[cfg(test)]
+mod access_tests;
+mod bundle;
 mod connect;
+mod consistency;
 mod convert;
 mod destroy;
 pub mod ec2;
@@ -39,7 +44,10 @@ mod heal;
 pub mod image;
 mod launch;
 mod list;
+pub mod lock;
+mod optin;
 mod orphans;
+pub mod permissions;
 mod plan;
 mod pools;
 pub mod regions;
@@ -59,6 +67,10 @@ use super::{
 use crate::config::{Config, Fallback, RegionSection};
 
 pub use self::group::group_name;
+pub use self::lock::{AwsLock, HeldLock};
+
+/// The lock a command holds on AWS.
+pub type SdkLock = AwsLock<SdkEc2>;
 
 /// Regions contacted at once. Every region is a separate endpoint, so this
 /// bounds sockets and memory rather than load on any one server.
@@ -86,6 +98,31 @@ struct Settings {
     allow_cidr: Option<String>,
     regions: Vec<RegionSection>,
     encrypt_volumes: bool,
+    bundle_bucket: Option<String>,
+    launch: LaunchSettings,
+}
+
+/// `[aws]` launch settings beyond the pools (issue 11 item 7, issue 13.4).
+#[derive(Debug, Clone)]
+struct LaunchSettings {
+    public_ip: bool,
+    root_volume_gb: Option<u32>,
+    volume_type: Option<String>,
+    /// `aws.tags`, applied at launch after respot's own.
+    tags: Vec<(String, String)>,
+    instance_profile: Option<String>,
+}
+
+impl Default for LaunchSettings {
+    fn default() -> Self {
+        LaunchSettings {
+            public_ip: true,
+            root_volume_gb: None,
+            volume_type: None,
+            tags: Vec::new(),
+            instance_profile: None,
+        }
+    }
 }
 
 impl Settings {
@@ -99,6 +136,14 @@ impl Settings {
             allow_cidr: config.ssh.allow_cidr.clone(),
             regions: config.aws.regions.clone(),
             encrypt_volumes: config.aws.encrypt_volumes,
+            bundle_bucket: config.aws.bundle_bucket.clone(),
+            launch: LaunchSettings {
+                public_ip: config.aws.public_ip,
+                root_volume_gb: config.aws.root_volume_gb,
+                volume_type: config.aws.volume_type.clone(),
+                tags: config.aws.tags.clone().into_iter().collect(),
+                instance_profile: config.aws.instance_profile.clone(),
+            },
         }
     }
 }
@@ -113,6 +158,10 @@ struct Waits {
     terminated: Duration,
     /// `destroy` retries `DependencyViolation` this long while ENIs detach.
     group_delete: Duration,
+    /// How long a resource respot just created may stay unknown to other
+    /// calls (EC2's eventual consistency): `InvalidGroup.NotFound` right
+    /// after `CreateSecurityGroup` is retried this long.
+    consistency: Duration,
     /// The first pause of [`Waits::backoff`].
     pause: Duration,
 }
@@ -121,7 +170,9 @@ impl Waits {
     const AWS: Waits = Waits {
         running: Duration::from_secs(600),
         terminated: Duration::from_secs(600),
-        group_delete: Duration::from_secs(180),
+        // Terraform's AWS provider waits as long for a group to delete.
+        group_delete: Duration::from_secs(300),
+        consistency: Duration::from_secs(120),
         pause: Duration::from_secs(1),
     };
 
@@ -142,9 +193,21 @@ struct RegionTarget<E> {
     /// Instances to launch here; 0 outside `aws.regions`.
     count: u32,
     zones: Vec<String>,
+    /// The region's `instance_types`, else `aws.instance_types`.
+    instance_types: Vec<String>,
     ec2: E,
     /// Pools (instance type, zone) tried only after every other (`heal`).
     avoid: Vec<(String, String)>,
+}
+
+/// An instance `RunInstances` returned whose launch has not been handed
+/// to the caller yet: a rollback terminates it even when a listing does
+/// not show it yet (eventual consistency).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Pending {
+    region: String,
+    id: String,
+    generation: u64,
 }
 
 /// The EC2 provider. Build it once per command with [`AwsProvider::new`];
@@ -161,6 +224,13 @@ pub struct AwsProvider<E: Ec2Api = SdkEc2> {
     waits: Waits,
     /// Pools that answered "no capacity", until `heal` takes them.
     no_capacity: std::sync::Mutex<Vec<super::PoolKey>>,
+    /// S3 for bundles, in the home region (absent in unit tests).
+    bundles: Option<bundle::SdkBundleStore>,
+    /// Launched and not yet delivered; see [`Pending`].
+    pending: std::sync::Mutex<Vec<Pending>>,
+    /// The image resolved per region, so that what `plan` and `create`
+    /// show is what launches.
+    images: std::sync::Mutex<std::collections::BTreeMap<String, image::LaunchImage>>,
 }
 
 impl AwsProvider {
@@ -170,12 +240,20 @@ impl AwsProvider {
     pub async fn new(config: &Config, options: &AwsOptions) -> Result<AwsProvider> {
         let configured: Vec<String> = config.aws.regions.iter().map(|r| r.name.clone()).collect();
         let connection = connect::connect(&configured, options).await?;
-        Ok(AwsProvider::with_api(
+        let bundles = bundle::SdkBundleStore::new(&connection.sdk, connection.home.region());
+        let mut provider = AwsProvider::with_api(
             connection.home,
             &connection.regions,
             Settings::from_config(config),
             connection.credentials_hint,
-        ))
+        );
+        provider.bundles = Some(bundles);
+        Ok(provider)
+    }
+
+    /// The loaded AWS configuration, for other clients (the ALB door).
+    pub fn sdk_config(&self) -> &aws_config::SdkConfig {
+        self.home.sdk_config()
     }
 }
 
@@ -189,6 +267,9 @@ impl<E: Ec2Api> AwsProvider<E> {
                     name: name.clone(),
                     count: section.map_or(0, |r| r.count),
                     zones: section.map(|r| r.zones.clone()).unwrap_or_default(),
+                    instance_types: section
+                        .and_then(|r| r.instance_types.clone())
+                        .unwrap_or_else(|| settings.instance_types.clone()),
                     ec2: home.in_region(name),
                     avoid: Vec::new(),
                 }
@@ -202,6 +283,9 @@ impl<E: Ec2Api> AwsProvider<E> {
             caller: tokio::sync::OnceCell::new(),
             waits: Waits::AWS,
             no_capacity: std::sync::Mutex::new(Vec::new()),
+            bundles: None,
+            pending: std::sync::Mutex::new(Vec::new()),
+            images: std::sync::Mutex::default(),
         }
     }
 
@@ -214,6 +298,7 @@ impl<E: Ec2Api> AwsProvider<E> {
                 name: region.to_string(),
                 count: 0,
                 zones: Vec::new(),
+                instance_types: self.settings.instance_types.clone(),
                 ec2: self.home.in_region(region),
                 avoid: Vec::new(),
             },
@@ -222,6 +307,13 @@ impl<E: Ec2Api> AwsProvider<E> {
 
     fn api_error(&self, region: &str, err: &ec2::Ec2Error) -> ProviderError {
         errors::api_error(region, err, &self.credentials_hint)
+    }
+
+    fn pending(&self) -> std::sync::MutexGuard<'_, Vec<Pending>> {
+        // A panic while holding the lock leaves a valid list behind.
+        self.pending
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
@@ -280,15 +372,38 @@ impl<E: Ec2Api> Provider for AwsProvider<E> {
             self.list_region(&target, deployment, &[]).await
         })
         .await;
-        Ok(gather("list", results)?.into_iter().flatten().collect())
+        match gather("list", results) {
+            Ok(lists) => Ok(lists.into_iter().flatten().collect()),
+            Err(err) => Err(self.explain_rejection(err).await),
+        }
     }
 
     async fn launch(&self, request: &LaunchRequest) -> Result<Vec<Instance>> {
-        self.launch_all(request).await
+        match self.launch_all(request).await {
+            Ok(instances) => Ok(instances),
+            Err(err) => Err(self.explain_rejection(err).await),
+        }
     }
 
     async fn destroy(&self, deployment: &str, instances: &[Instance], wait: bool) -> Result<DestroyReport> {
-        self.destroy_all(deployment, instances, wait).await
+        let mut report = match self.destroy_all(deployment, instances, wait).await {
+            Ok(report) => report,
+            Err(err) => return Err(self.explain_rejection(err).await),
+        };
+        match self.empty_bundles(deployment).await {
+            Ok(removed) => report.cleaned.extend(removed),
+            Err(err) => report.left_behind.push(err.to_string()),
+        }
+        Ok(report)
+    }
+
+    async fn stage_bundle(
+        &self,
+        deployment: &str,
+        digest: &crate::template::Digest,
+        bundle: &crate::template::Bundle,
+    ) -> Result<crate::template::BundleSource> {
+        self.stage_in_s3(deployment, digest, bundle).await
     }
 
     async fn capacity_plan(&self) -> Result<Vec<PlannedRegion>> {
@@ -305,7 +420,12 @@ impl<E: Ec2Api> Provider for AwsProvider<E> {
         counts: &[super::RegionCount],
         avoid: &[super::PoolKey],
     ) -> Result<Vec<Instance>> {
-        self.launch_counts(request, counts, avoid).await
+        let launched = self.launch_counts(request, counts, avoid).await?;
+        // Delivered: the caller holds these now, so a later destroy of one
+        // instance of this generation must not take them as pending.
+        self.pending()
+            .retain(|p| !launched.iter().any(|i| i.id.0 == p.id));
+        Ok(launched)
     }
 
     async fn interruption_notices(&self, deployment: &str) -> Result<Vec<super::InstanceId>> {

@@ -6,7 +6,7 @@
 //! calls are made by `launch`.
 
 use super::ec2::{Ec2Result, Market, Subnet};
-use super::errors::{api_error, is_pool_error, on_demand_may_help, quota_error};
+use super::errors::{api_error, is_pool_answer, on_demand_may_help, quota_error};
 use crate::config::Fallback;
 use crate::provider::ProviderError;
 
@@ -46,14 +46,17 @@ pub fn pools<'a>(
 /// What one pool's `RunInstances` means.
 #[derive(Debug)]
 pub enum PoolOutcome {
-    /// These instances launched.
+    /// These instances launched: all that were asked for, or as many as
+    /// the pool held (MinCount = 1); the rest goes to the next pool.
     Launched(Vec<String>),
-    /// The pool is out of capacity (the code): try the next one.
+    /// The pool cannot launch (the code: capacity, price, addresses, a
+    /// type the zone does not offer): try the next one.
     NoCapacity(String),
-    /// A spot-only quota or price stopped spot (the code): move on to the
-    /// on-demand pools.
+    /// A spot-only quota stopped spot (the code): move on to the on-demand
+    /// pools.
     FallBack(String),
-    /// Stop the region's launch.
+    /// Stop the region's launch: a quota of the region (named with its
+    /// Service Quotas code) or an error no other pool can change.
     Fatal(ProviderError),
 }
 
@@ -73,7 +76,7 @@ impl Verdicts<'_> {
             Err(err) => err,
         };
         let code = err.code().unwrap_or_default().to_string();
-        if is_pool_error(&code) {
+        if is_pool_answer(&err) {
             return PoolOutcome::NoCapacity(code);
         }
         let fallback = self.fallback == Fallback::OnDemand;

@@ -48,6 +48,34 @@ pub const KNOWN_REGIONS: &[&str] = &[
     "cn-northwest-1",
 ];
 
+/// Regions enabled in every account: those that existed before March 2019.
+/// Every later region is opt-in: when one rejects the credentials, `optin`
+/// asks `DescribeRegions` whether the account has enabled it.
+pub const ENABLED_EVERYWHERE: &[&str] = &[
+    "ap-northeast-1",
+    "ap-northeast-2",
+    "ap-northeast-3",
+    "ap-south-1",
+    "ap-southeast-1",
+    "ap-southeast-2",
+    "ca-central-1",
+    "eu-central-1",
+    "eu-north-1",
+    "eu-west-1",
+    "eu-west-2",
+    "eu-west-3",
+    "sa-east-1",
+    "us-east-1",
+    "us-east-2",
+    "us-west-1",
+    "us-west-2",
+];
+
+/// Whether every account may use `name` without enabling it first.
+pub fn is_enabled_everywhere(name: &str) -> bool {
+    ENABLED_EVERYWHERE.contains(&name)
+}
+
 /// Whether `name` has the shape of an AWS region: three or more `-`
 /// separated parts of `[a-z0-9]`, none empty, the last one a number
 /// (`eu-west-1`, `us-gov-west-1`). Shape only: AWS adds regions, so whether
@@ -92,6 +120,14 @@ mod tests {
         for (name, input, want) in cases {
             assert_eq!(valid_region(input), want, "{name}: {input:?}");
         }
+    }
+
+    #[test]
+    fn regions_enabled_everywhere_are_known() {
+        for region in ENABLED_EVERYWHERE {
+            assert!(is_known(region), "{region}");
+        }
+        assert!(!is_enabled_everywhere("af-south-1"));
     }
 
     #[test]

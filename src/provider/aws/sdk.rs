@@ -13,8 +13,8 @@ use aws_sdk_ec2::types as ec2;
 
 use super::convert;
 use super::ec2::{
-    Ec2Api, Ec2Error, Ec2ErrorKind, Ec2Result, Image, LaunchSpec, Market, RawInstance, SecurityGroup,
-    SpotPrice, SpotRequest, SpotRequestStatus, Subnet, TaggedGroup, Tags,
+    Ec2Api, Ec2Error, Ec2ErrorKind, Ec2Result, Image, LaunchSpec, Market, RawInstance, RegionOptIn,
+    SecurityGroup, SpotPrice, SpotRequest, SpotRequestStatus, Subnet, TaggedGroup, Tags,
 };
 use super::errors::is_pool_error;
 use crate::provider::tag;
@@ -31,6 +31,7 @@ pub struct SdkEc2 {
     region: String,
     ec2: aws_sdk_ec2::Client,
     sts: aws_sdk_sts::Client,
+    ssm: aws_sdk_ssm::Client,
 }
 
 impl SdkEc2 {
@@ -52,12 +53,24 @@ impl SdkEc2 {
         let sts = aws_sdk_sts::config::Builder::from(sdk)
             .region(Region::new(region.to_string()))
             .build();
+        let ssm = aws_sdk_ssm::config::Builder::from(sdk)
+            .region(Region::new(region.to_string()))
+            .build();
         SdkEc2 {
             sdk: sdk.clone(),
             region: region.to_string(),
             ec2: aws_sdk_ec2::Client::from_conf(ec2),
             sts: aws_sdk_sts::Client::from_conf(sts),
+            ssm: aws_sdk_ssm::Client::from_conf(ssm),
         }
+    }
+}
+
+impl SdkEc2 {
+    /// The loaded configuration (credentials, endpoint, retries), for the
+    /// other AWS clients a command needs (the ALB front door).
+    pub fn sdk_config(&self) -> &SdkConfig {
+        &self.sdk
     }
 }
 
@@ -152,17 +165,25 @@ impl Ec2Api for SdkEc2 {
             .run_instances()
             .image_id(&spec.image)
             .instance_type(ec2::InstanceType::from(spec.instance_type.as_str()))
-            .min_count(batch)
+            .min_count(1)
             .max_count(batch)
-            .subnet_id(&spec.subnet)
-            .security_group_ids(&spec.group_id)
             .user_data(&spec.user_data)
             .instance_initiated_shutdown_behavior(ec2::ShutdownBehavior::Terminate)
             .client_token(&spec.client_token)
             .set_tag_specifications(Some(convert::launch_tag_specs(spec)))
             .metadata_options(convert::metadata_options(spec.metadata));
-        if let Some(root) = &spec.encrypted_root {
-            call = call.block_device_mappings(convert::encrypted_root(root));
+        // The primary interface says whether to have a public address, so
+        // the subnet's default (`MapPublicIpOnLaunch`) does not decide it.
+        call = call.network_interfaces(convert::primary_interface(
+            &spec.subnet,
+            &spec.group_id,
+            spec.public_ip,
+        ));
+        if let Some(root) = &spec.root {
+            call = call.block_device_mappings(convert::root_volume(root));
+        }
+        if let Some(profile) = &spec.instance_profile {
+            call = call.iam_instance_profile(convert::instance_profile(profile));
         }
         if spec.market == Market::Spot {
             call = call.instance_market_options(convert::spot_options(spec.max_price));
@@ -186,16 +207,21 @@ impl Ec2Api for SdkEc2 {
     }
 
     async fn describe_images(&self, owner: &str, name_pattern: &str) -> Ec2Result<Vec<Image>> {
-        let out = self
+        const ACTION: &str = "DescribeImages";
+        let mut pages = self
             .ec2
             .describe_images()
             .owners(owner)
             .filters(convert::filter("name", &[name_pattern]))
             .filters(convert::filter("state", &["available"]))
-            .send()
-            .await
-            .map_err(|err| from_sdk("DescribeImages", &err))?;
-        Ok(out.images().iter().filter_map(convert::image).collect())
+            .into_paginator()
+            .send();
+        let mut found = Vec::new();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|err| from_sdk(ACTION, &err))?;
+            found.extend(page.images().iter().filter_map(convert::image));
+        }
+        Ok(found)
     }
 
     async fn describe_image(&self, id: &str) -> Ec2Result<Image> {
@@ -214,36 +240,47 @@ impl Ec2Api for SdkEc2 {
     }
 
     async fn describe_default_subnets(&self) -> Ec2Result<Vec<Subnet>> {
-        let out = self
+        const ACTION: &str = "DescribeSubnets";
+        let mut pages = self
             .ec2
             .describe_subnets()
             .filters(convert::filter("default-for-az", &["true"]))
-            .send()
-            .await
-            .map_err(|err| from_sdk("DescribeSubnets", &err))?;
-        Ok(out
-            .subnets()
-            .iter()
-            .filter_map(|s| {
+            .into_paginator()
+            .send();
+        let mut found = Vec::new();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|err| from_sdk(ACTION, &err))?;
+            found.extend(page.subnets().iter().filter_map(|s| {
                 Some(Subnet {
                     zone: s.availability_zone()?.to_string(),
                     id: s.subnet_id()?.to_string(),
                 })
-            })
-            .collect())
+            }));
+        }
+        Ok(found)
     }
 
-    async fn describe_spot_prices(&self, instance_type: &str) -> Ec2Result<Vec<SpotPrice>> {
-        let out = self
+    async fn describe_spot_prices(&self, instance_types: &[String]) -> Ec2Result<Vec<SpotPrice>> {
+        const ACTION: &str = "DescribeSpotPriceHistory";
+        let mut pages = self
             .ec2
             .describe_spot_price_history()
-            .instance_types(ec2::InstanceType::from(instance_type))
+            .set_instance_types(Some(
+                instance_types
+                    .iter()
+                    .map(|t| ec2::InstanceType::from(t.as_str()))
+                    .collect(),
+            ))
             .start_time(aws_sdk_ec2::primitives::DateTime::from(SystemTime::now()))
-            .max_results(100)
-            .send()
-            .await
-            .map_err(|err| from_sdk("DescribeSpotPriceHistory", &err))?;
-        Ok(out.spot_price_history().iter().map(convert::spot_price).collect())
+            .max_results(1000)
+            .into_paginator()
+            .send();
+        let mut found = Vec::new();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|err| from_sdk(ACTION, &err))?;
+            found.extend(page.spot_price_history().iter().map(convert::spot_price));
+        }
+        Ok(found)
     }
 
     async fn create_security_group(&self, name: &str, description: &str, tags: &Tags) -> Ec2Result<String> {
@@ -267,6 +304,7 @@ impl Ec2Api for SdkEc2 {
         name: &str,
         deployment: Option<&str>,
     ) -> Ec2Result<Vec<SecurityGroup>> {
+        const ACTION: &str = "DescribeSecurityGroups";
         let mut call = self
             .ec2
             .describe_security_groups()
@@ -274,15 +312,13 @@ impl Ec2Api for SdkEc2 {
         if let Some(deployment) = deployment {
             call = call.filters(convert::deployment_filter(deployment));
         }
-        let out = call
-            .send()
-            .await
-            .map_err(|err| from_sdk("DescribeSecurityGroups", &err))?;
-        Ok(out
-            .security_groups()
-            .iter()
-            .filter_map(convert::security_group)
-            .collect())
+        let mut pages = call.into_paginator().send();
+        let mut found = Vec::new();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|err| from_sdk(ACTION, &err))?;
+            found.extend(page.security_groups().iter().filter_map(convert::security_group));
+        }
+        Ok(found)
     }
 
     async fn authorize_ingress(&self, group_id: &str, ports: &[u16], cidr: &str) -> Ec2Result<()> {
@@ -306,25 +342,45 @@ impl Ec2Api for SdkEc2 {
         Ok(())
     }
 
+    async fn describe_group_instances(&self, group_id: &str) -> Ec2Result<Vec<RawInstance>> {
+        const ACTION: &str = "DescribeInstances";
+        let mut pages = self
+            .ec2
+            .describe_instances()
+            .filters(convert::filter("instance.group-id", &[group_id]))
+            .max_results(1000)
+            .into_paginator()
+            .send();
+        let mut found = Vec::new();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|err| from_sdk(ACTION, &err))?;
+            for reservation in page.reservations() {
+                found.extend(reservation.instances().iter().filter_map(convert::raw_instance));
+            }
+        }
+        Ok(found)
+    }
+
     async fn describe_spot_requests(&self, deployment: &str) -> Ec2Result<Vec<SpotRequest>> {
-        let out = self
+        const ACTION: &str = "DescribeSpotInstanceRequests";
+        let mut pages = self
             .ec2
             .describe_spot_instance_requests()
             .filters(convert::deployment_filter(deployment))
             .filters(convert::filter("state", &["open", "active"]))
-            .send()
-            .await
-            .map_err(|err| from_sdk("DescribeSpotInstanceRequests", &err))?;
-        Ok(out
-            .spot_instance_requests()
-            .iter()
-            .filter_map(|r| {
+            .into_paginator()
+            .send();
+        let mut found = Vec::new();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|err| from_sdk(ACTION, &err))?;
+            found.extend(page.spot_instance_requests().iter().filter_map(|r| {
                 Some(SpotRequest {
                     id: r.spot_instance_request_id()?.to_string(),
                     tags: convert::tags(r.tags()),
                 })
-            })
-            .collect())
+            }));
+        }
+        Ok(found)
     }
 
     async fn cancel_spot_requests(&self, ids: &[String]) -> Ec2Result<()> {
@@ -408,6 +464,35 @@ impl Ec2Api for SdkEc2 {
             }));
         }
         Ok(found)
+    }
+
+    async fn ssm_parameter(&self, name: &str) -> Ec2Result<Option<String>> {
+        const ACTION: &str = "GetParameter";
+        match self.ssm.get_parameter().name(name).send().await {
+            Ok(out) => Ok(out.parameter().and_then(|p| p.value()).map(str::to_string)),
+            Err(err) if err.code() == Some("ParameterNotFound") => Ok(None),
+            Err(err) => Err(from_sdk(ACTION, &err)),
+        }
+    }
+
+    async fn describe_region_opt_in(&self) -> Ec2Result<Vec<RegionOptIn>> {
+        let out = self
+            .ec2
+            .describe_regions()
+            .all_regions(true)
+            .send()
+            .await
+            .map_err(|err| from_sdk("DescribeRegions", &err))?;
+        Ok(out
+            .regions()
+            .iter()
+            .filter_map(|r| {
+                Some(RegionOptIn {
+                    name: r.region_name()?.to_string(),
+                    status: r.opt_in_status().map(str::to_string),
+                })
+            })
+            .collect())
     }
 }
 

@@ -4,13 +4,14 @@
 
 mod hardening;
 mod heal;
+mod limits;
 
 use std::time::Duration;
 
 use super::connect::check_regions;
 use super::ec2::Ec2Api;
 use super::fake::{FakeEc2, Rule};
-use super::{AwsProvider, Settings, Waits};
+use super::{AwsProvider, LaunchSettings, Settings, Waits};
 use crate::config::{Fallback, RegionSection};
 use crate::exit::ExitStatus;
 use crate::provider::{Instance, InstanceState, LaunchRequest, Lifecycle, Provider, ProviderError, tag};
@@ -18,9 +19,9 @@ use crate::template::{Digest, UserData};
 
 const CIDR: &str = "198.51.100.0/24";
 const DEPLOYMENT: &str = "fleet";
-const SPOT_QUOTA: &str = "All Standard (A, C, D, H, I, M, R, T, Z) Spot Instance Requests";
+const SPOT_QUOTA: &str = "All Standard (A, C, D, H, I, M, R, T, Z) Spot Instance Requests (L-34B43A08)";
 
-fn provider(fake: &FakeEc2, regions: &[(&str, u32)], fallback: Fallback) -> AwsProvider<FakeEc2> {
+pub(super) fn provider(fake: &FakeEc2, regions: &[(&str, u32)], fallback: Fallback) -> AwsProvider<FakeEc2> {
     let settings = Settings {
         image: "al2023".to_string(),
         instance_types: vec!["t3.small".to_string(), "t3a.small".to_string()],
@@ -29,14 +30,17 @@ fn provider(fake: &FakeEc2, regions: &[(&str, u32)], fallback: Fallback) -> AwsP
         open_ports: Vec::new(),
         allow_cidr: Some(CIDR.to_string()),
         encrypt_volumes: true,
+        bundle_bucket: None,
         regions: regions
             .iter()
             .map(|(name, count)| RegionSection {
                 name: name.to_string(),
                 count: *count,
                 zones: Vec::new(),
+                instance_types: None,
             })
             .collect(),
+        launch: LaunchSettings::default(),
     };
     let names: Vec<String> = regions.iter().map(|(name, _)| name.to_string()).collect();
     let mut provider = AwsProvider::with_api(fake.clone(), &names, settings, "HINT".to_string());
@@ -44,12 +48,13 @@ fn provider(fake: &FakeEc2, regions: &[(&str, u32)], fallback: Fallback) -> AwsP
         running: Duration::from_secs(5),
         terminated: Duration::from_secs(5),
         group_delete: Duration::from_secs(5),
+        consistency: Duration::from_secs(5),
         pause: Duration::ZERO,
     };
     provider
 }
 
-fn request(generation: u64) -> LaunchRequest {
+pub(super) fn request(generation: u64) -> LaunchRequest {
     LaunchRequest {
         deployment: DEPLOYMENT.to_string(),
         digest: Digest::parse(&"ab".repeat(32)).expect("64 hex chars"),
@@ -60,11 +65,14 @@ fn request(generation: u64) -> LaunchRequest {
             packed: b"#cloud-config\n".to_vec(),
             gzipped: false,
         },
+        signer: None,
+        upto: None,
+        bundle: None,
     }
 }
 
 /// One untagged instance and one of another deployment per region.
-fn seed_foreign(fake: &FakeEc2, regions: &[&str]) -> Vec<String> {
+pub(super) fn seed_foreign(fake: &FakeEc2, regions: &[&str]) -> Vec<String> {
     regions
         .iter()
         .flat_map(|r| {
@@ -76,7 +84,7 @@ fn seed_foreign(fake: &FakeEc2, regions: &[&str]) -> Vec<String> {
         .collect()
 }
 
-fn assert_alive(fake: &FakeEc2, ids: &[String]) {
+pub(super) fn assert_alive(fake: &FakeEc2, ids: &[String]) {
     let live: Vec<String> = fake.live().into_iter().map(|(_, id)| id).collect();
     for id in ids {
         assert!(live.contains(id), "foreign {id} was terminated");
@@ -84,7 +92,7 @@ fn assert_alive(fake: &FakeEc2, ids: &[String]) {
 }
 
 /// Our live instances in the fake, as (region, id).
-fn live_ours(fake: &FakeEc2) -> Vec<(String, String)> {
+pub(super) fn live_ours(fake: &FakeEc2) -> Vec<(String, String)> {
     fake.instances()
         .into_iter()
         .filter(|(_, i)| {
@@ -97,7 +105,7 @@ fn live_ours(fake: &FakeEc2) -> Vec<(String, String)> {
         .collect()
 }
 
-fn region_failures(err: &ProviderError) -> Vec<(&str, &ProviderError)> {
+pub(super) fn region_failures(err: &ProviderError) -> Vec<(&str, &ProviderError)> {
     match err {
         ProviderError::Regions { failures, .. } => {
             failures.iter().map(|f| (f.region.as_str(), &f.error)).collect()

@@ -1,4 +1,5 @@
-"""hello health endpoint: GET /health answers JSON with the deployment digest.
+"""hello health endpoint: GET /health (and /, what the front door serves)
+answers JSON with the deployment digest and generation.
 
 Standard library only: it runs on stock Ubuntu 22.04/24.04 and Debian 12.
 """
@@ -23,7 +24,7 @@ def manifest():
 
 class Health(BaseHTTPRequestHandler):
     def do_GET(self):
-        if self.path != "/health":
+        if self.path not in ("/", "/health"):
             self.send_error(404)
             return
         m = manifest()

@@ -6,7 +6,7 @@ use super::{CIDR, DEPLOYMENT, provider, region_failures, request};
 use crate::config::Fallback;
 use crate::exit::ExitStatus;
 use crate::provider::aws::AwsProvider;
-use crate::provider::aws::ec2::{EncryptedRoot, Image, IngressRule, LaunchSpec, MetadataOptions};
+use crate::provider::aws::ec2::{Image, IngressRule, LaunchSpec, MetadataOptions, RootVolume};
 use crate::provider::aws::fake::FakeEc2;
 use crate::provider::{Provider, ProviderError, tag};
 
@@ -53,6 +53,8 @@ fn rule(protocol: &str, port: i32, sources: &[&str]) -> IngressRule {
     }
 }
 
+/// The parameter AWS publishes for al2023 on x86_64.
+const AL2023_X86: &str = "/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-x86_64";
 #[tokio::test]
 async fn every_launch_asks_for_imdsv2_only_with_one_hop() {
     let fake = FakeEc2::new("eu-west-1");
@@ -88,22 +90,25 @@ async fn the_root_volume_is_encrypted_on_the_images_root_device() {
             Some(30),
         ),
     );
+    fake.add_parameter("eu-west-1", AL2023_X86, "ami-sda1");
     let aws = one_region(&fake, "al2023", true);
     aws.launch(&request(1)).await.expect("launch");
     let specs = specs(&fake);
     assert_eq!(specs.len(), 1, "{specs:?}");
     assert_eq!(specs[0].image, "ami-sda1");
     assert_eq!(
-        specs[0].encrypted_root,
-        Some(EncryptedRoot {
+        specs[0].root,
+        Some(RootVolume {
             device: "/dev/sda1".to_string(),
             size_gib: Some(30),
+            encrypted: true,
+            volume_type: None,
         })
     );
     assert_eq!(
         fake.calls_of("DescribeImages").len(),
         1,
-        "the root device comes with the alias lookup"
+        "one lookup of the id the SSM parameter named, for its root device"
     );
 }
 
@@ -114,7 +119,7 @@ async fn encrypt_volumes_false_leaves_the_root_volume_to_the_image() {
     aws.launch(&request(1)).await.expect("launch");
     let specs = specs(&fake);
     assert_eq!(specs.len(), 1, "{specs:?}");
-    assert_eq!(specs[0].encrypted_root, None);
+    assert_eq!(specs[0].root, None);
     assert!(specs[0].metadata.tokens_required, "IMDSv2 does not depend on it");
 }
 
@@ -138,7 +143,7 @@ async fn a_literal_image_id_is_described_only_to_encrypt_its_root() {
         assert_eq!(specs.len(), 1, "{specs:?}");
         assert_eq!(specs[0].image, "ami-al2023x86");
         assert_eq!(
-            specs[0].encrypted_root.as_ref().map(|r| r.device.as_str()),
+            specs[0].root.as_ref().map(|r| r.device.as_str()),
             want_device,
             "encrypt_volumes = {encrypt}"
         );
@@ -154,6 +159,7 @@ async fn an_image_without_a_root_device_is_refused_not_launched_unencrypted() {
             "amazon",
             al2023("ami-noroot", "2025-06-01T00:00:00.000Z", None, None),
         );
+        fake.add_parameter("eu-west-1", AL2023_X86, "ami-noroot");
         let aws = one_region(&fake, image, true);
         let err = aws.launch(&request(1)).await.expect_err(name);
         let failures = region_failures(&err);

@@ -70,6 +70,7 @@ fn blueprint() -> Blueprint {
         units: Vec::new(),
         ssh_user: "admin".to_string(),
         authorized_keys: Vec::new(),
+        bundle: None,
     }
 }
 

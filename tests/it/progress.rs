@@ -1,0 +1,264 @@
+//! Progress as people and scripts see it, on a real local VM: live lines in
+//! a real pseudo-terminal (a private tmux server) that are gone when the
+//! create ends, the summary it ends with, the JSON lines of `--output json`,
+//! and `debug`'s header-first report.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use crate::support::Test;
+
+/// One VM of the sample blueprint, a private tmux server, and cleanup of
+/// both in `Drop` (our tmux server by its socket name; our qemu processes
+/// by their command line naming this test's state directory).
+struct Session {
+    test: Test,
+    socket: String,
+}
+
+impl Session {
+    fn new() -> Session {
+        let test = Test::sample();
+        let toml = std::fs::read_to_string(test.path().join("respot.toml")).unwrap();
+        let toml = toml.replace("[local]\ncount = 2", "[local]\ncount = 1");
+        std::fs::write(test.path().join("respot.toml"), toml).unwrap();
+        test.context().link_vm_image();
+        let socket = format!("respot-progress-{}", std::process::id());
+        Session { test, socket }
+    }
+
+    fn respot(&self, args: &[&str]) -> Output {
+        let out = self
+            .test
+            .context()
+            .command()
+            .args(args)
+            .output()
+            .expect("run respot");
+        eprintln!(
+            "respot {args:?} -> {:?}\n--- stdout ---\n{}\n--- stderr ---\n{}",
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    }
+
+    fn tmux(&self, args: &[&str]) -> Output {
+        Command::new("tmux")
+            .args(["-L", &self.socket, "-f", "/dev/null"])
+            .args(args)
+            .output()
+            .expect("run tmux (apt-get install tmux)")
+    }
+
+    /// Starts `respot ARGS` in a 120x30 terminal; the pane stays after it
+    /// exits, with `respot-exit:CODE` as its last line.
+    fn start_in_terminal(&self, args: &str) {
+        let script = self.test.context().home().join("in-terminal.sh");
+        let mut text = format!("#!/bin/sh\ncd '{}'\n", self.test.path().display());
+        for (key, value) in self.test.context().env() {
+            text.push_str(&format!("export {key}='{}'\n", value.to_string_lossy()));
+        }
+        let respot = assert_cmd::cargo::cargo_bin("respot");
+        text.push_str(&format!(
+            "'{}' {args}\necho \"respot-exit:$?\"\nexec sleep 900\n",
+            respot.display()
+        ));
+        std::fs::write(&script, text).unwrap();
+        std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        let out = self.tmux(&[
+            "new-session",
+            "-d",
+            "-x",
+            "120",
+            "-y",
+            "30",
+            "-s",
+            "create",
+            &script.display().to_string(),
+        ]);
+        assert!(
+            out.status.success(),
+            "tmux: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// The pane as shown, or with `history` every line it ever scrolled.
+    fn screen(&self, history: bool) -> String {
+        let mut args = vec!["capture-pane", "-p", "-t", "create"];
+        if history {
+            args.extend(["-S", "-"]);
+        }
+        String::from_utf8_lossy(&self.tmux(&args).stdout).to_string()
+    }
+
+    fn state(&self) -> PathBuf {
+        self.test.context().state()
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        // Our own server only: it was started on our socket name.
+        let _ = self.tmux(&["kill-server"]);
+        // Best effort: the qemu kill below is the backstop.
+        let _ = self.test.context().command().args(["destroy", "--yes"]).output();
+        for pid in qemu_pids_under(&self.state()) {
+            // SAFETY: kill(2) on a qemu whose command line names this test's state dir.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+    }
+}
+
+fn qemu_pids_under(state: &Path) -> Vec<i32> {
+    let needle = state.display().to_string();
+    let mut pids = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        if cmdline.contains("qemu-system-x86_64") && cmdline.contains(&needle) {
+            pids.push(pid);
+        }
+    }
+    pids
+}
+
+/// A line of the live display: an instance with its phase bar.
+fn progress_line(line: &str) -> bool {
+    line.contains("hello-g1-1 i-") && line.contains("[█")
+}
+
+/// The live lines appear while the VM boots and are gone when create ends;
+/// the summary names the phases, the address and the cost. Then `debug`
+/// shows the header before the console, and a JSON create reports each
+/// phase as a JSON line.
+#[test]
+fn a_local_create_shows_live_progress_then_a_summary() {
+    let session = Session::new();
+    session.start_in_terminal("create");
+    let started = Instant::now();
+    let mut during = None;
+    let end = loop {
+        assert!(
+            started.elapsed() < Duration::from_secs(900),
+            "create did not end: {}",
+            session.screen(false)
+        );
+        std::thread::sleep(Duration::from_millis(500));
+        let screen = session.screen(false);
+        if during.is_none() && screen.lines().any(progress_line) && screen.contains(" ssh ") {
+            during = Some(screen.clone());
+        }
+        if screen.contains("respot-exit:") {
+            break screen;
+        }
+    };
+    let during =
+        during.unwrap_or_else(|| panic!("no live progress line with ssh was seen; at the end:\n{end}"));
+    eprintln!("--- during ---\n{during}\n--- end ---\n{end}");
+    if let Some(path) = std::env::var_os("RESPOT_PROGRESS_CAPTURE") {
+        std::fs::write(path, format!("{during}\n--- at the end ---\n{end}")).unwrap();
+    }
+    assert!(end.contains("respot-exit:0"), "create succeeded: {end}");
+    assert!(
+        during.contains("`hello` generation 1"),
+        "a line for the generation: {during}"
+    );
+    assert!(
+        during.contains("local 1 instance: 1 ssh"),
+        "a line for the region: {during}"
+    );
+    let history = session.screen(true);
+    assert!(
+        !history.lines().any(progress_line) && !history.contains('░'),
+        "the live lines are gone at the end: {history}"
+    );
+    assert!(end.contains("done in "), "{end}");
+    assert!(
+        end.contains("slowest instance: running ") && end.contains(", verified "),
+        "phase durations: {end}"
+    );
+    assert!(
+        end.contains("hello-g1-1 (i-") && end.contains("127.0.0.1:"),
+        "{end}"
+    );
+    assert!(end.contains("estimated cost: $0.00/hour"), "{end}");
+
+    let listed: serde_json::Value =
+        serde_json::from_slice(&session.respot(&["list", "--output", "json"]).stdout).unwrap();
+    let id = listed[0]["id"].as_str().unwrap().to_string();
+    assert_debug_shows_the_header_first(&session, &id);
+    assert_eq!(session.respot(&["destroy", "--yes"]).status.code(), Some(0));
+
+    let created = session.respot(&["create", "--output", "json"]);
+    assert_eq!(created.status.code(), Some(0));
+    assert_json_lines(&created);
+}
+
+fn assert_debug_shows_the_header_first(session: &Session, id: &str) {
+    let out = session.respot(&["debug", id]);
+    assert_eq!(out.status.code(), Some(0));
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        text.starts_with(&format!("instance {id} (hello-g1-1) at 127.0.0.1:")),
+        "{text}"
+    );
+    let console = text.find("== serial console").expect("the console is shown");
+    let cloud_init = text.find("== cloud-init").expect("the report follows");
+    assert!(
+        console < cloud_init,
+        "the console comes before the report: {text}"
+    );
+    assert!(
+        !text.chars().any(|c| c.is_control() && c != '\n' && c != '\t'),
+        "no terminal control characters: {text:?}"
+    );
+}
+
+/// Each phase of the VM as one JSON line on stderr, in order, and the
+/// summary in the report on stdout.
+fn assert_json_lines(created: &Output) {
+    let stderr = String::from_utf8_lossy(&created.stderr);
+    let lines: Vec<&str> = stderr.lines().filter(|l| l.starts_with('{')).collect();
+    for line in &lines {
+        let event: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{line}: {e}"));
+        assert_eq!(event["schema"], "respot.progress", "{line}");
+        assert_eq!(event["version"], 1, "{line}");
+    }
+    insta::with_settings!({filters => vec![
+        (r#""(elapsed|took)_ms":\d+"#, r#""${1}_ms":"[ms]""#),
+        (r"i-[0-9a-f]{16}", "[id]"),
+    ]}, {
+        insta::assert_snapshot!(lines.join("\n"));
+    });
+    let report: serde_json::Value = serde_json::from_slice(&created.stdout).unwrap();
+    let summary = &report["summary"];
+    assert_eq!(summary["cost_per_hour"], 0.0, "{summary}");
+    assert_eq!(summary["instances"][0]["phase"], "verified", "{summary}");
+    assert!(
+        summary["instances"][0]["address"]
+            .as_str()
+            .unwrap()
+            .starts_with("127.0.0.1:"),
+        "{summary}"
+    );
+    let phases: Vec<&str> = summary["phases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["phase"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        phases,
+        ["running", "ssh", "cloud-init", "units", "verified"],
+        "{summary}"
+    );
+}
