@@ -1,6 +1,7 @@
 //! `heal` on moto: instances terminated out of band come back from the
-//! same digest with new ids, a second heal only reads, and a changed
-//! blueprint is refused as a deploy.
+//! same digest with new ids, a second heal only reads, `--watch` logs its
+//! checks and replacements until Ctrl-C, and a changed blueprint is
+//! refused as a deploy. One test, so the suite's moto regions last.
 
 use serde_json::Value;
 
@@ -96,6 +97,16 @@ fn heal_restores_the_count_from_the_same_digest_and_a_second_heal_only_reads() {
         );
     }
 
+    // `--watch` heals the next loss, then keeps checking until Ctrl-C.
+    let (region, id, _, _) = t
+        .ours()
+        .into_iter()
+        .find(|(_, _, state, _)| state == "running")
+        .expect("one runs");
+    block_on(ec2_client(&region).terminate_instances().instance_ids(&id).send()).expect("terminate");
+    watch_until_ctrl_c(&t, &region);
+    assert_eq!(t.live_ours(), 4);
+
     // A changed blueprint is a deploy, not a heal: nothing is touched.
     let template = t.context.path().join("templates/cloud-init.yaml");
     let text = std::fs::read_to_string(&template).expect("template");
@@ -116,15 +127,10 @@ fn heal_restores_the_count_from_the_same_digest_and_a_second_heal_only_reads() {
     t.assert_foreign_untouched();
 }
 
-#[test]
-fn heal_watch_logs_one_line_per_check_and_replacement_until_ctrl_c() {
+/// `heal --watch`: one JSON line per check and per replacement, until Ctrl-C.
+fn watch_until_ctrl_c(t: &AwsTest, region: &str) {
     use std::io::{BufRead, BufReader};
     use std::process::Stdio;
-
-    let t = AwsTest::with("watched", 1, 2, "");
-    t.run(&["create", "--no-verify"], 0);
-    let (region, id, _, _) = t.ours().remove(0);
-    block_on(ec2_client(&region).terminate_instances().instance_ids(&id).send()).expect("terminate");
 
     let mut child = t
         .command(&["heal", "--watch", "1s", "--no-verify", "--output", "json"])
@@ -170,9 +176,7 @@ fn heal_watch_logs_one_line_per_check_and_replacement_until_ctrl_c() {
         .collect();
     assert_eq!(kinds, ["check", "replacement", "check"], "{events:?}");
     assert_eq!(events[0]["launched"], 1, "{events:?}");
-    assert_eq!(events[1]["instance"]["region"], region.as_str());
+    assert_eq!(events[1]["instance"]["region"], region);
     assert_eq!(events[2]["launched"], 0, "the second check finds nothing to do");
     assert!(events.iter().all(|e| e["time"].is_string()));
-    assert_eq!(t.live_ours(), 2);
-    t.run(&["destroy", "--yes"], 0);
 }
