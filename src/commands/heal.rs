@@ -25,10 +25,10 @@ use crate::traffic::{AnyDoor, FrontDoor};
 /// How long a replacement gets to pass the front door's own health check.
 const DOOR_HEALTH_TIMEOUT: Duration = Duration::from_secs(300);
 
-/// The deployment's front door as heal uses it, when `[traffic]` has one:
-/// a verified replacement is registered with its generation (which already
-/// has its share of the traffic) and must pass the door's health check;
-/// what heal lets go is drained first.
+/// The deployment's front door as heal uses it, when `[traffic]` has one
+/// and its generation is behind it: a verified replacement is registered
+/// with its generation (which keeps its share of the traffic) and must pass
+/// the door's health check; what heal lets go is drained first.
 struct HealThroughDoor(Option<AnyDoor>);
 
 impl HealDoor for HealThroughDoor {
@@ -36,6 +36,11 @@ impl HealDoor for HealThroughDoor {
         let (Some(door), Some(generation)) = (&self.0, instances.first().and_then(|i| i.generation)) else {
             return Ok(());
         };
+        // Only a generation the door already routes gets its replacements
+        // there: heal never creates a door nor gives a generation a share.
+        if !door.state().await?.targets.contains_key(&generation) {
+            return Ok(());
+        }
         door.register(generation, instances).await?;
         door.wait_healthy(generation, instances, DOOR_HEALTH_TIMEOUT)
             .await?;
