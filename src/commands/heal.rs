@@ -16,12 +16,46 @@ use serde_json::json;
 use super::create::{Summarized, current_prices, launch_verification, shippable_blueprint};
 use super::locking::{OnCtrlC, locked};
 use super::{Context, ExitStatus, history};
-use crate::engine::{self, BadPools, HealOptions, HealReport, NoFrontDoor};
+use crate::engine::{self, BadPools, EngineError, HealDoor, HealOptions, HealReport};
 use crate::error::{Error, Result};
 use crate::history::{Action, Generation, Recorder, per_generation};
 use crate::output::{Count, Printer, Table};
 use crate::progress::Summary;
 use crate::provider::{AnyProvider, Instance, Provider};
+use crate::traffic::{AnyDoor, FrontDoor};
+
+/// How long a replacement gets to pass the front door's own health check.
+const DOOR_HEALTH_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// The deployment's front door as heal uses it, when `[traffic]` has one
+/// and its generation is behind it: a verified replacement is registered
+/// with its generation (which keeps its share of the traffic) and must pass
+/// the door's health check; what heal lets go is drained first.
+struct HealThroughDoor(Option<AnyDoor>);
+
+impl HealDoor for HealThroughDoor {
+    async fn admit(&self, instances: &[Instance]) -> Result<(), EngineError> {
+        let (Some(door), Some(generation)) = (&self.0, instances.first().and_then(|i| i.generation)) else {
+            return Ok(());
+        };
+        // Only a generation the door already routes gets its replacements
+        // there: heal never creates a door nor gives a generation a share.
+        if !door.state().await?.targets.contains_key(&generation) {
+            return Ok(());
+        }
+        door.register(generation, instances).await?;
+        door.wait_healthy(generation, instances, DOOR_HEALTH_TIMEOUT)
+            .await?;
+        Ok(())
+    }
+
+    async fn drain(&self, instances: &[Instance]) -> Result<(), EngineError> {
+        match &self.0 {
+            Some(door) if !instances.is_empty() => Ok(door.drain(instances).await?),
+            _ => Ok(()),
+        }
+    }
+}
 
 #[derive(Debug, Clone, Default)]
 pub struct HealCommand {
@@ -66,39 +100,7 @@ pub async fn heal(context: &Context<'_>, options: &HealCommand) -> Result<ExitSt
 
 /// One heal of the current render, with the bad pools read before and
 /// written after (whatever the outcome: a full pool is worth remembering).
-/// One heal under the deployment lock (exit 4 while another create,
-/// deploy, destroy or heal holds it).
 async fn heal_once(
-    context: &Context<'_>,
-    provider: &AnyProvider,
-    options: &HealOptions,
-) -> Result<HealReport> {
-    let work = heal_unlocked(context, provider, options);
-    if needs_work(context, provider).await? {
-        locked(context, provider, "heal", OnCtrlC::Work, work).await
-    } else {
-        // Nothing to launch or release: a check that only reads takes no
-        // lock (a lock is a write), like `list`.
-        work.await
-    }
-}
-
-/// Whether a heal would launch or release anything now (reads only); an
-/// answer the engine refuses (nothing live) counts as work, so the engine
-/// reports it.
-async fn needs_work(context: &Context<'_>, provider: &AnyProvider) -> Result<bool> {
-    let deployment = &context.config()?.deployment.name;
-    let (listed, notices) = tokio::join!(
-        provider.list(deployment),
-        provider.interruption_notices(deployment)
-    );
-    Ok(match engine::assess(&listed?, &notices?, &provider.wanted()) {
-        Some(assessment) => assessment.missing_total() > 0 || !assessment.to_release().is_empty(),
-        None => true,
-    })
-}
-
-async fn heal_unlocked(
     context: &Context<'_>,
     provider: &AnyProvider,
     options: &HealOptions,
@@ -116,16 +118,27 @@ async fn heal_unlocked(
         .map(|dir| dir.join("bad-pools.json"))
         .ok();
     let mut memory = file.as_deref().map(|f| load(f, printer)).unwrap_or_default();
-    let result = engine::heal(
-        provider,
-        &verification,
-        &NoFrontDoor,
-        &blueprint,
-        &mut memory,
-        options,
-        printer,
-    )
-    .await;
+    let door = HealThroughDoor(super::door::connect(context, provider)?);
+    let heal = async {
+        Ok(engine::heal(
+            provider,
+            &verification,
+            &door,
+            &blueprint,
+            &mut memory,
+            options,
+            printer,
+        )
+        .await)
+    };
+    // A heal with nothing to do only reads, so it takes no lock; one that
+    // will launch or let go holds the deployment's lock (and looks again
+    // under it, inside the engine).
+    let result = if needs_work(provider, &blueprint.deployment).await? {
+        locked(context, provider, "heal", OnCtrlC::Work, heal).await?
+    } else {
+        heal.await?
+    };
     printer.finish_progress();
     if let Some(file) = &file {
         save(file, &memory, printer);
@@ -147,6 +160,17 @@ async fn heal_unlocked(
         Err(err) => history::finish_outcome(context, recorder, Some(err.to_string())),
     }
     Ok(result?)
+}
+
+/// Whether a heal would launch or let go of anything now; read-only.
+async fn needs_work(provider: &AnyProvider, deployment: &str) -> Result<bool> {
+    let (listed, notices) = tokio::join!(
+        provider.list(deployment),
+        provider.interruption_notices(deployment)
+    );
+    let (listed, notices) = (listed?, notices?);
+    Ok(engine::assess(&listed, &notices, &provider.wanted())
+        .is_some_and(|a| a.missing_total() > 0 || !a.to_release().is_empty()))
 }
 
 fn load(file: &Path, printer: &Printer) -> BadPools {
@@ -273,13 +297,10 @@ async fn watch(
     interval: Duration,
 ) -> Result<ExitStatus> {
     let printer = context.printer;
-    let (stop_tx, mut stop) = tokio::sync::watch::channel(false);
-    tokio::spawn(async move {
-        if tokio::signal::ctrl_c().await.is_ok() {
-            // The receiver is gone only when the watch already ended.
-            let _ = stop_tx.send(true);
-        }
-    });
+    // Created before the first check, so a Ctrl-C that lands during a
+    // check is not lost: the stream keeps it until the next `recv`.
+    let mut interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+        .map_err(|err| Error::Output(std::io::Error::other(format!("cannot catch Ctrl-C: {err}"))))?;
     printer.info(&format!(
         "healing every {}; Ctrl-C stops",
         humantime::format_duration(interval)
@@ -294,12 +315,10 @@ async fn watch(
                 &err.to_string(),
             )?,
         }
-        if *stop.borrow() {
-            break;
-        }
         tokio::select! {
+            biased;
+            _ = interrupt.recv() => break,
             _ = tokio::time::sleep(interval) => {}
-            _ = stop.changed() => break,
         }
     }
     printer.info("stopped watching");

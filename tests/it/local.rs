@@ -8,6 +8,8 @@ use std::process::Output;
 use crate::support::sshd::{HOSTILE_COMMANDS, assert_no_tty_forwarding_or_tunnel};
 use crate::support::{Test, raw_ssh};
 
+mod heal;
+
 /// respot's verification account, as `src/guest/mod.rs` names it.
 const VERIFY_USER: &str = "respot-verify";
 

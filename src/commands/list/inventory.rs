@@ -213,3 +213,136 @@ fn table(rows: &[DeploymentRow]) -> Table {
     }
     table
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::provider::{InstanceId, InstanceState, Lifecycle};
+
+    fn instance(id: &str, region: &str, state: InstanceState) -> Instance {
+        Instance {
+            id: InstanceId(id.to_string()),
+            name: id.to_string(),
+            region: region.to_string(),
+            zone: None,
+            instance_type: "t3.small".to_string(),
+            lifecycle: Lifecycle::Spot,
+            state,
+            state_reason: None,
+            public_ip: None,
+            private_ip: None,
+            ssh: None,
+            digest: None,
+            version: None,
+            generation: Some(1),
+            launched_at: None,
+        }
+    }
+
+    fn resource(kind: ResourceKind, region: &str, state: Option<&str>, of: Option<&str>) -> TaggedResource {
+        TaggedResource {
+            kind,
+            id: "r-1".to_string(),
+            name: None,
+            region: region.to_string(),
+            deployment: "app".to_string(),
+            state: state.map(str::to_string),
+            instance: of.map(str::to_string),
+            created_at: None,
+        }
+    }
+
+    #[test]
+    fn what_is_left_without_a_live_instance() {
+        let running = instance("i-1", "eu-west-1", InstanceState::Running);
+        let live = [&running];
+        let cases = [
+            (
+                "group with a live instance",
+                resource(ResourceKind::SecurityGroup, "eu-west-1", None, None),
+                &live[..],
+                false,
+            ),
+            (
+                "group in another region",
+                resource(ResourceKind::SecurityGroup, "us-east-1", None, None),
+                &live[..],
+                true,
+            ),
+            (
+                "group, nothing live",
+                resource(ResourceKind::SecurityGroup, "eu-west-1", None, None),
+                &[][..],
+                true,
+            ),
+            (
+                "active request, instance live",
+                resource(
+                    ResourceKind::SpotRequest,
+                    "eu-west-1",
+                    Some("active"),
+                    Some("i-1"),
+                ),
+                &live[..],
+                false,
+            ),
+            (
+                "active request, instance gone",
+                resource(
+                    ResourceKind::SpotRequest,
+                    "eu-west-1",
+                    Some("active"),
+                    Some("i-9"),
+                ),
+                &live[..],
+                true,
+            ),
+            (
+                "open request, no instance",
+                resource(ResourceKind::SpotRequest, "eu-west-1", Some("open"), None),
+                &live[..],
+                true,
+            ),
+            (
+                "cancelled request",
+                resource(ResourceKind::SpotRequest, "eu-west-1", Some("cancelled"), None),
+                &[][..],
+                false,
+            ),
+            (
+                "half-made VM dir",
+                resource(ResourceKind::VmDirectory, "local", None, None),
+                &live[..],
+                true,
+            ),
+        ];
+        for (name, resource, live, want) in cases {
+            assert_eq!(leftover(&resource, live).is_some(), want, "{name}");
+        }
+    }
+
+    #[test]
+    fn deployments_are_grouped_and_this_one_is_marked() {
+        let digest = Digest::parse(&"a".repeat(64)).unwrap();
+        let mut current = instance("i-1", "eu-west-1", InstanceState::Running);
+        current.digest = Some(digest.clone());
+        let inventory = Inventory {
+            instances: vec![
+                ("app".to_string(), current),
+                (
+                    "app-2".to_string(),
+                    instance("i-2", "eu-west-1", InstanceState::Terminated),
+                ),
+            ],
+            resources: vec![resource(ResourceKind::SecurityGroup, "eu-west-1", None, None)],
+            not_checked: Vec::new(),
+        };
+        let rows = group(inventory, "app", Some(&digest));
+        let names: Vec<&str> = rows.iter().map(|r| r.deployment.as_str()).collect();
+        assert_eq!(names, ["app", "app-2"]);
+        assert_eq!((rows[0].this_blueprint, rows[0].current), (true, Some(true)));
+        assert_eq!((rows[0].live, rows[0].leftovers.len()), (1, 0));
+        assert_eq!((rows[1].this_blueprint, rows[1].current), (false, None));
+        assert_eq!((rows[1].live, rows[1].gone), (0, 1));
+    }
+}

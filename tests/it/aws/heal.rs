@@ -1,6 +1,7 @@
 //! `heal` on moto: instances terminated out of band come back from the
-//! same digest with new ids, a second heal only reads, and a changed
-//! blueprint is refused as a deploy.
+//! same digest with new ids, a second heal only reads, `--watch` logs its
+//! checks and replacements until Ctrl-C, and a changed blueprint is
+//! refused as a deploy. One test, so the suite's moto regions last.
 
 use serde_json::Value;
 
@@ -105,6 +106,16 @@ fn heal_restores_the_count_from_the_same_digest_and_a_second_heal_only_reads() {
         );
     }
 
+    // `--watch` heals the next loss, then keeps checking until Ctrl-C.
+    let (region, id, _, _) = t
+        .ours()
+        .into_iter()
+        .find(|(_, _, state, _)| state == "running")
+        .expect("one runs");
+    block_on(ec2_client(&region).terminate_instances().instance_ids(&id).send()).expect("terminate");
+    watch_until_ctrl_c(&t, &region);
+    assert_eq!(t.live_ours(), 4);
+
     // A changed blueprint is a deploy, not a heal: nothing is touched.
     let template = t.context.path().join("templates/cloud-init.yaml");
     let text = std::fs::read_to_string(&template).expect("template");
@@ -123,4 +134,58 @@ fn heal_restores_the_count_from_the_same_digest_and_a_second_heal_only_reads() {
     t.run(&["destroy", "--yes"], 0);
     assert_eq!(t.live_ours(), 0);
     t.assert_foreign_untouched();
+}
+
+/// `heal --watch`: one JSON line per check and per replacement, until Ctrl-C.
+fn watch_until_ctrl_c(t: &AwsTest, region: &str) {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+
+    let mut child = t
+        .command(&["heal", "--watch", "1s", "--no-verify", "--output", "json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start heal --watch");
+    let stdout = child.stdout.take().expect("piped stdout");
+    let mut events: Vec<Value> = Vec::new();
+    for line in BufReader::new(stdout).lines() {
+        let line = line.expect("a line");
+        let event: Value =
+            serde_json::from_str(&line).unwrap_or_else(|e| panic!("not a JSON line ({e}): {line}"));
+        if event["event"] == "failed" {
+            let _ = child.kill();
+            panic!("a check failed: {event}");
+        }
+        events.push(event);
+        if events.iter().filter(|e| e["event"] == "check").count() == 2 {
+            break;
+        }
+    }
+    // SAFETY: SIGINT to the respot this test started.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while child.try_wait().expect("poll the child").is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("heal --watch ignored Ctrl-C; events so far: {events:?}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let out = child.wait_with_output().expect("heal --watch ends");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let kinds: Vec<&str> = events
+        .iter()
+        .map(|e| e["event"].as_str().unwrap_or("?"))
+        .collect();
+    assert_eq!(kinds, ["check", "replacement", "check"], "{events:?}");
+    assert_eq!(events[0]["launched"], 1, "{events:?}");
+    assert_eq!(events[1]["instance"]["region"], region);
+    assert_eq!(events[2]["launched"], 0, "the second check finds nothing to do");
+    assert!(events.iter().all(|e| e["time"].is_string()));
 }
