@@ -152,45 +152,71 @@ pub fn render(context: &Context, options: &RenderOptions) -> Result<ExitStatus> 
             source,
         })?;
     }
-    if !blueprint.git.ignored.is_empty() {
+    warn_git(&blueprint.git, printer);
+    if printer.is_json() {
+        json_report(&blueprint, &user_data, budget, schema, printer)?;
+    } else {
+        text_report(&blueprint, &user_data, &budget, schema, printer)?;
+    }
+    Ok(ExitStatus::Success)
+}
+
+/// Warnings about provenance: ignored files shipped, a dirty tree.
+fn warn_git(git: &template::GitInfo, printer: &crate::output::Printer) {
+    if !git.ignored.is_empty() {
         printer.warn(&format!(
             "git ignores files of the instance directory that respot ships ({}); no commit holds them, \
              so they count as uncommitted changes",
-            blueprint.git.ignored.join(", ")
+            git.ignored.join(", ")
         ));
     }
-    if blueprint.git.dirty {
+    if git.dirty {
         printer.warn("the git tree is dirty: the version is marked -dirty and `create` will refuse without --allow-dirty");
     }
-    if printer.is_json() {
-        let report = RenderReport {
-            deployment: &blueprint.deployment,
-            digest: blueprint.digest.as_str(),
-            version: &blueprint.version,
-            git_commit: blueprint.git.commit.as_deref(),
-            git_dirty: blueprint.git.dirty,
-            raw_bytes: user_data.document.len(),
-            packed_bytes: user_data.packed.len(),
-            gzipped: user_data.gzipped,
-            budget,
-            transport: if blueprint.bundle.is_some() {
-                "bundle"
-            } else {
-                "inline"
-            },
-            bundle: blueprint.bundle.as_ref().map(|b| BundleReport {
-                sha256: b.sha256.clone(),
-                bytes: b.archive.len(),
-                files: b.files,
-            }),
-            files: blueprint.files.iter().map(FileReport::from).collect(),
-            units: &blueprint.units,
-            schema,
-            document: &blueprint.document,
-        };
-        printer.json(&report).map_err(Error::Output)?;
-        return Ok(ExitStatus::Success);
-    }
+}
+
+fn json_report(
+    blueprint: &template::Blueprint,
+    user_data: &UserData,
+    budget: Budget,
+    schema: Option<String>,
+    printer: &crate::output::Printer,
+) -> Result<()> {
+    let report = RenderReport {
+        deployment: &blueprint.deployment,
+        digest: blueprint.digest.as_str(),
+        version: &blueprint.version,
+        git_commit: blueprint.git.commit.as_deref(),
+        git_dirty: blueprint.git.dirty,
+        raw_bytes: user_data.document.len(),
+        packed_bytes: user_data.packed.len(),
+        gzipped: user_data.gzipped,
+        budget,
+        transport: if blueprint.bundle.is_some() {
+            "bundle"
+        } else {
+            "inline"
+        },
+        bundle: blueprint.bundle.as_ref().map(|b| BundleReport {
+            sha256: b.sha256.clone(),
+            bytes: b.archive.len(),
+            files: b.files,
+        }),
+        files: blueprint.files.iter().map(FileReport::from).collect(),
+        units: &blueprint.units,
+        schema,
+        document: &blueprint.document,
+    };
+    printer.json(&report).map_err(Error::Output)
+}
+
+fn text_report(
+    blueprint: &template::Blueprint,
+    user_data: &UserData,
+    budget: &Budget,
+    schema: Option<String>,
+    printer: &crate::output::Printer,
+) -> Result<()> {
     printer.data(&blueprint.document).map_err(Error::Output)?;
     printer.info(&format!("digest   {}", blueprint.digest));
     printer.info(&format!("version  {}", blueprint.version));
@@ -219,7 +245,7 @@ pub fn render(context: &Context, options: &RenderOptions) -> Result<ExitStatus> 
     if let Some(result) = schema {
         printer.info(&format!("schema   cloud-init schema: {result}"));
     }
-    Ok(ExitStatus::Success)
+    Ok(())
 }
 
 /// Runs the real `cloud-init schema`; `valid` when it has nothing to say.

@@ -13,7 +13,6 @@ use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant, SystemTime};
@@ -21,6 +20,9 @@ use std::time::{Duration, Instant, SystemTime};
 use serde::{Deserialize, Serialize};
 
 mod fleet;
+mod tool;
+
+use tool::run_tool;
 
 use super::{
     DestroyReport, Instance, InstanceId, InstanceState, Inventory, LaunchRequest, Lifecycle, PlannedRegion,
@@ -652,35 +654,6 @@ fn new_instance_id() -> Result<String> {
             source,
         })?;
     Ok(format!("i-{}", hex::encode(bytes)))
-}
-
-/// Runs a tool that writes into an instance's directory with umask 077, so
-/// what it creates (overlay, seed image, console log, QMP socket, PID file)
-/// is private to this user like the rest of the state.
-fn run_tool(command: &mut Command) -> Result<()> {
-    // SAFETY: umask(2) is async-signal-safe and touches only the child.
-    unsafe {
-        command.pre_exec(|| {
-            libc::umask(0o077);
-            Ok(())
-        });
-    }
-    // qemu daemonizes and outlives respot: nothing inherited stays open.
-    crate::process::close_inherited_fds(command);
-    let program = command.get_program().to_string_lossy().to_string();
-    let output = command.output().map_err(|source| ProviderError::ToolStart {
-        tool: program.clone(),
-        source,
-    })?;
-    if output.status.success() {
-        Ok(())
-    } else {
-        Err(ProviderError::ToolFailed {
-            tool: program,
-            status: output.status.to_string(),
-            stderr: String::from_utf8_lossy(&output.stderr).trim().to_string(),
-        })
-    }
 }
 
 /// Writes a state file readable by this user only: the seed holds the
