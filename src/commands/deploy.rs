@@ -18,6 +18,7 @@ use crate::history::{Action, History, Recorder, first_shipped};
 use crate::output::{Count, Printer};
 use crate::progress::Summary;
 use crate::provenance::{self, Checkout, ProvenanceError};
+use crate::provider::PlannedRegion;
 use crate::template::Blueprint;
 
 #[derive(Debug, Clone, Default)]
@@ -146,22 +147,27 @@ async fn deploy_from(
     if report.destroyed.is_some() {
         recorder.destroyed(&report.replaced);
     }
+    print_deployed(&report, &prices, printer)
+}
+
+/// The report, the door's state and the run's summary.
+fn print_deployed(report: &DeployReport, prices: &[PlannedRegion], printer: &Printer) -> Result<ExitStatus> {
     let summary = Summary::new(
         &printer.timeline(),
         printer.elapsed(),
         &report.created.instances,
-        &prices,
+        prices,
     );
     if printer.is_json() {
         let output = Summarized {
-            report: &report,
+            report,
             summary: &summary,
         };
         printer.json(&output).map_err(Error::Output)?;
         return Ok(ExitStatus::Success);
     }
     print_created(&report.created, printer)?;
-    print_door(&report, printer);
+    print_door(report, printer);
     printer.info(summary.render().trim_end());
     Ok(ExitStatus::Success)
 }

@@ -118,6 +118,22 @@ impl Config {
                 format!("expected a price in USD per hour > 0, got {price}"),
             ));
         }
+        self.validate_aws_regions(at)?;
+        for (i, port) in aws.open_ports.iter().enumerate() {
+            if *port == 0 {
+                return Err(at.invalid(
+                    &[Seg::Key("aws"), Seg::Key("open_ports"), Seg::Index(i)],
+                    "expected a TCP port from 1 to 65535, got 0".to_string(),
+                ));
+            }
+        }
+        self.validate_aws_launch(at)
+    }
+
+    /// Each `[[aws.regions]]` entry: a real region name, listed once, a
+    /// count, zones inside it.
+    fn validate_aws_regions(&self, at: &Located) -> Result<(), ConfigError> {
+        let aws = &self.aws;
         for (i, region) in aws.regions.iter().enumerate() {
             let here =
                 |key: &'static str| [Seg::Key("aws"), Seg::Key("regions"), Seg::Index(i), Seg::Key(key)];
@@ -154,15 +170,7 @@ impl Config {
                 }
             }
         }
-        for (i, port) in aws.open_ports.iter().enumerate() {
-            if *port == 0 {
-                return Err(at.invalid(
-                    &[Seg::Key("aws"), Seg::Key("open_ports"), Seg::Index(i)],
-                    "expected a TCP port from 1 to 65535, got 0".to_string(),
-                ));
-            }
-        }
-        self.validate_aws_launch(at)
+        Ok(())
     }
 
     fn validate_local(&self, at: &Located) -> Result<(), ConfigError> {

@@ -103,25 +103,7 @@ pub(super) async fn launch_generation<P: Provider, V: Verification>(
     printer: &Printer,
 ) -> Result<CreateReport, EngineError> {
     let generation = next_generation(existing);
-    let material = verification.launch_material(generation)?;
-    let material = staged(provider, blueprint, material).await?;
-    let request = LaunchRequest {
-        deployment: blueprint.deployment.clone(),
-        digest: blueprint.digest.clone(),
-        version: blueprint.version.clone(),
-        generation,
-        user_data: blueprint.user_data(&material)?,
-        signer: blueprint.git.signer.clone(),
-        upto: None,
-        bundle: blueprint.bundle.clone(),
-    };
-    printer.info(&format!(
-        "creating generation {generation} of `{}` ({}), {} bytes of user-data{}",
-        request.deployment,
-        request.version,
-        request.user_data.packed.len(),
-        if request.user_data.gzipped { " (gzip)" } else { "" }
-    ));
+    let request = generation_request(provider, verification, blueprint, generation, printer).await?;
     let progress = printer.observer();
     progress.observe(Event::generation(
         &request.deployment,
@@ -184,6 +166,36 @@ pub(super) async fn launch_generation<P: Provider, V: Verification>(
         verify_secs: verdict.as_ref().map(|_| started.elapsed().as_secs_f64()),
         verification: verdict,
     })
+}
+
+/// The launch request of `generation`, its material staged, announced.
+async fn generation_request<P: Provider, V: Verification>(
+    provider: &P,
+    verification: &V,
+    blueprint: &Blueprint,
+    generation: u64,
+    printer: &Printer,
+) -> Result<LaunchRequest, EngineError> {
+    let material = verification.launch_material(generation)?;
+    let material = staged(provider, blueprint, material).await?;
+    let request = LaunchRequest {
+        deployment: blueprint.deployment.clone(),
+        digest: blueprint.digest.clone(),
+        version: blueprint.version.clone(),
+        generation,
+        user_data: blueprint.user_data(&material)?,
+        signer: blueprint.git.signer.clone(),
+        upto: None,
+        bundle: blueprint.bundle.clone(),
+    };
+    printer.info(&format!(
+        "creating generation {generation} of `{}` ({}), {} bytes of user-data{}",
+        request.deployment,
+        request.version,
+        request.user_data.packed.len(),
+        if request.user_data.gzipped { " (gzip)" } else { "" }
+    ));
+    Ok(request)
 }
 
 /// Rolls back (or keeps) everything of `request`'s generation.

@@ -275,6 +275,19 @@ pub async fn heal<P: Provider, V: Verification, D: HealDoor>(
         report.launched = launched;
         report.verification = verdict;
     }
+    report.released = release_lost(provider, verification, door, &report, printer).await?;
+    Ok(report)
+}
+
+/// Drains and terminates what the assessment lost (dead, stopped, or
+/// marked for termination), once its replacements serve.
+async fn release_lost<P: Provider, V: Verification, D: HealDoor>(
+    provider: &P,
+    verification: &V,
+    door: &D,
+    report: &HealReport,
+    printer: &Printer,
+) -> Result<Option<DestroyReport>, EngineError> {
     let release = report.assessment.to_release();
     if !release.is_empty() {
         door.drain(&release).await?;
@@ -282,14 +295,14 @@ pub async fn heal<P: Provider, V: Verification, D: HealDoor>(
             "letting go of {}",
             Count(release.len(), "lost instance")
         ));
-        let released = provider.destroy(deployment, &release, true).await?;
+        let released = provider.destroy(&report.deployment, &release, true).await?;
         verification.forget(&release);
         if !released.left_behind.is_empty() {
             return Err(EngineError::LeftBehind(released.left_behind));
         }
-        report.released = Some(released);
+        return Ok(Some(released));
     }
-    Ok(report)
+    Ok(None)
 }
 
 /// Launches and verifies what `report`'s assessment lacks; on failure or
@@ -305,32 +318,7 @@ async fn replace<P: Provider, V: Verification>(
 ) -> Result<(Vec<Instance>, Option<Verdict>), EngineError> {
     let assessment = &report.assessment;
     let generation = assessment.generation;
-    let material = verification.heal_material(generation)?;
-    let material = super::create::staged(provider, blueprint, material).await?;
-    let request = LaunchRequest {
-        deployment: blueprint.deployment.clone(),
-        digest: blueprint.digest.clone(),
-        version: assessment
-            .version
-            .clone()
-            .unwrap_or_else(|| blueprint.version.clone()),
-        generation,
-        user_data: blueprint.user_data(&material)?,
-        signer: blueprint.git.signer.clone(),
-        upto: None,
-        bundle: blueprint.bundle.clone(),
-    };
-    printer.info(&format!(
-        "healing generation {generation} of `{}`: launching {} ({})",
-        request.deployment,
-        Count(assessment.missing_total() as usize, "instance"),
-        assessment
-            .missing
-            .iter()
-            .map(|m| format!("{}: {}", m.region, m.count))
-            .collect::<Vec<_>>()
-            .join(", ")
-    ));
+    let request = heal_request(provider, verification, blueprint, assessment, printer).await?;
     let progress = printer.observer();
     progress.observe(Event::generation(
         &request.deployment,
@@ -385,6 +373,45 @@ async fn replace<P: Provider, V: Verification>(
         return Err(rollback(reason, Some(verdict), false).await);
     }
     Ok((launched, Some(verdict)))
+}
+
+/// The launch request of the replacements: the live generation's own
+/// material (its host key), the same digest; announced.
+async fn heal_request<P: Provider, V: Verification>(
+    provider: &P,
+    verification: &V,
+    blueprint: &Blueprint,
+    assessment: &Assessment,
+    printer: &Printer,
+) -> Result<LaunchRequest, EngineError> {
+    let generation = assessment.generation;
+    let material = verification.heal_material(generation)?;
+    let material = super::create::staged(provider, blueprint, material).await?;
+    let request = LaunchRequest {
+        deployment: blueprint.deployment.clone(),
+        digest: blueprint.digest.clone(),
+        version: assessment
+            .version
+            .clone()
+            .unwrap_or_else(|| blueprint.version.clone()),
+        generation,
+        user_data: blueprint.user_data(&material)?,
+        signer: blueprint.git.signer.clone(),
+        upto: None,
+        bundle: blueprint.bundle.clone(),
+    };
+    printer.info(&format!(
+        "healing generation {generation} of `{}`: launching {} ({})",
+        request.deployment,
+        Count(assessment.missing_total() as usize, "instance"),
+        assessment
+            .missing
+            .iter()
+            .map(|m| format!("{}: {}", m.region, m.count))
+            .collect::<Vec<_>>()
+            .join(", ")
+    ));
+    Ok(request)
 }
 
 /// Terminates the instances of `request`'s generation that `before` did
