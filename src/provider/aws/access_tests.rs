@@ -2,45 +2,17 @@
 //! lock, images by SSM parameter, permissions and opt-in regions) on the
 //! scripted fake.
 
-use std::time::Duration;
-
+use super::AwsProvider;
 use super::fake::FakeEc2;
-use super::{AwsProvider, LaunchSettings, Settings, Waits};
-use crate::config::{Fallback, RegionSection};
+use crate::config::Fallback;
 
 /// A provider over `fake` with `regions` (name, count) and `image`.
 pub fn provider_with_image(fake: &FakeEc2, regions: &[(&str, u32)], image: &str) -> AwsProvider<FakeEc2> {
-    let settings = Settings {
-        image: image.to_string(),
-        instance_types: vec!["t3.small".to_string()],
-        max_price: None,
-        fallback: Fallback::None,
-        open_ports: Vec::new(),
-        allow_cidr: Some("198.51.100.0/24".to_string()),
-        encrypt_volumes: true,
-        bundle_bucket: None,
-        ssm_parameters: Vec::new(),
-        regions: regions
-            .iter()
-            .map(|(name, count)| RegionSection {
-                name: name.to_string(),
-                count: *count,
-                zones: Vec::new(),
-                instance_types: None,
-            })
-            .collect(),
-        launch: LaunchSettings::default(),
-    };
-    let names: Vec<String> = regions.iter().map(|(name, _)| name.to_string()).collect();
-    let mut provider = AwsProvider::with_api(fake.clone(), &names, settings, "HINT".to_string());
-    provider.waits = Waits {
-        running: Duration::from_secs(5),
-        terminated: Duration::from_secs(5),
-        group_delete: Duration::from_secs(5),
-        consistency: Duration::from_secs(5),
-        pause: Duration::ZERO,
-    };
-    provider
+    let mut settings = super::tests::settings(regions, Fallback::None);
+    settings.image = image.to_string();
+    settings.instance_types = vec!["t3.small".to_string()];
+    settings.max_price = None;
+    super::tests::over_fake(fake, regions, settings)
 }
 
 /// The same with `al2023`.

@@ -22,7 +22,12 @@ const DEPLOYMENT: &str = "fleet";
 const SPOT_QUOTA: &str = "All Standard (A, C, D, H, I, M, R, T, Z) Spot Instance Requests (L-34B43A08)";
 
 pub(super) fn provider(fake: &FakeEc2, regions: &[(&str, u32)], fallback: Fallback) -> AwsProvider<FakeEc2> {
-    let settings = Settings {
+    over_fake(fake, regions, settings(regions, fallback))
+}
+
+/// The settings of [`provider`]: `regions` (name, count), two types, a price.
+pub(super) fn settings(regions: &[(&str, u32)], fallback: Fallback) -> Settings {
+    Settings {
         image: "al2023".to_string(),
         instance_types: vec!["t3.small".to_string(), "t3a.small".to_string()],
         max_price: Some(0.05),
@@ -42,7 +47,11 @@ pub(super) fn provider(fake: &FakeEc2, regions: &[(&str, u32)], fallback: Fallba
             })
             .collect(),
         launch: LaunchSettings::default(),
-    };
+    }
+}
+
+/// A provider over `fake` with `settings`, its waits short for tests.
+pub(super) fn over_fake(fake: &FakeEc2, regions: &[(&str, u32)], settings: Settings) -> AwsProvider<FakeEc2> {
     let names: Vec<String> = regions.iter().map(|(name, _)| name.to_string()).collect();
     let mut provider = AwsProvider::with_api(fake.clone(), &names, settings, "HINT".to_string());
     provider.waits = Waits {
