@@ -16,6 +16,7 @@ use crate::support::TestContext;
 use crate::support::moto::{self, Proxy};
 
 mod heal;
+mod inflight;
 mod orphans;
 
 const CIDR: &str = "198.51.100.0/24";

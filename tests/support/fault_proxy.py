@@ -32,6 +32,10 @@ EC2 behaviours moto lacks (kept across /__proxy/reset):
                       RunInstances or CreateFleet) less than this long ago
   group_in_use        DeleteSecurityGroup of a group a live instance is in
                       gets DependencyViolation (moto deletes it)
+Always, as on EC2: RunInstances naming a group deleted through the proxy gets
+InvalidGroup.NotFound (moto launches into it), and a RunInstances and a
+DeleteSecurityGroup of the same group never overlap (moto lets a delete pass
+while a launch into the group is still being made, and orphans its instances).
 A rule with "capacity": N instead of a code gives matching RunInstances only N
 instances in all: MaxCount is lowered to what is left (InsufficientInstanceCapacity
 once nothing is, or when MinCount is more than what is left).
@@ -326,6 +330,23 @@ class Rule:
         return out
 
 
+class GroupGate:
+    """Holds a sorted list of per-group locks for the length of a with-block."""
+
+    def __init__(self, locks):
+        self.locks = locks
+
+    def __enter__(self):
+        for lock in self.locks:
+            lock.acquire()
+        return self
+
+    def __exit__(self, *exc):
+        for lock in reversed(self.locks):
+            lock.release()
+        return False
+
+
 class State:
     """All mutable proxy state, guarded by one lock (held only for bookkeeping)."""
 
@@ -337,7 +358,26 @@ class State:
         self.ec2 = dict(EC2_DEFAULTS)
         self.new_groups = {}  # group id -> monotonic time created
         self.launched = {}  # instance id -> monotonic time launched
+        self.deleted_groups = set()  # group ids deleted through the proxy
+        self._group_locks = collections.defaultdict(threading.Lock)
         self._clear_counters()
+
+    def group_gate(self, action, params):
+        """Makes RunInstances and DeleteSecurityGroup atomic per group, as on EC2.
+
+        moto launches into a group that a concurrent (or earlier) delete removed; EC2
+        either refuses the launch (InvalidGroup.NotFound) or the delete
+        (DependencyViolation). Holding the named groups' locks across the check and
+        the upstream call gives the same two outcomes."""
+        if action == "RunInstances":
+            groups = sorted({v for k, v in params.items() if "SecurityGroupId" in k and v})
+        elif action == "DeleteSecurityGroup" and params.get("GroupId"):
+            groups = [params["GroupId"]]
+        else:
+            groups = []
+        with self.lock:
+            locks = [self._group_locks[g] for g in groups]
+        return GroupGate(locks)
 
     def _clear_counters(self):
         self.total = 0
@@ -651,23 +691,8 @@ class ProxyHandler(http.server.BaseHTTPRequestHandler):
             delay = (latency_ms or 0) + (rule.delay_ms if rule is not None else 0)
             if delay > 0:
                 time.sleep(delay / 1000.0)
-            ec2_fault = self._ec2_fault(action, region, params)
-            if ec2_fault is None and rule is not None and rule.capacity is not None:
-                ec2_fault, body = self._take_capacity(rule, action, body, params, region)
-            if ec2_fault is None and action == "RunInstances":
-                body = launch_max_count(body)
-            if ec2_fault is not None:
-                code, status, message = ec2_fault
-                state.count_fault(action, code)
-                record["fault"] = code
-                response = ec2_error(status, code, message)
-            elif rule is not None and rule.code is not None:
-                message = rule.message or default_message(rule.code, params, region)
-                record["fault"] = rule.code
-                response = ec2_error(rule.status, rule.code, message)
-            else:
-                response = self._fetch_upstream(body)
-                response = self._after_upstream(action, response)
+            with state.group_gate(action, params):
+                response = self._answer(action, region, params, rule, body, record)
             record["status"] = response[0]
         finally:
             # Book-keeping is finished before the response leaves, so a test that reads
@@ -692,6 +717,29 @@ class ProxyHandler(http.server.BaseHTTPRequestHandler):
         # still have reached moto, as on a real network).
         self._write_response(*response)
 
+    def _answer(self, action, region, params, rule, body, record):
+        """The injected fault, EC2's own refusal, or moto's answer."""
+        state = self.server.state
+        ec2_fault = self._ec2_fault(action, region, params)
+        if ec2_fault is None and rule is not None and rule.capacity is not None:
+            ec2_fault, body = self._take_capacity(rule, action, body, params, region)
+        if ec2_fault is None and action == "RunInstances":
+            body = launch_max_count(body)
+        if ec2_fault is not None:
+            code, status, message = ec2_fault
+            state.count_fault(action, code)
+            record["fault"] = code
+            return ec2_error(status, code, message)
+        if rule is not None and rule.code is not None:
+            message = rule.message or default_message(rule.code, params, region)
+            record["fault"] = rule.code
+            return ec2_error(rule.status, rule.code, message)
+        response = self._fetch_upstream(body)
+        if action == "DeleteSecurityGroup" and response[0] == 200:
+            with state.lock:
+                state.deleted_groups.add(params.get("GroupId"))
+        return self._after_upstream(action, response)
+
     # --- EC2 behaviours moto lacks -------------------------------------------------
     def _ec2_fault(self, action, region, params):
         """(code, status, message) when EC2 would refuse this request, else None."""
@@ -707,6 +755,13 @@ class ProxyHandler(http.server.BaseHTTPRequestHandler):
                 return ("FilterLimitExceeded", 400,
                         "The maximum number of filter values specified on a single call is %d "
                         "(filter %s has %d)" % (limit, over[0], over[1]))
+        if action == "RunInstances":
+            with state.lock:
+                gone = [v for k, v in params.items() if "SecurityGroupId" in k and v in state.deleted_groups]
+            if gone:
+                # moto launches into a deleted group; EC2 does not.
+                return ("InvalidGroup.NotFound", 400,
+                        "The security group '%s' does not exist" % gone[0])
         if action in GROUP_USERS and fresh:
             named = [v for v in params.values() if v in fresh]
             if named:
