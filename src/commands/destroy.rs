@@ -14,7 +14,9 @@ use crate::error::{Error, Result};
 use crate::history::{Action, Recorder};
 use crate::keys::KeyStore;
 use crate::output::Table;
+use crate::provider::AnyProvider;
 use crate::traffic::FrontDoor;
+use crate::traffic::alb::remove_tagged;
 
 #[derive(Debug, Clone, Default)]
 pub struct DestroyCommand {
@@ -83,6 +85,18 @@ async fn destroy_recorded(
         && let Ok(Some(door)) = super::door::connect(context, &provider)
     {
         for removed in door.remove().await.map_err(EngineError::from)? {
+            printer.info(&format!("removed {removed}"));
+        }
+    }
+    // Target groups still tagged for the deployment: another deployment's
+    // door, or this one's after its `[traffic]` section was removed.
+    if !outcome.dry_run
+        && let AnyProvider::Aws(aws) = &provider
+    {
+        let removed = remove_tagged(aws.sdk_config(), &aws.region_names(), deployment)
+            .await
+            .map_err(EngineError::from)?;
+        for removed in removed {
             printer.info(&format!("removed {removed}"));
         }
     }

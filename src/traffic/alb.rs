@@ -19,7 +19,9 @@
 mod elbv2;
 #[cfg(test)]
 mod fake;
+mod inventory;
 mod sdk;
+mod sweep;
 #[cfg(test)]
 mod tests;
 mod wire;
@@ -31,7 +33,9 @@ use sha2::{Digest as _, Sha256};
 
 pub use self::elbv2::{ElbError, Elbv2Api};
 use self::elbv2::{NewTargetGroup, Tags};
+pub use self::inventory::tagged_target_groups;
 pub use self::sdk::SdkElbv2;
+pub use self::sweep::remove_tagged;
 use self::wire::{http_get, kept_text, parse_kept};
 use super::{DoorError, DoorState, FrontDoor, Kept, Probe, Result, Weights};
 use crate::config::TrafficSection;

@@ -49,7 +49,7 @@ thread_local! {
     static MOTO: std::cell::Cell<Option<&'static str>> = const { std::cell::Cell::new(None) };
 }
 
-fn this_moto() -> &'static str {
+pub(crate) fn this_moto() -> &'static str {
     MOTO.with(|m| m.get()).unwrap_or_else(moto::moto_url)
 }
 

@@ -12,10 +12,12 @@ use serde::Serialize;
 
 use super::{age_secs, current_digest, short_age};
 use crate::commands::{Context, ExitStatus};
+use crate::engine::EngineError;
 use crate::error::{Error, Result};
 use crate::output::{Count, Table};
-use crate::provider::{Instance, Inventory, Provider, ResourceKind, TaggedResource};
+use crate::provider::{AnyProvider, Instance, Inventory, Provider, ResourceKind, TaggedResource};
 use crate::template::Digest;
+use crate::traffic::alb::tagged_target_groups;
 
 /// One deployment, as the inventory found it.
 #[derive(Debug, Serialize)]
@@ -51,7 +53,14 @@ pub async fn list_all(context: &Context<'_>) -> Result<ExitStatus> {
     let (config, printer) = (context.config()?, context.printer);
     let provider = context.connect().await?;
     let current = current_digest(context)?;
-    let inventory = provider.inventory().await?;
+    let mut inventory = provider.inventory().await?;
+    if let AnyProvider::Aws(aws) = &provider {
+        // Front doors' target groups, whichever blueprint made them.
+        let groups = tagged_target_groups(aws.sdk_config(), &aws.region_names())
+            .await
+            .map_err(EngineError::from)?;
+        inventory.resources.extend(groups);
+    }
     let report = AllDeployments {
         not_checked: inventory.not_checked.clone(),
         deployments: group(inventory, &config.deployment.name, current.as_ref()),

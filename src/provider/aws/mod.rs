@@ -265,6 +265,12 @@ impl AwsProvider {
 }
 
 impl<E: Ec2Api> AwsProvider<E> {
+    /// The regions this provider covers (configured, or every enabled
+    /// one with `--all-regions`).
+    pub fn region_names(&self) -> Vec<String> {
+        self.regions.iter().map(|r| r.name.clone()).collect()
+    }
+
     fn with_api(home: E, regions: &[String], settings: Settings, credentials_hint: String) -> Self {
         let regions = regions
             .iter()

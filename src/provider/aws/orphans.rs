@@ -2,9 +2,8 @@
 //! group and spot request carrying a `respot:deployment` tag, whatever its
 //! value, in every region covered (three reads per region, together).
 //!
-//! It only reads. Target groups belong to a front door (`[traffic]`) and
-//! are not read here (that needs the ELBv2 seam to list every group), so
-//! the inventory says they were not looked for rather than implying none.
+//! It only reads. Target groups belong to the front door: `list` adds them
+//! from `traffic::alb::tagged_target_groups`.
 
 use super::ec2::{Ec2Api, tag_value};
 use super::{AwsProvider, RegionTarget, convert, gather, per_region};
@@ -21,9 +20,6 @@ impl<E: Ec2Api> AwsProvider<E> {
             inventory.instances.extend(part.instances);
             inventory.resources.extend(part.resources);
         }
-        inventory
-            .not_checked
-            .push("target groups (the inventory does not read ELBv2; a deployment's own `destroy` removes its door's)".to_string());
         Ok(inventory)
     }
 

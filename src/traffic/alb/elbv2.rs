@@ -31,6 +31,15 @@ pub struct TargetGroup {
     pub name: String,
 }
 
+/// A target group as `DescribeTargetGroups` lists it, with the load
+/// balancers whose listeners or rules use it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ListedTargetGroup {
+    pub arn: String,
+    pub name: String,
+    pub load_balancers: Vec<String>,
+}
+
 /// What the target group should look like when respot creates it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NewTargetGroup {
@@ -127,4 +136,10 @@ pub trait Elbv2Api: Clone {
 
     /// `DeleteTargetGroup`.
     async fn delete_target_group(&self, arn: &str) -> ElbResult<()>;
+
+    /// `DescribeTargetGroups` of every group in the region, every page.
+    async fn all_target_groups(&self) -> ElbResult<Vec<ListedTargetGroup>>;
+
+    /// `DescribeListeners` of a load balancer, every page.
+    async fn listeners_of(&self, load_balancer_arn: &str) -> ElbResult<Vec<Listener>>;
 }

@@ -8,7 +8,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::elbv2::{
-    ElbError, ElbResult, Elbv2Api, Listener, LoadBalancer, NewTargetGroup, Tags, TargetGroup, TargetHealth,
+    ElbError, ElbResult, Elbv2Api, ListedTargetGroup, Listener, LoadBalancer, NewTargetGroup, Tags,
+    TargetGroup, TargetHealth,
 };
 
 #[derive(Debug, Default)]
@@ -108,6 +109,14 @@ impl Elbv2Api for FakeElb {
 
     async fn describe_tags(&self, arns: &[String]) -> ElbResult<Vec<(String, Tags)>> {
         let world = self.call("DescribeTags");
+        if arns.len() > 20 {
+            // ELB's own limit on ResourceArns.
+            return Err(ElbError::service(
+                "DescribeTags",
+                "ValidationError",
+                "at most 20 resource ARNs",
+            ));
+        }
         Ok(arns
             .iter()
             .filter_map(|a| world.groups.get(a).map(|(_, t)| (a.clone(), t.clone())))
@@ -224,5 +233,33 @@ impl Elbv2Api for FakeElb {
         world.groups.remove(arn);
         world.targets.remove(arn);
         Ok(())
+    }
+
+    async fn all_target_groups(&self) -> ElbResult<Vec<ListedTargetGroup>> {
+        let world = self.call("DescribeTargetGroups");
+        Ok(world
+            .groups
+            .iter()
+            .map(|(arn, (group, _))| ListedTargetGroup {
+                arn: arn.clone(),
+                name: group.name.clone(),
+                load_balancers: world
+                    .listeners
+                    .values()
+                    .filter(|l| l.forward.iter().any(|(g, _)| g == arn))
+                    .map(|l| l.load_balancer_arn.clone())
+                    .collect(),
+            })
+            .collect())
+    }
+
+    async fn listeners_of(&self, load_balancer_arn: &str) -> ElbResult<Vec<Listener>> {
+        let world = self.call("DescribeListeners");
+        Ok(world
+            .listeners
+            .values()
+            .filter(|l| l.load_balancer_arn == load_balancer_arn)
+            .cloned()
+            .collect())
     }
 }

@@ -8,7 +8,8 @@ use aws_sdk_elasticloadbalancingv2::error::{DisplayErrorContext, ProvideErrorMet
 use elb::types;
 
 use super::elbv2::{
-    ElbError, ElbResult, Elbv2Api, Listener, LoadBalancer, NewTargetGroup, Tags, TargetGroup, TargetHealth,
+    ElbError, ElbResult, Elbv2Api, ListedTargetGroup, Listener, LoadBalancer, NewTargetGroup, Tags,
+    TargetGroup, TargetHealth,
 };
 
 /// An ELBv2 client for one region.
@@ -57,6 +58,36 @@ fn tag(key: &str, value: &str) -> types::Tag {
     types::Tag::builder().key(key).value(value).build()
 }
 
+/// A listener as [`Listener`]: where its default action forwards.
+fn listener_of(listener: &types::Listener) -> ElbResult<Listener> {
+    const ACTION: &str = "DescribeListeners";
+    let forward = listener
+        .default_actions()
+        .iter()
+        .filter(|a| a.r#type() == Some(&types::ActionTypeEnum::Forward))
+        .flat_map(|a| match a.forward_config() {
+            Some(config) => config
+                .target_groups()
+                .iter()
+                .filter_map(|t| Some((t.target_group_arn()?.to_string(), t.weight().unwrap_or(1))))
+                .collect::<Vec<_>>(),
+            None => a
+                .target_group_arn()
+                .map(|arn| vec![(arn.to_string(), 1)])
+                .unwrap_or_default(),
+        })
+        .collect();
+    Ok(Listener {
+        arn: listener.listener_arn().unwrap_or_default().to_string(),
+        load_balancer_arn: listener
+            .load_balancer_arn()
+            .ok_or_else(|| missing(ACTION, "load balancer ARN"))?
+            .to_string(),
+        port: listener.port(),
+        forward,
+    })
+}
+
 impl Elbv2Api for SdkElbv2 {
     fn region(&self) -> &str {
         &self.region
@@ -75,31 +106,9 @@ impl Elbv2Api for SdkElbv2 {
             .listeners()
             .first()
             .ok_or_else(|| missing(ACTION, "listener"))?;
-        let forward = listener
-            .default_actions()
-            .iter()
-            .filter(|a| a.r#type() == Some(&types::ActionTypeEnum::Forward))
-            .flat_map(|a| match a.forward_config() {
-                Some(config) => config
-                    .target_groups()
-                    .iter()
-                    .filter_map(|t| Some((t.target_group_arn()?.to_string(), t.weight().unwrap_or(1))))
-                    .collect::<Vec<_>>(),
-                None => a
-                    .target_group_arn()
-                    .map(|arn| vec![(arn.to_string(), 1)])
-                    .unwrap_or_default(),
-            })
-            .collect();
-        Ok(Listener {
-            arn: arn.to_string(),
-            load_balancer_arn: listener
-                .load_balancer_arn()
-                .ok_or_else(|| missing(ACTION, "load balancer ARN"))?
-                .to_string(),
-            port: listener.port(),
-            forward,
-        })
+        let mut converted = listener_of(listener)?;
+        converted.arn = arn.to_string();
+        Ok(converted)
     }
 
     async fn describe_load_balancer(&self, arn: &str) -> ElbResult<LoadBalancer> {
@@ -318,5 +327,55 @@ impl Elbv2Api for SdkElbv2 {
             .await
             .map_err(|e| from_sdk("DeleteTargetGroup", &e))?;
         Ok(())
+    }
+
+    async fn all_target_groups(&self) -> ElbResult<Vec<ListedTargetGroup>> {
+        const ACTION: &str = "DescribeTargetGroups";
+        let mut found = Vec::new();
+        let mut marker: Option<String> = None;
+        loop {
+            let out = self
+                .client
+                .describe_target_groups()
+                .page_size(400)
+                .set_marker(marker.take())
+                .send()
+                .await
+                .map_err(|e| from_sdk(ACTION, &e))?;
+            found.extend(out.target_groups().iter().filter_map(|g| {
+                Some(ListedTargetGroup {
+                    arn: g.target_group_arn()?.to_string(),
+                    name: g.target_group_name()?.to_string(),
+                    load_balancers: g.load_balancer_arns().to_vec(),
+                })
+            }));
+            match out.next_marker() {
+                Some(next) if !next.is_empty() => marker = Some(next.to_string()),
+                _ => return Ok(found),
+            }
+        }
+    }
+
+    async fn listeners_of(&self, load_balancer_arn: &str) -> ElbResult<Vec<Listener>> {
+        const ACTION: &str = "DescribeListeners";
+        let mut found = Vec::new();
+        let mut marker: Option<String> = None;
+        loop {
+            let out = self
+                .client
+                .describe_listeners()
+                .load_balancer_arn(load_balancer_arn)
+                .set_marker(marker.take())
+                .send()
+                .await
+                .map_err(|e| from_sdk(ACTION, &e))?;
+            for listener in out.listeners() {
+                found.push(listener_of(listener)?);
+            }
+            match out.next_marker() {
+                Some(next) if !next.is_empty() => marker = Some(next.to_string()),
+                _ => return Ok(found),
+            }
+        }
     }
 }

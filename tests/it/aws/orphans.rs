@@ -6,7 +6,99 @@
 use aws_sdk_ec2::types as ec2;
 use serde_json::Value;
 
-use super::{AwsTest, all_instances, block_on, ec2_client, stderr};
+use aws_sdk_elasticloadbalancingv2 as elb;
+
+use super::{AwsTest, all_instances, block_on, ec2_client, stderr, this_moto};
+
+fn elb_client(region: &str) -> elb::Client {
+    use aws_sdk_ec2::config::{BehaviorVersion, Credentials, Region};
+    let config = elb::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new(region.to_string()))
+        .endpoint_url(this_moto())
+        .credentials_provider(Credentials::new("testing", "testing", None, None, "tests"))
+        .build();
+    elb::Client::from_conf(config)
+}
+
+/// A target group tagged for `deployment`, as a front door whose destroy
+/// died would leave it; with `forwarded`, an ALB listener's default action
+/// still forwards to it. Returns its ARN.
+fn leak_target_group(region: &str, deployment: &str, forwarded: bool) -> String {
+    let vpcs = block_on(ec2_client(region).describe_vpcs().send()).expect("describe vpcs");
+    let vpc = vpcs.vpcs()[0].vpc_id().expect("a vpc").to_string();
+    let client = elb_client(region);
+    let group = block_on(
+        client
+            .create_target_group()
+            .name(format!("respot-{deployment}-blue"))
+            .protocol(elb::types::ProtocolEnum::Http)
+            .port(8080)
+            .vpc_id(vpc)
+            .target_type(elb::types::TargetTypeEnum::Instance)
+            .tags(
+                elb::types::Tag::builder()
+                    .key("respot:deployment")
+                    .value(deployment)
+                    .build(),
+            )
+            .send(),
+    )
+    .expect("create a target group");
+    let arn = group.target_groups()[0]
+        .target_group_arn()
+        .expect("arn")
+        .to_string();
+    if forwarded {
+        let subnets = block_on(ec2_client(region).describe_subnets().send()).expect("subnets");
+        let ids: Vec<String> = subnets
+            .subnets()
+            .iter()
+            .filter_map(|s| s.subnet_id().map(str::to_string))
+            .take(2)
+            .collect();
+        let lb = block_on(
+            client
+                .create_load_balancer()
+                .name(format!("lb-{deployment}"))
+                .set_subnets(Some(ids))
+                .send(),
+        )
+        .expect("create a load balancer");
+        let lb_arn = lb.load_balancers()[0]
+            .load_balancer_arn()
+            .expect("lb arn")
+            .to_string();
+        block_on(
+            client
+                .create_listener()
+                .load_balancer_arn(lb_arn)
+                .protocol(elb::types::ProtocolEnum::Http)
+                .port(80)
+                .default_actions(
+                    elb::types::Action::builder()
+                        .r#type(elb::types::ActionTypeEnum::Forward)
+                        .target_group_arn(&arn)
+                        .build(),
+                )
+                .send(),
+        )
+        .expect("create a listener");
+    }
+    arn
+}
+
+/// Names of the target groups in `region`.
+fn target_groups(region: &str) -> Vec<String> {
+    let out = block_on(elb_client(region).describe_target_groups().send()).expect("describe target groups");
+    let mut names: Vec<String> = out
+        .target_groups()
+        .iter()
+        .filter_map(|g| g.target_group_name().map(str::to_string))
+        .collect();
+    names.sort();
+    names
+}
 
 /// A security group named `respot-<deployment>`, tagged for it, as a run
 /// that died would leave it. Returns its id.
@@ -102,6 +194,9 @@ fn orphans_are_found_and_destroyed_by_exact_name() {
     // `leak` left only its security group; so did its neighbour `leak-2`.
     leak_group(&region, "leak");
     leak_group(&region, "leak-2");
+    // And their front doors' target groups: `leak`'s still behind a listener.
+    leak_target_group(&region, "leak", true);
+    leak_target_group(&region, "leak-2", false);
 
     let rows = deployments(&t);
     let app_row = find(&rows, "app").expect("app is listed");
@@ -116,11 +211,20 @@ fn orphans_are_found_and_destroyed_by_exact_name() {
     let leak = find(&rows, "leak").expect("leak is listed");
     assert_eq!(leak["live"], 0);
     let leftovers = leak["leftovers"].as_array().expect("leftovers");
-    assert_eq!(leftovers.len(), 1, "{leak}");
+    assert_eq!(leftovers.len(), 2, "{leak}");
     assert!(
-        leftovers[0].as_str().unwrap().contains("no live instance"),
+        leftovers
+            .iter()
+            .all(|l| l.as_str().unwrap().contains("no live instance")),
         "{leak}"
     );
+    let kinds: Vec<&str> = leak["resources"]
+        .as_array()
+        .expect("resources")
+        .iter()
+        .filter_map(|r| r["kind"].as_str())
+        .collect();
+    assert_eq!(kinds, ["security-group", "target-group"], "{leak}");
     assert_eq!(find(&rows, "app-2").expect("app-2")["live"], 2);
     assert!(find(&rows, "main").is_none(), "main has nothing yet: {rows:?}");
     let out = t.run(&["list", "--all-deployments"], 0);
@@ -129,15 +233,17 @@ fn orphans_are_found_and_destroyed_by_exact_name() {
         table.contains("security group") && table.contains("leak-2"),
         "{table}"
     );
-    assert!(
-        stderr(&out).contains("not checked: target groups"),
-        "{}",
-        stderr(&out)
-    );
+    assert!(table.contains("target group"), "{table}");
+    assert!(!stderr(&out).contains("not checked"), "{}", stderr(&out));
 
     t.run(&["destroy", "--deployment", "leak", "--yes"], 0);
     t.run(&["destroy", "--deployment", "app", "--yes"], 0);
     assert_eq!(tagged_groups(&region), ["respot-app-2", "respot-leak-2"]);
+    assert_eq!(
+        target_groups(&region),
+        ["respot-leak-2-blue"],
+        "leak's group left its listener and went; leak-2's stays"
+    );
     assert!(live_of(&region, "app").is_empty());
     assert_eq!(
         live_of(&region, "app-2").len(),
@@ -158,5 +264,6 @@ fn orphans_are_found_and_destroyed_by_exact_name() {
         t.run(&["destroy", "--deployment", name, "--yes"], 0);
     }
     assert!(tagged_groups(&region).is_empty());
+    assert!(target_groups(&region).is_empty());
     assert!(live_of(&region, "app-2").is_empty());
 }
