@@ -550,3 +550,60 @@ fn the_haproxy_door_shifts_and_shifts_back_without_dropping_a_request() {
     assert_eq!(removed.len(), 1, "{removed:?}");
     assert!(get(port).is_err(), "the door is closed");
 }
+
+/// The servers of the door's HAProxy backend, by name (`g<gen>-<id>`).
+fn door_servers(door: &Door) -> Vec<String> {
+    let config = door.state.join("respot/door/hello/haproxy.cfg");
+    let text = std::fs::read_to_string(&config).unwrap_or_else(|e| panic!("{}: {e}", config.display()));
+    text.lines()
+        .filter_map(|l| l.trim().strip_prefix("server "))
+        .filter_map(|l| l.split_whitespace().next())
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn heal_puts_the_replacement_behind_the_door_and_drains_the_dead_vm() {
+    let door = Door::new();
+    let first = door.respot(&["deploy", "--strategy", "blue-green", "--yes", "--allow-dirty"]);
+    assert_eq!(first.status.code(), Some(0), "generation 1");
+    let d1 = door.digest();
+    assert_eq!(get(door.port), Ok(d1.clone()), "the door serves generation 1");
+    let listed = json(&door.respot(&["list", "--output", "json"]));
+    let old = listed[0]["id"].as_str().expect("an id").to_string();
+    assert_eq!(door_servers(&door), [format!("g1-{old}")]);
+
+    for pid in door.our_pids() {
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        if String::from_utf8_lossy(&cmdline).contains("qemu-system") {
+            // SAFETY: the qemu this test's deployment started (our_pids).
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+    }
+    // HAProxy's own check (fall 3, inter 1s) takes the dead VM out.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while get(door.port).is_ok() {
+        assert!(Instant::now() < deadline, "the door still answers from a dead VM");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    let healed = door.respot(&["heal", "--output", "json"]);
+    assert_eq!(healed.status.code(), Some(0), "heal");
+    let report = json(&healed);
+    let new = report["launched"][0]["id"]
+        .as_str()
+        .expect("a replacement")
+        .to_string();
+    assert_ne!(new, old);
+    assert_eq!(
+        door_servers(&door),
+        [format!("g1-{new}")],
+        "the replacement is in the door and the dead VM is not"
+    );
+    assert_eq!(
+        get(door.port),
+        Ok(d1),
+        "the door serves the replacement, same digest"
+    );
+    assert_eq!(door.live_generations(), [1]);
+}
