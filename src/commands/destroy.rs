@@ -6,7 +6,7 @@
 //! `list --all-deployments` found): the same exact-tag scoping, so `app`
 //! never touches `app-2`, and the same confirmation.
 
-use super::locking::{OnCtrlC, locked};
+use super::locking::{OnCtrlC, locked_for};
 use super::verification::HostKeys;
 use super::{Context, ExitStatus, history};
 use crate::engine::{self, Confirm, DestroyOptions, DestroyOutcome, EngineError};
@@ -74,7 +74,7 @@ async fn destroy_recorded(
         // A dry run changes nothing, so it takes no lock.
         work.await?
     } else {
-        locked(context, &provider, "destroy", OnCtrlC::Stop, work).await?
+        locked_for(context, &provider, deployment, "destroy", OnCtrlC::Stop, work).await?
     };
     recorder.mark("destroy");
     history::note_destroyed(context, recorder, &outcome.instances);

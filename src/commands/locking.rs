@@ -20,12 +20,12 @@ pub(super) fn local_lock_path(context: &Context<'_>, deployment: &str) -> Result
 
 /// Takes the deployment's lock for `command`; a held lock is
 /// `LockError::Held` (exit 4), naming the holder and since when.
-pub(super) async fn lock(
+async fn lock(
     context: &Context<'_>,
     provider: &AnyProvider,
+    deployment: &str,
     command: &'static str,
 ) -> Result<DeploymentLock> {
-    let deployment = &context.config()?.deployment.name;
     let holder = Holder::current(command);
     match provider {
         AnyProvider::Local(_) => {
@@ -63,7 +63,24 @@ pub(super) async fn locked<T, F>(
 where
     F: std::future::Future<Output = Result<T>>,
 {
-    let lock = lock(context, provider, command).await?;
+    let deployment = context.config()?.deployment.name.clone();
+    locked_for(context, provider, &deployment, command, on_ctrl_c, work).await
+}
+
+/// As [`locked`], for `deployment` rather than `respot.toml`'s
+/// (`destroy --deployment NAME` takes NAME's lock).
+pub(super) async fn locked_for<T, F>(
+    context: &Context<'_>,
+    provider: &AnyProvider,
+    deployment: &str,
+    command: &'static str,
+    on_ctrl_c: OnCtrlC,
+    work: F,
+) -> Result<T>
+where
+    F: std::future::Future<Output = Result<T>>,
+{
+    let lock = lock(context, provider, deployment, command).await?;
     let result = match on_ctrl_c {
         OnCtrlC::Work => work.await,
         OnCtrlC::Stop => tokio::select! {

@@ -272,7 +272,20 @@ fn a_held_local_lock_refuses_create_and_unlock_with_exit_4() {
         .args(["list"])
         .output()
         .expect("run respot");
+    // Another deployment's destroy takes that deployment's lock, not hello's.
+    let other = test
+        .context()
+        .command()
+        .args(["destroy", "--deployment", "other", "--yes"])
+        .output()
+        .expect("run respot");
     stop_child(&mut held, Duration::from_secs(2));
+    assert_eq!(
+        other.status.code(),
+        Some(0),
+        "hello's lock does not hold `other`: {}",
+        text(&other)
+    );
     assert_eq!(refused.status.code(), Some(4), "{}", text(&refused));
     let said = String::from_utf8_lossy(&refused.stderr).to_string();
     assert!(
