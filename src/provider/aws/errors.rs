@@ -219,24 +219,14 @@ mod tests {
 
     #[test]
     fn codes_map_to_typed_errors_and_exit_statuses() {
-        let cases: &[(&str, Ec2Error, &str, ExitStatus)] = &[
-            (
-                "auth",
-                service("AuthFailure"),
-                "AWS rejected the credentials",
-                ExitStatus::Provider,
-            ),
-            (
-                "opt-in",
-                service("OptInRequired"),
-                "not enabled for this account",
-                ExitStatus::Provider,
-            ),
+        // Every one of these is a provider error (exit 3).
+        let cases: &[(&str, Ec2Error, &str)] = &[
+            ("auth", service("AuthFailure"), "AWS rejected the credentials"),
+            ("opt-in", service("OptInRequired"), "not enabled for this account"),
             (
                 "iam",
                 service("UnauthorizedOperation"),
                 "may not perform `ec2:RunInstances`; grant it to the caller: `respot iam-policy`",
-                ExitStatus::Provider,
             ),
             (
                 "iam names the tagging action",
@@ -246,37 +236,31 @@ mod tests {
                     "User: arn:aws:iam::1:user/ci is not authorized to perform: ec2:CreateTags on resource: x",
                 ),
                 "RunInstances was denied (UnauthorizedOperation): the credentials may not perform `ec2:CreateTags`",
-                ExitStatus::Provider,
             ),
             (
                 "ssm access denied",
                 Ec2Error::service("GetParameter", "AccessDeniedException", "no"),
                 "may not perform `ssm:GetParameter`",
-                ExitStatus::Provider,
             ),
             (
                 "spot role",
                 service("AuthFailure.ServiceLinkedRoleCreationNotPermitted"),
                 "aws iam create-service-linked-role --aws-service-name spot.amazonaws.com",
-                ExitStatus::Provider,
             ),
             (
                 "spot role, short code",
                 service("ServiceLinkedRoleCreationNotPermitted"),
                 "EC2 Spot service-linked role",
-                ExitStatus::Provider,
             ),
             (
                 "throttle",
                 service("RequestLimitExceeded"),
                 "throttled RunInstances",
-                ExitStatus::Provider,
             ),
             (
                 "unmapped",
                 service("InvalidAMIID.NotFound"),
                 "InvalidAMIID.NotFound: from EC2",
-                ExitStatus::Provider,
             ),
             (
                 "unreachable",
@@ -285,15 +269,14 @@ mod tests {
                     kind: Ec2ErrorKind::Unreachable("connection refused".to_string()),
                 },
                 "cannot reach the EC2 endpoint",
-                ExitStatus::Provider,
             ),
         ];
-        for (name, err, want, status) in cases {
+        for (name, err, want) in cases {
             let got = api_error("eu-west-1", err, "HINT");
             let text = got.to_string();
             assert!(text.starts_with("eu-west-1: "), "{name}: {text}");
             assert!(text.contains(want), "{name}: {text}");
-            assert_eq!(got.exit_status(), *status, "{name}");
+            assert_eq!(got.exit_status(), ExitStatus::Provider, "{name}");
         }
         assert!(matches!(
             api_error("eu-west-1", &service("RequestLimitExceeded"), "HINT"),

@@ -156,15 +156,24 @@ async fn an_interruption_notice_is_replaced_in_another_pool_before_it_goes() {
         [PoolKey::of(&marked)]
     );
 
-    // A second heal changes nothing and only reads.
+    assert_a_second_heal_only_reads(&aws, &fake, &verification, &mut memory).await;
+}
+
+/// A heal right after a heal changes nothing and makes only Describe calls.
+async fn assert_a_second_heal_only_reads(
+    aws: &crate::provider::aws::AwsProvider<FakeEc2>,
+    fake: &FakeEc2,
+    verification: &Recorder,
+    memory: &mut BadPools,
+) {
     let calls = fake.calls().len();
     let again = engine::heal(
-        &aws,
-        &verification,
+        aws,
+        verification,
         &NoFrontDoor,
         &blueprint(),
-        &mut memory,
-        &options,
+        memory,
+        &HealOptions { verify: true },
         &quiet(),
     )
     .await
