@@ -80,7 +80,7 @@ pub enum LockError {
     Held {
         deployment: String,
         holder: Box<Holder>,
-        /// Where the lock lives, e.g. `security group respot-lock-web in eu-west-1`.
+        /// Where the lock lives, e.g. `security group respot.lock.web in eu-west-1`.
         place: String,
     },
     /// A local lock is held by a live process: an `flock` cannot be stale.

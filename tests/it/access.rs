@@ -20,7 +20,7 @@ fn lock_group(region: &str, deployment: &str) -> Option<ec2::SecurityGroup> {
             .filters(
                 ec2::Filter::builder()
                     .name("group-name")
-                    .values(format!("respot-lock-{deployment}"))
+                    .values(format!("respot.lock.{deployment}"))
                     .build(),
             )
             .send(),
@@ -71,7 +71,7 @@ fn two_concurrent_creates(t: &AwsTest, region: &str) {
         refused.contains("`lockfleet` is locked by")
             && refused.contains("`respot create`")
             && refused.contains(" since ")
-            && refused.contains(&format!("security group respot-lock-lockfleet in {region}"))
+            && refused.contains(&format!("security group respot.lock.lockfleet in {region}"))
             && refused.contains("respot unlock"),
         "{refused}"
     );

@@ -1,4 +1,4 @@
-//! The deployment lock on AWS: a security group `respot-lock-<deployment>`
+//! The deployment lock on AWS: a security group `respot.lock.<deployment>`
 //! in the first configured region. `CreateSecurityGroup` of a name is
 //! atomic per VPC (a second one fails with `InvalidGroup.Duplicate`), it
 //! costs nothing, needs no setup and no permission beyond those respot
@@ -27,7 +27,9 @@ const ACQUIRE_ATTEMPTS: u32 = 3;
 
 /// The lock group's name.
 pub fn lock_group_name(deployment: &str) -> String {
-    format!("respot-lock-{deployment}")
+    // A dot cannot appear in a deployment name ([a-z0-9-]), so no
+    // deployment's own group `respot-<name>` can take this name.
+    format!("respot.lock.{deployment}")
 }
 
 /// A held AWS lock: the group's id and a client of its region. Release it
@@ -134,7 +136,7 @@ fn holder_of(group: &SecurityGroup) -> Option<Holder> {
 pub struct HeldLock {
     pub group_id: String,
     pub holder: Holder,
-    /// `security group respot-lock-web in eu-west-1`.
+    /// `security group respot.lock.web in eu-west-1`.
     pub place: String,
 }
 
@@ -228,6 +230,14 @@ mod tests {
     use super::super::fake::FakeEc2;
     use super::*;
 
+    #[test]
+    fn no_deployment_group_can_take_a_lock_groups_name() {
+        use super::super::group_name;
+        assert_eq!(lock_group_name("x"), "respot.lock.x");
+        assert_ne!(group_name("lock-x"), lock_group_name("x"));
+        assert!(!lock_group_name("web").starts_with(&group_name("")));
+    }
+
     fn block_on<F: std::future::Future>(future: F) -> F::Output {
         tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -250,7 +260,7 @@ mod tests {
             match &err {
                 LockError::Held { holder, place, .. } => {
                     assert_eq!(**holder, alice);
-                    assert_eq!(place, "security group respot-lock-web in eu-west-1");
+                    assert_eq!(place, "security group respot.lock.web in eu-west-1");
                 }
                 other => panic!("want Held, got {other:?}"),
             }
@@ -289,11 +299,11 @@ mod tests {
     #[test]
     fn a_group_of_that_name_that_is_no_lock_is_refused() {
         let fake = FakeEc2::new("eu-west-1");
-        fake.seed_group("eu-west-1", "respot-lock-web", &[("team", "x")], Vec::new());
+        fake.seed_group("eu-west-1", "respot.lock.web", &[("team", "x")], Vec::new());
         let provider = provider_with(&fake, &[("eu-west-1", 1)]);
         let err = block_on(provider.acquire_lock("web", &Holder::current("create"))).unwrap_err();
         assert!(
-            matches!(&err, LockError::Provider(ProviderError::ForeignGroup { name, .. }) if name == "respot-lock-web"),
+            matches!(&err, LockError::Provider(ProviderError::ForeignGroup { name, .. }) if name == "respot.lock.web"),
             "{err:?}"
         );
     }
