@@ -56,7 +56,9 @@ pub async fn destroy<P: Provider, F: Forget>(
     if !live.is_empty() && !options.yes {
         confirm_or_refuse(confirm, "terminate", deployment, live.len())?;
     }
-    let report = provider.destroy(deployment, &live, options.wait).await?;
+    let report = provider
+        .destroy_deployment(deployment, &live, options.wait)
+        .await?;
     host_keys.forget(&live);
     if !report.left_behind.is_empty() {
         return Err(EngineError::LeftBehind(report.left_behind));

@@ -281,6 +281,19 @@ pub trait Provider {
     /// spot requests, state). Idempotent.
     async fn destroy(&self, deployment: &str, instances: &[Instance], wait: bool) -> Result<DestroyReport>;
 
+    /// As [`Provider::destroy`], for the whole deployment (`respot
+    /// destroy`): an instance of it that `instances` missed (a listing
+    /// behind a launch, on EC2) goes too, rather than being taken for
+    /// another generation that still needs the deployment's resources.
+    async fn destroy_deployment(
+        &self,
+        deployment: &str,
+        instances: &[Instance],
+        wait: bool,
+    ) -> Result<DestroyReport> {
+        self.destroy(deployment, instances, wait).await
+    }
+
     /// What `launch` would create, per region, with current prices. Only
     /// reads; never creates anything.
     async fn capacity_plan(&self) -> Result<Vec<PlannedRegion>>;
@@ -353,6 +366,18 @@ impl Provider for AnyProvider {
         match self {
             AnyProvider::Local(p) => p.destroy(deployment, instances, wait).await,
             AnyProvider::Aws(p) => p.destroy(deployment, instances, wait).await,
+        }
+    }
+
+    async fn destroy_deployment(
+        &self,
+        deployment: &str,
+        instances: &[Instance],
+        wait: bool,
+    ) -> Result<DestroyReport> {
+        match self {
+            AnyProvider::Local(p) => p.destroy_deployment(deployment, instances, wait).await,
+            AnyProvider::Aws(p) => p.destroy_deployment(deployment, instances, wait).await,
         }
     }
 

@@ -16,12 +16,43 @@ use super::list::CHUNKS_AT_ONCE;
 use super::{AwsProvider, RegionTarget, gather, group_name, per_region};
 use crate::provider::{DestroyReport, Instance, InstanceId, InstanceState, ProviderError, Result, tag};
 
+/// What a destroy is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Scope {
+    /// The instances given (an old generation): a live instance of the
+    /// deployment that is not among them keeps the region's group.
+    Instances,
+    /// The whole deployment: every live instance of it goes, listed or not
+    /// (one a listing behind a launch missed shows up while we wait).
+    Deployment,
+}
+
 impl<E: Ec2Api> AwsProvider<E> {
-    pub(super) async fn destroy_all(
+    /// Destroys, then empties the deployment's bundle bucket.
+    pub(super) async fn destroy_scoped(
         &self,
         deployment: &str,
         instances: &[Instance],
         wait: bool,
+        scope: Scope,
+    ) -> Result<DestroyReport> {
+        let mut report = match self.destroy_all(deployment, instances, wait, scope).await {
+            Ok(report) => report,
+            Err(err) => return Err(self.explain_rejection(err).await),
+        };
+        match self.empty_bundles(deployment).await {
+            Ok(removed) => report.cleaned.extend(removed),
+            Err(err) => report.left_behind.push(err.to_string()),
+        }
+        Ok(report)
+    }
+
+    async fn destroy_all(
+        &self,
+        deployment: &str,
+        instances: &[Instance],
+        wait: bool,
+        scope: Scope,
     ) -> Result<DestroyReport> {
         let mut by_region: BTreeMap<String, Vec<String>> = BTreeMap::new();
         for instance in instances {
@@ -37,9 +68,9 @@ impl<E: Ec2Api> AwsProvider<E> {
         let generations: BTreeSet<u64> = instances.iter().filter_map(|i| i.generation).collect();
         let pending: Vec<super::Pending> = {
             let mut all = self.pending();
-            let (taken, kept) = std::mem::take(&mut *all)
-                .into_iter()
-                .partition(|p| instances.is_empty() || generations.contains(&p.generation));
+            let (taken, kept) = std::mem::take(&mut *all).into_iter().partition(|p| {
+                scope == Scope::Deployment || instances.is_empty() || generations.contains(&p.generation)
+            });
             *all = kept;
             taken
         };
@@ -58,7 +89,7 @@ impl<E: Ec2Api> AwsProvider<E> {
         let by_region = &by_region;
         let results = per_region(targets, |target| async move {
             let ids = by_region.get(&target.name).cloned().unwrap_or_default();
-            match self.destroy_region(&target, deployment, &ids, wait).await {
+            match self.destroy_region(&target, deployment, &ids, wait, scope).await {
                 Err(err) if !err.is_unavailable() => Ok(DestroyReport {
                     left_behind: vec![err.to_string()],
                     ..DestroyReport::default()
@@ -82,6 +113,7 @@ impl<E: Ec2Api> AwsProvider<E> {
         deployment: &str,
         ids: &[String],
         wait: bool,
+        scope: Scope,
     ) -> Result<DestroyReport> {
         let region = target.name.as_str();
         let mut report = DestroyReport::default();
@@ -113,6 +145,13 @@ impl<E: Ec2Api> AwsProvider<E> {
         }
         let Some(group) = group else {
             return Ok(report);
+        };
+        // Destroying the whole deployment, a live instance the first listing
+        // missed is no other generation: the group goes, and deleting it
+        // terminates the stragglers that hold it.
+        let others_live = match (others_live, scope) {
+            (Ok(Some(_)), Scope::Deployment) => Ok(Some(0)),
+            (others, _) => others,
         };
         match others_live {
             Ok(Some(0)) => match self.delete_group(target, deployment, &group).await {

@@ -60,6 +60,7 @@ use std::time::Duration;
 
 use futures::stream::{self, StreamExt};
 
+use self::destroy::Scope;
 use self::ec2::Ec2Api;
 use self::sdk::SdkEc2;
 use super::{
@@ -400,15 +401,18 @@ impl<E: Ec2Api> Provider for AwsProvider<E> {
     }
 
     async fn destroy(&self, deployment: &str, instances: &[Instance], wait: bool) -> Result<DestroyReport> {
-        let mut report = match self.destroy_all(deployment, instances, wait).await {
-            Ok(report) => report,
-            Err(err) => return Err(self.explain_rejection(err).await),
-        };
-        match self.empty_bundles(deployment).await {
-            Ok(removed) => report.cleaned.extend(removed),
-            Err(err) => report.left_behind.push(err.to_string()),
-        }
-        Ok(report)
+        self.destroy_scoped(deployment, instances, wait, Scope::Instances)
+            .await
+    }
+
+    async fn destroy_deployment(
+        &self,
+        deployment: &str,
+        instances: &[Instance],
+        wait: bool,
+    ) -> Result<DestroyReport> {
+        self.destroy_scoped(deployment, instances, wait, Scope::Deployment)
+            .await
     }
 
     async fn stage_bundle(

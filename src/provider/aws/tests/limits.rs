@@ -232,6 +232,37 @@ async fn destroy_after_a_lost_run_terminates_what_holds_the_group() {
 }
 
 #[tokio::test]
+async fn destroying_the_deployment_takes_instances_its_listing_missed() {
+    let fake = FakeEc2::new("eu-west-1");
+    let first = provider(&fake, &[("eu-west-1", 2)], Fallback::None);
+    first.launch(&request(1)).await.expect("launch");
+    let ids: Vec<String> = fake.instances().iter().map(|(_, i)| i.id.clone()).collect();
+    // Another process: `destroy` lists nothing (EC2's listing is behind the
+    // launch); by the time it waits for terminations, they show.
+    let aws = provider(&fake, &[("eu-west-1", 2)], Fallback::None);
+    fake.hide_ids(&ids, 1);
+    let listed = aws.list(DEPLOYMENT).await.expect("list");
+    assert_eq!(listed.len(), 0, "the listing does not show them yet");
+    // Scoped to the instances given, they count as another generation
+    // that keeps the group...
+    let kept = aws.destroy(DEPLOYMENT, &listed, true).await.expect("destroy");
+    assert!(kept.terminated.is_empty(), "{kept:?}");
+    assert!(!kept.cleaned.join(" ").contains("security group"), "{kept:?}");
+    assert_eq!(live_ours(&fake).len(), 2);
+    // ...but the whole deployment's destroy takes them and the group.
+    fake.hide_ids(&ids, 1);
+    let listed = aws.list(DEPLOYMENT).await.expect("list");
+    let report = aws
+        .destroy_deployment(DEPLOYMENT, &listed, true)
+        .await
+        .expect("destroy the deployment");
+    assert_eq!(report.terminated.len(), 2, "{report:?}");
+    assert!(report.cleaned.join(" ").contains("security group"), "{report:?}");
+    assert_eq!(live_ours(&fake), []);
+    assert_eq!(fake.group_names("eu-west-1"), Vec::<String>::new());
+}
+
+#[tokio::test]
 async fn a_group_held_by_a_foreign_instance_names_it_after_the_deadline() {
     let fake = FakeEc2::new("eu-west-1");
     let mut aws = provider(&fake, &[("eu-west-1", 1)], Fallback::None);
