@@ -187,11 +187,16 @@ impl KeyStore {
     }
 
     /// The options file every respot ssh process uses, (re)written now so
-    /// that it always matches this binary.
-    pub fn ssh_config(&self) -> Result<PathBuf, KeyError> {
+    /// that it always matches this binary; `kex`, when given, is its
+    /// `KexAlgorithms` list.
+    pub fn ssh_config(&self, kex: Option<&str>) -> Result<PathBuf, KeyError> {
         self.ensure_dir()?;
         let path = self.dir.join(SSH_CONFIG_FILE);
-        write_private(&path, SSH_CONFIG.as_bytes())?;
+        let mut text = SSH_CONFIG.to_string();
+        if let Some(kex) = kex {
+            text.push_str(&format!("KexAlgorithms {kex}\n"));
+        }
+        write_private(&path, text.as_bytes())?;
         Ok(path)
     }
 

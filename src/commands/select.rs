@@ -182,6 +182,7 @@ pub fn verify_settings(config: &Config, timeout: Option<u64>, strict: bool) -> V
         strict,
         host_keys: config.ssh.host_keys,
         concurrency: config.verify.concurrency,
+        key_exchange: config.verify.key_exchange,
     }
 }
 

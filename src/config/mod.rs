@@ -111,6 +111,20 @@ pub enum HostKeyPolicy {
     RecordOnFirstUse,
 }
 
+/// The SSH key exchange verification offers (`verify.key_exchange`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum KeyExchange {
+    /// ML-KEM hybrid where both ends have it, else X25519: not
+    /// sntrup761, whose key generation costs each connection ~40 ms of the
+    /// operator's CPU (BENCHMARKS.md).
+    #[default]
+    Fast,
+    /// Post-quantum hybrids only (ML-KEM, then sntrup761); refused when
+    /// the local ssh has neither.
+    PostQuantum,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Fallback {
@@ -341,6 +355,8 @@ pub struct VerifySection {
     /// a few descriptors while it runs).
     #[serde(default = "default_verify_concurrency")]
     pub concurrency: usize,
+    #[serde(default)]
+    pub key_exchange: KeyExchange,
 }
 
 impl Default for VerifySection {
@@ -349,6 +365,7 @@ impl Default for VerifySection {
             timeout_secs: default_timeout_secs(),
             http: Vec::new(),
             concurrency: default_verify_concurrency(),
+            key_exchange: KeyExchange::default(),
         }
     }
 }

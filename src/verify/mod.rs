@@ -18,6 +18,7 @@ mod debug;
 mod expect;
 #[cfg(test)]
 mod inspector_tests;
+mod kex;
 pub mod query;
 mod row;
 mod text;
@@ -37,6 +38,7 @@ pub use row::{CheckRow, Outcome};
 pub use watch::{Stage, Watch};
 
 use crate::config::HostKeyPolicy;
+use crate::config::KeyExchange;
 use crate::exit::ExitStatus;
 use crate::keys::{KeyError, KeyStore};
 use crate::output::{Printer, Table};
@@ -81,6 +83,11 @@ pub enum VerifyError {
     Refused { query: String, reason: String },
     #[error("`{query}`: unexpected answer from the inspector: {message}")]
     Protocol { query: String, message: String },
+    #[error(
+        "`verify.key_exchange = \"post-quantum\"`, but this ssh offers none of {wanted}; \
+         install OpenSSH 8.5 or later, or set `key_exchange = \"fast\"`"
+    )]
+    NoPostQuantumKex { wanted: String },
 }
 
 impl VerifyError {
@@ -89,7 +96,7 @@ impl VerifyError {
     pub fn exit_status(&self) -> ExitStatus {
         match self {
             VerifyError::Keys(err) => err.exit_status(),
-            VerifyError::ControlDir(_) => ExitStatus::Usage,
+            VerifyError::ControlDir(_) | VerifyError::NoPostQuantumKex { .. } => ExitStatus::Usage,
             VerifyError::HostKeyMismatch { .. }
             | VerifyError::NotPinned { .. }
             | VerifyError::Unreachable { .. }
@@ -126,6 +133,8 @@ pub struct VerifySettings {
     pub host_keys: HostKeyPolicy,
     /// Targets verified at once (`verify.concurrency`, at least 1).
     pub concurrency: usize,
+    /// The key exchange offered (`verify.key_exchange`).
+    pub key_exchange: KeyExchange,
 }
 
 /// Every check of every instance.

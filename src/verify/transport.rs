@@ -20,6 +20,7 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
+use super::kex;
 use super::query::{MAX_REPLY_BYTES, Query, Reply};
 use super::text::{one_line, strip_controls};
 use super::{Target, VerifyError, VerifySettings};
@@ -116,7 +117,7 @@ impl Transport {
         let endpoint = known_hosts_pattern(&target.endpoint);
         let files = SshFiles {
             identity: keys.verify_key_path()?,
-            config: keys.ssh_config()?,
+            config: keys.ssh_config(kex::algorithms(settings.key_exchange)?.as_deref())?,
             known_hosts: keys.known_hosts_path(),
         };
         let started = Instant::now();

@@ -27,6 +27,15 @@ const CASES: &[(&str, &str, &[&str])] = &[
         &["respot.toml:6:1: aws.regions[0].cont: unknown key `cont`; did you mean `count`?"],
     ),
     (
+        "unknown key exchange",
+        "[deployment]\nname = \"hello\"\n\n[verify]\nkey_exchange = \"quantum\"\n",
+        &[
+            "respot.toml:5:16: verify.key_exchange",
+            "`fast`",
+            "`post-quantum`",
+        ],
+    ),
+    (
         "unknown section",
         "[deployment]\nname = \"hello\"\n\n[verfy]\ntimeout_secs = 5\n",
         &["respot.toml:4:", "unknown key `verfy`; did you mean `verify`?"],

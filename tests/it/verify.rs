@@ -1097,6 +1097,45 @@ fn a_target_queued_behind_an_unreachable_one_gets_its_own_timeout() {
 /// A helper process, stopped by its PID when the test ends, pass or fail.
 struct StopOnDrop(std::process::Child);
 
+/// CPU seconds (user + system) of `pid` and of the children it has reaped.
+fn cpu_secs(pid: u32) -> f64 {
+    cpu_secs_of(pid, 11..=14)
+}
+
+/// The CPU seconds in `fields` of `/proc/<pid>/stat`, counted after the
+/// command's closing parenthesis (11, 12: its own user and system time).
+fn cpu_secs_of(pid: u32, range: std::ops::RangeInclusive<usize>) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command's closing parenthesis: state is field 3, so
+    // utime, stime, cutime and cstime (14 to 17) are at 11 to 14 here.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or("", |(_, rest)| rest)
+        .split_whitespace()
+        .collect();
+    let ticks: f64 = range
+        .filter_map(|i| fields.get(i).and_then(|f| f.parse::<f64>().ok()))
+        .sum();
+    // SAFETY: sysconf reads a constant.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    ticks / hz
+}
+
+/// Waits for the child `pid` (not through `std::process::Child`, which
+/// cannot report resource use): whether it exited 0, and the CPU seconds
+/// it and the children it reaped (its ssh clients) used.
+fn wait_with_cpu(pid: u32) -> (bool, f64) {
+    let mut status = 0;
+    // SAFETY: a zeroed rusage is a valid out-parameter for wait4.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: waiting for our own child, by its pid.
+    let got = unsafe { libc::wait4(pid as libc::pid_t, &mut status, 0, &mut usage) };
+    assert_eq!(got, pid as libc::pid_t, "wait4 respot");
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    let ok = libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0;
+    (ok, secs(usage.ru_utime) + secs(usage.ru_stime))
+}
+
 impl Drop for StopOnDrop {
     fn drop(&mut self) {
         crate::support::stop_child(&mut self.0, Duration::from_secs(2));
@@ -1104,10 +1143,15 @@ impl Drop for StopOnDrop {
 }
 
 /// Peak open descriptors of `pid` and peak ssh processes under it, sampled
-/// until `done`.
-fn watch_descriptors(pid: u32, done: &std::sync::atomic::AtomicBool) -> (usize, usize) {
-    let (mut fds, mut ssh) = (0, 0);
+/// until `done`, and the CPU seconds `pid` itself had used at the last
+/// sample (without its children).
+fn watch_descriptors(pid: u32, done: &std::sync::atomic::AtomicBool) -> (usize, usize, f64) {
+    let (mut fds, mut ssh, mut own_cpu) = (0, 0, 0.0);
     while !done.load(std::sync::atomic::Ordering::Relaxed) {
+        let own = cpu_secs_of(pid, 11..=12);
+        if own > 0.0 {
+            own_cpu = own;
+        }
         if let Ok(entries) = std::fs::read_dir(format!("/proc/{pid}/fd")) {
             fds = fds.max(entries.count());
         }
@@ -1125,7 +1169,7 @@ fn watch_descriptors(pid: u32, done: &std::sync::atomic::AtomicBool) -> (usize, 
         ssh = ssh.max(children);
         std::thread::sleep(Duration::from_millis(100));
     }
-    (fds, ssh)
+    (fds, ssh, own_cpu)
 }
 
 /// The benchmark behind `scripts/bench-verify` (BENCHMARKS.md): `verify
@@ -1151,7 +1195,7 @@ fn bench_verify_targets_through_latency() {
     let fx = Fixture::new("pinned");
     set_concurrency(&fx, concurrency);
     let upstream = free_port();
-    let _sshd = Sshd::start_with_limits(
+    let sshd = Sshd::start_with_limits(
         &fx.test.path().join("sshd"),
         &fx.host_key.0,
         &fx.keys_dir,
@@ -1176,7 +1220,8 @@ fn bench_verify_targets_through_latency() {
         .arg(&ready)
         .spawn()
         .expect("start the latency proxy");
-    let _proxy = StopOnDrop(proxy);
+    let proxy = StopOnDrop(proxy);
+    let cpu_before = (cpu_secs(sshd.pid()), cpu_secs(proxy.0.id()));
     let waited = Instant::now();
     while !ready.exists() {
         assert!(
@@ -1215,12 +1260,14 @@ fn bench_verify_targets_through_latency() {
     });
     let done = std::sync::atomic::AtomicBool::new(false);
     let pid = child.id();
-    let (status, (fds, ssh)) = std::thread::scope(|scope| {
+    let ((success, client_cpu), (fds, ssh, respot_cpu)) = std::thread::scope(|scope| {
         let watcher = scope.spawn(|| watch_descriptors(pid, &done));
-        let status = child.wait().expect("wait for respot");
+        let waited = wait_with_cpu(pid);
         done.store(true, std::sync::atomic::Ordering::Relaxed);
-        (status, watcher.join().expect("the watcher"))
+        (waited, watcher.join().expect("the watcher"))
     });
+    let server_cpu = cpu_secs(sshd.pid()) - cpu_before.0;
+    let proxy_cpu = cpu_secs(proxy.0.id()) - cpu_before.1;
     let took = started.elapsed();
     let stdout = out_reader.join().expect("reader").expect("read stdout");
     let stderr = err_reader.join().expect("reader").expect("read stderr");
@@ -1233,8 +1280,20 @@ fn bench_verify_targets_through_latency() {
          failed={failed} peak_fds={fds} peak_ssh_processes={ssh}",
         took.as_secs_f64()
     );
+    // Where the machine's CPU went: respot and its ssh clients (the part a
+    // real fleet's operator runs), the sshd fixture with every session and
+    // inspector run (on the instances in a real fleet), the latency proxy.
+    let per_target = |secs: f64| secs * 1000.0 / count as f64;
+    eprintln!(
+        "BENCH verify cpu client_s={client_cpu:.1} ({:.1} ms/target; respot itself {:.1}) \
+         server_s={server_cpu:.1} ({:.1} ms/target) proxy_s={proxy_cpu:.1} ({:.1} ms/target)",
+        per_target(client_cpu),
+        per_target(respot_cpu),
+        per_target(server_cpu),
+        per_target(proxy_cpu)
+    );
     assert!(
-        status.success() && failed == 0,
+        success && failed == 0,
         "{failed} failed:\n{}",
         String::from_utf8_lossy(&stderr)
     );

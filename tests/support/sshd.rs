@@ -17,6 +17,13 @@ pub struct Sshd {
     log: PathBuf,
 }
 
+impl Sshd {
+    /// The listening sshd's pid (its sessions are its children).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
 /// A port that was free a moment ago on 127.0.0.1.
 pub fn free_port() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
