@@ -1239,6 +1239,8 @@ fn bench_verify_targets_through_latency() {
         args.push(format!("{host}:{port}"));
     }
     let started = Instant::now();
+    // Reaped by `wait_with_cpu` (wait4), which also reports its CPU time.
+    #[allow(clippy::zombie_processes)]
     let mut child = fx
         .test
         .context()
