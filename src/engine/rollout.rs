@@ -123,6 +123,7 @@ pub async fn rollout<P: Provider, V: Verification, D: FrontDoor>(
                 traffic,
                 blueprint,
                 &fleet,
+                options.create.verify,
                 printer,
                 &mut report,
             )
@@ -372,7 +373,7 @@ impl<P: Provider, V: Verification, D: FrontDoor> Shifted<'_, P, V, D> {
             ));
             let held = guard::hold(
                 self.door,
-                self.verification,
+                options.create.verify.then_some(self.verification),
                 &green,
                 Duration::from_secs(self.traffic.hold_secs),
                 self.traffic.max_error_rate,

@@ -507,3 +507,30 @@ fn an_interrupted_canary_converges_back_to_the_serving_generation() {
     assert_eq!(provider.live_generations(), vec![3], "2 reaped, 1 replaced by 3");
     assert_eq!(door.weights(), vec![(3, 100)]);
 }
+
+/// `--no-verify`: no verify at launch nor during the holds (a verification
+/// that fails every call would stop the rollout otherwise); the guard's
+/// probes still run, in blue-green and rolling alike.
+#[test]
+fn no_verify_holds_under_probes_only() {
+    for strategy in [Strategy::BlueGreen, Strategy::Rolling] {
+        let provider = MemoryProvider::new(2);
+        live_generation_one(&provider);
+        let door = MemoryDoor::default();
+        let mut unverified = options(strategy);
+        unverified.create.verify = false;
+        let report = run(
+            &provider,
+            &FakeVerification::passing(false),
+            &door,
+            &traffic(""),
+            &unverified,
+        )
+        .unwrap_or_else(|e| panic!("{strategy:?}: {e}"));
+        assert_eq!(provider.live_generations(), vec![2, 2], "{strategy:?}");
+        for shift in report.door.unwrap().shifts {
+            let hold = shift.hold.unwrap();
+            assert!(hold.probes > 0 && hold.verifies == 0, "{strategy:?}: {hold:?}");
+        }
+    }
+}

@@ -17,6 +17,8 @@ use respot::traffic::{FrontDoor, Weights};
 use crate::aws::{block_on, ec2_client};
 use crate::support::moto::{self, Proxy};
 
+mod cli;
+
 fn elb_client(region: &str) -> elb::Client {
     let config = elb::Config::builder()
         .behavior_version(BehaviorVersion::latest())

@@ -243,3 +243,44 @@ async fn remove_deletes_half_a_door_without_creating_the_other_half() {
         assert!(fake.world.lock().unwrap().groups.is_empty());
     }
 }
+
+/// A loopback HTTP server answering every request with `status`, for as
+/// long as the test runs; its port.
+async fn answering(status: &'static str) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let mut buf = [0u8; 512];
+            let _ = stream.read(&mut buf).await;
+            let answer = format!("HTTP/1.0 {status}\r\nContent-Length: 0\r\n\r\n");
+            let _ = stream.write_all(answer.as_bytes()).await;
+        }
+    });
+    port
+}
+
+#[tokio::test]
+async fn the_probe_asks_every_regions_probe_url_and_names_the_failing_one() {
+    let ok = answering("200 OK").await;
+    let bad = answering("503 Service Unavailable").await;
+    let url = |port: u16| crate::config::ProbeUrl::parse(&format!("http://127.0.0.1:{port}/ready")).ok();
+    let (all_ok, _) = door(0);
+    let probe = all_ok
+        .with_probe_urls(vec![url(ok), url(ok), url(ok)])
+        .probe()
+        .await;
+    assert!(probe.ok, "{probe:?}");
+    let (one_bad, _) = door(0);
+    let probe = one_bad
+        .with_probe_urls(vec![url(ok), url(bad), url(ok)])
+        .probe()
+        .await;
+    assert!(!probe.ok, "{probe:?}");
+    assert_eq!(probe.detail, "us-east-1: 503");
+    // Without a probe_url, the fake's balancer has no DNS name: said so.
+    let (no_url, _) = door(0);
+    let probe = no_url.probe().await;
+    assert!(!probe.ok && probe.detail.contains("set probe_url"), "{probe:?}");
+}
