@@ -88,8 +88,13 @@ impl AlbCli {
         let text = std::fs::read_to_string(&path).expect("respot.toml");
         // The sample's local `[traffic]` is its last section: ours instead.
         let mut text = text[..text.find("[traffic]").expect("the sample has [traffic]")].to_string();
+        let hold = if traffic.contains("hold_secs") {
+            ""
+        } else {
+            "hold_secs = 2\n"
+        };
         text.push_str(&format!(
-            "[traffic]\nguest_port = 8080\nhealth_path = \"/health\"\nhold_secs = 2\n{traffic}\n"
+            "[traffic]\nguest_port = 8080\nhealth_path = \"/health\"\n{hold}{traffic}\n"
         ));
         for (region, arn) in t.regions.iter().zip(&listeners) {
             text.push_str(&format!(
@@ -366,4 +371,110 @@ fn alb_cli_blue_green_then_canary_across_three_regions() {
         assert!(alb.weights(i).is_empty(), "{region}: a forward is left");
         assert_eq!(alb.fixed_status(i).as_deref(), Some("503"), "{region}");
     }
+}
+
+/// The ids a logged request names under `prefix…suffix` keys
+/// (`Targets.member.1.Id`, `InstanceId.1`).
+fn ids_in(request: &Value, prefix: &str, suffix: &str) -> Vec<String> {
+    request["params"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter(|(k, _)| k.starts_with(prefix) && k.ends_with(suffix))
+        .filter_map(|(_, v)| v.as_str().map(str::to_string))
+        .collect()
+}
+
+#[test]
+fn alb_cli_rolling_three_regions_of_six_in_batches_of_two() {
+    let alb = AlbCli::new("albroll", 6, "batch = 2\nhold_secs = 1");
+    let (first, err) = alb.deploy(&["--strategy", "rolling"]);
+    assert_eq!(first["created"]["generation"], 1, "{err}");
+    alb.assert_serving(&[(1, 100)]);
+    alb.assert_only(1, 6);
+    let old: BTreeMap<String, Vec<String>> = alb
+        .t
+        .regions
+        .iter()
+        .map(|r| (r.clone(), alb.live(r)[&1].clone()))
+        .collect();
+
+    alb.bump(2);
+    alb.t.proxy.reset();
+    let (second, err) = alb.deploy(&["--strategy", "rolling"]);
+    assert_eq!(second["strategy"], "rolling");
+    assert_eq!(
+        shifts(&second),
+        [
+            vec![(1, 75), (2, 25)],
+            vec![(1, 50), (2, 50)],
+            vec![(1, 25), (2, 75)]
+        ],
+        "one guarded shift per round, shares by instance count\n{err}"
+    );
+    alb.assert_serving(&[(2, 100)]);
+    alb.assert_only(2, 6);
+
+    // Replay what respot asked of the ALB and EC2, region by region, in
+    // the order it asked.
+    let mut requests = alb.t.proxy.requests();
+    assert!(requests.len() < 2000, "the proxy's log kept every request");
+    requests.sort_by_key(|r| r["seq"].as_u64());
+    for region in &alb.t.regions {
+        let old = &old[region];
+        let mut registered: Vec<String> = old.clone();
+        let (mut deregistered, mut terminated) = (Vec::new(), Vec::new());
+        let mut lowest = registered.len();
+        for request in requests
+            .iter()
+            .filter(|r| r["region"] == region.as_str() && r["status"] == 200)
+        {
+            match request["action"].as_str().unwrap_or("") {
+                "RegisterTargets" => registered.extend(ids_in(request, "Targets.member.", ".Id")),
+                "DeregisterTargets" => {
+                    let ids = ids_in(request, "Targets.member.", ".Id");
+                    assert!(ids.len() <= 2, "{region}: {ids:?} leave the door at once");
+                    assert!(
+                        ids.iter().all(|id| old.contains(id)),
+                        "{region}: only old ones leave"
+                    );
+                    registered.retain(|id| !ids.contains(id));
+                    deregistered.extend(ids);
+                }
+                "TerminateInstances" => {
+                    let ids = ids_in(request, "InstanceId.", "");
+                    assert!(ids.len() <= 2, "{region}: {ids:?} terminated at once");
+                    assert!(
+                        ids.iter().all(|id| deregistered.contains(id)),
+                        "{region}: {ids:?} terminated before they left the door"
+                    );
+                    terminated.extend(ids);
+                }
+                _ => continue,
+            }
+            registered.sort();
+            registered.dedup();
+            lowest = lowest.min(registered.len());
+            // Old ones out of the door, and new ones in: a batch of new
+            // ones serves before as many old ones leave (max_unavailable
+            // = 0), and never more than one batch of 2 is in flight.
+            let old_out = old.len() - registered.iter().filter(|id| old.contains(id)).count();
+            let new_in = registered.len() - (old.len() - old_out);
+            assert!(
+                old_out <= new_in && new_in - old_out <= 2,
+                "{region}: {old_out} old out of the door, {new_in} new in"
+            );
+        }
+        assert_eq!(lowest, 6, "{region}: never below the count");
+        deregistered.sort();
+        terminated.sort();
+        assert_eq!(&deregistered, old, "{region}: every old instance left the door");
+        assert_eq!(&terminated, old, "{region}: every old instance was terminated");
+        assert!(
+            registered.iter().all(|id| !old.contains(id)) && registered.len() == 6,
+            "{region}"
+        );
+    }
+    alb.t.run(&["destroy", "--yes"], 0);
+    assert_eq!(alb.t.live_ours(), 0);
 }
