@@ -19,7 +19,7 @@ use crate::config::TrafficSection;
 use crate::output::{Count, Printer};
 use crate::provider::{DestroyReport, Instance, Provider};
 use crate::template::Blueprint;
-use crate::traffic::{FrontDoor, Kept, Weights};
+use crate::traffic::{DoorState, FrontDoor, Kept, Weights};
 
 /// How long a verified generation gets to pass the door's health check.
 pub(super) const DOOR_HEALTH_TIMEOUT: Duration = Duration::from_secs(90);
@@ -88,6 +88,9 @@ pub async fn rollout<P: Provider, V: Verification, D: FrontDoor>(
     let state = door.state().await?;
     let fleet = split(&live_now, state.serving());
     announce(&live_now, deployment, &door.describe(), options, confirm, printer)?;
+    if let Some(blue) = fleet.blue {
+        settle(door, blue, &fleet.blue_instances, &state, printer).await?;
+    }
     let mut reaped = reap(provider, verification, door, deployment, &fleet.others, printer).await?;
     let mut report = DoorReport {
         address: door.describe(),
@@ -208,15 +211,42 @@ pub(super) async fn ensure_serving<D: FrontDoor>(
         door.wait_healthy(blue, instances, DOOR_HEALTH_TIMEOUT).await?;
     }
     let all: Weights = [(blue, 100)].into_iter().collect();
-    let serving: Weights = state
-        .weights
-        .iter()
-        .filter(|(_, w)| **w > 0)
-        .map(|(g, w)| (*g, *w))
-        .collect();
-    if serving != all {
+    if state.diverged || state.serving_weights() != all {
         door.shift(&all).await?;
     }
+    Ok(())
+}
+
+/// Before anything leaves the door, all of it routes to blue alone when
+/// blue is behind it: a run killed mid-shift leaves a share on the new
+/// generation (a canary step), or some ALB regions on the new generation
+/// and others on the old; reaping first would leave the door forwarding
+/// to an empty group.
+async fn settle<D: FrontDoor>(
+    door: &D,
+    blue: u64,
+    instances: &[Instance],
+    state: &DoorState,
+    printer: &Printer,
+) -> Result<(), EngineError> {
+    let registered = state.targets.get(&blue).cloned().unwrap_or_default();
+    let all: Weights = [(blue, 100)].into_iter().collect();
+    if instances.iter().any(|i| !registered.contains(&i.id))
+        || (!state.diverged && state.serving_weights() == all)
+    {
+        // Not behind the door yet, or nothing to mend: `ensure_serving`
+        // after the reap does the rest.
+        return Ok(());
+    }
+    let left = match state.diverged {
+        true => "its regions route differently",
+        false => "other generations still have a share",
+    };
+    printer.warn(&format!(
+        "{} was left mid-shift by an interrupted run ({left}); all traffic back to generation {blue} first",
+        door.describe()
+    ));
+    door.shift(&all).await?;
     Ok(())
 }
 

@@ -619,10 +619,18 @@ impl<E: Elbv2Api> FrontDoor for AlbDoor<E> {
     }
 
     /// The regions' states merged: weights from the first region that has
-    /// the door, targets from all.
+    /// the door, targets from all; `diverged` when regions route
+    /// differently (a run killed between two regions' `ModifyListener`).
     async fn state(&self) -> Result<DoorState> {
         let states = self.every_region(|r| self.state_in(r)).await?;
         let mut merged = DoorState::default();
+        let mut routes: Vec<Weights> = states
+            .iter()
+            .filter(|s| !s.weights.is_empty())
+            .map(DoorState::serving_weights)
+            .collect();
+        routes.dedup();
+        merged.diverged = routes.len() > 1;
         for state in states {
             if merged.weights.is_empty() {
                 merged.weights = state.weights;

@@ -284,3 +284,28 @@ async fn the_probe_asks_every_regions_probe_url_and_names_the_failing_one() {
     let probe = no_url.probe().await;
     assert!(!probe.ok && probe.detail.contains("set probe_url"), "{probe:?}");
 }
+
+/// A run killed between the regions' `ModifyListener` calls: the state
+/// says so, with the first region's weights; one shift mends every region.
+#[tokio::test]
+async fn regions_that_route_differently_are_a_diverged_door() {
+    let (door, fakes) = door(0);
+    door.register(1, &fleet(1)).await.unwrap();
+    door.register(2, &fleet(2)).await.unwrap();
+    door.shift(&weights(&[(1, 100), (2, 0)])).await.unwrap();
+    assert!(!door.state().await.unwrap().diverged);
+    // The second region alone went on to generation 2.
+    {
+        let mut world = fakes[1].world.lock().unwrap();
+        let listener = world.listeners.values_mut().next().unwrap();
+        for (_, weight) in listener.forward.iter_mut() {
+            *weight = 100 - *weight;
+        }
+    }
+    let state = door.state().await.unwrap();
+    assert!(state.diverged, "{state:?}");
+    assert_eq!(state.weights, weights(&[(1, 100), (2, 0)]), "the first region's");
+    door.shift(&weights(&[(1, 100), (2, 0)])).await.unwrap();
+    assert!(!door.state().await.unwrap().diverged);
+    assert_eq!(fakes[1].weights()[0].1, 100, "back on blue");
+}
