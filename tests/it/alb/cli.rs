@@ -665,3 +665,83 @@ fn alb_cli_sigkill_mid_shift_then_deploy_converges_and_orphans_nothing() {
         assert!(alb.groups(region).is_empty(), "{region}: target groups left");
     }
 }
+
+#[test]
+fn alb_cli_rollback_instant_while_kept_then_forward_once_gone() {
+    use crate::history::{commit_all, git};
+    let alb = AlbCli::new("albback", 1, "");
+    let dir = alb.t.context.path().to_path_buf();
+    git(&dir, &["init", "-q"]);
+    commit_all(&alb.t, "a", &[]);
+    let (first, _) = alb.deploy(&["--strategy", "blue-green"]);
+    let digest_a = first["created"]["digest"].as_str().expect("digest").to_string();
+    alb.bump(2);
+    commit_all(&alb.t, "b", &[]);
+    alb.deploy(&["--strategy", "blue-green"]);
+    alb.bump(3);
+    commit_all(&alb.t, "c", &[]);
+    let (third, err) = alb.deploy(&["--strategy", "blue-green", "--keep-old", "30m"]);
+    assert_eq!(third["door"]["kept"]["generation"], 2, "{err}");
+    alb.assert_serving(&[(3, 100)]);
+    for region in &alb.t.regions {
+        let live = alb.live(region);
+        assert_eq!(
+            live.keys().copied().collect::<Vec<_>>(),
+            [2, 3],
+            "{region}: 2 is kept alive"
+        );
+        let registered: Vec<Vec<String>> = alb
+            .groups(region)
+            .into_values()
+            .filter(|ids| !ids.is_empty())
+            .collect();
+        assert_eq!(registered, [live[&3].clone()], "{region}: 2 is out of the door");
+    }
+
+    // Instant: generation 2 is alive, so one ModifyListener per region
+    // moves everything back; then 3 goes.
+    alb.t.proxy.reset();
+    let out = alb
+        .t
+        .run(&["rollback", "--yes", "--no-verify", "--output", "json"], 0);
+    let report: Value = serde_json::from_slice(&out.stdout).expect("rollback --output json");
+    assert_eq!(
+        (report["from"].as_u64(), report["to"].as_u64()),
+        (Some(3), Some(2)),
+        "{report}"
+    );
+    assert_eq!(
+        report["destroyed"]["terminated"].as_array().map(Vec::len),
+        Some(3)
+    );
+    assert_eq!(
+        alb.t.proxy.calls("ModifyListener"),
+        3,
+        "one shift: one call per region"
+    );
+    for region in &alb.t.regions {
+        assert_eq!(
+            alb.t.proxy.stats()["by_region_action"][region]["ModifyListener"],
+            1,
+            "{region}"
+        );
+    }
+    alb.assert_serving(&[(2, 100)]);
+    alb.assert_only(2, 1);
+
+    // Forward: nothing older is alive, so the commit before generation 2
+    // (a) is deployed again, blue-green through the door.
+    let out = alb
+        .t
+        .run(&["rollback", "--yes", "--no-verify", "--output", "json"], 0);
+    assert!(stderr(&out).contains("rolling back forward"), "{}", stderr(&out));
+    let report: Value = serde_json::from_slice(&out.stdout).expect("rollback --output json");
+    assert_eq!(report["strategy"], "blue-green");
+    assert_eq!(report["created"]["generation"], 4);
+    assert_eq!(report["created"]["digest"], digest_a.as_str(), "a's render again");
+    assert_eq!(shifts(&report), [vec![(2, 0), (4, 100)]]);
+    alb.assert_serving(&[(4, 100)]);
+    alb.assert_only(4, 1);
+    alb.t.run(&["destroy", "--yes"], 0);
+    assert_eq!(alb.t.live_ours(), 0);
+}
