@@ -18,6 +18,7 @@ use crate::aws::{block_on, ec2_client};
 use crate::support::moto::{self, Proxy};
 
 mod cli;
+mod recovery;
 
 fn elb_client(region: &str) -> elb::Client {
     let config = elb::Config::builder()
