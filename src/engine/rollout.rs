@@ -210,11 +210,16 @@ pub(super) async fn ensure_serving<D: FrontDoor>(
         door.register(blue, instances).await?;
         door.wait_healthy(blue, instances, DOOR_HEALTH_TIMEOUT).await?;
     }
-    let all: Weights = [(blue, 100)].into_iter().collect();
-    if state.diverged || state.serving_weights() != all {
-        door.shift(&all).await?;
+    if !blue_alone(&state, blue) {
+        door.shift(&[(blue, 100)].into_iter().collect()).await?;
     }
     Ok(())
+}
+
+/// Every part of the door routes to `blue` and nothing else.
+fn blue_alone(state: &DoorState, blue: u64) -> bool {
+    let all: Weights = [(blue, 100)].into_iter().collect();
+    !state.diverged && state.serving_weights() == all
 }
 
 /// Before anything leaves the door, all of it routes to blue alone when
@@ -230,10 +235,7 @@ async fn settle<D: FrontDoor>(
     printer: &Printer,
 ) -> Result<(), EngineError> {
     let registered = state.targets.get(&blue).cloned().unwrap_or_default();
-    let all: Weights = [(blue, 100)].into_iter().collect();
-    if instances.iter().any(|i| !registered.contains(&i.id))
-        || (!state.diverged && state.serving_weights() == all)
-    {
+    if instances.iter().any(|i| !registered.contains(&i.id)) || blue_alone(state, blue) {
         // Not behind the door yet, or nothing to mend: `ensure_serving`
         // after the reap does the rest.
         return Ok(());
@@ -246,7 +248,7 @@ async fn settle<D: FrontDoor>(
         "{} was left mid-shift by an interrupted run ({left}); all traffic back to generation {blue} first",
         door.describe()
     ));
-    door.shift(&all).await?;
+    door.shift(&[(blue, 100)].into_iter().collect()).await?;
     Ok(())
 }
 
