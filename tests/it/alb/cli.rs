@@ -20,11 +20,12 @@ use serde_json::Value;
 use super::{elb_client, listener};
 use crate::aws::{AwsTest, block_on, stderr};
 
-/// A loopback HTTP server that answers 200 to every GET and counts the
-/// requests per path; stopped on drop.
+/// A loopback HTTP server that answers 200 to every GET (503 to the paths
+/// in `failing`) and counts the requests per path; stopped on drop.
 pub(super) struct HealthServer {
     pub port: u16,
     hits: Arc<Mutex<BTreeMap<String, usize>>>,
+    pub failing: Arc<Mutex<Vec<String>>>,
     stop: Arc<AtomicBool>,
 }
 
@@ -34,7 +35,8 @@ impl HealthServer {
         let port = listener.local_addr().expect("local address").port();
         let hits: Arc<Mutex<BTreeMap<String, usize>>> = Arc::default();
         let stop = Arc::new(AtomicBool::new(false));
-        let (seen, stopping) = (hits.clone(), stop.clone());
+        let failing: Arc<Mutex<Vec<String>>> = Arc::default();
+        let (seen, stopping, fail) = (hits.clone(), stop.clone(), failing.clone());
         std::thread::spawn(move || {
             for stream in listener.incoming() {
                 if stopping.load(Ordering::SeqCst) {
@@ -46,11 +48,21 @@ impl HealthServer {
                 let n = stream.read(&mut buf).unwrap_or(0);
                 let head = String::from_utf8_lossy(&buf[..n]);
                 let path = head.split_whitespace().nth(1).unwrap_or("").to_string();
+                let status = match fail.lock().unwrap().contains(&path) {
+                    true => "503 Service Unavailable",
+                    false => "200 OK",
+                };
                 *seen.lock().unwrap().entry(path).or_default() += 1;
-                let _ = stream.write_all(b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok");
+                let answer = format!("HTTP/1.0 {status}\r\nContent-Length: 2\r\n\r\nok");
+                let _ = stream.write_all(answer.as_bytes());
             }
         });
-        HealthServer { port, hits, stop }
+        HealthServer {
+            port,
+            hits,
+            failing,
+            stop,
+        }
     }
 
     pub fn hits(&self, path: &str) -> usize {
@@ -475,6 +487,40 @@ fn alb_cli_rolling_three_regions_of_six_in_batches_of_two() {
             "{region}"
         );
     }
+    alb.t.run(&["destroy", "--yes"], 0);
+    assert_eq!(alb.t.live_ours(), 0);
+}
+
+#[test]
+fn alb_cli_a_failing_probe_in_one_region_shifts_every_region_back() {
+    let alb = AlbCli::new("albguard", 1, "");
+    alb.deploy(&["--strategy", "blue-green"]);
+    alb.assert_serving(&[(1, 100)]);
+    // From now on the third region's door answers 503.
+    let third = alb.t.regions[2].clone();
+    alb.health
+        .failing
+        .lock()
+        .unwrap()
+        .push(format!("/health/{third}"));
+    alb.bump(2);
+    alb.t.proxy.reset();
+    let out = alb
+        .t
+        .run(&["deploy", "--strategy", "blue-green", "--yes", "--no-verify"], 1);
+    let err = stderr(&out);
+    for want in [
+        "the guard stopped generation 2",
+        &format!("{third}: 503"),
+        "traffic is back on generation 1",
+        "respot debug i-",
+    ] {
+        assert!(err.contains(want), "{want}: {err}");
+    }
+    // One shift to 2, one back to 1: one ModifyListener per region each.
+    assert_eq!(alb.t.proxy.calls("ModifyListener"), 6);
+    alb.assert_serving(&[(1, 100)]);
+    alb.assert_only(1, 1);
     alb.t.run(&["destroy", "--yes"], 0);
     assert_eq!(alb.t.live_ours(), 0);
 }
