@@ -29,7 +29,7 @@ pub use files::{
 };
 use located::Located;
 pub use located::Seg;
-pub use traffic::{Batch, ListenerSection, TrafficAws, TrafficSection, listener_region};
+pub use traffic::{Batch, ListenerSection, ProbeUrl, TrafficAws, TrafficSection, listener_region};
 pub use validate::valid_deployment_name;
 
 pub const DEFAULT_CONFIG_FILE: &str = "respot.toml";

@@ -64,6 +64,85 @@ pub struct TrafficAws {
 pub struct ListenerSection {
     pub region: String,
     pub listener_arn: String,
+    /// Where the guard probes this region's door, `http://HOST[:PORT][/PATH]`,
+    /// instead of the load balancer's DNS name, the listener's port and
+    /// `health_path` (a DNS name of your own in front of the ALB, or a
+    /// balancer the guard's host cannot reach by its AWS name).
+    #[serde(default)]
+    pub probe_url: Option<String>,
+}
+
+impl ListenerSection {
+    /// `probe_url`, parsed (validated at load), with `health_path` where
+    /// the URL names no path.
+    pub fn probe(&self, health_path: &str) -> Option<ProbeUrl> {
+        let url = ProbeUrl::parse(self.probe_url.as_deref()?).ok()?;
+        Some(ProbeUrl {
+            path: url.path.or_else(|| Some(health_path.to_string())),
+            ..url
+        })
+    }
+}
+
+/// A plain-HTTP URL the guard sends its GET to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProbeUrl {
+    pub host: String,
+    pub port: u16,
+    /// `None` when the URL ends at the authority.
+    pub path: Option<String>,
+}
+
+impl ProbeUrl {
+    /// `http://HOST[:PORT][/PATH]`; the error says what is wrong.
+    pub fn parse(url: &str) -> Result<ProbeUrl, String> {
+        let Some(rest) = url.strip_prefix("http://") else {
+            return Err(format!(
+                "expected a plain-HTTP URL such as `http://web.example.com/health` (the guard's probe \
+                 speaks HTTP/1.0 without TLS), got `{url}`"
+            ));
+        };
+        let (authority, path) = match rest.find('/') {
+            Some(at) => (&rest[..at], Some(rest[at..].to_string())),
+            None => (rest, None),
+        };
+        // `[v6]:port`, `[v6]`, `host:port`, `host`.
+        let (host, port) = match authority.strip_prefix('[').and_then(|a| a.split_once(']')) {
+            Some((host, "")) => (host, None),
+            Some((host, rest)) => (host, Some(rest.strip_prefix(':').unwrap_or(rest))),
+            None => match authority.split_once(':') {
+                Some((host, port)) => (host, Some(port)),
+                None => (authority, None),
+            },
+        };
+        let port = match port.map(str::parse::<u16>) {
+            None => 80,
+            Some(Ok(port)) if port > 0 => port,
+            _ => return Err(format!("expected a TCP port from 1 to 65535 in `{url}`")),
+        };
+        let bad_host = host.is_empty()
+            || !host
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-.:_".contains(&b));
+        if bad_host {
+            return Err(format!(
+                "expected a host name or address after `http://`, got `{url}`"
+            ));
+        }
+        if path
+            .as_ref()
+            .is_some_and(|p| p.len() > 200 || !p.bytes().all(|b| b.is_ascii_graphic()))
+        {
+            return Err(format!(
+                "expected a URL path of printable characters, got `{url}`"
+            ));
+        }
+        Ok(ProbeUrl {
+            host: host.to_string(),
+            port,
+            path,
+        })
+    }
 }
 
 /// How many instances a rolling deploy replaces at a time, per region.
@@ -297,6 +376,9 @@ impl Config {
                     ));
                 }
             }
+            if let Some(Err(message)) = listener.probe_url.as_deref().map(ProbeUrl::parse) {
+                return Err(at.invalid(&here("probe_url"), message));
+            }
         }
         Ok(())
     }
@@ -351,6 +433,47 @@ mod tests {
         assert_eq!(listener_region(arn), Some("eu-west-1"));
         assert_eq!(listener_region("arn:aws:ec2:eu-west-1:1:instance/i-1"), None);
         assert_eq!(listener_region("nonsense"), None);
+    }
+
+    #[test]
+    fn probe_urls_are_plain_http_with_a_host() {
+        let url = |host: &str, port, path: Option<&str>| ProbeUrl {
+            host: host.to_string(),
+            port,
+            path: path.map(str::to_string),
+        };
+        let good = [
+            (
+                "http://127.0.0.1:8123/health/eu",
+                url("127.0.0.1", 8123, Some("/health/eu")),
+            ),
+            ("http://web.example.com", url("web.example.com", 80, None)),
+            ("http://web.example.com/", url("web.example.com", 80, Some("/"))),
+            ("http://[::1]:81/h", url("::1", 81, Some("/h"))),
+        ];
+        for (text, want) in good {
+            assert_eq!(ProbeUrl::parse(text), Ok(want), "{text}");
+        }
+        for bad in [
+            "https://web.example.com/health",
+            "web.example.com",
+            "http://",
+            "http://h:0/",
+            "http://h:x/",
+            "http://a b/",
+            "http://[::1]x/",
+        ] {
+            assert!(ProbeUrl::parse(bad).is_err(), "{bad}");
+        }
+        let listener = ListenerSection {
+            region: "eu-west-1".to_string(),
+            listener_arn: String::new(),
+            probe_url: Some("http://web.example.com:8080".to_string()),
+        };
+        assert_eq!(
+            listener.probe("/health"),
+            Some(url("web.example.com", 8080, Some("/health")))
+        );
     }
 
     #[test]

@@ -53,6 +53,7 @@ pub(super) async fn rolling<P: Provider, V: Verification, D: FrontDoor>(
     traffic: &TrafficSection,
     blueprint: &Blueprint,
     fleet: &Fleet,
+    verify: bool,
     printer: &Printer,
     report: &mut DoorReport,
 ) -> Result<(CreateReport, Option<DestroyReport>), EngineError> {
@@ -89,6 +90,7 @@ pub(super) async fn rolling<P: Provider, V: Verification, D: FrontDoor>(
         deployment,
         generation,
         blue: fleet.blue,
+        verify,
     };
     let mut round = 0;
     while !old.is_empty() {
@@ -142,6 +144,8 @@ struct Round<'a, P, V, D> {
     deployment: &'a str,
     generation: u64,
     blue: Option<u64>,
+    /// false with `--no-verify`: no SSH, the guard probes only.
+    verify: bool,
 }
 
 impl<P: Provider, V: Verification, D: FrontDoor> Round<'_, P, V, D> {
@@ -198,7 +202,7 @@ impl<P: Provider, V: Verification, D: FrontDoor> Round<'_, P, V, D> {
         let hold = Duration::from_secs(self.traffic.hold_secs);
         match guard::hold(
             self.door,
-            self.verification,
+            self.verify.then_some(self.verification),
             green,
             hold,
             self.traffic.max_error_rate,
@@ -259,6 +263,13 @@ impl<P: Provider, V: Verification, D: FrontDoor> Round<'_, P, V, D> {
         }
         for instance in &added {
             progress.observe(Event::instance(self.deployment, instance, Phase::Running));
+        }
+        if !self.verify {
+            self.printer.warn(&format!(
+                "--no-verify: {} running but NOT verified over SSH",
+                Count(added.len(), "new instance")
+            ));
+            return Ok(added);
         }
         self.printer
             .info(&format!("verifying {}", Count(added.len(), "new instance")));

@@ -19,7 +19,7 @@ use crate::config::TrafficSection;
 use crate::output::{Count, Printer};
 use crate::provider::{DestroyReport, Instance, Provider};
 use crate::template::Blueprint;
-use crate::traffic::{FrontDoor, Kept, Weights};
+use crate::traffic::{DoorState, FrontDoor, Kept, Weights};
 
 /// How long a verified generation gets to pass the door's health check.
 pub(super) const DOOR_HEALTH_TIMEOUT: Duration = Duration::from_secs(90);
@@ -88,6 +88,9 @@ pub async fn rollout<P: Provider, V: Verification, D: FrontDoor>(
     let state = door.state().await?;
     let fleet = split(&live_now, state.serving());
     announce(&live_now, deployment, &door.describe(), options, confirm, printer)?;
+    if let Some(blue) = fleet.blue {
+        settle(door, blue, &fleet.blue_instances, &state, printer).await?;
+    }
     let mut reaped = reap(provider, verification, door, deployment, &fleet.others, printer).await?;
     let mut report = DoorReport {
         address: door.describe(),
@@ -123,6 +126,7 @@ pub async fn rollout<P: Provider, V: Verification, D: FrontDoor>(
                 traffic,
                 blueprint,
                 &fleet,
+                options.create.verify,
                 printer,
                 &mut report,
             )
@@ -206,16 +210,45 @@ pub(super) async fn ensure_serving<D: FrontDoor>(
         door.register(blue, instances).await?;
         door.wait_healthy(blue, instances, DOOR_HEALTH_TIMEOUT).await?;
     }
-    let all: Weights = [(blue, 100)].into_iter().collect();
-    let serving: Weights = state
-        .weights
-        .iter()
-        .filter(|(_, w)| **w > 0)
-        .map(|(g, w)| (*g, *w))
-        .collect();
-    if serving != all {
-        door.shift(&all).await?;
+    if !blue_alone(&state, blue) {
+        door.shift(&[(blue, 100)].into_iter().collect()).await?;
     }
+    Ok(())
+}
+
+/// Every part of the door routes to `blue` and nothing else.
+fn blue_alone(state: &DoorState, blue: u64) -> bool {
+    let all: Weights = [(blue, 100)].into_iter().collect();
+    !state.diverged && state.serving_weights() == all
+}
+
+/// Before anything leaves the door, all of it routes to blue alone when
+/// blue is behind it: a run killed mid-shift leaves a share on the new
+/// generation (a canary step), or some ALB regions on the new generation
+/// and others on the old; reaping first would leave the door forwarding
+/// to an empty group.
+async fn settle<D: FrontDoor>(
+    door: &D,
+    blue: u64,
+    instances: &[Instance],
+    state: &DoorState,
+    printer: &Printer,
+) -> Result<(), EngineError> {
+    let registered = state.targets.get(&blue).cloned().unwrap_or_default();
+    if instances.iter().any(|i| !registered.contains(&i.id)) || blue_alone(state, blue) {
+        // Not behind the door yet, or nothing to mend: `ensure_serving`
+        // after the reap does the rest.
+        return Ok(());
+    }
+    let left = match state.diverged {
+        true => "its regions route differently",
+        false => "other generations still have a share",
+    };
+    printer.warn(&format!(
+        "{} was left mid-shift by an interrupted run ({left}); all traffic back to generation {blue} first",
+        door.describe()
+    ));
+    door.shift(&[(blue, 100)].into_iter().collect()).await?;
     Ok(())
 }
 
@@ -372,7 +405,7 @@ impl<P: Provider, V: Verification, D: FrontDoor> Shifted<'_, P, V, D> {
             ));
             let held = guard::hold(
                 self.door,
-                self.verification,
+                options.create.verify.then_some(self.verification),
                 &green,
                 Duration::from_secs(self.traffic.hold_secs),
                 self.traffic.max_error_rate,

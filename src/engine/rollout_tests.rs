@@ -17,6 +17,10 @@ struct MemoryDoor {
     shifts: Mutex<Vec<Weights>>,
     /// The instances of each drain call.
     drains: Mutex<Vec<Vec<InstanceId>>>,
+    /// Instances drained while their generation still had a share, or
+    /// while the door was diverged (some part of it, an ALB region, may
+    /// still forward to them): the door forwarded to a group being emptied.
+    drained_serving: Mutex<Vec<InstanceId>>,
     fail_probes_on: Option<u64>,
 }
 
@@ -70,13 +74,23 @@ impl FrontDoor for MemoryDoor {
     }
 
     async fn shift(&self, weights: &Weights) -> crate::traffic::Result<()> {
-        self.state.lock().unwrap().weights = weights.clone();
+        let mut state = self.state.lock().unwrap();
+        state.weights = weights.clone();
+        state.diverged = false;
+        drop(state);
         self.shifts.lock().unwrap().push(weights.clone());
         Ok(())
     }
 
     async fn drain(&self, targets: &[Instance]) -> crate::traffic::Result<()> {
         let mut state = self.state.lock().unwrap();
+        let serving = state.serving_weights();
+        self.drained_serving.lock().unwrap().extend(
+            targets
+                .iter()
+                .filter(|t| state.diverged || t.generation.is_some_and(|g| serving.contains_key(&g)))
+                .map(|t| t.id.clone()),
+        );
         for ids in state.targets.values_mut() {
             ids.retain(|id| !targets.iter().any(|t| &t.id == id));
         }
@@ -494,6 +508,11 @@ fn an_interrupted_canary_converges_back_to_the_serving_generation() {
         &printer(),
     ))
     .unwrap();
+    block_on(async {
+        let all = provider.list("demo").await.unwrap();
+        let second: Vec<Instance> = all.into_iter().filter(|i| i.generation == Some(2)).collect();
+        door.register(2, &second).await.unwrap();
+    });
     let weights: Weights = BTreeMap::from([(1, 75), (2, 25)]);
     block_on(door.shift(&weights)).unwrap();
     run(
@@ -506,4 +525,86 @@ fn an_interrupted_canary_converges_back_to_the_serving_generation() {
     .unwrap();
     assert_eq!(provider.live_generations(), vec![3], "2 reaped, 1 replaced by 3");
     assert_eq!(door.weights(), vec![(3, 100)]);
+    // Generation 2 lost its share before it left the door.
+    assert_eq!(door.shifts()[1], vec![(1, 100)]);
+    assert_eq!(*door.drained_serving.lock().unwrap(), Vec::<InstanceId>::new());
+}
+
+/// As ALB regions are left when a run dies between two regions'
+/// `ModifyListener`: the door's state says it diverged, with the first
+/// region's weights (all on blue). Every region goes back to blue before
+/// the other generation leaves the door.
+#[test]
+fn a_diverged_door_is_mended_before_anything_leaves_it() {
+    let provider = MemoryProvider::new(1);
+    live_generation_one(&provider);
+    let door = MemoryDoor::default();
+    let existing = provider.instances.lock().unwrap().clone();
+    block_on(crate::engine::create::launch_generation(
+        &provider,
+        &FakeVerification::passing(true),
+        &blueprint('b'),
+        &existing,
+        &verified(),
+        &printer(),
+    ))
+    .unwrap();
+    block_on(async {
+        for generation in [1, 2] {
+            let all = provider.list("demo").await.unwrap();
+            let of: Vec<Instance> = all
+                .into_iter()
+                .filter(|i| i.generation == Some(generation))
+                .collect();
+            door.register(generation, &of).await.unwrap();
+        }
+    });
+    {
+        let mut state = door.state.lock().unwrap();
+        state.weights = BTreeMap::from([(1, 100), (2, 0)]);
+        state.diverged = true;
+    }
+    run(
+        &provider,
+        &FakeVerification::passing(true),
+        &door,
+        &traffic(""),
+        &options(Strategy::BlueGreen),
+    )
+    .unwrap();
+    assert_eq!(
+        door.shifts()[0],
+        vec![(1, 100)],
+        "mended first: {:?}",
+        door.shifts()
+    );
+    assert_eq!(*door.drained_serving.lock().unwrap(), Vec::<InstanceId>::new());
+    assert_eq!(provider.live_generations(), vec![3]);
+}
+
+/// `--no-verify`: no verify at launch nor during the holds (a verification
+/// that fails every call would stop the rollout otherwise); the guard's
+/// probes still run, in blue-green and rolling alike.
+#[test]
+fn no_verify_holds_under_probes_only() {
+    for strategy in [Strategy::BlueGreen, Strategy::Rolling] {
+        let provider = MemoryProvider::new(2);
+        live_generation_one(&provider);
+        let door = MemoryDoor::default();
+        let mut unverified = options(strategy);
+        unverified.create.verify = false;
+        let report = run(
+            &provider,
+            &FakeVerification::passing(false),
+            &door,
+            &traffic(""),
+            &unverified,
+        )
+        .unwrap_or_else(|e| panic!("{strategy:?}: {e}"));
+        assert_eq!(provider.live_generations(), vec![2, 2], "{strategy:?}");
+        for shift in report.door.unwrap().shifts {
+            let hold = shift.hold.unwrap();
+            assert!(hold.probes > 0 && hold.verifies == 0, "{strategy:?}: {hold:?}");
+        }
+    }
 }

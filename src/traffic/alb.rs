@@ -20,6 +20,7 @@ mod elbv2;
 #[cfg(test)]
 mod fake;
 mod inventory;
+mod probe;
 mod sdk;
 mod sweep;
 #[cfg(test)]
@@ -36,9 +37,9 @@ use self::elbv2::{NewTargetGroup, Tags};
 pub use self::inventory::tagged_target_groups;
 pub use self::sdk::SdkElbv2;
 pub use self::sweep::remove_tagged;
-use self::wire::{http_get, kept_text, parse_kept};
+use self::wire::{kept_text, parse_kept};
 use super::{DoorError, DoorState, FrontDoor, Kept, Probe, Result, Weights};
-use crate::config::TrafficSection;
+use crate::config::{ProbeUrl, TrafficSection};
 use crate::provider::{Instance, InstanceId, tag};
 
 const COLOUR: &str = "respot:colour";
@@ -60,6 +61,11 @@ struct RegionDoor<E> {
     listener_arn: String,
     /// The groups once read or created; the shift needs no other call.
     groups: Mutex<Option<Vec<Group>>>,
+    /// `probe_url` of this listener; else the guard probes the balancer's
+    /// DNS name on the listener's port.
+    probe_url: Option<ProbeUrl>,
+    /// Where `probe` sends its GET (host, port, path), found once.
+    address: tokio::sync::OnceCell<(String, u16, String)>,
 }
 
 /// The ALB door of one deployment, across its regions.
@@ -71,9 +77,6 @@ pub struct AlbDoor<E: Elbv2Api = SdkElbv2> {
     regions: Vec<RegionDoor<E>>,
     /// How often health and draining are polled.
     poll: Duration,
-    /// Where `probe` sends its GET (the first region's balancer and the
-    /// listener's port), read once.
-    address: tokio::sync::OnceCell<(String, u16)>,
 }
 
 impl AlbDoor {
@@ -89,6 +92,7 @@ impl AlbDoor {
             .map(|l| (SdkElbv2::new(sdk, &l.region), l.listener_arn.clone()))
             .collect();
         AlbDoor::with_api(apis, deployment, traffic.guest_port, &traffic.health_path)
+            .with_probe_urls(listeners.iter().map(|l| l.probe(&traffic.health_path)).collect())
     }
 }
 
@@ -110,11 +114,21 @@ impl<E: Elbv2Api> AlbDoor<E> {
                     api,
                     listener_arn,
                     groups: Mutex::new(None),
+                    probe_url: None,
+                    address: tokio::sync::OnceCell::new(),
                 })
                 .collect(),
             poll: Duration::from_secs(2),
-            address: tokio::sync::OnceCell::new(),
         }
+    }
+
+    /// The guard probes these URLs instead of the balancers' DNS names: one
+    /// per listener, in the listeners' order (`None` keeps the DNS name).
+    pub fn with_probe_urls(mut self, urls: Vec<Option<ProbeUrl>>) -> Self {
+        for (region, url) in self.regions.iter_mut().zip(urls) {
+            region.probe_url = url;
+        }
+        self
     }
 
     /// Polls every `poll` instead (tests).
@@ -603,46 +617,24 @@ impl<E: Elbv2Api> FrontDoor for AlbDoor<E> {
         Ok(())
     }
 
-    /// A GET of the health path through the first region's load balancer.
+    /// A GET of the health path through every region's door at once.
     async fn probe(&self) -> Probe {
-        let Some(region) = self.regions.first() else {
-            return Probe {
-                ok: false,
-                detail: "no listener configured".to_string(),
-            };
-        };
-        let found = self
-            .address
-            .get_or_try_init(|| async {
-                let listener = region.api.describe_listener(&region.listener_arn).await?;
-                let lb = region
-                    .api
-                    .describe_load_balancer(&listener.load_balancer_arn)
-                    .await?;
-                match (lb.dns_name, listener.port.and_then(|p| u16::try_from(p).ok())) {
-                    (Some(host), Some(port)) => Ok((host, port)),
-                    _ => Err(ElbError {
-                        action: "DescribeLoadBalancers",
-                        code: None,
-                        message: "the load balancer has no DNS name or the listener no port".to_string(),
-                    }),
-                }
-            })
-            .await;
-        match found {
-            Ok((host, port)) => http_get(host, *port, &self.health_path).await,
-            Err(err) => Probe {
-                ok: false,
-                detail: err.to_string(),
-            },
-        }
+        self.probe_every_region().await
     }
 
     /// The regions' states merged: weights from the first region that has
-    /// the door, targets from all.
+    /// the door, targets from all; `diverged` when regions route
+    /// differently (a run killed between two regions' `ModifyListener`).
     async fn state(&self) -> Result<DoorState> {
         let states = self.every_region(|r| self.state_in(r)).await?;
         let mut merged = DoorState::default();
+        let mut routes: Vec<Weights> = states
+            .iter()
+            .filter(|s| !s.weights.is_empty())
+            .map(DoorState::serving_weights)
+            .collect();
+        routes.dedup();
+        merged.diverged = routes.len() > 1;
         for state in states {
             if merged.weights.is_empty() {
                 merged.weights = state.weights;

@@ -463,6 +463,7 @@ impl FrontDoor for HaproxyDoor {
             weights: file.weights,
             targets,
             kept,
+            diverged: false,
         })
     }
 

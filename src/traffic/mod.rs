@@ -51,9 +51,22 @@ pub struct DoorState {
     /// Instances registered behind the door, by generation.
     pub targets: BTreeMap<u64, Vec<InstanceId>>,
     pub kept: Option<Kept>,
+    /// The door's parts route differently (ALB listeners of a run killed
+    /// mid-shift: some regions shifted, others not). `weights` is then the
+    /// first part's; the next shift brings every part to the same weights.
+    pub diverged: bool,
 }
 
 impl DoorState {
+    /// The generations with a share, and their shares.
+    pub fn serving_weights(&self) -> Weights {
+        self.weights
+            .iter()
+            .filter(|(_, w)| **w > 0)
+            .map(|(g, w)| (*g, *w))
+            .collect()
+    }
+
     /// The generation with the largest share (the newest on a tie), if any
     /// gets traffic.
     pub fn serving(&self) -> Option<u64> {

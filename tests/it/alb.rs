@@ -2,7 +2,9 @@
 //! test builds a load balancer and a listener per region with the SDK (as a
 //! user would have them), then drives respot's `AlbDoor` through blue-green
 //! and canary across 3 regions, reading the target-group weights back with
-//! the SDK at each step. Also the shift latency at 80 ms per request.
+//! the SDK at each step. Also the shift latency at 80 ms per request. The
+//! same door through the `respot` binary: `alb/cli.rs` (deploys, the
+//! guard) and `alb/recovery.rs` (SIGKILL mid-shift, rollback).
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -16,6 +18,9 @@ use respot::traffic::{FrontDoor, Weights};
 
 use crate::aws::{block_on, ec2_client};
 use crate::support::moto::{self, Proxy};
+
+mod cli;
+mod recovery;
 
 fn elb_client(region: &str) -> elb::Client {
     let config = elb::Config::builder()

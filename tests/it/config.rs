@@ -342,6 +342,15 @@ fn bad_traffic_sections_name_line_and_key() {
             "respot.toml:6:18: traffic.max_error_rate: expected a share from 0 to 1",
         ),
         (
+            "probe url over https",
+            format!(
+                "{aws}[traffic]\n\n[[traffic.aws.listeners]]\nregion = \"eu-west-1\"\n\
+                 listener_arn = \"{}\"\nprobe_url = \"https://web.example.com/health\"\n",
+                ARN.replace("us-east-1", "eu-west-1")
+            ),
+            "respot.toml:14:13: traffic.aws.listeners[0].probe_url: expected a plain-HTTP URL",
+        ),
+        (
             "batch neither a count nor a share",
             format!("{HEAD}\n[traffic]\nport = 8000\nbatch = \"half\"\n"),
             "respot.toml:6:9: traffic.batch: expected a count such as 2 or a share such as \"25%\", got `half`",

@@ -11,7 +11,7 @@ use serde_json::Value;
 use crate::aws::{AwsTest, block_on, ec2_client, stderr};
 
 /// `git -C dir <args>` with a fixed identity; panics on failure.
-fn git(dir: &Path, args: &[&str]) -> String {
+pub(crate) fn git(dir: &Path, args: &[&str]) -> String {
     let out = Command::new("git")
         .arg("-C")
         .arg(dir)
@@ -30,7 +30,7 @@ fn git(dir: &Path, args: &[&str]) -> String {
 }
 
 /// Commits everything in the blueprint folder; returns the commit id.
-fn commit_all(t: &AwsTest, message: &str, extra: &[&str]) -> String {
+pub(crate) fn commit_all(t: &AwsTest, message: &str, extra: &[&str]) -> String {
     let dir = t.context.path();
     git(dir, &["add", "-A"]);
     let mut args = vec!["commit", "-q", "-m", message];

@@ -243,3 +243,69 @@ async fn remove_deletes_half_a_door_without_creating_the_other_half() {
         assert!(fake.world.lock().unwrap().groups.is_empty());
     }
 }
+
+/// A loopback HTTP server answering every request with `status`, for as
+/// long as the test runs; its port.
+async fn answering(status: &'static str) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let mut buf = [0u8; 512];
+            let _ = stream.read(&mut buf).await;
+            let answer = format!("HTTP/1.0 {status}\r\nContent-Length: 0\r\n\r\n");
+            let _ = stream.write_all(answer.as_bytes()).await;
+        }
+    });
+    port
+}
+
+#[tokio::test]
+async fn the_probe_asks_every_regions_probe_url_and_names_the_failing_one() {
+    let ok = answering("200 OK").await;
+    let bad = answering("503 Service Unavailable").await;
+    let url = |port: u16| crate::config::ProbeUrl::parse(&format!("http://127.0.0.1:{port}/ready")).ok();
+    let (all_ok, _) = door(0);
+    let probe = all_ok
+        .with_probe_urls(vec![url(ok), url(ok), url(ok)])
+        .probe()
+        .await;
+    assert!(probe.ok, "{probe:?}");
+    let (one_bad, _) = door(0);
+    let probe = one_bad
+        .with_probe_urls(vec![url(ok), url(bad), url(ok)])
+        .probe()
+        .await;
+    assert!(!probe.ok, "{probe:?}");
+    assert_eq!(probe.detail, "us-east-1: 503");
+    // Without a probe_url, the fake's balancer has no DNS name: said so.
+    let (no_url, _) = door(0);
+    let probe = no_url.probe().await;
+    assert!(!probe.ok && probe.detail.contains("set probe_url"), "{probe:?}");
+}
+
+/// A run killed between the regions' `ModifyListener` calls: the state
+/// says so, with the first region's weights; one shift mends every region.
+#[tokio::test]
+async fn regions_that_route_differently_are_a_diverged_door() {
+    let (door, fakes) = door(0);
+    door.register(1, &fleet(1)).await.unwrap();
+    door.register(2, &fleet(2)).await.unwrap();
+    door.shift(&weights(&[(1, 100), (2, 0)])).await.unwrap();
+    assert!(!door.state().await.unwrap().diverged);
+    // The second region alone went on to generation 2.
+    {
+        let mut world = fakes[1].world.lock().unwrap();
+        let listener = world.listeners.values_mut().next().unwrap();
+        for (_, weight) in listener.forward.iter_mut() {
+            *weight = 100 - *weight;
+        }
+    }
+    let state = door.state().await.unwrap();
+    assert!(state.diverged, "{state:?}");
+    assert_eq!(state.weights, weights(&[(1, 100), (2, 0)]), "the first region's");
+    door.shift(&weights(&[(1, 100), (2, 0)])).await.unwrap();
+    assert!(!door.state().await.unwrap().diverged);
+    assert_eq!(fakes[1].weights()[0].1, 100, "back on blue");
+}
