@@ -296,12 +296,26 @@ impl<E: Ec2Api> AwsProvider<E> {
         });
     }
 
+    /// One entry per pool and outcome: an answer may list a pool's
+    /// instances in several items (moto gives one per instance).
     fn push_answer(&self, answer: PoolAnswer) {
         // A panic while holding the lock leaves a valid list behind.
-        self.answers
+        let mut answers = self
+            .answers
             .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .push(answer);
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let same = answers.iter_mut().find(|a| {
+            a.region == answer.region
+                && a.instance_type == answer.instance_type
+                && a.zone == answer.zone
+                && a.lifecycle == answer.lifecycle
+                && a.error.is_none()
+                && answer.error.is_none()
+        });
+        match same {
+            Some(found) => found.launched += answer.launched,
+            None => answers.push(answer),
+        }
     }
 
     pub(super) fn drain_answers(&self) -> Vec<PoolAnswer> {
