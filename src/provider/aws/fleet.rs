@@ -6,8 +6,9 @@
 //! The fleet launches from a launch template made for this run and region
 //! (the same image, user data, interface with the security group and the
 //! public address, IMDSv2, root volume, profile and tags at creation as
-//! the ordered walk's `RunInstances`), deleted right after the fleet call,
-//! whatever it answered. The answer's `Instances` say which pools gave
+//! the ordered walk's `RunInstances`), deleted once the fleet call has
+//! answered, whatever it answered: alongside the wait for running
+//! instances, so it costs no round trip of its own. The answer's `Instances` say which pools gave
 //! what and its `Errors` what each other pool said; both are reported.
 //! Pool errors (capacity, price, a type the zone lacks) only shorten the
 //! answer; a quota (`MaxSpotInstanceCountExceeded`, `VcpuLimitExceeded`)
@@ -28,6 +29,12 @@ use super::{AwsProvider, Pending, RegionTarget};
 use crate::config::Fallback;
 use crate::provider::{PoolAnswer, ProviderError, Result, tag};
 
+/// A launch template made for one fleet.
+pub(super) struct Template {
+    id: String,
+    name: String,
+}
+
 /// What one fleet call means for the region.
 enum FleetStep {
     /// These launched (maybe fewer than asked); the rest goes on.
@@ -38,32 +45,49 @@ enum FleetStep {
 }
 
 impl<E: Ec2Api> AwsProvider<E> {
-    /// The region's launch by fleet; the launch template never outlives it.
+    /// The region's launch by fleet: the ids, and the launch template for
+    /// the caller to delete (with [`AwsProvider::release_template`]) while
+    /// the instances boot. On failure it is deleted here.
     pub(super) async fn run_fleet(
         &self,
         target: &RegionTarget<E>,
         prepared: &Prepared,
-    ) -> Result<Vec<String>> {
+    ) -> Result<(Vec<String>, Template)> {
         let spec = self.template_spec(prepared);
-        let template = retry_group_not_found(&self.waits, &target.name, "CreateLaunchTemplate", || {
+        let id = retry_group_not_found(&self.waits, &target.name, "CreateLaunchTemplate", || {
             target.ec2.create_launch_template(&spec)
         })
         .await
         .map_err(|err| self.api_error(&target.name, &err))?;
-        let result = self.run_markets(target, prepared, &template).await;
-        if let Err(err) = target.ec2.delete_launch_template(&template).await {
-            // The instances do not need it; the template costs nothing but
-            // is left behind, so say how to remove it.
+        let template = Template { id, name: spec.name };
+        match self.run_markets(target, prepared, &template.id).await {
+            Ok(ids) => Ok((ids, template)),
+            Err(err) => {
+                self.release_template(target, Some(&template)).await;
+                Err(err)
+            }
+        }
+    }
+
+    /// Deletes a fleet's launch template. The instances no longer need it;
+    /// should the delete fail, it costs nothing but is left behind, so the
+    /// warning says how to remove it.
+    pub(super) async fn release_template(&self, target: &RegionTarget<E>, template: Option<&Template>) {
+        let Some(template) = template else {
+            return;
+        };
+        if let Err(err) = target.ec2.delete_launch_template(&template.id).await {
             tracing::warn!(
-                "{}: launch template {template} ({}) was not deleted: {}; remove it with \
-                 `aws ec2 delete-launch-template --region {} --launch-template-id {template}`",
+                "{}: launch template {} ({}) was not deleted: {}; remove it with \
+                 `aws ec2 delete-launch-template --region {} --launch-template-id {}`",
                 target.name,
-                spec.name,
+                template.id,
+                template.name,
                 self.api_error(&target.name, &err),
-                target.name
+                target.name,
+                template.id
             );
         }
-        result
     }
 
     fn template_spec(&self, prepared: &Prepared) -> TemplateSpec {

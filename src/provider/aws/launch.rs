@@ -139,13 +139,21 @@ impl<E: Ec2Api> AwsProvider<E> {
         let prepared = self.prepare(target, request, created_at).await?;
         // The rules and the launch are independent; instances need the
         // rules only once they boot, seconds later.
-        let (rules, ids) = tokio::join!(
+        let (rules, allocated) = tokio::join!(
             self.authorize_ingress(target, &prepared.group_id, &prepared.missing_ports, allow_cidr),
             self.allocate(target, &prepared),
         );
-        let ids = ids?;
-        rules?;
-        self.wait_running(target, &request.deployment, &ids).await
+        let (ids, template) = allocated?;
+        // A fleet's launch template goes while the instances boot: no
+        // round trip of its own.
+        let (running, ()) = tokio::join!(
+            async {
+                rules?;
+                self.wait_running(target, &request.deployment, &ids).await
+            },
+            self.release_template(target, template.as_ref()),
+        );
+        running
     }
 
     /// The independent lookups and the security group, all at once.
@@ -253,11 +261,19 @@ impl<E: Ec2Api> AwsProvider<E> {
             .collect()
     }
 
-    /// Launches `target.count` instances as `aws.allocation` says.
-    async fn allocate(&self, target: &RegionTarget<E>, prepared: &Prepared) -> Result<Vec<String>> {
+    /// Launches `target.count` instances as `aws.allocation` says: their
+    /// ids, and a fleet's launch template, for the caller to delete.
+    async fn allocate(
+        &self,
+        target: &RegionTarget<E>,
+        prepared: &Prepared,
+    ) -> Result<(Vec<String>, Option<super::fleet::Template>)> {
         match self.settings.allocation {
-            Allocation::Ordered => self.run_pools(target, prepared).await,
-            Allocation::PriceCapacityOptimized => self.run_fleet(target, prepared).await,
+            Allocation::Ordered => Ok((self.run_pools(target, prepared).await?, None)),
+            Allocation::PriceCapacityOptimized => {
+                let (ids, template) = self.run_fleet(target, prepared).await?;
+                Ok((ids, Some(template)))
+            }
         }
     }
 
