@@ -481,6 +481,19 @@ class State:
                     self.faults_injected["%s:%s" % (action, chosen.code)] += 1
             return self.seq, chosen, self.latency_ms
 
+    def other_pool_rules(self, chosen, action, region, params):
+        """The CreateFleet pool rules besides `chosen` that match this request;
+        each counts as hit."""
+        with self.lock:
+            found = [r for r in self.rules
+                     if r is not chosen and r.pool is not None and r.matches(action, region, params)]
+            for r in found:
+                r.hits += 1
+                if r.remaining is not None:
+                    r.remaining -= 1
+                self.faults_injected["%s:%s" % (action, r.code)] += 1
+            return found
+
     def count_fault(self, action, code):
         with self.lock:
             self.faults_injected["%s:%s" % (action, code)] += 1
@@ -761,10 +774,14 @@ class ProxyHandler(http.server.BaseHTTPRequestHandler):
                 body = launch_max_count(body)
             pool_items, pools_left = None, None
             if ec2_fault is None and rule is not None and rule.pool is not None:
-                body, dropped, pools_left = drop_fleet_pools(body, rule.pool)
-                message = rule.message or "There is no Spot capacity available that matches your request."
-                pool_items = fleet_error_items(params, dropped, rule.code, message)
-                record["fault"] = "%s (%d pools)" % (rule.code, len(dropped))
+                pool_items, dropped = b"", 0
+                # Every pool rule that matches empties its pool, not only the first.
+                for pool_rule in [rule] + state.other_pool_rules(rule, action, region, params):
+                    body, gone, pools_left = drop_fleet_pools(body, pool_rule.pool)
+                    message = pool_rule.message or "There is no Spot capacity available that matches your request."
+                    pool_items += fleet_error_items(params, gone, pool_rule.code, message)
+                    dropped += len(gone)
+                record["fault"] = "%s (%d pools)" % (rule.code, dropped)
             if ec2_fault is not None:
                 code, status, message = ec2_fault
                 state.count_fault(action, code)
@@ -790,6 +807,8 @@ class ProxyHandler(http.server.BaseHTTPRequestHandler):
             # Book-keeping is finished before the response leaves, so a test that reads
             # /__proxy/stats right after its own response sees settled counters.
             record["ms"] = round((time.monotonic() - started) * 1000.0, 1)
+            # When it arrived (monotonic, ms): which calls overlapped.
+            record["start_ms"] = round(started * 1000.0, 1)
             state.end(record)
             if state.log_enabled:
                 sys.stderr.write(

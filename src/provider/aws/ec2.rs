@@ -392,6 +392,10 @@ pub trait Ec2Api: Clone {
 
     /// `CreateFleet` of type `instant`: what it launched and its errors.
     async fn create_fleet(&self, spec: &FleetSpec) -> Ec2Result<FleetAnswer>;
+
+    /// `DescribeLaunchTemplates` (every page) tagged for `deployment`:
+    /// (id, name) of each, what a run killed mid-launch left.
+    async fn describe_launch_templates(&self, deployment: &str) -> Ec2Result<Vec<(String, String)>>;
 }
 
 /// What a launch template holds for `CreateFleet` (issue 13.3,

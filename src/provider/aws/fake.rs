@@ -606,6 +606,11 @@ impl Ec2Api for FakeEc2 {
         self.drop_template(id)
     }
 
+    async fn describe_launch_templates(&self, deployment: &str) -> Ec2Result<Vec<(String, String)>> {
+        self.call("DescribeLaunchTemplates", deployment.to_string())?;
+        Ok(self.tagged_templates(deployment))
+    }
+
     async fn create_fleet(&self, spec: &FleetSpec) -> Ec2Result<FleetAnswer> {
         self.world().fleets.push((self.region.clone(), spec.clone()));
         self.call("CreateFleet", fleet::detail(spec))?;

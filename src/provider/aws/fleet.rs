@@ -26,8 +26,8 @@ use super::errors::is_pool_error;
 use super::launch::{METADATA, Prepared};
 use super::pools::{Pool, PoolOutcome, Verdicts, pools};
 use super::{AwsProvider, Pending, RegionTarget};
-use crate::config::Fallback;
-use crate::provider::{PoolAnswer, ProviderError, Result, tag};
+use crate::config::{Allocation, Fallback};
+use crate::provider::{DestroyReport, PoolAnswer, ProviderError, Result, tag};
 
 /// A launch template made for one fleet.
 pub(super) struct Template {
@@ -88,6 +88,36 @@ impl<E: Ec2Api> AwsProvider<E> {
                 template.id
             );
         }
+    }
+
+    /// With `price-capacity-optimized`, deletes the deployment's launch
+    /// templates a run killed between making and deleting one left behind
+    /// (while `destroy` terminates: no round trip of its own).
+    pub(super) async fn sweep_templates(&self, target: &RegionTarget<E>, deployment: &str) -> DestroyReport {
+        let mut report = DestroyReport::default();
+        if self.settings.allocation != Allocation::PriceCapacityOptimized {
+            return report;
+        }
+        let found = match target.ec2.describe_launch_templates(deployment).await {
+            Ok(found) => found,
+            Err(err) => {
+                report
+                    .left_behind
+                    .push(self.api_error(&target.name, &err).to_string());
+                return report;
+            }
+        };
+        for (id, name) in found {
+            match target.ec2.delete_launch_template(&id).await {
+                Ok(()) => report
+                    .cleaned
+                    .push(format!("launch template {id} ({name}) in {}", target.name)),
+                Err(err) => report
+                    .left_behind
+                    .push(self.api_error(&target.name, &err).to_string()),
+            }
+        }
+        report
     }
 
     fn template_spec(&self, prepared: &Prepared) -> TemplateSpec {

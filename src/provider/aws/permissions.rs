@@ -101,6 +101,12 @@ pub const CALLS: &[Call] = &[
         own_resources: true,
     },
     Call {
+        api: "DescribeLaunchTemplates",
+        iam: Some("ec2:DescribeLaunchTemplates"),
+        feature: Feature::FleetAllocation,
+        own_resources: false,
+    },
+    Call {
         api: "CreateFleet",
         iam: Some("ec2:CreateFleet"),
         feature: Feature::FleetAllocation,

@@ -494,6 +494,27 @@ impl Ec2Api for SdkEc2 {
         self.instant_fleet(spec).await
     }
 
+    async fn describe_launch_templates(&self, deployment: &str) -> Ec2Result<Vec<(String, String)>> {
+        const ACTION: &str = "DescribeLaunchTemplates";
+        let mut pages = self
+            .ec2
+            .describe_launch_templates()
+            .filters(convert::deployment_filter(deployment))
+            .into_paginator()
+            .send();
+        let mut found = Vec::new();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|err| from_sdk(ACTION, &err))?;
+            found.extend(page.launch_templates().iter().filter_map(|t| {
+                Some((
+                    t.launch_template_id()?.to_string(),
+                    t.launch_template_name().unwrap_or_default().to_string(),
+                ))
+            }));
+        }
+        Ok(found)
+    }
+
     async fn describe_region_opt_in(&self) -> Ec2Result<Vec<RegionOptIn>> {
         let out = self
             .ec2

@@ -62,6 +62,26 @@ fn one_instant_fleet_over_two_types_and_three_zones_skips_the_empty_pool() {
     let zones: Vec<String> = subnets.keys().take(3).cloned().collect();
     assert_eq!(zones.len(), 3, "moto has three zones here: {subnets:?}");
     set_zones(&t, 4, &zones);
+    // Another deployment's launch template, which destroy must keep.
+    block_on(
+        ec2_client(&region)
+            .create_launch_template()
+            .launch_template_name("respot-other-template")
+            .launch_template_data(aws_sdk_ec2::types::RequestLaunchTemplateData::builder().build())
+            .tag_specifications(
+                aws_sdk_ec2::types::TagSpecification::builder()
+                    .resource_type(aws_sdk_ec2::types::ResourceType::LaunchTemplate)
+                    .tags(
+                        aws_sdk_ec2::types::Tag::builder()
+                            .key("respot:deployment")
+                            .value("other")
+                            .build(),
+                    )
+                    .build(),
+            )
+            .send(),
+    )
+    .expect("a foreign launch template");
     let templates_before = launch_templates(&region);
     // The first pool (where moto would put everything) has no capacity,
     // and the first CreateFleet is throttled: the SDK retries it.
@@ -166,8 +186,18 @@ fn one_instant_fleet_over_two_types_and_three_zones_skips_the_empty_pool() {
     let listed: Vec<Value> = serde_json::from_slice(&out.stdout).expect("list JSON");
     assert_eq!(listed.len(), 4);
     assert!(listed.iter().all(|i| i["private_ip"].is_string()), "{listed:?}");
+    t.proxy.reset();
     t.run(&["destroy", "--yes"], 0);
     super::assert_nothing_orphaned(&t);
+    let stats = t.proxy.stats();
+    assert_eq!(
+        stats["by_action"]["DescribeLaunchTemplates"], 1,
+        "destroy looks for templates a killed run left: {stats}"
+    );
+    assert!(
+        stats["by_action"]["DeleteLaunchTemplate"].is_null(),
+        "none was left: {stats}"
+    );
     assert_eq!(launch_templates(&region), templates_before);
     let open = block_on(ec2_client(&region).describe_spot_instance_requests().send())
         .expect("spot requests")

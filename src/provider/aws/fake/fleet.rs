@@ -105,6 +105,18 @@ impl FakeEc2 {
         self.world().fleets.clone()
     }
 
+    pub(super) fn tagged_templates(&self, deployment: &str) -> Vec<(String, String)> {
+        self.world()
+            .templates
+            .iter()
+            .filter(|(region, _, t)| {
+                *region == self.region
+                    && tag_value(&t.tags, crate::provider::tag::DEPLOYMENT) == Some(deployment)
+            })
+            .map(|(_, id, t)| (id.clone(), t.name.clone()))
+            .collect()
+    }
+
     /// The launch templates not deleted: (region, id, spec).
     pub fn templates(&self) -> Vec<(String, String, TemplateSpec)> {
         self.world().templates.clone()

@@ -281,3 +281,54 @@ async fn throttling_that_outlasts_the_sdk_names_the_call_and_the_fresh_group_is_
     assert_eq!(instances.len(), 2);
     assert_eq!(fake.calls_of("CreateFleet").len(), 3);
 }
+
+#[tokio::test]
+async fn destroy_deletes_a_launch_template_a_killed_run_left() {
+    use crate::provider::aws::ec2::{Ec2Api, MetadataOptions, TemplateSpec};
+    let fake = FakeEc2::new("eu-west-1");
+    let aws = fleet_provider(&fake, &[("eu-west-1", 2)], Fallback::None);
+    let instances = aws.launch(&request(1)).await.expect("launch");
+    // A run killed between CreateLaunchTemplate and DeleteLaunchTemplate.
+    let left = TemplateSpec {
+        name: "respot-fleet-1-1-eu-west-1".to_string(),
+        image: "ami-al2023x86".to_string(),
+        group_id: "sg-x".to_string(),
+        user_data: String::new(),
+        tags: vec![(tag::DEPLOYMENT.to_string(), DEPLOYMENT.to_string())],
+        metadata: MetadataOptions {
+            tokens_required: true,
+            hop_limit: 1,
+        },
+        root: None,
+        public_ip: true,
+        instance_profile: None,
+    };
+    let mut foreign = left.clone();
+    foreign.tags = vec![(tag::DEPLOYMENT.to_string(), "other".to_string())];
+    let region = fake.in_region("eu-west-1");
+    let id = region.create_launch_template(&left).await.expect("template");
+    region
+        .create_launch_template(&foreign)
+        .await
+        .expect("foreign template");
+    let report = aws.destroy(DEPLOYMENT, &instances, true).await.expect("destroy");
+    assert!(
+        report
+            .cleaned
+            .iter()
+            .any(|c| c.contains(&id) && c.contains("launch template")),
+        "{report:?}"
+    );
+    let kept: Vec<String> = fake.templates().into_iter().map(|(_, _, t)| t.name).collect();
+    assert_eq!(kept, [foreign.name], "only the deployment's templates go");
+
+    // The ordered walk makes none, and destroy does not look for them.
+    let fake = FakeEc2::new("eu-west-1");
+    let ordered = super::provider(&fake, &[("eu-west-1", 1)], Fallback::None);
+    let instances = ordered.launch(&request(1)).await.expect("launch");
+    ordered
+        .destroy(DEPLOYMENT, &instances, true)
+        .await
+        .expect("destroy");
+    assert_eq!(fake.calls_of("DescribeLaunchTemplates"), []);
+}
