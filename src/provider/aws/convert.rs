@@ -391,12 +391,12 @@ pub fn fleet_target(spec: &FleetSpec) -> ec2::TargetCapacitySpecificationRequest
     .build()
 }
 
-/// Spot: AWS's price-capacity-optimized strategy, terminated when
-/// interrupted.
+/// Spot: AWS's price-capacity-optimized strategy. Interrupted instances
+/// terminate: EC2's default, left unsaid (an instant fleet's spot
+/// instances are one-time).
 pub fn fleet_spot_options() -> ec2::SpotOptionsRequest {
     ec2::SpotOptionsRequest::builder()
         .allocation_strategy(ec2::SpotAllocationStrategy::PriceCapacityOptimized)
-        .instance_interruption_behavior(ec2::SpotInstanceInterruptionBehavior::Terminate)
         .build()
 }
 
