@@ -15,7 +15,7 @@ use crate::keys::KeyStore;
 use crate::output::{Count, Printer, Table};
 use crate::progress::Summary;
 use crate::provenance::{self, Checkout};
-use crate::provider::{AnyProvider, PlannedRegion, Provider};
+use crate::provider::{AnyProvider, PlannedRegion, PoolAnswer, Provider};
 use crate::template::{self, Blueprint, TemplateError};
 
 #[derive(Debug, Clone, Default)]
@@ -61,14 +61,20 @@ async fn create_recorded(
     let report = show_failed_checks(result, printer)?;
     recorder.created(report.generation, report.instances.len());
     let summary = Summary::new(&printer.timeline(), printer.elapsed(), &report.instances, &prices);
+    let pools = provider.take_pool_answers();
     if printer.is_json() {
-        let output = Summarized {
+        let output = Created {
             report: &report,
+            pools: &pools,
             summary: &summary,
         };
         printer.json(&output).map_err(Error::Output)?;
     } else {
         print_created(&report, printer)?;
+        if !pools.is_empty() {
+            let answers: Vec<String> = pools.iter().map(ToString::to_string).collect();
+            printer.info(&format!("pools: {}", answers.join("; ")));
+        }
         printer.info(summary.render().trim_end());
     }
     Ok(ExitStatus::Success)
@@ -80,6 +86,16 @@ pub(super) struct Summarized<'a, T: Serialize> {
     #[serde(flatten)]
     pub report: &'a T,
     pub summary: &'a Summary,
+}
+
+/// `create`'s JSON: the report, what each pool answered the launch (the
+/// pools `aws.allocation` chose, and the errors of the others), the summary.
+#[derive(Serialize)]
+struct Created<'a> {
+    #[serde(flatten)]
+    report: &'a CreateReport,
+    pools: &'a [PoolAnswer],
+    summary: &'a Summary,
 }
 
 /// The provider's current prices per region, for a run's `Summary`: none

@@ -2,8 +2,34 @@
 //! types, the root volume, extra tags and the instance profile, checked
 //! after serde. Every refusal names the key and its place in the file.
 
+use serde::{Deserialize, Serialize};
+
 use super::located::{Located, Seg};
 use super::{Config, ConfigError};
+
+/// How `create` spreads a region's count over its pools (instance type ×
+/// zone), `aws.allocation`. serde refuses any other value with
+/// file:line:key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Allocation {
+    /// One `RunInstances` per pool, in configured order (types, then
+    /// zones), each taking what it holds and carrying the rest on.
+    #[default]
+    Ordered,
+    /// One `CreateFleet` (type `instant`) per region over every pool, with
+    /// AWS's price-capacity-optimized spot allocation strategy.
+    PriceCapacityOptimized,
+}
+
+impl Allocation {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Allocation::Ordered => "ordered",
+            Allocation::PriceCapacityOptimized => "price-capacity-optimized",
+        }
+    }
+}
 
 /// EBS volume types a root volume can have.
 const VOLUME_TYPES: &[&str] = &["gp3", "gp2", "io2", "io1", "st1", "sc1", "standard"];
@@ -201,6 +227,19 @@ mod tests {
             assert!(err.contains(want), "{name}: {err}");
         }
         assert!(load("instance_profile = \"arn:aws:iam::123456789012:instance-profile/path/app\"").is_ok());
+    }
+
+    #[test]
+    fn allocation_loads_and_a_bad_one_names_its_key() {
+        assert_eq!(load("").expect("default").aws.allocation, Allocation::Ordered);
+        let pco = load("allocation = \"price-capacity-optimized\"").expect("pco");
+        assert_eq!(pco.aws.allocation, Allocation::PriceCapacityOptimized);
+        assert_eq!(pco.aws.allocation.as_str(), "price-capacity-optimized");
+        let err = load("allocation = \"lowest-price\"").expect_err("unknown strategy");
+        assert!(
+            err.contains(":6:14: aws.allocation: unknown variant `lowest-price`, expected `ordered` or `price-capacity-optimized`"),
+            "{err}"
+        );
     }
 
     #[test]

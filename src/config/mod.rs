@@ -23,6 +23,7 @@ mod traffic;
 pub mod units;
 mod validate;
 
+pub use aws_launch::Allocation;
 pub use files::{
     DirectoryRule, FileRule, Mode, Ownership, PackageManager, PackageSpec, PackagesSection, SecretEntry,
     UnitStep, file_attributes,
@@ -276,6 +277,10 @@ pub struct AwsSection {
     /// The IAM instance profile (name or ARN) instances launch with.
     #[serde(default)]
     pub instance_profile: Option<String>,
+    /// How a region's count is spread over its pools (`ordered` or
+    /// `price-capacity-optimized`).
+    #[serde(default)]
+    pub allocation: aws_launch::Allocation,
 }
 
 impl Default for AwsSection {
@@ -294,6 +299,7 @@ impl Default for AwsSection {
             volume_type: None,
             tags: std::collections::BTreeMap::new(),
             instance_profile: None,
+            allocation: aws_launch::Allocation::default(),
         }
     }
 }

@@ -98,3 +98,33 @@ pub struct Inventory {
     /// without a front door): the output says so instead of implying none.
     pub not_checked: Vec<String>,
 }
+
+/// What one pool answered a launch (issue 13.3): the instances it gave,
+/// or the error code it answered (capacity, price, a quota...). `create`
+/// reports them, so a user sees which pools an allocation chose.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PoolAnswer {
+    pub region: String,
+    /// `None` for an error of a whole request (a fleet's, not a pool's).
+    pub instance_type: Option<String>,
+    pub zone: Option<String>,
+    pub lifecycle: super::Lifecycle,
+    pub launched: u32,
+    /// AWS's error code, e.g. `InsufficientInstanceCapacity`.
+    pub error: Option<String>,
+}
+
+/// `t3.small in eu-west-1a: 3 spot` or `t3a.small in eu-west-1b: InsufficientInstanceCapacity`.
+impl fmt::Display for PoolAnswer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (&self.instance_type, &self.zone) {
+            (Some(itype), Some(zone)) => write!(f, "{itype} in {zone}")?,
+            (Some(itype), None) => write!(f, "{itype} in {}", self.region)?,
+            (None, _) => write!(f, "{} {}", self.region, self.lifecycle)?,
+        }
+        match &self.error {
+            Some(code) => write!(f, ": {code}"),
+            None => write!(f, ": {} {}", self.launched, self.lifecycle),
+        }
+    }
+}

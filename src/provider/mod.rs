@@ -20,7 +20,7 @@ use crate::output::Count;
 use crate::template::{Bundle, BundleSource, Digest, UserData};
 
 pub use self::error::{ProviderError, RegionFailure};
-pub use self::fleet::{Inventory, PoolKey, RegionCount, ResourceKind, TaggedResource};
+pub use self::fleet::{Inventory, PoolAnswer, PoolKey, RegionCount, ResourceKind, TaggedResource};
 
 /// Tag keys, the same on AWS and in the local provider's state.
 pub mod tag {
@@ -330,6 +330,12 @@ pub trait Provider {
         let _ = (deployment, digest, bundle);
         Ok(BundleSource::Seed(crate::guest::SEED_BUNDLE_NAME.to_string()))
     }
+
+    /// What each pool answered the launches since the last call: how many
+    /// it gave, or its error code. Providers without pools answer none.
+    fn take_pool_answers(&self) -> Vec<PoolAnswer> {
+        Vec::new()
+    }
 }
 
 /// The provider a command runs against, picked from `respot.toml` or
@@ -425,6 +431,13 @@ impl Provider for AnyProvider {
         match self {
             AnyProvider::Local(p) => p.stage_bundle(deployment, digest, bundle).await,
             AnyProvider::Aws(p) => p.stage_bundle(deployment, digest, bundle).await,
+        }
+    }
+
+    fn take_pool_answers(&self) -> Vec<PoolAnswer> {
+        match self {
+            AnyProvider::Local(p) => p.take_pool_answers(),
+            AnyProvider::Aws(p) => p.take_pool_answers(),
         }
     }
 }

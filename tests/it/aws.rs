@@ -15,6 +15,7 @@ use serde_json::{Value, json};
 use crate::support::TestContext;
 use crate::support::moto::{self, Proxy};
 
+mod fleet;
 mod heal;
 mod inflight;
 mod orphans;

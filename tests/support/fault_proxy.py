@@ -39,6 +39,10 @@ while a launch into the group is still being made, and orphans its instances).
 A rule with "capacity": N instead of a code gives matching RunInstances only N
 instances in all: MaxCount is lowered to what is left (InsufficientInstanceCapacity
 once nothing is, or when MinCount is more than what is left).
+A CreateFleet rule with "pool": {"InstanceType": ..., "SubnetId": ...} and a code is
+an empty pool: the overrides with those values leave the request moto sees, and the
+answer gets one <errorSet> item per override dropped, with that code (moto reports
+no per-pool errors). With no override left, the proxy answers for moto: no instances.
 /moto-api/... is passed through to moto unmodified, uncounted, without latency.
 See tests/support/README.md for the rule format.
 """
@@ -191,6 +195,89 @@ def launch_max_count(body):
     return urllib.parse.urlencode(pairs).encode("utf-8")
 
 
+OVERRIDE_RE = re.compile(r"^LaunchTemplateConfigs\.(\d+)\.Overrides\.(\d+)\.(.+)$")
+
+
+def fleet_overrides(params):
+    """{(config, override): {field: value}} of a CreateFleet's overrides."""
+    found = collections.defaultdict(dict)
+    for key, value in params.items():
+        m = OVERRIDE_RE.match(key)
+        if m:
+            found[(m.group(1), int(m.group(2)))][m.group(3)] = value
+    return found
+
+
+def pool_matches(fields, pool):
+    return all(fields.get(k) == v for k, v in pool.items())
+
+
+def drop_fleet_pools(body, pool):
+    """(body without the overrides matching `pool`, renumbered; the dropped overrides'
+    fields; how many overrides are left)."""
+    pairs = urllib.parse.parse_qsl(body.decode("utf-8"), keep_blank_values=True)
+    overrides = fleet_overrides(dict(pairs))
+    dropped = sorted(k for k, fields in overrides.items() if pool_matches(fields, pool))
+    renumber = {}
+    for config in {c for c, _ in overrides}:
+        kept = sorted(n for c, n in overrides if c == config and (c, n) not in dropped)
+        for new, old in enumerate(kept, 1):
+            renumber[(config, old)] = new
+    out = []
+    for key, value in pairs:
+        m = OVERRIDE_RE.match(key)
+        if m:
+            where = (m.group(1), int(m.group(2)))
+            if where in dropped:
+                continue
+            key = "LaunchTemplateConfigs.%s.Overrides.%d.%s" % (where[0], renumber[where], m.group(3))
+        out.append((key, value))
+    left = len(overrides) - len(dropped)
+    return urllib.parse.urlencode(out).encode("utf-8"), [overrides[k] for k in dropped], left
+
+
+def fleet_error_items(params, dropped, code, message):
+    """EC2's <errorSet> items of a CreateFleet answer, one per dropped override."""
+    template = params.get("LaunchTemplateConfigs.1.LaunchTemplateSpecification.LaunchTemplateId", "")
+    lifecycle = "spot" if params.get(
+        "TargetCapacitySpecification.DefaultTargetCapacityType") == "spot" else "on-demand"
+    items = []
+    for fields in dropped:
+        overrides = "".join(
+            "<%s>%s</%s>" % (tag, xml_escape(fields[name]), tag)
+            for name, tag in (("InstanceType", "instanceType"), ("SubnetId", "subnetId"),
+                              ("AvailabilityZone", "availabilityZone"))
+            if name in fields
+        )
+        items.append(
+            "<item><launchTemplateAndOverrides><launchTemplateSpecification>"
+            "<launchTemplateId>%s</launchTemplateId><version>$Latest</version>"
+            "</launchTemplateSpecification><overrides>%s</overrides></launchTemplateAndOverrides>"
+            "<lifecycle>%s</lifecycle><errorCode>%s</errorCode><errorMessage>%s</errorMessage></item>"
+            % (xml_escape(template), overrides, lifecycle, xml_escape(code), xml_escape(message))
+        )
+    return "".join(items).encode("utf-8")
+
+
+def with_fleet_errors(payload, items):
+    """moto's CreateFleet answer with `items` in its <errorSet>."""
+    end = payload.rfind(b"</CreateFleetResponse>")
+    if end < 0:
+        return payload
+    return payload[:end] + b"<errorSet>" + items + b"</errorSet>" + payload[end:]
+
+
+def empty_fleet_answer(items):
+    """The answer of an instant fleet none of whose pools had capacity."""
+    return (
+        b'<?xml version="1.0" encoding="UTF-8"?>\n'
+        b'<CreateFleetResponse xmlns="http://ec2.amazonaws.com/doc/2016-11-15/">'
+        b"<requestId>" + str(uuid.uuid4()).encode() + b"</requestId>"
+        b"<fleetId>fleet-" + str(uuid.uuid4()).encode() + b"</fleetId>"
+        b"<errorSet>" + items + b"</errorSet><fleetInstanceSet/></CreateFleetResponse>"
+    )
+
+
 def xml_texts(payload, tag):
     """Every text of <tag>...</tag> in an XML payload (namespace-agnostic)."""
     return re.findall(rb"<%s>([^<]+)</%s>" % (tag.encode(), tag.encode()), payload)
@@ -226,7 +313,8 @@ class RuleError(ValueError):
 class Rule:
     """One fault rule. See README.md for the JSON form."""
 
-    FIELDS = {"action", "region", "match", "code", "status", "message", "times", "delay_ms", "capacity"}
+    FIELDS = {"action", "region", "match", "code", "status", "message", "times", "delay_ms", "capacity",
+              "pool"}
 
     def __init__(self, obj, index):
         if not isinstance(obj, dict):
@@ -273,6 +361,15 @@ class Rule:
                 % index
             )
         self.code = code
+        pool = obj.get("pool")
+        if pool is not None:
+            if action != "CreateFleet" or code is None:
+                raise RuleError("rule %d: 'pool' is for CreateFleet, with the pool's 'code'" % index)
+            if not isinstance(pool, dict) or not pool or not all(
+                isinstance(v, str) for v in pool.values()
+            ):
+                raise RuleError("rule %d: 'pool' maps override fields to strings" % index)
+        self.pool = pool
         status = obj.get("status")
         if status is None and code is not None:
             status = DEFAULT_STATUS.get(code, 400)
@@ -301,6 +398,10 @@ class Rule:
             return False
         if self.region is not None and self.region != region:
             return False
+        if self.pool is not None and not any(
+            pool_matches(fields, self.pool) for fields in fleet_overrides(params).values()
+        ):
+            return False
         for key, want in self.match.items():
             if any(c in key for c in "*?["):
                 if not any(
@@ -327,6 +428,8 @@ class Rule:
             out["delay_ms"] = self.delay_ms
         if self.capacity is not None:
             out["capacity"] = self.capacity
+        if self.pool is not None:
+            out["pool"] = self.pool
         return out
 
 
@@ -417,6 +520,19 @@ class State:
                 if chosen.code is not None:
                     self.faults_injected["%s:%s" % (action, chosen.code)] += 1
             return self.seq, chosen, self.latency_ms
+
+    def other_pool_rules(self, chosen, action, region, params):
+        """The CreateFleet pool rules besides `chosen` that match this request;
+        each counts as hit."""
+        with self.lock:
+            found = [r for r in self.rules
+                     if r is not chosen and r.pool is not None and r.matches(action, region, params)]
+            for r in found:
+                r.hits += 1
+                if r.remaining is not None:
+                    r.remaining -= 1
+                self.faults_injected["%s:%s" % (action, r.code)] += 1
+            return found
 
     def count_fault(self, action, code):
         with self.lock:
@@ -698,6 +814,8 @@ class ProxyHandler(http.server.BaseHTTPRequestHandler):
             # Book-keeping is finished before the response leaves, so a test that reads
             # /__proxy/stats right after its own response sees settled counters.
             record["ms"] = round((time.monotonic() - started) * 1000.0, 1)
+            # When it arrived (monotonic, ms): which calls overlapped.
+            record["start_ms"] = round(started * 1000.0, 1)
             state.end(record)
             if state.log_enabled:
                 sys.stderr.write(
@@ -725,11 +843,29 @@ class ProxyHandler(http.server.BaseHTTPRequestHandler):
             ec2_fault, body = self._take_capacity(rule, action, body, params, region)
         if ec2_fault is None and action == "RunInstances":
             body = launch_max_count(body)
+        pool_items, pools_left = None, None
+        if ec2_fault is None and rule is not None and rule.pool is not None:
+            pool_items, dropped = b"", 0
+            # Every pool rule that matches empties its pool, not only the first.
+            for pool_rule in [rule] + state.other_pool_rules(rule, action, region, params):
+                body, gone, pools_left = drop_fleet_pools(body, pool_rule.pool)
+                message = pool_rule.message or "There is no Spot capacity available that matches your request."
+                pool_items += fleet_error_items(params, gone, pool_rule.code, message)
+                dropped += len(gone)
+            record["fault"] = "%s (%d pools)" % (rule.code, dropped)
         if ec2_fault is not None:
             code, status, message = ec2_fault
             state.count_fault(action, code)
             record["fault"] = code
             return ec2_error(status, code, message)
+        if pool_items is not None and pools_left == 0:
+            return (200, "OK", [("Content-Type", "text/xml;charset=UTF-8")],
+                    empty_fleet_answer(pool_items))
+        if pool_items is not None:
+            status, reason, headers, data = self._after_upstream(action, self._fetch_upstream(body))
+            if status == 200:
+                data = with_fleet_errors(data, pool_items)
+            return (status, reason, headers, data)
         if rule is not None and rule.code is not None:
             message = rule.message or default_message(rule.code, params, region)
             record["fault"] = rule.code

@@ -11,8 +11,8 @@ use std::time::SystemTime;
 use aws_sdk_ec2::types as ec2;
 
 use super::ec2::{
-    Image, IngressRule, LaunchSpec, Market, MetadataOptions, RawInstance, RootVolume, SecurityGroup,
-    SpotPrice, Tags, tag_value,
+    FleetAnswer, FleetPlace, FleetSpec, Image, IngressRule, LaunchSpec, Market, MetadataOptions, RawInstance,
+    RootVolume, SecurityGroup, SpotPrice, Tags, TemplateSpec, tag_value,
 };
 use crate::provider::{Instance, InstanceId, InstanceState, Lifecycle, SshEndpoint, tag};
 use crate::template::Digest;
@@ -280,4 +280,174 @@ pub fn instance(region: &str, deployment: &str, raw: &RawInstance) -> Option<Ins
         generation: tag_value(&raw.tags, tag::GENERATION).and_then(|g| g.parse().ok()),
         launched_at: raw.launched_at,
     })
+}
+
+/// The launch template of a fleet: what [`TemplateSpec`] says, as a
+/// `RunInstances` of the ordered walk would set it (the same interface,
+/// metadata, root volume, profile and tags at creation).
+pub fn template_data(spec: &TemplateSpec) -> ec2::RequestLaunchTemplateData {
+    let interface = ec2::LaunchTemplateInstanceNetworkInterfaceSpecificationRequest::builder()
+        .device_index(0)
+        .groups(&spec.group_id)
+        .associate_public_ip_address(spec.public_ip)
+        .delete_on_termination(true)
+        .build();
+    let metadata = ec2::LaunchTemplateInstanceMetadataOptionsRequest::builder()
+        .http_endpoint(ec2::LaunchTemplateInstanceMetadataEndpointState::Enabled)
+        .http_tokens(if spec.metadata.tokens_required {
+            ec2::LaunchTemplateHttpTokensState::Required
+        } else {
+            ec2::LaunchTemplateHttpTokensState::Optional
+        })
+        .http_put_response_hop_limit(i32::from(spec.metadata.hop_limit))
+        .build();
+    let tag = |resource| {
+        ec2::LaunchTemplateTagSpecificationRequest::builder()
+            .resource_type(resource)
+            .set_tags(Some(
+                spec.tags
+                    .iter()
+                    .map(|(k, v)| ec2::Tag::builder().key(k).value(v).build())
+                    .collect(),
+            ))
+            .build()
+    };
+    let mut data = ec2::RequestLaunchTemplateData::builder()
+        .image_id(&spec.image)
+        .user_data(&spec.user_data)
+        .instance_initiated_shutdown_behavior(ec2::ShutdownBehavior::Terminate)
+        .network_interfaces(interface)
+        .metadata_options(metadata)
+        .tag_specifications(tag(ec2::ResourceType::Instance))
+        .tag_specifications(tag(ec2::ResourceType::Volume))
+        .tag_specifications(tag(ec2::ResourceType::SpotInstancesRequest));
+    if let Some(root) = &spec.root {
+        let mut ebs = ec2::LaunchTemplateEbsBlockDeviceRequest::builder()
+            .delete_on_termination(true)
+            .set_volume_size(root.size_gib)
+            .set_volume_type(root.volume_type.as_deref().map(ec2::VolumeType::from));
+        if root.encrypted {
+            ebs = ebs.encrypted(true);
+        }
+        data = data.block_device_mappings(
+            ec2::LaunchTemplateBlockDeviceMappingRequest::builder()
+                .device_name(&root.device)
+                .ebs(ebs.build())
+                .build(),
+        );
+    }
+    if let Some(profile) = &spec.instance_profile {
+        let builder = ec2::LaunchTemplateIamInstanceProfileSpecificationRequest::builder();
+        data = data.iam_instance_profile(if profile.starts_with("arn:") {
+            builder.arn(profile).build()
+        } else {
+            builder.name(profile).build()
+        });
+    }
+    data.build()
+}
+
+/// The fleet's one launch template config: the template, and one override
+/// per pool (type × subnet; spot pools with the price cap).
+pub fn fleet_config(spec: &FleetSpec) -> ec2::FleetLaunchTemplateConfigRequest {
+    let overrides = spec
+        .pools
+        .iter()
+        .map(|pool| {
+            ec2::FleetLaunchTemplateOverridesRequest::builder()
+                .instance_type(ec2::InstanceType::from(pool.instance_type.as_str()))
+                .subnet_id(&pool.subnet)
+                .set_max_price(
+                    spec.max_price
+                        .filter(|_| spec.market == Market::Spot)
+                        .map(|p| format!("{p}")),
+                )
+                .build()
+        })
+        .collect();
+    ec2::FleetLaunchTemplateConfigRequest::builder()
+        .launch_template_specification(
+            ec2::FleetLaunchTemplateSpecificationRequest::builder()
+                .launch_template_id(&spec.template_id)
+                .version("$Latest")
+                .build(),
+        )
+        .set_overrides(Some(overrides))
+        .build()
+}
+
+/// `count` units of `market`, all or what the pools hold (no minimum).
+pub fn fleet_target(spec: &FleetSpec) -> ec2::TargetCapacitySpecificationRequest {
+    let count = i32::try_from(spec.count).unwrap_or(i32::MAX);
+    let builder = ec2::TargetCapacitySpecificationRequest::builder().total_target_capacity(count);
+    match spec.market {
+        Market::Spot => builder
+            .spot_target_capacity(count)
+            .default_target_capacity_type(ec2::DefaultTargetCapacityType::Spot),
+        Market::OnDemand => builder
+            .on_demand_target_capacity(count)
+            .default_target_capacity_type(ec2::DefaultTargetCapacityType::OnDemand),
+    }
+    .build()
+}
+
+/// Spot: AWS's price-capacity-optimized strategy. Interrupted instances
+/// terminate: EC2's default, left unsaid (an instant fleet's spot
+/// instances are one-time).
+pub fn fleet_spot_options() -> ec2::SpotOptionsRequest {
+    ec2::SpotOptionsRequest::builder()
+        .allocation_strategy(ec2::SpotAllocationStrategy::PriceCapacityOptimized)
+        .build()
+}
+
+/// On demand (`aws.fallback`): the cheapest pools first.
+pub fn fleet_on_demand_options() -> ec2::OnDemandOptionsRequest {
+    ec2::OnDemandOptionsRequest::builder()
+        .allocation_strategy(ec2::FleetOnDemandAllocationStrategy::LowestPrice)
+        .build()
+}
+
+fn fleet_place(
+    overrides: Option<&ec2::FleetLaunchTemplateOverrides>,
+    subnet: Option<&str>,
+    zone: Option<&str>,
+) -> FleetPlace {
+    FleetPlace {
+        instance_type: overrides
+            .and_then(|o| o.instance_type())
+            .map(|t| t.as_str().to_string()),
+        subnet: subnet
+            .or_else(|| overrides.and_then(|o| o.subnet_id()))
+            .map(str::to_string),
+        zone: zone
+            .or_else(|| overrides.and_then(|o| o.availability_zone()))
+            .map(str::to_string),
+    }
+}
+
+/// `CreateFleet`'s answer: instances and errors, each with its pool.
+pub fn fleet_answer(instances: &[ec2::CreateFleetInstance], errors: &[ec2::CreateFleetError]) -> FleetAnswer {
+    let launched = instances
+        .iter()
+        .map(|i| {
+            let overrides = i.launch_template_and_overrides().and_then(|l| l.overrides());
+            let mut place = fleet_place(overrides, i.subnet_id(), i.availability_zone());
+            if place.instance_type.is_none() {
+                place.instance_type = i.instance_type().map(|t| t.as_str().to_string());
+            }
+            (place, i.instance_ids().to_vec())
+        })
+        .collect();
+    let errors = errors
+        .iter()
+        .map(|e| {
+            let overrides = e.launch_template_and_overrides().and_then(|l| l.overrides());
+            (
+                fleet_place(overrides, None, None),
+                e.error_code().unwrap_or("Unknown").to_string(),
+                e.error_message().unwrap_or_default().to_string(),
+            )
+        })
+        .collect();
+    FleetAnswer { launched, errors }
 }

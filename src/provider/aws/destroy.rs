@@ -117,11 +117,14 @@ impl<E: Ec2Api> AwsProvider<E> {
     ) -> Result<DestroyReport> {
         let region = target.name.as_str();
         let mut report = DestroyReport::default();
-        let (terminated, requests, group) = tokio::join!(
+        let (terminated, requests, group, templates) = tokio::join!(
             self.terminate(target, deployment, ids),
             self.open_spot_requests(target, deployment),
             self.find_group(target, deployment),
+            self.sweep_templates(target, deployment),
         );
+        report.cleaned.extend(templates.cleaned);
+        report.left_behind.extend(templates.left_behind);
         let terminated = terminated?;
         report
             .terminated

@@ -381,6 +381,85 @@ pub trait Ec2Api: Clone {
     /// `DescribeRegions` with `AllRegions`: every region and its opt-in
     /// status (`opt-in-not-required`, `opted-in`, `not-opted-in`).
     async fn describe_region_opt_in(&self) -> Ec2Result<Vec<RegionOptIn>>;
+    // Allocation by EC2 Fleet (issue 13.3): one instant fleet per region
+    // over a launch template made for it and deleted after it.
+
+    /// `CreateLaunchTemplate`, tagged at creation: its id.
+    async fn create_launch_template(&self, spec: &TemplateSpec) -> Ec2Result<String>;
+
+    /// `DeleteLaunchTemplate`.
+    async fn delete_launch_template(&self, id: &str) -> Ec2Result<()>;
+
+    /// `CreateFleet` of type `instant`: what it launched and its errors.
+    async fn create_fleet(&self, spec: &FleetSpec) -> Ec2Result<FleetAnswer>;
+
+    /// `DescribeLaunchTemplates` (every page) tagged for `deployment`:
+    /// (id, name) of each, what a run killed mid-launch left.
+    async fn describe_launch_templates(&self, deployment: &str) -> Ec2Result<Vec<(String, String)>>;
+}
+
+/// What a launch template holds for `CreateFleet` (issue 13.3,
+/// `aws.allocation = "price-capacity-optimized"`): everything a
+/// `RunInstances` of [`LaunchSpec`] sets except the pool (type, subnet),
+/// the market and the count, which the fleet's overrides and options say.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TemplateSpec {
+    /// `respot-<deployment>-g<generation>-<run>`, unique per run and region.
+    pub name: String,
+    pub image: String,
+    pub group_id: String,
+    /// Base64 of the packed user-data.
+    pub user_data: String,
+    /// Applied to the template itself, and by it at launch to the
+    /// instances, their volumes and spot requests.
+    pub tags: Tags,
+    pub metadata: MetadataOptions,
+    pub root: Option<RootVolume>,
+    pub public_ip: bool,
+    pub instance_profile: Option<String>,
+}
+
+/// One pool of a fleet: an instance type in a zone's subnet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FleetPool {
+    pub instance_type: String,
+    pub zone: String,
+    pub subnet: String,
+}
+
+/// One `CreateFleet` of type `instant`: `count` instances of `market` over
+/// `pools`, spot with the price-capacity-optimized strategy.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FleetSpec {
+    pub template_id: String,
+    pub pools: Vec<FleetPool>,
+    pub count: u32,
+    pub market: Market,
+    /// The spot price cap, per pool; ignored on demand.
+    pub max_price: Option<f64>,
+    /// Tags of the fleet and its instances (`TagSpecifications`).
+    pub tags: Tags,
+    /// Makes the SDK's own retries idempotent.
+    pub client_token: String,
+}
+
+/// Where a fleet answer says something happened: what its overrides
+/// echo (the instance type and the subnet, sometimes the zone); all
+/// `None` for an error of the whole fleet.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct FleetPlace {
+    pub instance_type: Option<String>,
+    pub subnet: Option<String>,
+    pub zone: Option<String>,
+}
+
+/// `CreateFleet`'s answer: the instances it launched per pool, and an
+/// error per pool that launched fewer (or none).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct FleetAnswer {
+    pub launched: Vec<(FleetPlace, Vec<String>)>,
+    /// (place, code, message)
+    pub errors: Vec<(FleetPlace, String, String)>,
 }
 
 /// A region and whether the account may use it.

@@ -14,11 +14,13 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
 use super::ec2::{
-    Ec2Api, Ec2Error, Ec2Result, Image, IngressRule, LaunchSpec, Market, RawInstance, RegionOptIn,
-    SecurityGroup, SpotPrice, SpotRequest, SpotRequestStatus, Subnet, TaggedGroup, Tags, tag_value,
+    Ec2Api, Ec2Error, Ec2Result, FleetAnswer, FleetSpec, Image, IngressRule, LaunchSpec, Market, RawInstance,
+    RegionOptIn, SecurityGroup, SpotPrice, SpotRequest, SpotRequestStatus, Subnet, TaggedGroup, Tags,
+    TemplateSpec, tag_value,
 };
 use crate::provider::{InstanceState, tag};
 
+mod fleet;
 mod glob;
 mod script;
 use glob::glob;
@@ -129,6 +131,13 @@ struct World {
     parameters: Vec<(String, String, String)>,
     /// Opt-in regions the account has not enabled.
     disabled_regions: Vec<String>,
+    /// Launch templates: (region, id, spec); deleted ones leave.
+    templates: Vec<(String, String, TemplateSpec)>,
+    /// Every `CreateFleet`, scripted failures included: (region, spec).
+    fleets: Vec<(String, FleetSpec)>,
+    /// (text in a fleet pool's detail, or `*` for the whole fleet, code):
+    /// errors `CreateFleet` answers in its `Errors`.
+    fleet_errors: Vec<(String, String)>,
 }
 
 /// A fake AWS account, seen from one region. Clones share the world.
@@ -180,6 +189,54 @@ impl World {
         let given = wanted.min(*left);
         *left -= given;
         Ok(given)
+    }
+}
+
+/// Where one fake instance launches.
+struct Place<'a> {
+    region: &'a str,
+    instance_type: &'a str,
+    zone: &'a str,
+    market: Market,
+    public_ip: bool,
+    group_id: &'a str,
+}
+
+impl World {
+    /// One instance (and for spot its request) in `place`, tagged `tags`,
+    /// as `RunInstances` or `CreateFleet` makes it: its id.
+    fn launch_one(&mut self, place: &Place, tags: &Tags) -> String {
+        let id = self.new_id("i");
+        let (state, state_reason) = self.launch_state.clone();
+        let instance = RawInstance {
+            id: id.clone(),
+            instance_type: place.instance_type.to_string(),
+            zone: Some(place.zone.to_string()),
+            state,
+            state_reason,
+            public_ip: place
+                .public_ip
+                .then(|| format!("198.51.100.{}", self.next_id % 250)),
+            private_ip: Some(format!("172.31.0.{}", self.next_id % 250)),
+            spot: place.market == Market::Spot,
+            launched_at: Some(SystemTime::UNIX_EPOCH + Duration::from_secs(u64::from(self.next_id))),
+            tags: tags.clone(),
+        };
+        self.instances.push((place.region.to_string(), instance));
+        self.instance_groups
+            .push((id.clone(), place.group_id.to_string()));
+        if self.hide_for > 0 {
+            self.hidden.push((id.clone(), self.hide_for));
+        }
+        if place.market == Market::Spot {
+            let request = SpotRequest {
+                id: self.new_id("sir"),
+                tags: tags.clone(),
+            };
+            self.request_instance.push((request.id.clone(), id.clone()));
+            self.spot_requests.push((place.region.to_string(), request, true));
+        }
+        id
     }
 }
 
@@ -246,40 +303,15 @@ impl Ec2Api for FakeEc2 {
             ));
         }
         let given = world.take_capacity(&detail, spec.count)?;
-        let mut ids = Vec::new();
-        for _ in 0..given {
-            let id = world.new_id("i");
-            let (state, state_reason) = world.launch_state.clone();
-            let instance = RawInstance {
-                id: id.clone(),
-                instance_type: spec.instance_type.clone(),
-                zone: Some(spec.zone.clone()),
-                state,
-                state_reason,
-                public_ip: spec
-                    .public_ip
-                    .then(|| format!("198.51.100.{}", world.next_id % 250)),
-                private_ip: Some(format!("172.31.0.{}", world.next_id % 250)),
-                spot: spec.market == Market::Spot,
-                launched_at: Some(SystemTime::UNIX_EPOCH + Duration::from_secs(u64::from(world.next_id))),
-                tags: spec.tags.clone(),
-            };
-            world.instances.push((self.region.clone(), instance));
-            world.instance_groups.push((id.clone(), spec.group_id.clone()));
-            let hide_for = world.hide_for;
-            if hide_for > 0 {
-                world.hidden.push((id.clone(), hide_for));
-            }
-            if spec.market == Market::Spot {
-                let request = SpotRequest {
-                    id: world.new_id("sir"),
-                    tags: spec.tags.clone(),
-                };
-                world.request_instance.push((request.id.clone(), id.clone()));
-                world.spot_requests.push((self.region.clone(), request, true));
-            }
-            ids.push(id);
-        }
+        let place = Place {
+            region: &self.region,
+            instance_type: &spec.instance_type,
+            zone: &spec.zone,
+            market: spec.market,
+            public_ip: spec.public_ip,
+            group_id: &spec.group_id,
+        };
+        let ids = (0..given).map(|_| world.launch_one(&place, &spec.tags)).collect();
         Ok(ids)
     }
 
@@ -562,6 +594,27 @@ impl Ec2Api for FakeEc2 {
                 }
             })
             .collect())
+    }
+
+    async fn create_launch_template(&self, spec: &TemplateSpec) -> Ec2Result<String> {
+        self.call("CreateLaunchTemplate", spec.name.clone())?;
+        Ok(self.make_template(spec))
+    }
+
+    async fn delete_launch_template(&self, id: &str) -> Ec2Result<()> {
+        self.call("DeleteLaunchTemplate", id.to_string())?;
+        self.drop_template(id)
+    }
+
+    async fn describe_launch_templates(&self, deployment: &str) -> Ec2Result<Vec<(String, String)>> {
+        self.call("DescribeLaunchTemplates", deployment.to_string())?;
+        Ok(self.tagged_templates(deployment))
+    }
+
+    async fn create_fleet(&self, spec: &FleetSpec) -> Ec2Result<FleetAnswer> {
+        self.world().fleets.push((self.region.clone(), spec.clone()));
+        self.call("CreateFleet", fleet::detail(spec))?;
+        self.instant_fleet(spec)
     }
 
     async fn describe_tagged_instances(&self) -> Ec2Result<Vec<RawInstance>> {

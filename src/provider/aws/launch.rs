@@ -22,7 +22,7 @@ use super::ec2::{Ec2Api, LaunchSpec, Market, MetadataOptions, RootVolume, Subnet
 use super::errors::caller_error;
 use super::pools::{Pool, PoolOutcome, Verdicts, pools};
 use super::{AwsProvider, Pending, RegionTarget, gather, per_region};
-use crate::config::Fallback;
+use crate::config::{Allocation, Fallback};
 use crate::provider::{Instance, InstanceId, InstanceState, LaunchRequest, ProviderError, Result, tag};
 
 /// Tag holding the AMI id the image alias resolved to.
@@ -33,29 +33,29 @@ const TAG_IMAGE: &str = "respot:image";
 /// whoever asks: with tokens required, a server-side request forgery (a
 /// plain `GET`) cannot read it; with one hop, neither can a container
 /// behind a bridge.
-const METADATA: MetadataOptions = MetadataOptions {
+pub(super) const METADATA: MetadataOptions = MetadataOptions {
     tokens_required: true,
     hop_limit: 1,
 };
 
 /// What the first stage of a region's launch found out.
-struct Prepared {
-    image: String,
+pub(super) struct Prepared {
+    pub(super) image: String,
     /// The root volume as respot sets it (encryption, size, type).
-    root: Option<RootVolume>,
+    pub(super) root: Option<RootVolume>,
     /// Default subnets, in the order to try.
-    subnets: Vec<Subnet>,
-    group_id: String,
+    pub(super) subnets: Vec<Subnet>,
+    pub(super) group_id: String,
     /// Ingress rules still to add (all of them for a new group).
     missing_ports: Vec<u16>,
     /// Tags of everything launched, `respot:created-by` and `respot:image` included.
-    tags: Tags,
-    user_data: String,
-    max_price: Option<f64>,
+    pub(super) tags: Tags,
+    pub(super) user_data: String,
+    pub(super) max_price: Option<f64>,
     /// `respot-<run>-<generation>-<region>`: unique per run and region, for
-    /// the idempotency tokens of `RunInstances`.
-    token_prefix: String,
-    generation: u64,
+    /// the idempotency tokens of `RunInstances` and `CreateFleet`.
+    pub(super) token_prefix: String,
+    pub(super) generation: u64,
 }
 
 impl Prepared {
@@ -139,13 +139,21 @@ impl<E: Ec2Api> AwsProvider<E> {
         let prepared = self.prepare(target, request, created_at).await?;
         // The rules and the launch are independent; instances need the
         // rules only once they boot, seconds later.
-        let (rules, ids) = tokio::join!(
+        let (rules, allocated) = tokio::join!(
             self.authorize_ingress(target, &prepared.group_id, &prepared.missing_ports, allow_cidr),
-            self.run_pools(target, &prepared),
+            self.allocate(target, &prepared),
         );
-        let ids = ids?;
-        rules?;
-        self.wait_running(target, &request.deployment, &ids).await
+        let (ids, template) = allocated?;
+        // A fleet's launch template goes while the instances boot: no
+        // round trip of its own.
+        let (running, ()) = tokio::join!(
+            async {
+                rules?;
+                self.wait_running(target, &request.deployment, &ids).await
+            },
+            self.release_template(target, template.as_ref()),
+        );
+        running
     }
 
     /// The independent lookups and the security group, all at once.
@@ -253,6 +261,22 @@ impl<E: Ec2Api> AwsProvider<E> {
             .collect()
     }
 
+    /// Launches `target.count` instances as `aws.allocation` says: their
+    /// ids, and a fleet's launch template, for the caller to delete.
+    async fn allocate(
+        &self,
+        target: &RegionTarget<E>,
+        prepared: &Prepared,
+    ) -> Result<(Vec<String>, Option<super::fleet::Template>)> {
+        match self.settings.allocation {
+            Allocation::Ordered => Ok((self.run_pools(target, prepared).await?, None)),
+            Allocation::PriceCapacityOptimized => {
+                let (ids, template) = self.run_fleet(target, prepared).await?;
+                Ok((ids, Some(template)))
+            }
+        }
+    }
+
     /// Launches `target.count` instances, one `RunInstances` per pool,
     /// each pool giving what it holds, moving on while some are left.
     /// Returns the ids launched; on error, whatever was launched is tagged,
@@ -281,6 +305,7 @@ impl<E: Ec2Api> AwsProvider<E> {
                 .await
             {
                 PoolOutcome::Launched(ids) => {
+                    self.note_answer(region, &pool, count(&ids), None);
                     tracing::info!(
                         "{region}: launched {} of {remaining} {} {} in {}",
                         ids.len(),
@@ -300,6 +325,7 @@ impl<E: Ec2Api> AwsProvider<E> {
                 }
                 PoolOutcome::NoCapacity(code) => {
                     self.note_no_capacity(region, &pool);
+                    self.note_answer(region, &pool, 0, Some(&code));
                     tracing::warn!(
                         "{region}: {} in {} cannot launch ({code}); trying the next pool",
                         pool.instance_type,
@@ -354,7 +380,7 @@ impl<E: Ec2Api> AwsProvider<E> {
 
     /// The region's failure when the pools held fewer than `wanted`: the
     /// price, when that is what every pool said, else capacity.
-    fn short_of_capacity(
+    pub(super) fn short_of_capacity(
         &self,
         region: &str,
         launched: usize,

@@ -6,8 +6,8 @@
 //! behind the `Ec2Api` trait), `sdk` (the trait over the AWS SDK, with its
 //! retry policy), `convert` (SDK ↔ respot types), `errors` (codes →
 //! `ProviderError`), `consistency` (retries of what EC2 has not propagated
-//! yet), `image`, `regions`, `list`, `plan`, `launch`, `pools`, `group` and
-//! `destroy`. SDK types never leave `sdk`, `convert` and
+//! yet), `image`, `regions`, `list`, `plan`, `launch`, `pools`, `fleet`
+//! (`aws.allocation = "price-capacity-optimized"`), `group` and `destroy`. SDK types never leave `sdk`, `convert` and
 //! `connect`, so everything else runs against a scripted fake in tests.
 //!
 //! Every resource respot creates (instances, their volumes, spot requests,
@@ -39,6 +39,7 @@ pub mod ec2;
 mod errors;
 #[cfg(test)]
 mod fake;
+mod fleet;
 mod group;
 mod heal;
 pub mod image;
@@ -66,7 +67,7 @@ use self::sdk::SdkEc2;
 use super::{
     DestroyReport, Instance, LaunchRequest, PlannedRegion, Provider, ProviderError, RegionFailure, Result,
 };
-use crate::config::{Config, Fallback, RegionSection};
+use crate::config::{Allocation, Config, Fallback, RegionSection};
 
 pub use self::group::group_name;
 pub use self::lock::{AwsLock, HeldLock};
@@ -104,6 +105,8 @@ struct Settings {
     /// `[[secrets]]`' SSM parameters, whose versions launch tags.
     ssm_parameters: Vec<String>,
     launch: LaunchSettings,
+    /// `aws.allocation`: the ordered walk or one fleet per region.
+    allocation: Allocation,
 }
 
 /// `[aws]` launch settings beyond the pools (issue 11 item 7, issue 13.4).
@@ -149,6 +152,7 @@ impl Settings {
                 tags: config.aws.tags.clone().into_iter().collect(),
                 instance_profile: config.aws.instance_profile.clone(),
             },
+            allocation: config.aws.allocation,
         }
     }
 }
@@ -229,6 +233,8 @@ pub struct AwsProvider<E: Ec2Api = SdkEc2> {
     waits: Waits,
     /// Pools that answered "no capacity", until `heal` takes them.
     no_capacity: std::sync::Mutex<Vec<super::PoolKey>>,
+    /// What each pool answered the launches, until `create` reports it.
+    answers: std::sync::Mutex<Vec<super::PoolAnswer>>,
     /// S3 for bundles, in the home region (absent in unit tests).
     bundles: Option<bundle::SdkBundleStore>,
     /// SSM, for the versions of secrets (absent in unit tests).
@@ -297,6 +303,7 @@ impl<E: Ec2Api> AwsProvider<E> {
             caller: tokio::sync::OnceCell::new(),
             waits: Waits::AWS,
             no_capacity: std::sync::Mutex::new(Vec::new()),
+            answers: std::sync::Mutex::new(Vec::new()),
             bundles: None,
             ssm: None,
             pending: std::sync::Mutex::new(Vec::new()),
@@ -456,5 +463,9 @@ impl<E: Ec2Api> Provider for AwsProvider<E> {
 
     async fn inventory(&self) -> Result<super::Inventory> {
         self.tagged_inventory().await
+    }
+
+    fn take_pool_answers(&self) -> Vec<super::PoolAnswer> {
+        self.drain_answers()
     }
 }

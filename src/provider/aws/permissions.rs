@@ -21,6 +21,9 @@ pub enum Feature {
     SsmImages,
     /// `[[traffic.aws.listeners]]`: the ALB front door (`traffic::alb`).
     AlbDoor,
+    /// `aws.allocation = "price-capacity-optimized"`: one instant EC2 Fleet
+    /// per region over a launch template made for it.
+    FleetAllocation,
 }
 
 /// One API call respot makes and the IAM action it needs.
@@ -85,6 +88,30 @@ pub const CALLS: &[Call] = &[
         feature: Feature::SsmImages,
         own_resources: false,
     },
+    Call {
+        api: "CreateLaunchTemplate",
+        iam: Some("ec2:CreateLaunchTemplate"),
+        feature: Feature::FleetAllocation,
+        own_resources: false,
+    },
+    Call {
+        api: "DeleteLaunchTemplate",
+        iam: Some("ec2:DeleteLaunchTemplate"),
+        feature: Feature::FleetAllocation,
+        own_resources: true,
+    },
+    Call {
+        api: "DescribeLaunchTemplates",
+        iam: Some("ec2:DescribeLaunchTemplates"),
+        feature: Feature::FleetAllocation,
+        own_resources: false,
+    },
+    Call {
+        api: "CreateFleet",
+        iam: Some("ec2:CreateFleet"),
+        feature: Feature::FleetAllocation,
+        own_resources: false,
+    },
 ];
 
 /// The IAM action of the API call `api` (`ec2:<api>` for one respot does
@@ -138,6 +165,9 @@ pub fn features_of(config: &Config) -> Vec<Feature> {
     }
     if !alb_listeners(config).is_empty() {
         features.push(Feature::AlbDoor);
+    }
+    if config.aws.allocation == crate::config::Allocation::PriceCapacityOptimized {
+        features.push(Feature::FleetAllocation);
     }
     features
 }
@@ -212,7 +242,8 @@ pub fn policy(config: &Config) -> Value {
         let mut list: Vec<&str> = CALLS
             .iter()
             .filter(wanted)
-            .filter(|c| c.own_resources == own && c.feature == Feature::Fleet)
+            .filter(|c| c.own_resources == own)
+            .filter(|c| matches!(c.feature, Feature::Fleet | Feature::FleetAllocation))
             .filter_map(|c| c.iam)
             .collect();
         list.sort_unstable();
@@ -235,7 +266,7 @@ pub fn policy(config: &Config) -> Value {
             "Effect": "Allow",
             "Action": "ec2:CreateTags",
             "Resource": "*",
-            "Condition": {"StringEquals": {"ec2:CreateAction": ["RunInstances", "CreateSecurityGroup"]}}
+            "Condition": {"StringEquals": {"ec2:CreateAction": tagging_actions(&features)}}
         }),
         json!({
             "Sid": "RespotSpotServiceLinkedRole",
@@ -245,6 +276,17 @@ pub fn policy(config: &Config) -> Value {
             "Condition": {"StringLike": {"iam:AWSServiceName": "spot.amazonaws.com"}}
         }),
     ];
+    if features.contains(&Feature::FleetAllocation) {
+        // EC2 Fleet launches through its own service-linked role, made on
+        // the account's first fleet.
+        statements.push(json!({
+            "Sid": "RespotFleetServiceLinkedRole",
+            "Effect": "Allow",
+            "Action": "iam:CreateServiceLinkedRole",
+            "Resource": "arn:aws:iam::*:role/aws-service-role/ec2fleet.amazonaws.com/AWSServiceRoleForEC2Fleet",
+            "Condition": {"StringLike": {"iam:AWSServiceName": "ec2fleet.amazonaws.com"}}
+        }));
+    }
     if features.contains(&Feature::SsmImages) {
         statements.push(json!({
             "Sid": "RespotImagesBySsmParameter",
@@ -257,6 +299,15 @@ pub fn policy(config: &Config) -> Value {
         statements.extend(alb_statements(config));
     }
     json!({"Version": "2012-10-17", "Statement": statements})
+}
+
+/// The calls that tag what they create (`ec2:CreateAction`).
+fn tagging_actions(features: &[Feature]) -> Vec<&'static str> {
+    let mut actions = vec!["RunInstances", "CreateSecurityGroup"];
+    if features.contains(&Feature::FleetAllocation) {
+        actions.extend(["CreateFleet", "CreateLaunchTemplate"]);
+    }
+    actions
 }
 
 #[cfg(test)]
@@ -330,8 +381,12 @@ mod tests {
     }
 
     fn config(image: &str) -> Config {
+        config_with(image, "")
+    }
+
+    fn config_with(image: &str, aws: &str) -> Config {
         let text = format!(
-            "[deployment]\nname = \"web\"\nprovider = \"aws\"\n\n[aws]\nimage = \"{image}\"\n\n\
+            "[deployment]\nname = \"web\"\nprovider = \"aws\"\n\n[aws]\nimage = \"{image}\"\n{aws}\n\
              [[aws.regions]]\nname = \"eu-west-1\"\ncount = 1\n"
         );
         Config::parse(&text, std::path::Path::new("respot.toml")).expect("a valid config")
@@ -388,7 +443,8 @@ mod tests {
     fn the_policy_holds_every_call_of_the_features_in_use() {
         let with_alias = policy(&config("al2023"));
         let actions = actions_of(&with_alias);
-        for call in CALLS.iter().filter_map(|c| c.iam) {
+        let ordered = CALLS.iter().filter(|c| c.feature != Feature::FleetAllocation);
+        for call in ordered.filter_map(|c| c.iam) {
             assert!(actions.iter().any(|a| a == call), "{call} missing: {actions:?}");
         }
         assert!(actions.contains(&"ec2:CreateTags".to_string()));
@@ -404,6 +460,45 @@ mod tests {
                 .unwrap()
                 .contains(&json!("ec2:TerminateInstances"))
         );
+
+        for fleet_call in [
+            "ec2:CreateFleet",
+            "ec2:CreateLaunchTemplate",
+            "ec2:DeleteLaunchTemplate",
+        ] {
+            assert!(
+                !actions.iter().any(|a| a == fleet_call),
+                "ordered needs no {fleet_call}"
+            );
+        }
+        let fleet = policy(&config_with(
+            "al2023",
+            "allocation = \"price-capacity-optimized\"\n",
+        ));
+        let fleet_actions = actions_of(&fleet);
+        for fleet_call in ["ec2:CreateFleet", "ec2:CreateLaunchTemplate"] {
+            assert!(
+                fleet_actions.iter().any(|a| a == fleet_call),
+                "{fleet_call}: {fleet_actions:?}"
+            );
+        }
+        assert!(
+            fleet["Statement"][1]["Action"]
+                .as_array()
+                .unwrap()
+                .contains(&json!("ec2:DeleteLaunchTemplate")),
+            "templates are deleted only when tagged for the deployment"
+        );
+        assert_eq!(
+            fleet["Statement"][2]["Condition"]["StringEquals"]["ec2:CreateAction"],
+            json!([
+                "RunInstances",
+                "CreateSecurityGroup",
+                "CreateFleet",
+                "CreateLaunchTemplate"
+            ])
+        );
+        assert!(fleet.to_string().contains("AWSServiceRoleForEC2Fleet"));
 
         let literal = actions_of(&policy(&config("ami-0123456789abcdef0")));
         assert!(!literal.iter().any(|a| a.starts_with("ssm:")), "{literal:?}");

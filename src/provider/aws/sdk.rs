@@ -13,8 +13,9 @@ use aws_sdk_ec2::types as ec2;
 
 use super::convert;
 use super::ec2::{
-    Ec2Api, Ec2Error, Ec2ErrorKind, Ec2Result, Image, LaunchSpec, Market, RawInstance, RegionOptIn,
-    SecurityGroup, SpotPrice, SpotRequest, SpotRequestStatus, Subnet, TaggedGroup, Tags,
+    Ec2Api, Ec2Error, Ec2ErrorKind, Ec2Result, FleetAnswer, FleetSpec, Image, LaunchSpec, Market,
+    RawInstance, RegionOptIn, SecurityGroup, SpotPrice, SpotRequest, SpotRequestStatus, Subnet, TaggedGroup,
+    Tags, TemplateSpec,
 };
 use super::errors::is_pool_error;
 use crate::provider::tag;
@@ -475,6 +476,45 @@ impl Ec2Api for SdkEc2 {
         }
     }
 
+    async fn create_launch_template(&self, spec: &TemplateSpec) -> Ec2Result<String> {
+        self.make_template(spec).await
+    }
+
+    async fn delete_launch_template(&self, id: &str) -> Ec2Result<()> {
+        self.ec2
+            .delete_launch_template()
+            .launch_template_id(id)
+            .send()
+            .await
+            .map_err(|err| from_sdk("DeleteLaunchTemplate", &err))?;
+        Ok(())
+    }
+
+    async fn create_fleet(&self, spec: &FleetSpec) -> Ec2Result<FleetAnswer> {
+        self.instant_fleet(spec).await
+    }
+
+    async fn describe_launch_templates(&self, deployment: &str) -> Ec2Result<Vec<(String, String)>> {
+        const ACTION: &str = "DescribeLaunchTemplates";
+        let mut pages = self
+            .ec2
+            .describe_launch_templates()
+            .filters(convert::deployment_filter(deployment))
+            .into_paginator()
+            .send();
+        let mut found = Vec::new();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|err| from_sdk(ACTION, &err))?;
+            found.extend(page.launch_templates().iter().filter_map(|t| {
+                Some((
+                    t.launch_template_id()?.to_string(),
+                    t.launch_template_name().unwrap_or_default().to_string(),
+                ))
+            }));
+        }
+        Ok(found)
+    }
+
     async fn describe_region_opt_in(&self) -> Ec2Result<Vec<RegionOptIn>> {
         let out = self
             .ec2
@@ -493,6 +533,47 @@ impl Ec2Api for SdkEc2 {
                 })
             })
             .collect())
+    }
+}
+
+impl SdkEc2 {
+    /// `CreateLaunchTemplate`, the template tagged at creation.
+    async fn make_template(&self, spec: &TemplateSpec) -> Ec2Result<String> {
+        const ACTION: &str = "CreateLaunchTemplate";
+        let out = self
+            .ec2
+            .create_launch_template()
+            .launch_template_name(&spec.name)
+            .launch_template_data(convert::template_data(spec))
+            .tag_specifications(convert::tag_spec(ec2::ResourceType::LaunchTemplate, &spec.tags))
+            .send()
+            .await
+            .map_err(|err| from_sdk(ACTION, &err))?;
+        out.launch_template()
+            .and_then(|t| t.launch_template_id())
+            .map(str::to_string)
+            .ok_or_else(|| missing(ACTION, "launch template id"))
+    }
+
+    /// `CreateFleet` of type `instant`; the fleet and its instances tagged
+    /// at creation.
+    async fn instant_fleet(&self, spec: &FleetSpec) -> Ec2Result<FleetAnswer> {
+        const ACTION: &str = "CreateFleet";
+        let mut call = self
+            .ec2
+            .create_fleet()
+            .r#type(ec2::FleetType::Instant)
+            .client_token(&spec.client_token)
+            .launch_template_configs(convert::fleet_config(spec))
+            .target_capacity_specification(convert::fleet_target(spec))
+            .tag_specifications(convert::tag_spec(ec2::ResourceType::Instance, &spec.tags))
+            .tag_specifications(convert::tag_spec(ec2::ResourceType::Fleet, &spec.tags));
+        call = match spec.market {
+            Market::Spot => call.spot_options(convert::fleet_spot_options()),
+            Market::OnDemand => call.on_demand_options(convert::fleet_on_demand_options()),
+        };
+        let out = call.send().await.map_err(|err| from_sdk(ACTION, &err))?;
+        Ok(convert::fleet_answer(out.instances(), out.errors()))
     }
 }
 

@@ -2,6 +2,7 @@
 //! against the scripted fake: every test asserts on the values returned
 //! and on the calls AWS would have seen. No sockets, no wall-clock waits.
 
+mod fleet;
 mod hardening;
 mod heal;
 mod limits;
@@ -47,6 +48,7 @@ pub(super) fn settings(regions: &[(&str, u32)], fallback: Fallback) -> Settings 
             })
             .collect(),
         launch: LaunchSettings::default(),
+        allocation: crate::config::Allocation::Ordered,
     }
 }
 

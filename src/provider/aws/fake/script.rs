@@ -54,6 +54,9 @@ impl FakeEc2 {
                 })
                 .collect(),
             disabled_regions: Vec::new(),
+            templates: Vec::new(),
+            fleets: Vec::new(),
+            fleet_errors: Vec::new(),
         };
         FakeEc2 {
             region: region.to_string(),
