@@ -31,6 +31,9 @@ mod structure;
 mod transport;
 mod yaml_text;
 
+#[cfg(test)]
+mod budget_tests;
+
 use std::fmt;
 
 use serde::Serialize;
