@@ -1634,3 +1634,68 @@ fn launch_settings_reach_run_instances() {
     t.run(&["destroy", "--yes"], 0);
     assert_nothing_orphaned(&t);
 }
+
+/// `list` shows the SSM secret version each instance booted with, in its
+/// table and its JSON: version 1 at create; after a new value and a
+/// `deploy`, the new generation shows 2. respot reads the version, never
+/// the value.
+#[test]
+fn list_shows_the_secret_version_each_instance_booted_with() {
+    create_instance_profile("respot-test-secrets");
+    let t = AwsTest::with("secretver", 1, 1, "instance_profile = \"respot-test-secrets\"");
+    let path = t.context.path().join("respot.toml");
+    let mut text = std::fs::read_to_string(&path).expect("respot.toml");
+    text.push_str("\n[[secrets]]\npath = \"/etc/hello/token\"\nssm = \"/secretver/token\"\n");
+    std::fs::write(&path, text).expect("write respot.toml");
+    let region = t.regions[0].clone();
+    let ssm = aws_sdk_ssm::Client::from_conf(
+        aws_sdk_ssm::Config::builder()
+            .behavior_version(aws_sdk_ssm::config::BehaviorVersion::latest())
+            .region(aws_sdk_ssm::config::Region::new(region.clone()))
+            .endpoint_url(this_moto())
+            .credentials_provider(aws_sdk_ssm::config::Credentials::new(
+                "testing", "testing", None, None, "tests",
+            ))
+            .build(),
+    );
+    let put = |value: &str| {
+        block_on(
+            ssm.put_parameter()
+                .name("/secretver/token")
+                .value(value)
+                .r#type(aws_sdk_ssm::types::ParameterType::SecureString)
+                .overwrite(true)
+                .send(),
+        )
+        .expect("put the parameter");
+    };
+    // (generation, secrets) of every live instance, from `list --output json`.
+    let listed = || -> Vec<(u64, String)> {
+        let out = t.run(&["list", "--output", "json"], 0);
+        let rows: Value = serde_json::from_slice(&out.stdout).expect("list JSON");
+        rows.as_array()
+            .expect("an array")
+            .iter()
+            .filter(|r| matches!(r["state"].as_str(), Some("running" | "pending")))
+            .map(|r| {
+                (
+                    r["generation"].as_u64().expect("a generation"),
+                    r["secrets"].as_str().expect("secrets").to_string(),
+                )
+            })
+            .collect()
+    };
+    put("first");
+    t.run(&["create", "--no-verify"], 0);
+    assert_eq!(listed(), [(1, "/secretver/token=1".to_string())]);
+    let table = String::from_utf8(t.run(&["list"], 0).stdout).unwrap();
+    assert!(table.lines().next().unwrap().contains("SECRETS"), "{table}");
+    assert!(table.contains("/secretver/token=1"), "{table}");
+    assert!(!table.contains("first"), "never the value: {table}");
+
+    put("second");
+    t.run(&["deploy", "--yes", "--no-verify"], 0);
+    assert_eq!(listed(), [(2, "/secretver/token=2".to_string())]);
+    t.run(&["destroy", "--yes"], 0);
+    assert_nothing_orphaned(&t);
+}
