@@ -49,6 +49,7 @@ mod optin;
 mod orphans;
 pub mod permissions;
 mod plan;
+pub mod policies;
 mod pools;
 pub mod regions;
 mod sdk;
