@@ -62,12 +62,12 @@ pub fn iam_policy(context: &Context<'_>) -> Result<ExitStatus> {
         pretty(&report.operator)
     );
     if let Some(profile) = &report.instance_profile {
-        let name = profile
-            .name
-            .as_deref()
-            .unwrap_or("(aws.instance_profile is not set)");
+        let whose = match profile.name.as_deref() {
+            Some(name) => format!("instance profile `{name}`"),
+            None => "the instance profile `aws.instance_profile` will name".to_string(),
+        };
         text.push_str(&format!(
-            "\ninstance profile policy: attach it to the role of instance profile `{name}`\n{}\n",
+            "\ninstance profile policy: attach it to the role of {whose}\n{}\n",
             pretty(&profile.policy)
         ));
     }
