@@ -119,6 +119,16 @@ impl Blueprint {
     /// verification account `VERIFY_USER`; and write its one key
     /// ([`Blueprint::key_section`], which continues this `bootcmd` list).
     pub fn launch_section(&self, launch: &LaunchMaterial) -> String {
+        self.launch_parts(launch)
+            .into_iter()
+            .map(|(text, _)| text)
+            .collect()
+    }
+
+    /// The launch part in parts, each `(text, random)` as in
+    /// [`Blueprint::key_parts`]: a presigned bundle URL is random (its
+    /// signature, its token) and padded to its reserve, so it is stored.
+    pub fn launch_parts(&self, launch: &LaunchMaterial) -> Vec<(String, bool)> {
         let manifest = self.manifest_json(launch.generation);
         let sums = self.sha256_list();
         let units: String = self.units.iter().map(|u| format!("{u}\n")).collect();
@@ -142,20 +152,34 @@ impl Blueprint {
         out.push_str(&format!(
             "  - [sh, -c, '{VERIFY_ACCOUNT_SCRIPT}', respot, {VERIFY_USER}, {VERIFY_HOME}]\n"
         ));
+        let mut parts = Vec::new();
         if let Some(bundle) = &self.bundle {
-            let source = match &launch.bundle_source {
-                Some(BundleSource::Url(url)) => url.clone(),
-                Some(BundleSource::Seed(name)) => format!("seed:{name}"),
-                None => format!("seed:{}", guest::SEED_BUNDLE_NAME),
-            };
             out.push_str("  - - python3\n    - -I\n    - -c\n    - ");
             out.push_str(&yaml_text::block_value(&guest::bundle_step(), 6));
-            out.push_str(&format!("    - {}\n    - {}\n", bundle.sha256, quoted(&source)));
+            out.push_str(&format!("    - {}\n    - ", bundle.sha256));
+            match &launch.bundle_source {
+                Some(BundleSource::Url { url, reserve }) => {
+                    // Trailing spaces after a quoted scalar are nothing to
+                    // YAML; they pad the URL to its reserve.
+                    let text = quoted(url);
+                    let pad = (reserve + 2).saturating_sub(text.len());
+                    parts.push((std::mem::take(&mut out), false));
+                    parts.push((format!("{text}{}\n", " ".repeat(pad)), true));
+                }
+                Some(BundleSource::Seed(name)) => {
+                    out.push_str(&format!("{}\n", quoted(&format!("seed:{name}"))))
+                }
+                None => out.push_str(&format!(
+                    "{}\n",
+                    quoted(&format!("seed:{}", guest::SEED_BUNDLE_NAME))
+                )),
+            }
         }
         if let Some(verify_key) = &launch.verify_key {
             out.push_str(&verify_key_step(verify_key).0);
         }
-        out
+        parts.push((out, false));
+        parts
     }
 
     /// The keys: the end of the launch part, all of [`Blueprint::key_parts`].
@@ -229,6 +253,52 @@ mod tests {
             .unwrap();
         assert!(status.success());
         std::fs::read_to_string(dir.path().join(VERIFY_USER)).unwrap()
+    }
+
+    /// A presigned URL is stored, padded to its reserve: any URL up to it
+    /// packs to the same size, which is what `render` counts.
+    #[test]
+    fn a_bundle_url_packs_to_its_reserve_whatever_its_length() {
+        let mut bundled = blueprint();
+        bundled.document = format!("#cloud-config\n{}", "# filler line\n".repeat(2000));
+        bundled.bundle = Some(crate::template::Bundle {
+            archive: Vec::new(),
+            sha256: "b".repeat(64),
+            files: 0,
+        });
+        let packed = |url: &str| {
+            let launch = LaunchMaterial {
+                generation: 1,
+                host_key: None,
+                verify_key: Some("ssh-ed25519 AAAAtest respot-verify\n".to_string()),
+                bundle_source: Some(BundleSource::Url {
+                    url: url.to_string(),
+                    reserve: 300,
+                }),
+            };
+            let parts = bundled.launch_parts(&launch);
+            assert!(
+                parts
+                    .iter()
+                    .any(|(text, random)| *random && text.starts_with(&format!("\"{url}\"")))
+            );
+            let user_data = bundled.user_data(&launch).unwrap();
+            assert!(user_data.gzipped);
+            let yaml: serde_norway::Value = serde_norway::from_str(&user_data.document).unwrap();
+            let step = &yaml["bootcmd"][2];
+            assert_eq!(
+                step[5].as_str(),
+                Some(url),
+                "the URL reads back without its padding"
+            );
+            user_data.packed.len()
+        };
+        let short = packed("https://b.s3.eu-west-1.amazonaws.com/k?X-Amz-Signature=1");
+        let long = packed(&format!(
+            "https://b.s3.eu-west-1.amazonaws.com/k?X-Amz-Signature={}",
+            "f".repeat(200)
+        ));
+        assert_eq!(short, long);
     }
 
     #[test]

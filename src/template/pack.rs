@@ -31,8 +31,12 @@ impl Blueprint {
             true => instance::raw(&text),
             false => text,
         };
-        let body = format!("{}{}", self.document, literal(self.launch_section(launch)));
-        let mut parts = vec![(body, false)];
+        let mut parts = vec![(self.document.clone(), false)];
+        parts.extend(
+            self.launch_parts(launch)
+                .into_iter()
+                .map(|(text, random)| (literal(text), random)),
+        );
         parts.extend(
             self.key_parts(launch)
                 .into_iter()
@@ -102,11 +106,19 @@ fn pack_parts(parts: &[(&[u8], bool)]) -> (Vec<u8>, bool) {
     if raw.len() <= USER_DATA_LIMIT {
         return (raw, false);
     }
-    let mut packed = Vec::new();
+    // Neighbours of one kind share a member.
+    let mut merged: Vec<(Vec<u8>, bool)> = Vec::new();
     for (text, random) in parts.iter().filter(|(text, _)| !text.is_empty()) {
+        match merged.last_mut() {
+            Some((bytes, kind)) if kind == random => bytes.extend_from_slice(text),
+            _ => merged.push((text.to_vec(), *random)),
+        }
+    }
+    let mut packed = Vec::new();
+    for (bytes, random) in &merged {
         packed.extend(match random {
-            true => stored_member(text),
-            false => compressed_member(text),
+            true => stored_member(bytes),
+            false => compressed_member(bytes),
         });
     }
     (packed, true)

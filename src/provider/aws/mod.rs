@@ -31,6 +31,7 @@
 #[cfg(test)]
 mod access_tests;
 mod bundle;
+pub mod bundle_url;
 mod connect;
 mod consistency;
 mod convert;
