@@ -260,12 +260,9 @@ impl LocalProvider {
             cpus: self.cpus,
             tags: request.tags(&name, created_at),
         };
-        if !secret_versions.is_empty() {
-            record.tags.push((
-                tag::SECRETS.to_string(),
-                secrets::tag_value(&secret_names(&self.secrets), &secret_versions),
-            ));
-        }
+        record
+            .tags
+            .extend(secrets::record_tag(&self.secrets, &secret_versions));
         // The record (our tags) exists before the VM does, so an interrupted
         // launch always leaves something `list` and `destroy` can find.
         let record_json = serde_json::to_string_pretty(&record).expect("records are plain data");
@@ -539,11 +536,6 @@ impl LocalProvider {
         }
         Ok(report)
     }
-}
-
-/// The `[[secrets]]`' names, as respot.toml gives them.
-fn secret_names(secrets: &[(PathBuf, String)]) -> Vec<String> {
-    secrets.iter().map(|(_, name)| name.clone()).collect()
 }
 
 /// Who a VM is, for its meta-data.

@@ -15,6 +15,18 @@ pub fn version(content: &[u8]) -> String {
     hex::encode(hasher.finalize())[..12].to_string()
 }
 
+/// The `respot:secrets` tag of a launch record, when there are secrets:
+/// each `(file, name)` of `secrets` with its version from the seed.
+pub fn record_tag(secrets: &[(std::path::PathBuf, String)], versions: &[String]) -> Option<(String, String)> {
+    let names: Vec<String> = secrets.iter().map(|(_, name)| name.clone()).collect();
+    (!versions.is_empty()).then(|| {
+        (
+            crate::provider::tag::SECRETS.to_string(),
+            tag_value(&names, versions),
+        )
+    })
+}
+
 /// The `respot:secrets` value: `name=version` pairs, in order.
 pub fn tag_value(names: &[String], versions: &[String]) -> String {
     names
@@ -82,10 +94,9 @@ mod tests {
                 accel: "tcg".to_string(),
                 memory_mib: 512,
                 cpus: 1,
-                tags: vec![(
-                    crate::provider::tag::SECRETS.to_string(),
-                    tag_value(&["secrets/token".to_string()], &versions),
-                )],
+                tags: record_tag(&[(source.clone(), "secrets/token".to_string())], &versions)
+                    .into_iter()
+                    .collect(),
             };
             let listed = provider().to_instance(&vm, &record);
             let shown = listed.secrets.expect("the record's versions");
