@@ -2,11 +2,13 @@
 //! otherwise, refused with the largest files named when even gzip is too
 //! large.
 //!
-//! Gzip packs in two members, which gzip (and cloud-init, through Python's
-//! `gzip`) reads as one stream: the document and the deterministic launch
-//! part compressed, then the keys stored. Keys are random, so compressing
-//! them gains little and would make the size depend on which keys they are;
-//! stored, the packed size `render` reports is the size `create` sends.
+//! Gzip packs in several members, which gzip (and cloud-init, through
+//! Python's `gzip`) reads as one stream: the document and the deterministic
+//! launch part compressed; the random parts (key bytes, a presigned URL
+//! padded to its reserve) stored, with the fixed text between them
+//! compressed. Compressing random bytes gains little and would make the size
+//! depend on which bytes they are; stored, the packed size `render` reports
+//! is the size `create` sends.
 
 use std::io::Write;
 
