@@ -1673,8 +1673,10 @@ fn launch_settings_reach_run_instances() {
 /// the value.
 #[test]
 fn list_shows_the_secret_version_each_instance_booted_with() {
-    create_instance_profile("respot-test-secrets");
-    let t = AwsTest::with("secretver", 1, 1, "instance_profile = \"respot-test-secrets\"");
+    // The shared moto, whatever an earlier test on this thread set. (No
+    // instance profile: what matters here is what respot records.)
+    MOTO.with(|m| m.set(None));
+    let t = AwsTest::with("secretver", 1, 1, "");
     let path = t.context.path().join("respot.toml");
     let mut text = std::fs::read_to_string(&path).expect("respot.toml");
     text.push_str("\n[[secrets]]\npath = \"/etc/hello/token\"\nssm = \"/secretver/token\"\n");
