@@ -115,6 +115,7 @@ fn table(rows: &[ListedInstance]) -> Table {
         "GEN",
         "AGE",
         "STALE",
+        "SECRETS",
     ]);
     for row in rows {
         let i = row.instance;
@@ -148,6 +149,7 @@ fn table(rows: &[ListedInstance]) -> Table {
                 Some(false) => String::new(),
                 None => "?".to_string(),
             },
+            i.secrets.clone().unwrap_or_else(|| "-".to_string()),
         ]);
     }
     table

@@ -7,11 +7,12 @@ use serde::Serialize;
 
 use super::create::launchable_blueprint;
 use super::{Context, ExitStatus};
-use crate::config::HostKeyPolicy;
+use crate::config::{HostKeyPolicy, ProviderKind};
 use crate::error::{Error, Result};
 use crate::keys::KeyStore;
+use crate::provider::aws::bundle_url;
 use crate::template::{
-    self, Budget, InstanceFile, LargeFile, LaunchMaterial, Origin, TemplateError, UserData,
+    self, Budget, BundleSource, InstanceFile, LargeFile, LaunchMaterial, Origin, TemplateError, UserData,
 };
 
 #[derive(Debug, Clone, Default)]
@@ -89,6 +90,36 @@ impl<'a> From<&'a InstanceFile> for FileReport<'a> {
     }
 }
 
+/// On AWS, a bundle's presigned URL counted at its longest (see
+/// `provider::aws::bundle_url`), which is what `create` pads its URL to;
+/// locally (and without a bundle) the seed name, as a launch has it.
+fn bundle_placeholder(context: &Context, blueprint: &template::Blueprint) -> Result<Option<BundleSource>> {
+    let config = context.config()?;
+    if blueprint.bundle.is_none()
+        || context.provider.kind.unwrap_or(config.deployment.provider) != ProviderKind::Aws
+    {
+        return Ok(None);
+    }
+    let Some(region) = context
+        .provider
+        .aws
+        .region
+        .clone()
+        .or_else(|| config.aws.regions.first().map(|r| r.name.clone()))
+    else {
+        return Ok(None);
+    };
+    let url = bundle_url::longest_url(
+        bundle_url::endpoint_from_env().as_deref(),
+        config.aws.bundle_bucket.as_deref(),
+        &region,
+        &blueprint.deployment,
+        &blueprint.digest,
+    );
+    let reserve = url.len();
+    Ok(Some(BundleSource::Url { url, reserve }))
+}
+
 /// Launch material of the real size, so the size `render` reports is the
 /// size `create` sends: generation 1 (a later generation number adds its
 /// extra digits), this machine's verification key when it has one, and
@@ -124,7 +155,8 @@ pub fn render(context: &Context, options: &RenderOptions) -> Result<ExitStatus> 
     // `create` refuses a login key that is the verification key; say so now.
     let keys = context.keys()?;
     let blueprint = launchable_blueprint(context, &keys)?;
-    let material = launch_material(&keys, context.config()?.ssh.host_keys)?;
+    let mut material = launch_material(&keys, context.config()?.ssh.host_keys)?;
+    material.bundle_source = bundle_placeholder(context, &blueprint)?;
     let user_data = match blueprint.user_data(&material) {
         Err(TemplateError::TooLarge { packed, largest }) => {
             if printer.is_json() {

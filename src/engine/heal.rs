@@ -506,6 +506,7 @@ mod tests {
             version: Some("v1".to_string()),
             generation: Some(generation),
             launched_at: None,
+            secrets: None,
         }
     }
 

@@ -113,6 +113,7 @@ fn instance(id: &str, generation: u64, digest: &Digest) -> Instance {
         version: None,
         generation: Some(generation),
         launched_at: None,
+        secrets: None,
     }
 }
 

@@ -46,10 +46,20 @@ set -f
 umask 077
 
 T=$(printf '\t')
+# Owner, group and mode when there is no regular file to read them from.
+NONE="-$T-$T-"
 
 refuse() {
     printf 'refused\t%s\n' "$1" >&2
     exit "$REFUSED"
+}
+
+# One record: its fields, TAB-separated, on one line.
+r() {
+    printf %s "$1"
+    shift
+    printf '\t%s' "$@"
+    echo
 }
 
 # Every line of stdin as a line of text block $1 (awk ends a last line).
@@ -75,11 +85,11 @@ cloud_init_running() {
 
 q_cloud_init() {
     if ! have cloud-init || [ ! -d "$ROOT/run/cloud-init" ]; then
-        printf 'status\tcloud-init\tunavailable\n'
+        r status cloud-init unavailable
         return
     fi
     if cloud_init_running; then
-        printf 'status\tcloud-init\trunning\n'
+        r status cloud-init running
     else
         cloud_init_status
     fi
@@ -92,69 +102,52 @@ q_cloud_init() {
 cloud_init_status() {
     json=$(cloud-init status --format json 2>/dev/null)
     code=$?
-    case $json in
-        '{'*) ;;
-        *) json= ;;
-    esac
+    case $json in '{'*) ;; *) json= ;; esac
     # 0: ran (read the status word); 1: error; 2: degraded (newer releases).
     # Older releases also exit 2 on a usage error, hence the JSON check.
     case $code in
         0)
             word=$(printf '%s\n' "$json" | sed -n 's/^  "status": "\([a-z ]*\)",*$/\1/p' | head -n 1)
             case $word in
-                done) word=done ;;
-                running) word=running ;;
-                disabled) word=disabled ;;
+                done|running|disabled) ;;
                 "not run"|"") word=not-run ;;
                 *) word=unknown ;;
             esac
             ;;
         1) word=error ;;
-        2) if [ -n "$json" ]; then word=degraded; else word=unknown; fi ;;
+        2) word=unknown; [ -n "$json" ] && word=degraded ;;
         *) word=unknown ;;
     esac
-    printf 'status\tcloud-init\t%s\n' "$word"
-    printf 'kv\texit\t%s\n' "$code"
+    r status cloud-init "$word"
+    r kv exit "$code"
     printf '%s\n' "$json" | block status-json
 }
 
 q_units() {
-    if ! systemd_up; then
-        printf 'status\tsystemd\tunavailable\n'
-        return
-    fi
-    printf 'status\tsystemd\tavailable\n'
+    systemd_up || { r status systemd unavailable; return; }
+    r status systemd available
     if [ -r "$ROOT/etc/respot/units" ]; then
         while IFS= read -r unit || [ -n "$unit" ]; do
             [ -n "$unit" ] || continue
             state=$(systemctl is-active -- "$unit" 2>/dev/null)
-            printf 'unit\t%s\t%s\n' "$unit" "${state:-unknown}"
+            r unit "$unit" "${state:-unknown}"
         done < "$ROOT/etc/respot/units"
     fi
     systemctl --failed --no-legend --plain --no-pager 2>/dev/null | block failed
 }
 
 q_journal() {
-    unit=$1
-    n=$2
-    if ! systemd_up || ! have journalctl; then
-        printf 'status\tjournal\tunavailable\n'
-        return
-    fi
-    printf 'status\tjournal\tavailable\n'
-    journalctl --no-pager -o short-iso -n "$n" -u "$unit" 2>&1 | block journal
+    systemd_up && have journalctl || { r status journal unavailable; return; }
+    r status journal available
+    journalctl --no-pager -o short-iso -n "$2" -u "$1" 2>&1 | block journal
 }
 
 # The live sha256 of $1, or why none: symlinks and special files are not read.
 live_sha256() {
-    if [ -L "$1" ]; then
-        echo symlink
-    elif [ ! -e "$1" ]; then
-        echo missing
-    elif [ ! -f "$1" ]; then
-        echo special
-    elif [ ! -r "$1" ]; then
-        echo unreadable
+    if [ -L "$1" ]; then echo symlink
+    elif [ ! -e "$1" ]; then echo missing
+    elif [ ! -f "$1" ]; then echo special
+    elif [ ! -r "$1" ]; then echo unreadable
     else
         # timeout: a file swapped for a FIFO since; sed: sha256sum's `\`.
         sum=$(timeout 20 sha256sum -- "$1" 2>/dev/null | sed 's/^\\//' | cut -c1-64)
@@ -174,7 +167,7 @@ attrs() {
             set -- $a
             printf '%s\t%s\t%04d' "$1" "$2" "$3"
             ;;
-        *) printf -- '-\t-\t-' ;;
+        *) printf %s "$NONE" ;;
     esac
 }
 
@@ -194,64 +187,58 @@ manifest_records() {
         while read -r recorded path || [ -n "${path-}" ]; do
             [ -n "${path-}" ] || continue
             live=$(live_sha256 "$ROOT$path")
-            case $live in symlink|missing|special) a=$(printf -- '-\t-\t-') ;; *) a=$(attrs "$ROOT$path") ;; esac
-            printf 'file\t%s\t%s\t%s\t%s\n' "$path" "$recorded" "$live" "$a"
+            case $live in symlink|missing|special) a=$NONE ;; *) a=$(attrs "$ROOT$path") ;; esac
+            r file "$path" "$recorded" "$live" "$a"
         done < "$ROOT/etc/respot/manifest.sha256"
     fi
     for list in /etc/respot/directories /etc/respot/secrets; do
         [ -r "$ROOT$list" ] || continue
-        if [ $list = /etc/respot/directories ]; then record=dir; want=dir; else record=secret; want='file'; fi
+        record=secret want=file
+        [ $list = /etc/respot/directories ] && record=dir want=dir
         while read -r path _ || [ -n "${path-}" ]; do
             case ${path-} in /*) ;; *) continue ;; esac
             state=$(kind_at "$ROOT$path" $want)
-            a=$(printf -- '-\t-\t-')
+            a=$NONE
             [ "$state" = present ] && a=$(attrs "$ROOT$path")
-            printf '%s\t%s\t%s\t%s\n' "$record" "$path" "$state" "$a"
+            r "$record" "$path" "$state" "$a"
         done < "$ROOT$list"
     done
 }
 
 q_manifest() {
-    if [ ! -r "$ROOT/etc/respot/manifest.json" ]; then
-        printf 'status\tmanifest\tmissing\n'
-        return
-    fi
-    printf 'status\tmanifest\tpresent\n'
+    [ -r "$ROOT/etc/respot/manifest.json" ] || { r status manifest missing; return; }
+    r status manifest present
     block manifest < "$ROOT/etc/respot/manifest.json"
     # Root hashes what respot-verify cannot read, through the one sudo rule;
     # without it (no sudo, no rule, a test root), the records are our own.
     if [ -z "$ROOT" ] && [ "$(id -u)" != 0 ] && have sudo &&
         out=$(timeout 60 sudo -n /usr/lib/respot/inspect hash-manifest 2>/dev/null); then
-        printf 'kv\thashed_by\troot\n'
+        r kv hashed_by root
         printf '%s\n' "$out" | grep -E '^(file|dir|secret)'"$T"
     else
-        printf 'kv\thashed_by\t%s\n' "$(id -un 2>/dev/null)"
+        r kv hashed_by "$(id -un 2>/dev/null)"
         manifest_records
     fi
 }
 
 # The installed version of each package in /etc/respot/packages.
 q_packages() {
-    if have dpkg-query; then
-        manager=dpkg
-    elif have rpm; then
-        manager=rpm
-    else
-        printf 'status\tpackages\tunavailable\n'
-        return
+    if have dpkg-query; then m=dpkg
+    elif have rpm; then m=rpm
+    else r status packages unavailable; return
     fi
-    printf 'status\tpackages\t%s\n' "$manager"
+    r status packages $m
     [ -r "$ROOT/etc/respot/packages" ] || return 0
     while read -r name _ || [ -n "${name-}" ]; do
         case $name in ''|-*|*[!A-Za-z0-9+._-]*) continue ;; esac
-        if [ $manager = dpkg ]; then
+        if [ $m = dpkg ]; then
             v=$(dpkg-query -W -f '${db:Status-Status} ${Version}' -- "$name" 2>/dev/null)
             case $v in "installed "*) v=${v#installed } ;; *) v=missing ;; esac
         else
             v=$(rpm -q --qf '%{EPOCHNUM}:%{VERSION}-%{RELEASE}' -- "$name" 2>/dev/null) || v=missing
             v=${v#0:}
         fi
-        printf 'package\t%s\t%s\n' "$name" "${v:-unknown}"
+        r package "$name" "${v:-unknown}"
     done < "$ROOT/etc/respot/packages"
 }
 
@@ -264,20 +251,12 @@ fetch() {
             awk 'NR == 1 { print $2; next } body { print; next } /^\r?$/ { body = 1 }'
     elif have python3; then
         python3 -I - "$1" "$2" <<'PY' 2>/dev/null
-import sys, urllib.request, urllib.error
-class NoRedirect(urllib.request.HTTPRedirectHandler):
-    def redirect_request(self, *args, **kwargs):
-        return None
-opener = urllib.request.build_opener(urllib.request.ProxyHandler({}), NoRedirect)
-url = "http://127.0.0.1:%s%s" % (sys.argv[1], sys.argv[2])
-try:
-    r = opener.open(url, timeout=5)
-    code, body = r.status, r.read(512)
-except urllib.error.HTTPError as e:
-    code, body = e.code, e.read(512)
-except Exception:
-    code, body = 0, b""
-sys.stdout.write("%03d\n" % code + body.decode("utf-8", "replace"))
+import sys,urllib.request as u
+class N(u.HTTPRedirectHandler):redirect_request=lambda*a:None
+try:r=u.build_opener(u.ProxyHandler({}),N).open("http://127.0.0.1:%s%s"%tuple(sys.argv[1:3]),timeout=5);c,b=r.status,r.read(512)
+except u.HTTPError as e:c,b=e.code,e.read(512)
+except Exception:c,b=0,b""
+sys.stdout.write("%03d\n"%c+b.decode("utf-8","replace"))
 PY
     else
         return 2
@@ -285,11 +264,8 @@ PY
 }
 
 q_health() {
-    if ! have curl && ! have python3; then
-        printf 'status\thealth\tunavailable\n'
-        return
-    fi
-    printf 'status\thealth\tavailable\n'
+    have curl || have python3 || { r status health unavailable; return; }
+    r status health available
     [ -r "$ROOT/etc/respot/probes" ] || return 0
     while read -r kind port path want || [ -n "${kind-}" ]; do
         [ "${kind-}" = http ] || continue
@@ -302,47 +278,45 @@ q_health() {
             ''|*[!0-9]*|000) got=none; body= ;;
             *) body=$(printf '%s\n' "$out" | sed 1d) ;;
         esac
-        body=$(printf '%s' "$body" | head -c 120 | tr '\t\r\n' '   ')
-        printf 'probe\t%s\t%s\t%s\t%s\t%s\n' "$port" "$path" "$want" "$got" "$body"
+        body=$(printf %s "$body" | head -c 120 | tr '\t\r\n' '   ')
+        r probe "$port" "$path" "$want" "$got" "$body"
     done < "$ROOT/etc/respot/probes"
 }
 
 q_log() {
-    if [ ! -r "$ROOT/var/log/respot/deploy.log" ]; then
-        printf 'status\tlog\tmissing\n'
-        return
-    fi
-    printf 'status\tlog\tpresent\n'
+    [ -r "$ROOT/var/log/respot/deploy.log" ] || { r status log missing; return; }
+    r status log present
     tail -n "$MAX_JOURNAL" "$ROOT/var/log/respot/deploy.log" | block log
 }
 
 q_facts() {
-    read -r up _ < /proc/uptime && printf 'kv\tuptime_secs\t%s\n' "${up%.*}"
-    read -r l1 l5 l15 _ < /proc/loadavg && printf 'kv\tload\t%s %s %s\n' "$l1" "$l5" "$l15"
+    read -r up _ < /proc/uptime && r kv uptime_secs "${up%.*}"
+    read -r l1 l5 l15 _ < /proc/loadavg && r kv load "$l1 $l5 $l15"
     sed -n 's/^MemTotal: *\([0-9]*\) kB$/kv\tmem_total_kib\t\1/p; s/^MemAvailable: *\([0-9]*\) kB$/kv\tmem_available_kib\t\1/p' /proc/meminfo
     df -Pk / 2>/dev/null | tail -n 1 | while read -r _ size used avail _; do
-        printf 'kv\tdisk_root_kib\t%s\nkv\tdisk_root_used_kib\t%s\nkv\tdisk_root_avail_kib\t%s\n' "$size" "$used" "$avail"
+        r kv disk_root_kib "$size"
+        r kv disk_root_used_kib "$used"
+        r kv disk_root_avail_kib "$avail"
     done
-    printf 'kv\tkernel\t%s\n' "$(uname -r)"
-    id=unknown
-    if [ -r "$ROOT/var/lib/cloud/data/instance-id" ]; then
-        read -r id < "$ROOT/var/lib/cloud/data/instance-id" || true
-    fi
-    printf 'kv\tinstance_id\t%s\n' "${id:-unknown}"
+    r kv kernel "$(uname -r)"
+    id=
+    [ -r "$ROOT/var/lib/cloud/data/instance-id" ] && read -r id < "$ROOT/var/lib/cloud/data/instance-id"
+    r kv instance_id "${id:-unknown}"
     account_facts
 }
 
 # Who runs the inspector, and whether it could write its home (it must not).
 account_facts() {
     me=$(id -un 2>/dev/null)
-    printf 'kv\tinspector_user\t%s\n' "${me:-unknown}"
-    printf 'kv\tinspector_groups\t%s\n' "$(id -Gn 2>/dev/null)"
+    r kv inspector_user "${me:-unknown}"
+    r kv inspector_groups "$(id -Gn 2>/dev/null)"
     home=$(getent passwd "$me" 2>/dev/null | cut -d: -f6)
-    printf 'kv\tinspector_home\t%s\n' "${home:-unknown}"
+    r kv inspector_home "${home:-unknown}"
     if [ -n "$home" ] && [ -d "$home" ]; then
-        printf 'kv\tinspector_home_owner\t%s\n' "$(stat -c '%U:%G %a' -- "$home")"
-        if [ -w "$home" ]; then writable=yes; else writable=no; fi
-        printf 'kv\tinspector_home_writable\t%s\n' "$writable"
+        r kv inspector_home_owner "$(stat -c '%U:%G %a' -- "$home")"
+        w=no
+        [ -w "$home" ] && w=yes
+        r kv inspector_home_writable $w
     fi
 }
 
@@ -398,7 +372,7 @@ case $query in
 esac
 
 answer() {
-    printf 'respot-inspect\t1\t%s\n' "$query"
+    r respot-inspect 1 "$query"
     case $query in
         cloud-init) q_cloud_init ;;
         units) q_units ;;
@@ -409,7 +383,7 @@ answer() {
         facts) q_facts ;;
         packages) q_packages ;;
     esac
-    printf 'end\tok\n'
+    r end ok
 }
 
 # At most MAX_REPLY bytes: past that, stop (SIGPIPE) and say `truncated`

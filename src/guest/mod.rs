@@ -12,6 +12,7 @@
 
 use crate::config::HttpProbe;
 
+pub mod minify;
 #[cfg(test)]
 mod place_tests;
 
@@ -72,25 +73,17 @@ pub const PLACE: GuestFile = GuestFile {
 pub const FILES: [GuestFile; 4] = [DEPLOY_LOG_HELPER, INSPECTOR, SSHD_CONFIG, SUDOERS];
 
 impl GuestFile {
-    /// The content as shipped: without comment lines (a `#`, after any
-    /// indentation) or blank lines, a `#!` first line kept. The comments
-    /// are for this repository's readers and cost a third of respot's
-    /// share of EC2's 16 KB; what runs is unchanged.
+    /// The content as shipped: a shell script through [`minify::shell`],
+    /// anything else (sshd_config, sudoers) through [`minify::config`].
+    /// The comments are for this repository's readers and cost a third of
+    /// respot's share of EC2's 16 KB; what runs is unchanged.
     pub fn shipped(&self) -> String {
-        without_comments(self.content)
+        if self.content.starts_with("#!/bin/sh\n") {
+            minify::shell(self.content)
+        } else {
+            minify::config(self.content)
+        }
     }
-}
-
-/// `text` without comment lines or blank lines, a `#!` first line kept.
-fn without_comments(text: &str) -> String {
-    text.lines()
-        .enumerate()
-        .filter(|(i, line)| {
-            let code = line.trim_start();
-            (*i == 0 && code.starts_with("#!")) || !(code.is_empty() || code.starts_with('#'))
-        })
-        .map(|(_, line)| format!("{line}\n"))
-        .collect()
 }
 
 /// The bundle step (Python, as cloud-init runs it): fetches the bundle,
@@ -98,7 +91,7 @@ fn without_comments(text: &str) -> String {
 /// closed with a line in the deployment log. Its arguments are the sha256
 /// and the source (`https://…` or `seed:NAME`).
 pub fn bundle_step() -> String {
-    without_comments(include_str!("bundle-boot.py"))
+    minify::comment_lines(include_str!("bundle-boot.py"))
 }
 
 /// The bundle's file name on the local provider's NoCloud seed.
@@ -355,8 +348,8 @@ mod tests {
                 file.path
             );
             let code = |text: &str| -> Vec<String> {
-                text.lines()
-                    .filter(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#'))
+                minify::comment_lines(text)
+                    .split_whitespace()
                     .map(str::to_string)
                     .collect()
             };

@@ -18,10 +18,14 @@ fn is_root() -> bool {
 fn run_place(root: &Path, seed: &Path) -> bool {
     let script = root.join("place");
     let copy = PLACE
-        .content
+        .shipped()
         .replacen("\nROOT=\n", &format!("\nROOT={}\n", root.display()), 1)
         .replacen("\nSEED=\n", &format!("\nSEED={}\n", seed.display()), 1);
-    assert_ne!(copy, PLACE.content, "place has ROOT= and SEED= lines to rewrite");
+    assert_ne!(
+        copy,
+        PLACE.shipped(),
+        "place has ROOT= and SEED= lines to rewrite"
+    );
     std::fs::write(&script, copy).unwrap();
     Command::new("sh").arg(&script).status().unwrap().success()
 }

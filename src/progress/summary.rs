@@ -207,6 +207,7 @@ mod tests {
             version: None,
             generation: Some(1),
             launched_at: None,
+            secrets: None,
         }
     }
 

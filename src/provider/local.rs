@@ -20,13 +20,14 @@ use std::time::{Duration, Instant, SystemTime};
 use serde::{Deserialize, Serialize};
 
 mod fleet;
+mod secrets;
 mod tool;
 
 use tool::run_tool;
 
 use super::{
     DestroyReport, Instance, InstanceId, InstanceState, Inventory, LaunchRequest, Lifecycle, PlannedRegion,
-    PoolKey, Provider, ProviderError, RegionCount, Result, SshEndpoint,
+    PoolKey, Provider, ProviderError, RegionCount, Result, SshEndpoint, tag,
 };
 use crate::config::{Accel, Config};
 use crate::paths;
@@ -64,7 +65,9 @@ pub struct LocalProvider {
     forward_ports: Vec<u16>,
     image_dir: PathBuf,
     state_root: PathBuf,
-    secrets: Vec<PathBuf>, // `[[secrets]]`' local files, in order, for the seed
+    /// `[[secrets]]`' local files, in order, for the seed: each resolved,
+    /// and as respot.toml names it (for `list`).
+    secrets: Vec<(PathBuf, String)>,
 }
 
 impl LocalProvider {
@@ -105,7 +108,11 @@ impl LocalProvider {
             forward_ports: forwarded_guest_ports(config),
             image_dir,
             state_root: vms_root,
-            secrets: config.local_secret_files(),
+            secrets: config
+                .local_secret_files()
+                .into_iter()
+                .zip(config.secrets.iter().filter_map(|s| s.local_file.clone()))
+                .collect(),
         })
     }
 
@@ -182,6 +189,11 @@ impl LocalProvider {
             version: Some(record.version.clone()),
             generation: Some(record.generation),
             launched_at: humantime::parse_rfc3339(&record.created_at).ok(),
+            secrets: record
+                .tags
+                .iter()
+                .find(|(key, _)| key == tag::SECRETS)
+                .map(|(_, value)| value.clone()),
         }
     }
 
@@ -215,7 +227,7 @@ impl LocalProvider {
         )?;
 
         let bundle = request.bundle.as_ref().map(|b| b.archive.as_slice());
-        let seed = write_seed(
+        let (seed, secret_versions) = write_seed(
             &dir,
             &Identity {
                 id: &id,
@@ -233,7 +245,7 @@ impl LocalProvider {
             forwards.push((free_port()?, *guest));
         }
         let created_at = SystemTime::now();
-        let record = Record {
+        let mut record = Record {
             id: id.clone(),
             name: name.clone(),
             deployment: request.deployment.clone(),
@@ -248,6 +260,9 @@ impl LocalProvider {
             cpus: self.cpus,
             tags: request.tags(&name, created_at),
         };
+        record
+            .tags
+            .extend(secrets::record_tag(&self.secrets, &secret_versions));
         // The record (our tags) exists before the VM does, so an interrupted
         // launch always leaves something `list` and `destroy` can find.
         let record_json = serde_json::to_string_pretty(&record).expect("records are plain data");
@@ -536,13 +551,14 @@ struct Identity<'a> {
 /// Jinja gives a template on EC2 (`v1.instance_id`, `v1.region`,
 /// `v1.availability_zone`, `ds.meta_data.ami_launch_index`); the bundle, if any, unlimited;
 /// and secret N as `secret-N`, 0600, never in the user-data (`respot.place` installs it).
+/// Returns the seed and the version of each secret it holds.
 fn write_seed(
     dir: &Path,
     who: &Identity,
     user_data: &[u8],
     bundle: Option<&[u8]>,
-    secrets: &[PathBuf],
-) -> Result<PathBuf> {
+    secrets: &[(PathBuf, String)],
+) -> Result<(PathBuf, Vec<String>)> {
     let seed_dir = dir.join("seed");
     private_dir(&seed_dir)?;
     write_file(&seed_dir.join("user-data"), user_data)?;
@@ -560,9 +576,12 @@ fn write_seed(
         write_file(&path, archive)?;
         files.push(path);
     }
-    for (i, source) in secrets.iter().enumerate() {
+    let mut versions = Vec::new();
+    for (i, (source, _)) in secrets.iter().enumerate() {
         let path = seed_dir.join(crate::template::seed_name(i));
-        write_file(&path, &std::fs::read(source).map_err(|e| io_error(source, e))?)?;
+        let content = std::fs::read(source).map_err(|e| io_error(source, e))?;
+        write_file(&path, &content)?;
+        versions.push(secrets::version(&content));
         files.push(path);
     }
     let seed = dir.join("seed.iso");
@@ -573,7 +592,7 @@ fn write_seed(
             .args(["-volid", "cidata", "-joliet", "-rock"])
             .args(&files),
     )?;
-    Ok(seed)
+    Ok((seed, versions))
 }
 
 /// The PID in `qemu.pid`, if that process is alive and its command line is

@@ -33,6 +33,10 @@ pub mod tag {
     /// The fingerprint of the key that signed the commit (`require_signed`).
     pub const SIGNER: &str = "respot:signer";
     pub const NAME: &str = "Name";
+    /// The `[[secrets]]` versions an instance booted with: `name=version`
+    /// pairs separated by spaces (SSM: parameter name and version; local:
+    /// the file as configured and a fingerprint of its content).
+    pub const SECRETS: &str = "respot:secrets";
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -178,6 +182,9 @@ pub struct Instance {
     pub generation: Option<u64>,
     #[serde(serialize_with = "serialize_time")]
     pub launched_at: Option<SystemTime>,
+    /// The `[[secrets]]` versions it booted with (the `respot:secrets`
+    /// tag: `name=version ...`); `None` without secrets.
+    pub secrets: Option<String>,
 }
 
 fn serialize_time<S: serde::Serializer>(time: &Option<SystemTime>, s: S) -> Result<S::Ok, S::Error> {

@@ -3,8 +3,6 @@
 //! key, the pinned host key), written only under top-level keys the template
 //! may not use.
 
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD as B64;
 use serde::Serialize;
 
 use super::{Blueprint, BundleSource, Digest, LaunchMaterial, yaml_text};
@@ -32,6 +30,29 @@ const VERIFY_ACCOUNT_SCRIPT: &str = "set -e; g=; for x in adm systemd-journal; d
     getent passwd \"$1\" >/dev/null || useradd --system --no-create-home --home-dir \"$2\" --shell /bin/sh \"$1\"; \
     usermod --home \"$2\" --shell /bin/sh --groups \"$g\" --password ! \"$1\"; \
     install -d -o root -g root -m 0755 \"$2\"";
+
+/// The bootcmd step that writes respot's verification key, in two parts:
+/// the fixed text (script, key type), which ends the compressed launch
+/// part, and the key's random base64 and comment, which begin the stored
+/// keys. The key file gets `restrict,command="INSPECTOR_PATH" KEY`.
+fn verify_key_step(verify_key: &str) -> (String, String) {
+    let key = verify_key.trim();
+    let (kind, rest) = key.split_once(' ').unwrap_or(("", key));
+    let quoted_key = quoted(&format!("{kind} {rest}"));
+    let split = 1 + kind.len() + 1;
+    let (fixed, random) = quoted_key.split_at(split.min(quoted_key.len()));
+    (
+        format!(
+            "  - [sh, -c, 'umask 022 && mkdir -p {VERIFY_KEYS_DIR} && printf \"restrict,command=\\\"%s\\\" %s\\n\" {INSPECTOR_PATH} \"$1\" > {VERIFY_KEYS_DIR}/{VERIFY_USER}', respot, {fixed}"
+        ),
+        format!("{random}]\n"),
+    )
+}
+
+/// The first 70 base64 characters of every unencrypted OpenSSH ed25519
+/// private key (magic, cipher and KDF `none`, one key, its type): the
+/// first line of the key's armoured text, the same for every key.
+const ED25519_KEY_HEADER: &str = "b3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQAAAAAAAAABAAAAMwAAAAtzc2gtZW";
 
 #[derive(Serialize)]
 struct Manifest<'a> {
@@ -79,7 +100,7 @@ impl Blueprint {
             units: &self.units,
             rendered_by: format!("respot {}", env!("CARGO_PKG_VERSION")),
         };
-        serde_json::to_string_pretty(&manifest).expect("manifest is plain data and always serializes")
+        serde_json::to_string(&manifest).expect("manifest is plain data and always serializes")
     }
 
     /// `sha256sum`-format lines for every file, which the inspector checks
@@ -98,6 +119,16 @@ impl Blueprint {
     /// verification account `VERIFY_USER`; and write its one key
     /// ([`Blueprint::key_section`], which continues this `bootcmd` list).
     pub fn launch_section(&self, launch: &LaunchMaterial) -> String {
+        self.launch_parts(launch)
+            .into_iter()
+            .map(|(text, _)| text)
+            .collect()
+    }
+
+    /// The launch part in parts, each `(text, random)` as in
+    /// [`Blueprint::key_parts`]: a presigned bundle URL is random (its
+    /// signature, its token) and padded to its reserve, so it is stored.
+    pub fn launch_parts(&self, launch: &LaunchMaterial) -> Vec<(String, bool)> {
         let manifest = self.manifest_json(launch.generation);
         let sums = self.sha256_list();
         let units: String = self.units.iter().map(|u| format!("{u}\n")).collect();
@@ -121,44 +152,71 @@ impl Blueprint {
         out.push_str(&format!(
             "  - [sh, -c, '{VERIFY_ACCOUNT_SCRIPT}', respot, {VERIFY_USER}, {VERIFY_HOME}]\n"
         ));
+        let mut parts = Vec::new();
         if let Some(bundle) = &self.bundle {
-            let source = match &launch.bundle_source {
-                Some(BundleSource::Url(url)) => url.clone(),
-                Some(BundleSource::Seed(name)) => format!("seed:{name}"),
-                None => format!("seed:{}", guest::SEED_BUNDLE_NAME),
-            };
             out.push_str("  - - python3\n    - -I\n    - -c\n    - ");
             out.push_str(&yaml_text::block_value(&guest::bundle_step(), 6));
-            out.push_str(&format!("    - {}\n    - {}\n", bundle.sha256, quoted(&source)));
+            out.push_str(&format!("    - {}\n    - ", bundle.sha256));
+            match &launch.bundle_source {
+                Some(BundleSource::Url { url, reserve }) => {
+                    // Trailing spaces after a quoted scalar are nothing to
+                    // YAML; they pad the URL to its reserve.
+                    let text = quoted(url);
+                    let pad = (reserve + 2).saturating_sub(text.len());
+                    parts.push((std::mem::take(&mut out), false));
+                    parts.push((format!("{text}{}\n", " ".repeat(pad)), true));
+                }
+                Some(BundleSource::Seed(name)) => {
+                    out.push_str(&format!("{}\n", quoted(&format!("seed:{name}"))))
+                }
+                None => out.push_str(&format!(
+                    "{}\n",
+                    quoted(&format!("seed:{}", guest::SEED_BUNDLE_NAME))
+                )),
+            }
         }
-        out
+        if let Some(verify_key) = &launch.verify_key {
+            out.push_str(&verify_key_step(verify_key).0);
+        }
+        parts.push((out, false));
+        parts
     }
 
-    /// The keys: the end of the launch part. Random bytes of a length fixed
-    /// by the key types and comments, so packing stores them uncompressed
-    /// and the packed size does not depend on which keys they are.
+    /// The keys: the end of the launch part, all of [`Blueprint::key_parts`].
     pub fn key_section(&self, launch: &LaunchMaterial) -> String {
-        let mut out = String::new();
+        self.key_parts(launch).into_iter().map(|(text, _)| text).collect()
+    }
+
+    /// The keys in parts, each `(text, random)`. A random part holds key
+    /// bytes, of a length fixed by the key types and comments: packing
+    /// stores it uncompressed, so the packed size does not depend on which
+    /// keys they are. The parts between (YAML keys, the fixed first line of
+    /// an OpenSSH ed25519 key) are compressed. The host key's public half
+    /// is left out: cloud-init derives it from the private key
+    /// (`ssh-keygen -y`), and respot pins it from its own key store.
+    pub fn key_parts(&self, launch: &LaunchMaterial) -> Vec<(String, bool)> {
+        let mut parts = Vec::new();
         if let Some(verify_key) = &launch.verify_key {
-            let line = format!("restrict,command=\"{INSPECTOR_PATH}\" {}\n", verify_key.trim());
-            out.push_str(&format!(
-                "  - [sh, -c, 'umask 022 && mkdir -p {VERIFY_KEYS_DIR} && printf %s \"$1\" | base64 -d > {VERIFY_KEYS_DIR}/{VERIFY_USER}', respot, \"{}\"]\n",
-                B64.encode(line),
-            ));
+            parts.push((verify_key_step(verify_key).1, true));
         }
-        if let Some((private, public)) = &launch.host_key {
-            out.push_str("ssh_deletekeys: true\n");
-            out.push_str("ssh_genkeytypes: [ed25519]\n");
-            out.push_str("ssh_keys:\n");
-            out.push_str("  ed25519_private: |\n");
-            for line in private.lines() {
-                out.push_str("    ");
-                out.push_str(line);
-                out.push('\n');
+        if let Some((private, _public)) = &launch.host_key {
+            let mut fixed = String::from(
+                "ssh_deletekeys: true\nssh_genkeytypes: [ed25519]\nssh_keys:\n  ed25519_private: |\n",
+            );
+            let mut lines = private.lines().peekable();
+            // The armour line, then the key's first base64 line when it is
+            // the header every unencrypted ed25519 key starts with.
+            if let Some(line) = lines.next_if(|l| l.starts_with("-----BEGIN")) {
+                fixed.push_str(&format!("    {line}\n"));
             }
-            out.push_str(&format!("  ed25519_public: {}\n", public.trim()));
+            if let Some(line) = lines.next_if(|l| *l == ED25519_KEY_HEADER) {
+                fixed.push_str(&format!("    {line}\n"));
+            }
+            parts.push((fixed, false));
+            let random: String = lines.map(|line| format!("    {line}\n")).collect();
+            parts.push((random, true));
         }
-        out
+        parts
     }
 }
 
@@ -182,14 +240,65 @@ mod tests {
         }
     }
 
-    /// The one argument of a `[sh, -c, '…', respot, "ARG"]` bootcmd line.
-    fn b64_argument(line: &str) -> String {
-        let arg = line
-            .rsplit_once(", \"")
-            .expect("an argument")
-            .1
-            .trim_end_matches("\"]");
-        String::from_utf8(B64.decode(arg).expect("base64")).expect("utf-8")
+    /// The key step's script and argument, run by `sh` as cloud-init would
+    /// (the YAML parsed), rooted in a temporary directory: the key file.
+    fn run_key_step(line: &str) -> String {
+        let step: Vec<String> =
+            serde_norway::from_str(line.trim_start_matches("  - ")).expect("a flow sequence");
+        let dir = tempfile::tempdir().unwrap();
+        let script = step[2].replace(VERIFY_KEYS_DIR, &dir.path().display().to_string());
+        let status = std::process::Command::new("sh")
+            .args(["-c", &script, &step[3], &step[4]])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        std::fs::read_to_string(dir.path().join(VERIFY_USER)).unwrap()
+    }
+
+    /// A presigned URL is stored, padded to its reserve: any URL up to it
+    /// packs to the same size, which is what `render` counts.
+    #[test]
+    fn a_bundle_url_packs_to_its_reserve_whatever_its_length() {
+        let mut bundled = blueprint();
+        bundled.document = format!("#cloud-config\n{}", "# filler line\n".repeat(2000));
+        bundled.bundle = Some(crate::template::Bundle {
+            archive: Vec::new(),
+            sha256: "b".repeat(64),
+            files: 0,
+        });
+        let packed = |url: &str| {
+            let launch = LaunchMaterial {
+                generation: 1,
+                host_key: None,
+                verify_key: Some("ssh-ed25519 AAAAtest respot-verify\n".to_string()),
+                bundle_source: Some(BundleSource::Url {
+                    url: url.to_string(),
+                    reserve: 300,
+                }),
+            };
+            let parts = bundled.launch_parts(&launch);
+            assert!(
+                parts
+                    .iter()
+                    .any(|(text, random)| *random && text.starts_with(&format!("\"{url}\"")))
+            );
+            let user_data = bundled.user_data(&launch).unwrap();
+            assert!(user_data.gzipped);
+            let yaml: serde_norway::Value = serde_norway::from_str(&user_data.document).unwrap();
+            let step = &yaml["bootcmd"][2];
+            assert_eq!(
+                step[5].as_str(),
+                Some(url),
+                "the URL reads back without its padding"
+            );
+            user_data.packed.len()
+        };
+        let short = packed("https://b.s3.eu-west-1.amazonaws.com/k?X-Amz-Signature=1");
+        let long = packed(&format!(
+            "https://b.s3.eu-west-1.amazonaws.com/k?X-Amz-Signature={}",
+            "f".repeat(200)
+        ));
+        assert_eq!(short, long);
     }
 
     #[test]
@@ -221,15 +330,17 @@ mod tests {
         // The key goes to respot-verify's file, never to ssh.user's, and
         // runs the inspector only.
         assert!(
-            bootcmd[2].contains("base64 -d > /etc/respot/verify_keys/respot-verify'"),
+            bootcmd[2].contains(" > /etc/respot/verify_keys/respot-verify'"),
             "{}",
             bootcmd[2]
         );
         assert!(!bootcmd[2].contains("alice"));
         assert_eq!(
-            b64_argument(bootcmd[2]),
+            run_key_step(bootcmd[2]),
             "restrict,command=\"/usr/lib/respot/inspect\" ssh-ed25519 AAAAtest respot-verify\n"
         );
+        // Only the key's random part and comment are stored (uncompressed).
+        assert_eq!(blueprint().key_section(&launch), "AAAAtest respot-verify\"]\n");
         // Without a key, the account is still made.
         let part = blueprint().launch_section(&LaunchMaterial::default())
             + &blueprint().key_section(&LaunchMaterial::default());

@@ -31,6 +31,9 @@ mod structure;
 mod transport;
 mod yaml_text;
 
+#[cfg(test)]
+mod budget_tests;
+
 use std::fmt;
 
 use serde::Serialize;
@@ -300,8 +303,10 @@ pub struct LaunchMaterial {
 /// digest (a presigned URL changes at every launch).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BundleSource {
-    /// An HTTPS GET (a presigned S3 URL).
-    Url(String),
+    /// An HTTPS GET (a presigned S3 URL), in the user-data padded to
+    /// `reserve` bytes, the longest such URL, so that `render` (which
+    /// counts a placeholder of that length) and `create` send the same size.
+    Url { url: String, reserve: usize },
     /// A file of this name on the NoCloud seed (volume `cidata`).
     Seed(String),
 }

@@ -2,11 +2,13 @@
 //! otherwise, refused with the largest files named when even gzip is too
 //! large.
 //!
-//! Gzip packs in two members, which gzip (and cloud-init, through Python's
-//! `gzip`) reads as one stream: the document and the deterministic launch
-//! part compressed, then the keys stored. Keys are random, so compressing
-//! them gains little and would make the size depend on which keys they are;
-//! stored, the packed size `render` reports is the size `create` sends.
+//! Gzip packs in several members, which gzip (and cloud-init, through
+//! Python's `gzip`) reads as one stream: the document and the deterministic
+//! launch part compressed; the random parts (key bytes, a presigned URL
+//! padded to its reserve) stored, with the fixed text between them
+//! compressed. Compressing random bytes gains little and would make the size
+//! depend on which bytes they are; stored, the packed size `render` reports
+//! is the size `create` sends.
 
 use std::io::Write;
 
@@ -31,10 +33,23 @@ impl Blueprint {
             true => instance::raw(&text),
             false => text,
         };
-        let body = format!("{}{}", self.document, literal(self.launch_section(launch)));
-        let keys = literal(self.key_section(launch));
-        let document = format!("{body}{keys}");
-        let (packed, gzipped) = pack_parts(body.as_bytes(), keys.as_bytes());
+        let mut parts = vec![(self.document.clone(), false)];
+        parts.extend(
+            self.launch_parts(launch)
+                .into_iter()
+                .map(|(text, random)| (literal(text), random)),
+        );
+        parts.extend(
+            self.key_parts(launch)
+                .into_iter()
+                .map(|(text, random)| (literal(text), random)),
+        );
+        let document: String = parts.iter().map(|(text, _)| text.as_str()).collect();
+        let slices: Vec<(&[u8], bool)> = parts
+            .iter()
+            .map(|(text, random)| (text.as_bytes(), *random))
+            .collect();
+        let (packed, gzipped) = pack_parts(&slices);
         if packed.len() > USER_DATA_LIMIT {
             return Err(TemplateError::TooLarge {
                 packed: packed.len(),
@@ -82,25 +97,49 @@ impl Blueprint {
 /// Raw when it fits, gzip otherwise. The gzip header carries no time or
 /// name, so packing is as deterministic as the document.
 pub fn pack(document: &[u8]) -> (Vec<u8>, bool) {
-    pack_parts(document, &[])
+    pack_parts(&[(document, false)])
 }
 
-/// `compressed` then `stored`, raw when both fit, else one gzip member
-/// each (the second only when `stored` is not empty).
-fn pack_parts(compressed: &[u8], stored: &[u8]) -> (Vec<u8>, bool) {
-    if compressed.len() + stored.len() <= USER_DATA_LIMIT {
-        return ([compressed, stored].concat(), false);
+/// The parts `(text, random)` in order, raw when they fit, else one gzip
+/// member per part that is not empty: a random part stored (its size then
+/// depends on its length only), the others compressed.
+fn pack_parts(parts: &[(&[u8], bool)]) -> (Vec<u8>, bool) {
+    let raw: Vec<u8> = parts.iter().flat_map(|(text, _)| text.iter().copied()).collect();
+    if raw.len() <= USER_DATA_LIMIT {
+        return (raw, false);
     }
-    let mut packed = gzip_member(compressed, flate2::Compression::best());
-    if !stored.is_empty() {
-        packed.extend(gzip_member(stored, flate2::Compression::none()));
+    // Neighbours of one kind share a member.
+    let mut merged: Vec<(Vec<u8>, bool)> = Vec::new();
+    for (text, random) in parts.iter().filter(|(text, _)| !text.is_empty()) {
+        match merged.last_mut() {
+            Some((bytes, kind)) if kind == random => bytes.extend_from_slice(text),
+            _ => merged.push((text.to_vec(), *random)),
+        }
+    }
+    let mut packed = Vec::new();
+    for (bytes, random) in &merged {
+        packed.extend(match random {
+            true => stored_member(bytes),
+            false => compressed_member(bytes),
+        });
     }
     (packed, true)
 }
 
 /// The gzip size of `bytes`, as packing would compress them.
 pub(super) fn gzipped_len(bytes: &[u8]) -> usize {
-    gzip_member(bytes, flate2::Compression::best()).len()
+    compressed_member(bytes).len()
+}
+
+/// A gzip member of `bytes`, compressed at zlib's best level.
+fn compressed_member(bytes: &[u8]) -> Vec<u8> {
+    gzip_member(bytes, flate2::Compression::best())
+}
+
+/// A gzip member of `bytes` stored, not compressed: its size depends on
+/// their length only.
+fn stored_member(bytes: &[u8]) -> Vec<u8> {
+    gzip_member(bytes, flate2::Compression::none())
 }
 
 fn gzip_member(bytes: &[u8], level: flate2::Compression) -> Vec<u8> {
@@ -150,12 +189,12 @@ mod tests {
     #[test]
     fn stored_part_costs_the_same_whatever_its_bytes() {
         let body: Vec<u8> = (0..20_000).map(|i| b"abcdefgh\n"[i % 9]).collect();
-        let (a, gzipped) = pack_parts(&body, &[b'x'; 500]);
+        let (a, gzipped) = pack_parts(&[(&body, false), (&[b'x'; 500], true)]);
         assert!(gzipped);
         let random: Vec<u8> = (0..500u32)
             .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
             .collect();
-        let (b, _) = pack_parts(&body, &random);
+        let (b, _) = pack_parts(&[(&body, false), (&random, true)]);
         assert_eq!(
             a.len(),
             b.len(),

@@ -11,7 +11,10 @@ use std::sync::{Arc, Mutex};
 use super::query::tests::every_query;
 use super::query::{MAX_REPLY_BYTES, Query, Reply};
 
-const INSPECTOR: &str = include_str!("../guest/inspect.sh");
+/// The inspector as it ships (comments and indentation gone).
+fn inspector() -> String {
+    crate::guest::INSPECTOR.shipped()
+}
 
 /// A fixture root with respot's state directory, and the inspector copy
 /// that reads it.
@@ -26,8 +29,8 @@ impl Root {
         std::fs::create_dir_all(dir.path().join("etc/respot")).unwrap();
         std::fs::write(dir.path().join("etc/respot/units"), units).unwrap();
         let script = dir.path().join("inspect");
-        let copy = INSPECTOR.replacen("\nROOT=\n", &format!("\nROOT={}\n", dir.path().display()), 1);
-        assert_ne!(copy, INSPECTOR, "the inspector has a `ROOT=` line to rewrite");
+        let copy = inspector().replacen("\nROOT=\n", &format!("\nROOT={}\n", dir.path().display()), 1);
+        assert_ne!(copy, inspector(), "the inspector has a `ROOT=` line to rewrite");
         std::fs::write(&script, copy).unwrap();
         Root { dir, script }
     }
@@ -125,7 +128,8 @@ fn the_inspector_refuses_everything_else() {
 
 #[test]
 fn the_inspector_and_the_client_share_one_cap() {
-    let line = INSPECTOR
+    let inspector = inspector();
+    let line = inspector
         .lines()
         .find_map(|l| l.strip_prefix("MAX_REPLY="))
         .expect("the inspector defines MAX_REPLY=");

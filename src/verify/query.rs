@@ -312,8 +312,6 @@ pub struct ProbeResult {
 pub(super) mod tests {
     use super::*;
 
-    const INSPECTOR: &str = include_str!("../guest/inspect.sh");
-
     /// Every variant, through an exhaustive match: a new variant does not
     /// compile until it is listed here, and so checked below (and run
     /// through the real inspector in `inspector_tests`).
@@ -348,7 +346,8 @@ pub(super) mod tests {
     }
 
     fn allowlist() -> Vec<String> {
-        let line = INSPECTOR
+        let inspector = crate::guest::INSPECTOR.shipped();
+        let line = inspector
             .lines()
             .find_map(|l| l.strip_prefix("QUERIES=\""))
             .expect("the inspector defines QUERIES=\"...\"");

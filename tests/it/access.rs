@@ -211,8 +211,10 @@ fn denied_create_tags(t: &AwsTest, region: &str) {
         lock_group(region, "access").is_none(),
         "the failed create released its lock"
     );
-    let policy = t.run(&["iam-policy"], 0);
-    let policy: serde_json::Value = serde_json::from_slice(&policy.stdout).expect("the policy is JSON");
+    let policies = t.run(&["iam-policy", "--output", "json"], 0);
+    let policies: serde_json::Value =
+        serde_json::from_slice(&policies.stdout).expect("the policies are JSON");
+    let policy = &policies["operator"];
     let statements = policy["Statement"].as_array().expect("statements");
     assert!(
         statements.iter().any(|s| s["Action"] == "ec2:CreateTags"),

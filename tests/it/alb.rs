@@ -113,6 +113,7 @@ fn instances(region: &str, count: usize, generation: u64) -> Vec<Instance> {
             version: None,
             generation: Some(generation),
             launched_at: None,
+            secrets: None,
         })
         .collect()
 }

@@ -1189,11 +1189,13 @@ fn render_size_equals_the_user_data_create_sends(t: &AwsTest) {
     );
     assert_eq!(report["gzipped"], true, "the sample is gzipped");
     let keys_at = |bytes: &[u8]| {
-        // The second gzip member (the stored keys) starts with a gzip header.
-        bytes
+        // The first member is the compressed document and launch part; the
+        // next one (the keys, which differ between the two) starts with a
+        // gzip header.
+        10 + bytes[10..]
             .windows(4)
-            .rposition(|w| w == [0x1f, 0x8b, 0x08, 0x00])
-            .expect("two gzip members")
+            .position(|w| w == [0x1f, 0x8b, 0x08, 0x00])
+            .expect("several gzip members")
     };
     assert_eq!(keys_at(&sent), keys_at(&rendered));
     assert_eq!(
@@ -1221,7 +1223,17 @@ fn large_blueprint_travels_as_a_bundle_through_s3(t: &AwsTest) {
         })
         .collect();
     std::fs::write(files.join("blob.bin"), &binary).unwrap();
-    let out = t.run(&["render", "--output", "json"], 0);
+    let rendered_path = t.context.path().join("bundled-user-data.bin");
+    let out = t.run(
+        &[
+            "render",
+            "--output",
+            "json",
+            "--user-data-out",
+            rendered_path.to_str().unwrap(),
+        ],
+        0,
+    );
     let report: Value = serde_json::from_slice(&out.stdout).expect("render JSON");
     assert_eq!(report["transport"], "bundle", "auto bundles what does not fit");
     let sha256 = report["bundle"]["sha256"].as_str().unwrap().to_string();
@@ -1278,6 +1290,28 @@ fn large_blueprint_travels_as_a_bundle_through_s3(t: &AwsTest) {
         user_data = String::from_utf8(packed.clone()).unwrap();
     }
     assert!(packed.len() < 16384, "{} bytes", packed.len());
+    // render counts the presigned URL at its longest, and create pads the
+    // real one to that: the same line, the same stored bytes. (The
+    // compressed rest may differ by a byte: this create is generation 2.)
+    let mut rendered = String::new();
+    std::io::Read::read_to_string(
+        &mut flate2::read::MultiGzDecoder::new(&std::fs::read(&rendered_path).unwrap()[..]),
+        &mut rendered,
+    )
+    .unwrap();
+    let url_line_of = |doc: &str| -> usize {
+        doc.lines()
+            .find(|l| l.contains("X-Amz-Signature"))
+            .expect("a URL line")
+            .len()
+    };
+    assert_eq!(url_line_of(&rendered), url_line_of(&user_data));
+    let rendered_bytes = report["packed_bytes"].as_u64().unwrap() as usize;
+    assert!(
+        rendered_bytes.abs_diff(packed.len()) <= 2,
+        "render said {rendered_bytes}, create sent {}",
+        packed.len()
+    );
     assert!(
         !user_data.contains("line 1999: configuration"),
         "no file content in user-data"
@@ -1631,6 +1665,73 @@ fn launch_settings_reach_run_instances() {
         assert_eq!(volumes.len(), 1, "{region} {id}");
         assert_eq!(volumes[0].size(), Some(20), "{region} {id}: {volumes:?}");
     }
+    t.run(&["destroy", "--yes"], 0);
+    assert_nothing_orphaned(&t);
+}
+
+/// `list` shows the SSM secret version each instance booted with, in its
+/// table and its JSON: version 1 at create; after a new value and a
+/// `deploy`, the new generation shows 2. respot reads the version, never
+/// the value.
+#[test]
+fn list_shows_the_secret_version_each_instance_booted_with() {
+    // The shared moto, whatever an earlier test on this thread set. (No
+    // instance profile: what matters here is what respot records.)
+    MOTO.with(|m| m.set(None));
+    let t = AwsTest::with("secretver", 1, 1, "");
+    let path = t.context.path().join("respot.toml");
+    let mut text = std::fs::read_to_string(&path).expect("respot.toml");
+    text.push_str("\n[[secrets]]\npath = \"/etc/hello/token\"\nssm = \"/secretver/token\"\n");
+    std::fs::write(&path, text).expect("write respot.toml");
+    let region = t.regions[0].clone();
+    let ssm = aws_sdk_ssm::Client::from_conf(
+        aws_sdk_ssm::Config::builder()
+            .behavior_version(aws_sdk_ssm::config::BehaviorVersion::latest())
+            .region(aws_sdk_ssm::config::Region::new(region.clone()))
+            .endpoint_url(this_moto())
+            .credentials_provider(aws_sdk_ssm::config::Credentials::new(
+                "testing", "testing", None, None, "tests",
+            ))
+            .build(),
+    );
+    let put = |value: &str| {
+        block_on(
+            ssm.put_parameter()
+                .name("/secretver/token")
+                .value(value)
+                .r#type(aws_sdk_ssm::types::ParameterType::SecureString)
+                .overwrite(true)
+                .send(),
+        )
+        .expect("put the parameter");
+    };
+    // (generation, secrets) of every live instance, from `list --output json`.
+    let listed = || -> Vec<(u64, String)> {
+        let out = t.run(&["list", "--output", "json"], 0);
+        let rows: Value = serde_json::from_slice(&out.stdout).expect("list JSON");
+        rows.as_array()
+            .expect("an array")
+            .iter()
+            .filter(|r| matches!(r["state"].as_str(), Some("running" | "pending")))
+            .map(|r| {
+                (
+                    r["generation"].as_u64().expect("a generation"),
+                    r["secrets"].as_str().expect("secrets").to_string(),
+                )
+            })
+            .collect()
+    };
+    put("first");
+    t.run(&["create", "--no-verify"], 0);
+    assert_eq!(listed(), [(1, "/secretver/token=1".to_string())]);
+    let table = String::from_utf8(t.run(&["list"], 0).stdout).unwrap();
+    assert!(table.lines().next().unwrap().contains("SECRETS"), "{table}");
+    assert!(table.contains("/secretver/token=1"), "{table}");
+    assert!(!table.contains("first"), "never the value: {table}");
+
+    put("second");
+    t.run(&["deploy", "--yes", "--no-verify"], 0);
+    assert_eq!(listed(), [(2, "/secretver/token=2".to_string())]);
     t.run(&["destroy", "--yes"], 0);
     assert_nothing_orphaned(&t);
 }

@@ -459,6 +459,7 @@ fn fake_instance(vms: &Path, id: &str, generation: u64, host: u16) -> respot::pr
         version: None,
         generation: Some(generation),
         launched_at: None,
+        secrets: None,
     }
 }
 

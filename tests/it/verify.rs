@@ -28,8 +28,13 @@ use crate::support::{Test, raw_ssh};
 const VERIFY_USER: &str = "respot-verify";
 /// Its home, root-owned 0755, as the launch part makes it.
 const VERIFY_HOME: &str = "/var/lib/respot-verify";
-const INSPECTOR: &str = include_str!("../../src/guest/inspect.sh");
-const SSHD_DROPIN: &str = include_str!("../../src/guest/60-respot.conf");
+/// respot's inspector and sshd drop-in, as they ship.
+fn shipped_inspector() -> String {
+    respot::guest::INSPECTOR.shipped()
+}
+fn sshd_dropin() -> String {
+    respot::guest::SSHD_CONFIG.shipped()
+}
 
 /// One port on 127.0.0.1 answering every HTTP request with 200 `ok`, for
 /// the blueprint's health probe. One per test process, never stopped.
@@ -184,8 +189,8 @@ impl Fixture {
         // The instance's own inspector stays as rendered (its sha256 is
         // checked); the forced command is a copy that reads the fixture root.
         let inspector = test.path().join("inspect");
-        let copy = INSPECTOR.replacen("\nROOT=\n", &format!("\nROOT={}\n", root.display()), 1);
-        assert_ne!(copy, INSPECTOR, "the inspector has a `ROOT=` line");
+        let copy = shipped_inspector().replacen("\nROOT=\n", &format!("\nROOT={}\n", root.display()), 1);
+        assert_ne!(copy, shipped_inspector(), "the inspector has a `ROOT=` line");
         std::fs::write(&inspector, copy).unwrap();
         std::fs::set_permissions(&inspector, std::fs::Permissions::from_mode(0o755)).unwrap();
         std::fs::write(
@@ -207,7 +212,7 @@ impl Fixture {
     /// sshd with Debian's defaults and respot's `60-respot.conf`, its
     /// paths moved into the fixture.
     fn sshd_debian(&self, name: &str, ports: &[u16]) -> Sshd {
-        let dropin = SSHD_DROPIN
+        let dropin = sshd_dropin()
             .replace("/etc/respot/verify_keys", &self.keys_dir.display().to_string())
             .replace("/usr/lib/respot/inspect", &self.inspector.display().to_string());
         assert!(

@@ -24,8 +24,8 @@ use std::time::{Duration, Instant};
 
 /// Regions moto serves with a default VPC and Amazon Linux 2023 images.
 /// Tests draw disjoint sets from it. Each of the first [`SHARD_REGIONS`]
-/// has three zones or more in moto (us-west-1 has two: it comes later), so
-/// a test's pools do not depend on which regions it drew.
+/// has three zones or more in moto and offers both t3.small and t3a.small,
+/// so a test's pools do not depend on which regions it drew.
 const REGION_POOL: &[&str] = &[
     "us-east-1",
     "eu-west-1",
@@ -36,16 +36,18 @@ const REGION_POOL: &[&str] = &[
     "eu-west-2",
     "eu-west-3",
     "eu-central-1",
-    "eu-north-1",
+    "eu-south-1",
     "ap-southeast-1",
     "ap-northeast-1",
     "ap-northeast-2",
-    "ap-northeast-3",
+    "il-central-1",
     "ap-south-1",
     "ca-central-1",
+    // Not among the first SHARD_REGIONS: us-west-1 has two zones, and
+    // eu-north-1, ap-northeast-3 and the opt-in regions offer no t3a.
+    "eu-north-1",
+    "ap-northeast-3",
     "us-west-1",
-    "eu-south-1",
-    "il-central-1",
     "af-south-1",
     "me-south-1",
     "ap-east-1",
@@ -54,7 +56,7 @@ const REGION_POOL: &[&str] = &[
     "ap-south-2",
     "ap-southeast-3",
     "ca-west-1",
-    // moto offers no t3 types here: last.
+    // moto offers not 3 types here: last.
     "me-central-1",
 ];
 

@@ -164,7 +164,19 @@ impl<E: Ec2Api> AwsProvider<E> {
         let store = self.bundle_store()?;
         let (bucket, respot_made) = self.bundle_bucket(store).await?;
         let url = stage(store, &bucket, respot_made, deployment, digest, bundle).await?;
-        Ok(BundleSource::Url(url))
+        // What `render` counted: the longest URL for this bucket's name.
+        let named = self.settings.bundle_bucket.as_deref();
+        let longest = super::bundle_url::longest_url(
+            store.endpoint.as_deref(),
+            named,
+            store.region(),
+            deployment,
+            digest,
+        );
+        Ok(BundleSource::Url {
+            url,
+            reserve: longest.len(),
+        })
     }
 
     /// After a destroy: when no instance of `deployment` is live any more,
@@ -191,6 +203,8 @@ impl<E: Ec2Api> AwsProvider<E> {
 pub struct SdkBundleStore {
     client: aws_sdk_s3::Client,
     region: String,
+    /// `AWS_ENDPOINT_URL`, when set: it shapes the presigned URL.
+    endpoint: Option<String>,
 }
 
 impl SdkBundleStore {
@@ -207,6 +221,7 @@ impl SdkBundleStore {
         SdkBundleStore {
             client: aws_sdk_s3::Client::from_conf(config),
             region: region.to_string(),
+            endpoint: sdk.endpoint_url().map(str::to_string),
         }
     }
 }

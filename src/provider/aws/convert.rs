@@ -279,6 +279,7 @@ pub fn instance(region: &str, deployment: &str, raw: &RawInstance) -> Option<Ins
         version: tag_value(&raw.tags, tag::VERSION).map(str::to_string),
         generation: tag_value(&raw.tags, tag::GENERATION).and_then(|g| g.parse().ok()),
         launched_at: raw.launched_at,
+        secrets: tag_value(&raw.tags, tag::SECRETS).map(str::to_string),
     })
 }
 

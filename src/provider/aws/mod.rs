@@ -31,6 +31,7 @@
 #[cfg(test)]
 mod access_tests;
 mod bundle;
+pub mod bundle_url;
 mod connect;
 mod consistency;
 mod convert;
@@ -50,6 +51,7 @@ mod optin;
 mod orphans;
 pub mod permissions;
 mod plan;
+pub mod policies;
 mod pools;
 pub mod regions;
 mod sdk;

@@ -24,6 +24,13 @@ pub enum Feature {
     /// `aws.allocation = "price-capacity-optimized"`: one instant EC2 Fleet
     /// per region over a launch template made for it.
     FleetAllocation,
+    /// The bundle transport: the archive in S3 (`bundle.rs`).
+    Bundles,
+    /// `[[secrets]]` from SSM: respot reads their versions (`secrets.rs`);
+    /// the instances fetch the values with their instance profile.
+    SsmSecrets,
+    /// `aws.instance_profile`: launching with it passes its role.
+    InstanceProfile,
 }
 
 /// One API call respot makes and the IAM action it needs.
@@ -46,6 +53,16 @@ const fn call(api: &'static str, iam: &'static str, own_resources: bool) -> Call
         iam: Some(iam),
         feature: Feature::Fleet,
         own_resources,
+    }
+}
+
+/// A call of `feature` (not the fleet's); `own_resources` is unused there.
+const fn of(feature: Feature, api: &'static str, iam: &'static str) -> Call {
+    Call {
+        api,
+        iam: Some(iam),
+        feature,
+        own_resources: false,
     }
 }
 
@@ -112,6 +129,24 @@ pub const CALLS: &[Call] = &[
         feature: Feature::FleetAllocation,
         own_resources: false,
     },
+    // The bundle bucket and its objects, by the names `bundle.rs` reports.
+    of(Feature::Bundles, "HeadBucket", "s3:ListBucket"),
+    of(Feature::Bundles, "CreateBucket", "s3:CreateBucket"),
+    of(Feature::Bundles, "PutBucketTagging", "s3:PutBucketTagging"),
+    of(Feature::Bundles, "ListObjectsV2", "s3:ListBucket"),
+    of(Feature::Bundles, "PutObject", "s3:PutObject"),
+    // PutObject with tags also needs this one.
+    of(Feature::Bundles, "PutObject", "s3:PutObjectTagging"),
+    // A presigned URL acts with the signer's rights.
+    of(Feature::Bundles, "presign GetObject", "s3:GetObject"),
+    of(Feature::Bundles, "DeleteObject", "s3:DeleteObject"),
+    of(
+        Feature::SsmSecrets,
+        "DescribeParameters",
+        "ssm:DescribeParameters",
+    ),
+    // RunInstances with `IamInstanceProfile` passes the profile's role.
+    of(Feature::InstanceProfile, "RunInstances", "iam:PassRole"),
 ];
 
 /// The IAM action of the API call `api` (`ec2:<api>` for one respot does
@@ -153,12 +188,11 @@ fn is_iam_action(word: &str) -> bool {
     }
 }
 
-/// The features the configuration uses. Extend it when a configuration
-/// field starts a new kind of call: an S3 bundle bucket (`s3:PutObject`,
-/// `s3:GetObject`), SSM secrets (`ssm:GetParameters` on the secrets'
-/// paths, `kms:Decrypt`), or a `[traffic]` front door
-/// (`elasticloadbalancing:*` on its target groups).
-pub fn features_of(config: &Config) -> Vec<Feature> {
+/// The features the configuration uses; `bundled`: whether its files
+/// travel as a bundle (`transport = "bundle"`, or `"auto"` when the
+/// blueprint does not fit, which only a render knows). Extend it when a
+/// configuration field starts a new kind of call.
+pub fn features_of(config: &Config, bundled: bool) -> Vec<Feature> {
     let mut features = vec![Feature::Fleet];
     if super::image::uses_ssm(&config.aws.image) {
         features.push(Feature::SsmImages);
@@ -169,7 +203,28 @@ pub fn features_of(config: &Config) -> Vec<Feature> {
     if config.aws.allocation == crate::config::Allocation::PriceCapacityOptimized {
         features.push(Feature::FleetAllocation);
     }
+    if bundled {
+        features.push(Feature::Bundles);
+    }
+    if config.secrets.iter().any(|s| s.ssm.is_some()) {
+        features.push(Feature::SsmSecrets);
+    }
+    if config.aws.instance_profile.is_some() {
+        features.push(Feature::InstanceProfile);
+    }
     features
+}
+
+/// The IAM actions of `feature`'s calls, sorted, once each.
+pub(super) fn actions_of_feature(feature: Feature) -> Vec<&'static str> {
+    let mut list: Vec<&str> = CALLS
+        .iter()
+        .filter(|c| c.feature == feature)
+        .filter_map(|c| c.iam)
+        .collect();
+    list.sort_unstable();
+    list.dedup();
+    list
 }
 
 fn alb_listeners(config: &Config) -> Vec<&str> {
@@ -235,8 +290,8 @@ fn alb_statements(config: &Config) -> Vec<Value> {
 /// call, write actions on existing resources limited to those tagged for
 /// its deployment, tags allowed only at creation, and the Spot
 /// service-linked role creatable (once per account).
-pub fn policy(config: &Config) -> Value {
-    let features = features_of(config);
+pub fn policy(config: &Config, bundled: bool) -> Value {
+    let features = features_of(config, bundled);
     let wanted = |c: &&Call| features.contains(&c.feature) && c.iam.is_some();
     let actions = |own: bool| -> Vec<&str> {
         let mut list: Vec<&str> = CALLS
@@ -298,6 +353,7 @@ pub fn policy(config: &Config) -> Value {
     if features.contains(&Feature::AlbDoor) {
         statements.extend(alb_statements(config));
     }
+    statements.extend(super::policies::operator_statements(config, &features));
     json!({"Version": "2012-10-17", "Statement": statements})
 }
 
@@ -311,7 +367,7 @@ fn tagging_actions(features: &[Feature]) -> Vec<&'static str> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
     /// Every call `sdk.rs` makes: the action names it passes to
@@ -392,7 +448,7 @@ mod tests {
         Config::parse(&text, std::path::Path::new("respot.toml")).expect("a valid config")
     }
 
-    fn actions_of(policy: &Value) -> Vec<String> {
+    pub(in crate::provider::aws) fn actions_of(policy: &Value) -> Vec<String> {
         let mut all = Vec::new();
         for statement in policy["Statement"].as_array().expect("statements") {
             match &statement["Action"] {
@@ -411,7 +467,7 @@ mod tests {
              [[traffic.aws.listeners]]\nregion = \"eu-west-1\"\nlistener_arn = \"arn:aws:elasticloadbalancing:\
              eu-west-1:123456789012:listener/app/web/50dc6c495c0c9188/f2f7dc8efc522ab2\"\n";
         let config = Config::parse(text, std::path::Path::new("respot.toml")).expect("a valid config");
-        let policy = policy(&config);
+        let policy = policy(&config, false);
         let actions = actions_of(&policy);
         // Every ELB call the door's SDK seam makes, by the names it reports.
         let sdk = include_str!("../../traffic/alb/sdk.rs");
@@ -441,10 +497,12 @@ mod tests {
 
     #[test]
     fn the_policy_holds_every_call_of_the_features_in_use() {
-        let with_alias = policy(&config("al2023"));
+        let with_alias = policy(&config("al2023"), false);
         let actions = actions_of(&with_alias);
-        let ordered = CALLS.iter().filter(|c| c.feature != Feature::FleetAllocation);
-        for call in ordered.filter_map(|c| c.iam) {
+        let fleet_and_images = CALLS
+            .iter()
+            .filter(|c| matches!(c.feature, Feature::Fleet | Feature::SsmImages));
+        for call in fleet_and_images.filter_map(|c| c.iam) {
             assert!(actions.iter().any(|a| a == call), "{call} missing: {actions:?}");
         }
         assert!(actions.contains(&"ec2:CreateTags".to_string()));
@@ -471,10 +529,10 @@ mod tests {
                 "ordered needs no {fleet_call}"
             );
         }
-        let fleet = policy(&config_with(
-            "al2023",
-            "allocation = \"price-capacity-optimized\"\n",
-        ));
+        let fleet = policy(
+            &config_with("al2023", "allocation = \"price-capacity-optimized\"\n"),
+            false,
+        );
         let fleet_actions = actions_of(&fleet);
         for fleet_call in ["ec2:CreateFleet", "ec2:CreateLaunchTemplate"] {
             assert!(
@@ -500,7 +558,7 @@ mod tests {
         );
         assert!(fleet.to_string().contains("AWSServiceRoleForEC2Fleet"));
 
-        let literal = actions_of(&policy(&config("ami-0123456789abcdef0")));
+        let literal = actions_of(&policy(&config("ami-0123456789abcdef0"), false));
         assert!(!literal.iter().any(|a| a.starts_with("ssm:")), "{literal:?}");
         assert!(
             !literal

@@ -10,7 +10,7 @@ use aws_sdk_ssm::types::ParameterStringFilter;
 use crate::provider::{ProviderError, Result};
 
 /// The tag that records the versions: `/app/token=3 /app/db=12`.
-pub const TAG_SECRETS: &str = "respot:secrets";
+pub const TAG_SECRETS: &str = crate::provider::tag::SECRETS;
 
 /// EC2 tag values hold at most 256 characters.
 const TAG_VALUE_MAX: usize = 256;

@@ -28,6 +28,7 @@ fn instance(region: &str, id: &str, generation: u64) -> Instance {
         version: None,
         generation: Some(generation),
         launched_at: None,
+        secrets: None,
     }
 }
 
