@@ -196,7 +196,17 @@ impl KeyStore {
         if let Some(kex) = kex {
             text.push_str(&format!("KexAlgorithms {kex}\n"));
         }
-        write_private(&path, text.as_bytes())?;
+        // Verification connects to many instances at once, and each ssh
+        // reads this file: it is replaced whole (a new file renamed over
+        // it), never truncated under a reader, and only when it changed.
+        if std::fs::read(&path).ok().as_deref() != Some(text.as_bytes()) {
+            let mut file = tempfile::Builder::new()
+                .prefix(".ssh_config.")
+                .tempfile_in(&self.dir)
+                .map_err(|e| state_err(&self.dir, e))?;
+            std::io::Write::write_all(&mut file, text.as_bytes()).map_err(|e| state_err(file.path(), e))?;
+            file.persist(&path).map_err(|e| state_err(&path, e.error))?;
+        }
         Ok(path)
     }
 
@@ -364,6 +374,36 @@ mod tests {
             "one key per generation"
         );
         assert_ne!(host_public, public);
+    }
+
+    #[test]
+    fn the_ssh_options_are_replaced_whole_and_only_when_they_change() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let store = KeyStore::at(&dir.path().join("d"), "demo");
+        let path = store.ssh_config(Some("curve25519-sha256")).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.starts_with(SSH_CONFIG), "{text}");
+        assert!(text.ends_with("KexAlgorithms curve25519-sha256\n"), "{text}");
+        let meta = std::fs::metadata(&path).unwrap();
+        assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+        // The same options: the very same file (a reader is never cut short).
+        store.ssh_config(Some("curve25519-sha256")).unwrap();
+        assert_eq!(std::fs::metadata(&path).unwrap().ino(), meta.ino());
+        // Other options: a new file took its place.
+        store.ssh_config(None).unwrap();
+        assert_ne!(std::fs::metadata(&path).unwrap().ino(), meta.ino());
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), SSH_CONFIG);
+        let left: Vec<_> = std::fs::read_dir(store.dir())
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
+        assert!(
+            left.iter()
+                .all(|n| !n.to_string_lossy().starts_with(".ssh_config.")),
+            "no temporary file left: {left:?}"
+        );
     }
 
     #[test]
