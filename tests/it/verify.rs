@@ -1102,6 +1102,23 @@ fn a_target_queued_behind_an_unreachable_one_gets_its_own_timeout() {
 /// A helper process, stopped by its PID when the test ends, pass or fail.
 struct StopOnDrop(std::process::Child);
 
+/// The machine's (busy, total) CPU ticks so far, every core, from
+/// `/proc/stat` (idle and iowait are not busy).
+fn machine_ticks() -> (f64, f64) {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let ticks: Vec<f64> = stat
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|t| t.parse().ok())
+        .collect();
+    let total: f64 = ticks.iter().take(8).sum();
+    let idle = ticks.get(3).copied().unwrap_or(0.0) + ticks.get(4).copied().unwrap_or(0.0);
+    (total - idle, total)
+}
+
 /// CPU seconds (user + system) of `pid` and of the children it has reaped.
 fn cpu_secs(pid: u32) -> f64 {
     cpu_secs_of(pid, 11..=14)
@@ -1227,6 +1244,7 @@ fn bench_verify_targets_through_latency() {
         .expect("start the latency proxy");
     let proxy = StopOnDrop(proxy);
     let cpu_before = (cpu_secs(sshd.pid()), cpu_secs(proxy.0.id()));
+    let machine_before = machine_ticks();
     let waited = Instant::now();
     while !ready.exists() {
         assert!(
@@ -1273,6 +1291,8 @@ fn bench_verify_targets_through_latency() {
         done.store(true, std::sync::atomic::Ordering::Relaxed);
         (waited, watcher.join().expect("the watcher"))
     });
+    let machine = machine_ticks();
+    let busy = (machine.0 - machine_before.0) / (machine.1 - machine_before.1).max(1.0);
     let server_cpu = cpu_secs(sshd.pid()) - cpu_before.0;
     let proxy_cpu = cpu_secs(proxy.0.id()) - cpu_before.1;
     let took = started.elapsed();
@@ -1298,6 +1318,14 @@ fn bench_verify_targets_through_latency() {
         per_target(respot_cpu),
         per_target(server_cpu),
         per_target(proxy_cpu)
+    );
+    // The per-process figures miss what was not reaped yet (ssh masters
+    // fork away from respot; sshd sessions end after respot does): the
+    // whole machine's busy share says whether the run was CPU-bound.
+    eprintln!(
+        "BENCH verify machine busy={:.0}% of {} cores during the run",
+        busy * 100.0,
+        std::thread::available_parallelism().map_or(1, |n| n.get())
     );
     assert!(
         success && failed == 0,
