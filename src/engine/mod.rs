@@ -23,7 +23,7 @@ mod rollback;
 mod rolling;
 mod rollout;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 use std::collections::BTreeMap;
 

@@ -232,22 +232,29 @@ impl Verification for FakeVerification {
     }
 
     async fn verify(&self, instances: &[Instance]) -> Verdict {
-        let rows = instances
-            .iter()
-            .map(|i| {
-                let target = Target {
-                    instance: i.id.to_string(),
-                    name: i.name.clone(),
-                    endpoint: i.ssh.clone().expect("memory instances have an endpoint"),
-                };
-                let outcome = if self.pass { Outcome::Pass } else { Outcome::Fail };
-                CheckRow::new(&target, "unit hello.service", outcome, "failed")
-            })
-            .collect();
-        Verdict {
-            report: FleetReport::new(instances.len(), rows),
-            unreachable: 0,
-        }
+        unit_verdict(instances, self.pass, "failed")
+    }
+}
+
+/// A verdict of one `unit hello.service` row per instance, all passing or
+/// all failing (`got` is what a failing row says): what a test's
+/// `Verification` answers without SSH.
+pub(crate) fn unit_verdict(instances: &[Instance], pass: bool, got: &str) -> Verdict {
+    let rows = instances
+        .iter()
+        .map(|i| {
+            let target = Target {
+                instance: i.id.to_string(),
+                name: i.name.clone(),
+                endpoint: i.ssh.clone().expect("test instances have an endpoint"),
+            };
+            let outcome = if pass { Outcome::Pass } else { Outcome::Fail };
+            CheckRow::new(&target, "unit hello.service", outcome, got)
+        })
+        .collect();
+    Verdict {
+        report: FleetReport::new(instances.len(), rows),
+        unreachable: 0,
     }
 }
 

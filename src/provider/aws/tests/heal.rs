@@ -8,12 +8,12 @@ use super::super::ec2::Ec2Api;
 use super::super::fake::FakeEc2;
 use super::{DEPLOYMENT, live_ours, provider, request};
 use crate::config::Fallback;
+use crate::engine::tests::unit_verdict;
 use crate::engine::{self, BadPools, EngineError, Forget, HealOptions, NoFrontDoor, Verdict, Verification};
 use crate::keys::KeyError;
 use crate::output::{Format, Printer};
 use crate::provider::{Instance, PoolKey, Provider};
 use crate::template::{Blueprint, GitInfo, LaunchMaterial};
-use crate::verify::{CheckRow, FleetReport, Outcome, Target};
 
 /// Passes or fails; records, at each verification, which of our
 /// instances the fake still runs.
@@ -38,22 +38,7 @@ impl Verification for Recorder {
     async fn verify(&self, instances: &[Instance]) -> Verdict {
         let live = live_ours(&self.fake).into_iter().map(|(_, id)| id).collect();
         self.live_at_verify.lock().unwrap().push(live);
-        let rows = instances
-            .iter()
-            .map(|i| {
-                let target = Target {
-                    instance: i.id.to_string(),
-                    name: i.name.clone(),
-                    endpoint: i.ssh.clone().expect("running fake instances have an address"),
-                };
-                let outcome = if self.pass { Outcome::Pass } else { Outcome::Fail };
-                CheckRow::new(&target, "unit hello.service", outcome, "inactive")
-            })
-            .collect();
-        Verdict {
-            report: FleetReport::new(instances.len(), rows),
-            unreachable: 0,
-        }
+        unit_verdict(instances, self.pass, "inactive")
     }
 }
 
