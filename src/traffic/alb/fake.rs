@@ -56,6 +56,21 @@ impl FakeElb {
         world
     }
 
+    /// A target group `arn` (named after its last `/` segment) with
+    /// `tags`, as another run or another tool left it.
+    pub fn add_group(&self, arn: &str, tags: &[(&str, &str)]) {
+        let tags: Tags = tags.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let group = NewTargetGroup {
+            name: arn.rsplit('/').next().unwrap_or(arn).to_string(),
+            vpc_id: "vpc-1".to_string(),
+            port: 8080,
+            health_path: "/health".to_string(),
+            tags: tags.clone(),
+        };
+        let mut world = self.world.lock().expect("not poisoned");
+        world.groups.insert(arn.to_string(), (group, tags));
+    }
+
     pub fn count(&self, action: &str) -> usize {
         self.world
             .lock()

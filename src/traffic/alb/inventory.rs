@@ -88,36 +88,18 @@ fn resource(region: &str, deployment: String, group: ListedTargetGroup) -> Tagge
 
 #[cfg(test)]
 mod tests {
-    use super::super::elbv2::NewTargetGroup;
     use super::super::fake::FakeElb;
     use super::*;
-
-    fn add_group(elb: &FakeElb, arn: &str, tags: &[(&str, &str)]) {
-        let tags: Tags = tags.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        let group = NewTargetGroup {
-            name: arn.rsplit('/').next().unwrap_or(arn).to_string(),
-            vpc_id: "vpc-1".to_string(),
-            port: 8080,
-            health_path: "/health".to_string(),
-            tags: tags.clone(),
-        };
-        elb.world
-            .lock()
-            .unwrap()
-            .groups
-            .insert(arn.to_string(), (group, tags));
-    }
 
     #[tokio::test]
     async fn only_groups_tagged_with_a_deployment_are_listed_with_their_use() {
         let elb = FakeElb::new("eu-west-1", "listener-1");
-        add_group(
-            &elb,
+        elb.add_group(
             "tg/app-blue",
             &[("respot:deployment", "app"), ("respot:colour", "blue")],
         );
-        add_group(&elb, "tg/app-2-green", &[("respot:deployment", "app-2")]);
-        add_group(&elb, "tg/theirs", &[("team", "web")]);
+        elb.add_group("tg/app-2-green", &[("respot:deployment", "app-2")]);
+        elb.add_group("tg/theirs", &[("team", "web")]);
         elb.world
             .lock()
             .unwrap()
@@ -155,7 +137,7 @@ mod tests {
     async fn tags_are_read_twenty_arns_at_a_time() {
         let elb = FakeElb::new("eu-west-1", "listener-1");
         for n in 0..45 {
-            add_group(&elb, &format!("tg/g{n:02}"), &[("respot:deployment", "big")]);
+            elb.add_group(&format!("tg/g{n:02}"), &[("respot:deployment", "big")]);
         }
         let found = in_region(&elb).await.unwrap();
         assert_eq!(found.len(), 45);

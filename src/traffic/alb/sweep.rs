@@ -76,25 +76,9 @@ async fn unhook<E: Elbv2Api>(api: &E, group: &ListedTargetGroup) -> ElbResult<()
 
 #[cfg(test)]
 mod tests {
-    use super::super::elbv2::{Listener, NewTargetGroup, Tags};
+    use super::super::elbv2::Listener;
     use super::super::fake::FakeElb;
     use super::*;
-
-    fn add_group(elb: &FakeElb, arn: &str, deployment: &str) {
-        let tags: Tags = vec![("respot:deployment".to_string(), deployment.to_string())];
-        let group = NewTargetGroup {
-            name: arn.to_string(),
-            vpc_id: "vpc-1".to_string(),
-            port: 8080,
-            health_path: "/health".to_string(),
-            tags: tags.clone(),
-        };
-        elb.world
-            .lock()
-            .unwrap()
-            .groups
-            .insert(arn.to_string(), (group, tags));
-    }
 
     fn listener(elb: &FakeElb, arn: &str) -> Listener {
         elb.world.lock().unwrap().listeners[arn].clone()
@@ -103,9 +87,9 @@ mod tests {
     #[tokio::test]
     async fn only_the_named_deployments_groups_go_and_listeners_keep_the_rest() {
         let elb = FakeElb::new("eu-west-1", "l-shared");
-        add_group(&elb, "app-blue", "app");
-        add_group(&elb, "app-2-blue", "app-2");
-        add_group(&elb, "solo-green", "solo");
+        elb.add_group("app-blue", &[("respot:deployment", "app")]);
+        elb.add_group("app-2-blue", &[("respot:deployment", "app-2")]);
+        elb.add_group("solo-green", &[("respot:deployment", "solo")]);
         {
             let mut world = elb.world.lock().unwrap();
             world.listeners.get_mut("l-shared").unwrap().forward =
