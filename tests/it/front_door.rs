@@ -14,54 +14,38 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::support::Test;
+use crate::support::vms::{SampleVms, kill_under};
 
-/// The sample with one VM, a door on a free port and a short hold. Drop
-/// destroys what is left and kills (by PID, after checking their command
-/// line names this test's state) any qemu or haproxy it started.
+/// The sample with one VM, a door on a free port and a short hold, on
+/// `SampleVms` (whose drop destroys what is left and kills, by PID, any
+/// qemu or haproxy whose command line names this test's state).
 struct Door {
-    test: Test,
-    state: PathBuf,
+    vms: SampleVms,
     port: u16,
+}
+
+impl std::ops::Deref for Door {
+    type Target = SampleVms;
+    fn deref(&self) -> &SampleVms {
+        &self.vms
+    }
 }
 
 impl Door {
     fn new() -> Door {
-        let test = Test::sample();
         let port = TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
             .unwrap()
             .port();
-        let toml = std::fs::read_to_string(test.path().join("respot.toml")).unwrap();
-        let toml = toml
-            .replace("[local]\ncount = 2", "[local]\ncount = 1")
-            .replace("port = 8000", &format!("port = {port}"))
-            .replace("hold_secs = 20", "hold_secs = 15");
-        std::fs::write(test.path().join("respot.toml"), toml).unwrap();
-        test.context().link_vm_image();
-        let state = test.context().state();
-        Door { test, state, port }
-    }
-
-    fn path(&self) -> &Path {
-        self.test.path()
-    }
-
-    fn respot(&self, args: &[&str]) -> Output {
-        let out = self
-            .test
-            .context()
-            .command()
-            .args(args)
-            .output()
-            .expect("run respot");
-        eprintln!(
-            "respot {args:?} -> {:?}\n--- stdout ---\n{}\n--- stderr ---\n{}",
-            out.status.code(),
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
+        let vms = SampleVms::new(
+            1,
+            &[
+                ("port = 8000", format!("port = {port}")),
+                ("hold_secs = 20", "hold_secs = 15".to_string()),
+            ],
         );
-        out
+        Door { vms, port }
     }
 
     fn digest(&self) -> String {
@@ -86,32 +70,7 @@ impl Door {
 
     /// qemu and haproxy processes whose command line names our state dir.
     fn our_pids(&self) -> Vec<i32> {
-        let needle = self.state.display().to_string();
-        let mut pids = Vec::new();
-        for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-            let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
-                continue;
-            };
-            let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
-                continue;
-            };
-            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
-            let ours = cmdline.contains("qemu-system-x86_64") || cmdline.contains("haproxy");
-            if ours && cmdline.contains(&needle) {
-                pids.push(pid);
-            }
-        }
-        pids
-    }
-}
-
-impl Drop for Door {
-    fn drop(&mut self) {
-        let _ = self.test.context().command().args(["destroy", "--yes"]).output();
-        for pid in self.our_pids() {
-            // SAFETY: kill(2) on a process whose command line names this test's state dir.
-            unsafe { libc::kill(pid, libc::SIGKILL) };
-        }
+        self.pids(&["qemu-system-x86_64", "haproxy"])
     }
 }
 
@@ -370,18 +329,7 @@ struct Reaper(PathBuf);
 
 impl Drop for Reaper {
     fn drop(&mut self) {
-        let needle = self.0.display().to_string();
-        for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-            let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
-                continue;
-            };
-            let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
-            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
-            if cmdline.contains("haproxy") && cmdline.contains(&needle) {
-                // SAFETY: kill(2) on a haproxy started for this test's state.
-                unsafe { libc::kill(pid, libc::SIGKILL) };
-            }
-        }
+        kill_under(&self.0, &["haproxy"]);
     }
 }
 

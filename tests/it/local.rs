@@ -5,52 +5,29 @@
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
+use crate::support::raw_ssh;
 use crate::support::sshd::{HOSTILE_COMMANDS, assert_no_tty_forwarding_or_tunnel};
-use crate::support::{Test, raw_ssh};
+use crate::support::vms::SampleVms;
 
 mod heal;
 
 /// respot's verification account, as `src/guest/mod.rs` names it.
 const VERIFY_USER: &str = "respot-verify";
 
-/// A sample blueprint with its own respot state directory. Dropping it
-/// destroys whatever VMs the test left, and as a last resort kills qemu
-/// processes whose command line names this state directory (ours only).
-struct Fleet {
-    test: Test,
-    state: PathBuf,
+/// The sample on real VMs (`SampleVms`: its own state directory, cleaned
+/// up on drop), with what these tests read of it.
+struct Fleet(SampleVms);
+
+impl std::ops::Deref for Fleet {
+    type Target = SampleVms;
+    fn deref(&self) -> &SampleVms {
+        &self.0
+    }
 }
 
 impl Fleet {
     fn new(count: u32) -> Fleet {
-        let test = Test::sample();
-        let toml = std::fs::read_to_string(test.path().join("respot.toml")).unwrap();
-        let toml = toml.replace("[local]\ncount = 2", &format!("[local]\ncount = {count}"));
-        std::fs::write(test.path().join("respot.toml"), toml).unwrap();
-        test.context().link_vm_image();
-        let state = test.context().state();
-        Fleet { test, state }
-    }
-
-    fn path(&self) -> &Path {
-        self.test.path()
-    }
-
-    fn respot(&self, args: &[&str]) -> Output {
-        let out = self
-            .test
-            .context()
-            .command()
-            .args(args)
-            .output()
-            .expect("run respot");
-        eprintln!(
-            "respot {args:?} -> {:?}\n--- stdout ---\n{}\n--- stderr ---\n{}",
-            out.status.code(),
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        out
+        Fleet(SampleVms::new(count, &[]))
     }
 
     fn json(&self, args: &[&str]) -> serde_json::Value {
@@ -71,32 +48,7 @@ impl Fleet {
     /// qemu processes started for this test (their command line names our
     /// state directory).
     fn our_qemu_pids(&self) -> Vec<i32> {
-        let needle = self.state.display().to_string();
-        let mut pids = Vec::new();
-        for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-            let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
-                continue;
-            };
-            let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
-                continue;
-            };
-            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
-            if cmdline.contains("qemu-system-x86_64") && cmdline.contains(&needle) {
-                pids.push(pid);
-            }
-        }
-        pids
-    }
-}
-
-impl Drop for Fleet {
-    fn drop(&mut self) {
-        // Best effort: the qemu kill below is the backstop.
-        let _ = self.test.context().command().args(["destroy", "--yes"]).output();
-        for pid in self.our_qemu_pids() {
-            // SAFETY: kill(2) on a qemu whose command line names this test's state dir.
-            unsafe { libc::kill(pid, libc::SIGKILL) };
-        }
+        self.pids(&["qemu-system-x86_64"])
     }
 }
 

@@ -3,45 +3,26 @@
 //! create ends, the summary it ends with, the JSON lines of `--output json`,
 //! and `debug`'s header-first report.
 
-use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::time::Duration;
 
-use crate::support::Test;
 use crate::support::terminal::Terminal;
+use crate::support::vms::SampleVms;
 
-/// One VM of the sample blueprint; `Drop` destroys it, and kills as a last
-/// resort the qemu processes whose command line names this test's state
-/// directory (ours only).
-struct Session {
-    test: Test,
+/// One VM of the sample blueprint, on `SampleVms` (whose drop destroys it
+/// and kills, by PID, what names this test's state directory).
+struct Session(SampleVms);
+
+impl std::ops::Deref for Session {
+    type Target = SampleVms;
+    fn deref(&self) -> &SampleVms {
+        &self.0
+    }
 }
 
 impl Session {
     fn new() -> Session {
-        let test = Test::sample();
-        let toml = std::fs::read_to_string(test.path().join("respot.toml")).unwrap();
-        let toml = toml.replace("[local]\ncount = 2", "[local]\ncount = 1");
-        std::fs::write(test.path().join("respot.toml"), toml).unwrap();
-        test.context().link_vm_image();
-        Session { test }
-    }
-
-    fn respot(&self, args: &[&str]) -> Output {
-        let out = self
-            .test
-            .context()
-            .command()
-            .args(args)
-            .output()
-            .expect("run respot");
-        eprintln!(
-            "respot {args:?} -> {:?}\n--- stdout ---\n{}\n--- stderr ---\n{}",
-            out.status.code(),
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        out
+        Session(SampleVms::new(1, &[]))
     }
 
     /// `respot ARGS` in a real terminal of its own.
@@ -60,39 +41,6 @@ impl Session {
             args,
         )
     }
-
-    fn state(&self) -> PathBuf {
-        self.test.context().state()
-    }
-}
-
-impl Drop for Session {
-    fn drop(&mut self) {
-        // Best effort: the qemu kill below is the backstop.
-        let _ = self.test.context().command().args(["destroy", "--yes"]).output();
-        for pid in qemu_pids_under(&self.state()) {
-            // SAFETY: kill(2) on a qemu whose command line names this test's state dir.
-            unsafe { libc::kill(pid, libc::SIGKILL) };
-        }
-    }
-}
-
-fn qemu_pids_under(state: &Path) -> Vec<i32> {
-    let needle = state.display().to_string();
-    let mut pids = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
-            continue;
-        };
-        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
-            continue;
-        };
-        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
-        if cmdline.contains("qemu-system-x86_64") && cmdline.contains(&needle) {
-            pids.push(pid);
-        }
-    }
-    pids
 }
 
 /// A line of the live display: an instance with its phase bar.

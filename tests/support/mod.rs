@@ -8,6 +8,7 @@ pub mod context;
 pub mod moto;
 pub mod sshd;
 pub mod terminal;
+pub mod vms;
 
 use std::path::{Path, PathBuf};
 use std::process::Output;
