@@ -7,7 +7,9 @@
 # It reads no other variable: it reruns itself under env -i.
 #
 # Queries (single spaces): cloud-init | units | manifest | health | log |
-#   facts | packages | journal <unit in /etc/respot/units> <n in 1..500>
+#   facts | check | journal <unit in /etc/respot/units> <n in 1..500>
+# `check` is what `verify` asks: cloud-init, units, manifest, health and
+# packages in one run (one SSH channel, one inspector start per instance).
 #
 # One more entry, not over SSH: `inspect hash-manifest`, run as root through
 # the one sudo rule in /etc/sudoers.d/respot (fixed argument, no
@@ -30,7 +32,7 @@
 #
 # ROOT is empty here and nothing sets it; tests rewrite that line in a copy.
 
-QUERIES="cloud-init units journal manifest health log facts packages"
+QUERIES="cloud-init units journal manifest health log facts check"
 REFUSED=64
 MAX_JOURNAL=500
 MAX_REPLY=1048576
@@ -381,7 +383,7 @@ answer() {
         health) q_health ;;
         log) q_log ;;
         facts) q_facts ;;
-        packages) q_packages ;;
+        check) q_cloud_init; q_units; q_manifest; q_health; q_packages ;;
     esac
     r end ok
 }

@@ -371,7 +371,34 @@ fn the_manifest_reports_owners_modes_directories_and_secrets() {
     );
 }
 
-/// `packages` reports the installed version of each listed package, or
+/// `check` (what `verify` asks) is the answers of `cloud-init`, `units`,
+/// `manifest` and `health` in one run, in that order, then the packages.
+#[test]
+fn check_answers_the_four_queries_in_one_run() {
+    let root = Root::new("hello-health.service\n");
+    let sum = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+    root.write("etc/respot/manifest.json", "{\"digest\":\"d\"}\n");
+    root.write("etc/respot/manifest.sha256", &format!("{sum}  /opt/app/a\n"));
+    root.write("opt/app/a", "");
+    root.write("etc/respot/probes", "http 1 /health 200\n");
+    let body = |query: &str| {
+        let out = root.stdout(query);
+        let mut lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines.pop(), Some("end\tok"), "{query}: {out}");
+        lines[1..].iter().map(|l| format!("{l}\n")).collect::<String>()
+    };
+    let check = body("check");
+    let parts: String = ["cloud-init", "units", "manifest", "health"].map(body).concat();
+    assert!(check.starts_with(&parts), "check:\n{check}\nthe four:\n{parts}");
+    let rest = &check[parts.len()..];
+    assert!(rest.starts_with("status\tpackages\t"), "{rest}");
+    let reply = Reply::parse(&Query::Check, root.stdout("check").as_bytes()).unwrap();
+    assert_eq!(reply.files()[0].2, sum, "{check}");
+    assert_eq!(reply.probes()[0].got, "none", "{check}");
+    assert_eq!(reply.status("manifest"), Some("present"));
+}
+
+/// `check` reports the installed version of each listed package, or
 /// `missing`, from dpkg (or rpm) on the host.
 #[test]
 fn the_inspector_reports_package_versions() {
@@ -381,7 +408,7 @@ fn the_inspector_reports_package_versions() {
     }
     let root = Root::new("");
     root.write("etc/respot/packages", "coreutils\nno-such-package-respot\n");
-    let reply = Reply::parse(&Query::Packages, root.stdout("packages").as_bytes()).unwrap();
+    let reply = Reply::parse(&Query::Check, root.stdout("check").as_bytes()).unwrap();
     let packages = reply.packages();
     assert_eq!(packages.len(), 2, "{packages:?}");
     assert_eq!(packages[0].0, "coreutils");

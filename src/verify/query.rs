@@ -56,12 +56,17 @@ impl JournalLines {
 pub enum Query {
     CloudInit,
     Units,
-    Journal { unit: UnitName, lines: JournalLines },
+    Journal {
+        unit: UnitName,
+        lines: JournalLines,
+    },
     Manifest,
     Health,
     Log,
     Facts,
-    Packages,
+    /// What `verify` asks: the cloud-init, units, manifest and health
+    /// records and the installed packages, in one inspector run.
+    Check,
 }
 
 impl Query {
@@ -78,7 +83,7 @@ impl Query {
             Query::Health => vec!["health".into()],
             Query::Log => vec!["log".into()],
             Query::Facts => vec!["facts".into()],
-            Query::Packages => vec!["packages".into()],
+            Query::Check => vec!["check".into()],
         }
     }
 
@@ -91,7 +96,7 @@ impl Query {
             Query::Health => "health",
             Query::Log => "log",
             Query::Facts => "facts",
-            Query::Packages => "packages",
+            Query::Check => "check",
         }
     }
 }
@@ -328,7 +333,7 @@ pub(super) mod tests {
             Query::Health,
             Query::Log,
             Query::Facts,
-            Query::Packages,
+            Query::Check,
         ];
         for q in &all {
             match q {
@@ -339,7 +344,7 @@ pub(super) mod tests {
                 | Query::Health
                 | Query::Log
                 | Query::Facts
-                | Query::Packages => {}
+                | Query::Check => {}
             }
         }
         all
