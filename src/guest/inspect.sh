@@ -18,9 +18,9 @@
 #
 # Output: TAB-separated records, MAX_REPLY bytes at most:
 #   respot-inspect 1 <query>         first
-#   status <component> <word>        e.g. status cloud-init done
+#   status <component> <word>        e.g. status cloud-init running
 #   kv <key> <value>
-#   text <block> <line>              a line of a log or JSON block
+#   text <block> <line>              a line of a log, JSON block or /proc file
 #   unit <name> <active state>
 #   file <path> <recorded sha256> <live sha256|missing|symlink|special|unreadable>
 #        <owner> <group> <mode>      (- when there is no regular file)
@@ -98,36 +98,14 @@ q_cloud_init() {
     if cloud_init_running; then
         r status cloud-init running
     else
-        cloud_init_status
+        # respot reads the state from the exit code and the JSON.
+        json=$(cloud-init status --format json 2>/dev/null)
+        r kv exit $?
+        printf '%s\n' "$json" | block status-json
     fi
     if [ -r "$ROOT/var/log/cloud-init-output.log" ]; then
         tail -n 40 "$ROOT/var/log/cloud-init-output.log" | block output-log
     fi
-}
-
-# The final answer, from `cloud-init status --format json`.
-cloud_init_status() {
-    json=$(cloud-init status --format json 2>/dev/null)
-    code=$?
-    case $json in '{'*) ;; *) json= ;; esac
-    # 0: ran (read the status word); 1: error; 2: degraded (newer releases).
-    # Older releases also exit 2 on a usage error, hence the JSON check.
-    case $code in
-        0)
-            word=$(printf '%s\n' "$json" | sed -n 's/^  "status": "\([a-z ]*\)",*$/\1/p' | head -n 1)
-            case $word in
-                done|running|disabled) ;;
-                "not run"|"") word=not-run ;;
-                *) word=unknown ;;
-            esac
-            ;;
-        1) word=error ;;
-        2) word=unknown; [ -n "$json" ] && word=degraded ;;
-        *) word=unknown ;;
-    esac
-    r status cloud-init "$word"
-    r kv exit "$code"
-    printf '%s\n' "$json" | block status-json
 }
 
 q_units() {
@@ -287,15 +265,12 @@ q_log() {
     tail -n "$MAX_JOURNAL" "$ROOT/var/log/respot/deploy.log" | block log
 }
 
+# The host's own numbers as they are; respot reads them (src/verify/facts.rs).
 q_facts() {
-    read -r up _ < /proc/uptime && r kv uptime_secs "${up%.*}"
-    read -r l1 l5 l15 _ < /proc/loadavg && r kv load "$l1 $l5 $l15"
-    sed -n 's/^MemTotal: *\([0-9]*\) kB$/kv\tmem_total_kib\t\1/p; s/^MemAvailable: *\([0-9]*\) kB$/kv\tmem_available_kib\t\1/p' /proc/meminfo
-    df -Pk / 2>/dev/null | tail -n 1 | while read -r _ size used avail _; do
-        r kv disk_root_kib "$size"
-        r kv disk_root_used_kib "$used"
-        r kv disk_root_avail_kib "$avail"
+    for f in uptime loadavg meminfo; do
+        block $f < /proc/$f
     done
+    df -Pk / 2>/dev/null | block df
     r kv kernel "$(uname -r)"
     id=
     [ -r "$ROOT/var/lib/cloud/data/instance-id" ] && read -r id < "$ROOT/var/lib/cloud/data/instance-id"

@@ -102,10 +102,10 @@ async fn check_when_booted(
     deadline: Instant,
     watch: &dyn Watch,
 ) -> Result<Reply, VerifyError> {
-    let booting = |reply: &Reply| matches!(reply.status("cloud-init"), Some("running" | "not-run"));
+    let booting = |reply: &Reply| matches!(reply.cloud_init_status().as_str(), "running" | "not-run");
     let reached = |reply: &Reply| {
-        let status = reply.status("cloud-init").unwrap_or("unknown");
-        watch.reached(target, Stage::CloudInit(strip_controls(status)));
+        let status = reply.cloud_init_status();
+        watch.reached(target, Stage::CloudInit(strip_controls(&status)));
     };
     let check = connection.run(&Query::Check).await?;
     if !booting(&check) {
@@ -141,9 +141,9 @@ fn answer_or_fail(
 }
 
 pub(crate) fn eval_cloud_init(target: &Target, reply: &Reply, strict: bool) -> Vec<CheckRow> {
-    let status = reply.status("cloud-init").unwrap_or("unknown");
+    let status = reply.cloud_init_status();
     let errors = reply.cloud_init_errors().join("; ");
-    let (outcome, detail) = match status {
+    let (outcome, detail) = match status.as_str() {
         "done" => (Outcome::Pass, "done".to_string()),
         "degraded" => (
             warn_or_fail(strict),
