@@ -239,24 +239,24 @@ q_health() {
     have curl || { r status health unavailable; return; }
     r status health available
     [ -r "$ROOT/etc/respot/probes" ] || return 0
-    while read -r kind port path want || [ -n "${kind-}" ]; do
-        [ "${kind-}" = http ] || continue
-        case $port$want in *[!0-9]*|'') continue ;; esac
-        case $path in /*) ;; *) continue ;; esac
-        case $path in *[!A-Za-z0-9/._~%=?\&-]*) continue ;; esac
-        # The status code, a TAB, the body's first 120 bytes on one line.
-        # No redirect is followed, no proxy used, no config file read (-q).
-        out=$(curl -q -s --max-time 5 --noproxy '*' -D - "http://127.0.0.1:$port$path" 2>/dev/null |
-            head -c 8192 |
-            awk 'NR == 1 { c = $2; next }
-                b { s = s (n++ ? " " : "") $0 }
-                /^\r?$/ { b = 1 }
-                END { gsub(/[\t\r]/, " ", s); print c "\t" substr(s, 1, 120) }')
-        case ${out%%"$T"*} in
-            ''|*[!0-9]*|000) r probe "$port" "$path" "$want" none "" ;;
-            *) r probe "$port" "$path" "$want" "${out%%"$T"*}" "${out#*"$T"}" ;;
-        esac
-    done < "$ROOT/etc/respot/probes"
+    # Well-formed probes only: nothing else reaches curl's URL.
+    grep -E '^http [0-9]+ /[A-Za-z0-9/._~%=?&-]* [0-9]+$' "$ROOT/etc/respot/probes" |
+        while read -r _ port path want; do
+            # The status code (none: no answer), a TAB, the body's first 120
+            # bytes on one line: two fields of the probe record. No redirect
+            # is followed, no proxy used, no config file read (-q).
+            got=$(curl -q -s --max-time 5 --noproxy '*' -D - "http://127.0.0.1:$port$path" 2>/dev/null |
+                head -c 8192 |
+                awk 'NR == 1 { c = $2 }
+                    b { s = s (n++ ? " " : "") $0 }
+                    /^\r?$/ { b = 1 }
+                    END {
+                        gsub(/[\t\r]/, " ", s)
+                        if (c !~ /^[0-9]+$/ || c == "000") { c = "none"; s = "" }
+                        print c "\t" substr(s, 1, 120)
+                    }')
+            r probe "$port" "$path" "$want" "$got"
+        done
 }
 
 q_log() {
@@ -307,15 +307,14 @@ fi
 if [ $# -eq 0 ]; then
     exec env -i PATH="$PATH" LC_ALL=C /bin/sh "$0" --query "${SSH_ORIGINAL_COMMAND-}"
 fi
-[ $# -eq 2 ] && [ "$1" = --query ] || refuse "unexpected arguments; the query comes from SSH_ORIGINAL_COMMAND"
+[ $# -eq 2 ] && [ "$1" = --query ] || refuse "the query comes from SSH_ORIGINAL_COMMAND"
 cd / || exit 70
 
 cmd=$2
 # Only letters, digits, single spaces and a few unit-name characters:
 # no quotes, no $, no ;, no /, no globs.
 case $cmd in
-    '') refuse "no query; expected one of: $QUERIES" ;;
-    *[!A-Za-z0-9@._:\ -]*) refuse "unexpected characters in the query" ;;
+    ''|*[!A-Za-z0-9@._:\ -]*) refuse "not a query; expected one of: $QUERIES" ;;
 esac
 IFS=' '
 # shellcheck disable=SC2086 # splitting is the point; globbing is off (set -f)
@@ -332,12 +331,13 @@ esac
 
 case $query in
     journal)
-        [ $# -eq 3 ] || refuse "usage: journal <unit> <n>"
+        [ $# -eq 3 ] || refuse "usage: journal <unit> <n in 1..$MAX_JOURNAL>"
         unit=$2
         n=$3
-        case $n in ''|*[!0-9]*|0*) refuse "n must be a number from 1 to $MAX_JOURNAL" ;; esac
-        [ "${#n}" -le 3 ] && [ "$n" -le "$MAX_JOURNAL" ] || refuse "n must be a number from 1 to $MAX_JOURNAL"
-        case $unit in -*) refuse "bad unit name" ;; esac
+        # Digits only, no leading zero, at most 3 of them, then the range.
+        case $n in ''|*[!0-9]*|0*|????*) n=0 ;; esac
+        [ "$n" -ge 1 ] && [ "$n" -le "$MAX_JOURNAL" ] || refuse "usage: journal <unit> <n in 1..$MAX_JOURNAL>"
+        case $unit in -*) refuse "unit \`$unit\` is not one of respot's units" ;; esac
         [ -r "$ROOT/etc/respot/units" ] && grep -Fqx -e "$unit" "$ROOT/etc/respot/units" \
             || refuse "unit \`$unit\` is not one of respot's units"
         ;;

@@ -25,10 +25,13 @@ fn quoted(text: &str) -> String {
 /// neither), and whose home is root-owned 0755, so it cannot write there.
 /// `$1` is the account, `$2` its home. No `'` inside: it is a YAML
 /// single-quoted scalar.
+/// Short options (`-r` system, `-M` no home made, `-d` home, `-s` shell,
+/// `-G` groups, `-p` password): the same in shadow-utils everywhere, and
+/// shorter on every instance.
 const VERIFY_ACCOUNT_SCRIPT: &str = "set -e; g=; for x in adm systemd-journal; do \
-    if getent group \"$x\" >/dev/null; then g=\"${g:+$g,}$x\"; fi; done; \
-    getent passwd \"$1\" >/dev/null || useradd --system --no-create-home --home-dir \"$2\" --shell /bin/sh \"$1\"; \
-    usermod --home \"$2\" --shell /bin/sh --groups \"$g\" --password ! \"$1\"; \
+    getent group $x >/dev/null && g=${g:+$g,}$x || :; done; \
+    getent passwd \"$1\" >/dev/null || useradd -r -M -d \"$2\" -s /bin/sh \"$1\"; \
+    usermod -d \"$2\" -s /bin/sh -G \"$g\" -p ! \"$1\"; \
     install -d -o root -g root -m 0755 \"$2\"";
 
 /// The bootcmd step that writes respot's verification key, in two parts:
@@ -36,10 +39,15 @@ const VERIFY_ACCOUNT_SCRIPT: &str = "set -e; g=; for x in adm systemd-journal; d
 /// part, and the key's random base64 and comment, which begin the stored
 /// keys. The key file gets `restrict,command="INSPECTOR_PATH" KEY`.
 fn verify_key_step(verify_key: &str) -> (String, String) {
-    let key = verify_key.trim();
-    let (kind, rest) = key.split_once(' ').unwrap_or(("", key));
-    let quoted_key = quoted(&format!("{kind} {rest}"));
-    let split = 1 + kind.len() + 1;
+    // Type and key; the comment is for people, and costs user-data.
+    let mut words = verify_key.split_whitespace();
+    let (kind, blob) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
+    let quoted_key = quoted(&format!("{kind} {blob}"));
+    let fixed_blob = match blob.starts_with(ED25519_BLOB_HEADER) {
+        true => ED25519_BLOB_HEADER.len(),
+        false => 0,
+    };
+    let split = 1 + kind.len() + 1 + fixed_blob;
     let (fixed, random) = quoted_key.split_at(split.min(quoted_key.len()));
     (
         format!(
@@ -48,6 +56,11 @@ fn verify_key_step(verify_key: &str) -> (String, String) {
         format!("{random}]\n"),
     )
 }
+
+/// The first 25 base64 characters of every ed25519 public key: the length
+/// and name of its type, and the length of the key (19 bytes, the 25th
+/// character's top bits).
+const ED25519_BLOB_HEADER: &str = "AAAAC3NzaC1lZDI1NTE5AAAAI";
 
 /// The first 70 base64 characters of every unencrypted OpenSSH ed25519
 /// private key (magic, cipher and KDF `none`, one key, its type): the
@@ -317,7 +330,7 @@ mod tests {
         let bootcmd: Vec<&str> = part.lines().filter(|l| l.starts_with("  - ")).collect();
         assert_eq!(bootcmd.len(), 3, "{part}");
         assert_eq!(bootcmd[0], "  - - sh", "the manifest step, as a block sequence");
-        assert!(bootcmd[1].contains("useradd --system"), "{}", bootcmd[1]);
+        assert!(bootcmd[1].contains("useradd -r -M"), "{}", bootcmd[1]);
         assert!(
             bootcmd[1].ends_with("', respot, respot-verify, /var/lib/respot-verify]"),
             "{}",
@@ -337,14 +350,22 @@ mod tests {
         assert!(!bootcmd[2].contains("alice"));
         assert_eq!(
             run_key_step(bootcmd[2]),
-            "restrict,command=\"/usr/lib/respot/inspect\" ssh-ed25519 AAAAtest respot-verify\n"
+            "restrict,command=\"/usr/lib/respot/inspect\" ssh-ed25519 AAAAtest\n"
         );
-        // Only the key's random part and comment are stored (uncompressed).
-        assert_eq!(blueprint().key_section(&launch), "AAAAtest respot-verify\"]\n");
+        // Only the key's random part is stored (uncompressed); no comment.
+        assert_eq!(blueprint().key_section(&launch), "AAAAtest\"]\n");
+        let real = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJSH2pFJW1xcFGl+wag9EQFNUVe3GmxLruPv/d/3wjro respot-verify@demo\n";
+        let (fixed, random) = verify_key_step(real);
+        assert!(fixed.ends_with(", respot, \"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAI"), "{fixed}");
+        assert_eq!(random, "JSH2pFJW1xcFGl+wag9EQFNUVe3GmxLruPv/d/3wjro\"]\n");
+        assert_eq!(
+            run_key_step(&format!("{fixed}{random}")),
+            format!("restrict,command=\"/usr/lib/respot/inspect\" {}\n", &real[..80])
+        );
         // Without a key, the account is still made.
         let part = blueprint().launch_section(&LaunchMaterial::default())
             + &blueprint().key_section(&LaunchMaterial::default());
-        assert!(part.contains("useradd --system"));
+        assert!(part.contains("useradd -r -M"));
         assert!(!part.contains(VERIFY_KEYS_DIR));
     }
 }

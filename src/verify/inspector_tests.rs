@@ -284,6 +284,28 @@ fn health_probes_follow_no_redirect() {
     assert!(seen[0].starts_with("GET /health "), "{seen:?}");
 }
 
+/// Only well-formed probe lines reach curl; the rest are skipped whole.
+#[test]
+fn malformed_probes_are_skipped() {
+    let root = Root::new("");
+    let (port, seen) = redirecting_server();
+    root.write(
+        "etc/respot/probes",
+        &format!(
+            "http {port} /health 200\nhttp {port} /a b 200\nhttp {port} /$(id) 200\nhttp x /h 200\n\
+             https {port} /h 200\nhttp {port} h 200\nhttp {port} /h 2x\nhttp {port} /h 200 extra\n\
+             http {port} /ok?x=1&y=%20 200\n"
+        ),
+    );
+    let reply = Reply::parse(&Query::Health, root.stdout("health").as_bytes()).unwrap();
+    let paths: Vec<String> = reply.probes().into_iter().map(|p| p.path).collect();
+    assert_eq!(paths, ["/health", "/ok?x=1&y=%20"]);
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    let probes = reply.probes();
+    assert_eq!((probes[1].got.as_str(), probes[1].body.as_str()), ("200", "followed"));
+}
+
 #[test]
 fn facts_say_who_runs_the_inspector() {
     let root = Root::new("");
