@@ -7,7 +7,9 @@
 # It reads no other variable: it reruns itself under env -i.
 #
 # Queries (single spaces): cloud-init | units | manifest | health | log |
-#   facts | packages | journal <unit in /etc/respot/units> <n in 1..500>
+#   facts | check | journal <unit in /etc/respot/units> <n in 1..500>
+# `check` is what `verify` asks: cloud-init, units, manifest, health and
+# packages in one run (one SSH channel, one inspector start per instance).
 #
 # One more entry, not over SSH: `inspect hash-manifest`, run as root through
 # the one sudo rule in /etc/sudoers.d/respot (fixed argument, no
@@ -16,9 +18,9 @@
 #
 # Output: TAB-separated records, MAX_REPLY bytes at most:
 #   respot-inspect 1 <query>         first
-#   status <component> <word>        e.g. status cloud-init done
+#   status <component> <word>        e.g. status cloud-init running
 #   kv <key> <value>
-#   text <block> <line>              a line of a log or JSON block
+#   text <block> <line>              a line of a log, JSON block or /proc file
 #   unit <name> <active state>
 #   file <path> <recorded sha256> <live sha256|missing|symlink|special|unreadable>
 #        <owner> <group> <mode>      (- when there is no regular file)
@@ -29,8 +31,13 @@
 #   end ok                           last; instead, at the cap: truncated <MAX_REPLY>
 #
 # ROOT is empty here and nothing sets it; tests rewrite that line in a copy.
+#
+# Parts between `# respot:only NAME` and `# respot:end` ship only to
+# blueprints that use them (src/guest/inspector.rs): `packages` ([packages]),
+# `placed` ([[directories]], [[secrets]]) and `root-hash` (files that
+# respot-verify cannot read: the sudo entry above).
 
-QUERIES="cloud-init units journal manifest health log facts packages"
+QUERIES="cloud-init units journal manifest health log facts check"
 REFUSED=64
 MAX_JOURNAL=500
 MAX_REPLY=1048576
@@ -91,36 +98,14 @@ q_cloud_init() {
     if cloud_init_running; then
         r status cloud-init running
     else
-        cloud_init_status
+        # respot reads the state from the exit code and the JSON.
+        json=$(cloud-init status --format json 2>/dev/null)
+        r kv exit $?
+        printf '%s\n' "$json" | block status-json
     fi
     if [ -r "$ROOT/var/log/cloud-init-output.log" ]; then
         tail -n 40 "$ROOT/var/log/cloud-init-output.log" | block output-log
     fi
-}
-
-# The final answer, from `cloud-init status --format json`.
-cloud_init_status() {
-    json=$(cloud-init status --format json 2>/dev/null)
-    code=$?
-    case $json in '{'*) ;; *) json= ;; esac
-    # 0: ran (read the status word); 1: error; 2: degraded (newer releases).
-    # Older releases also exit 2 on a usage error, hence the JSON check.
-    case $code in
-        0)
-            word=$(printf '%s\n' "$json" | sed -n 's/^  "status": "\([a-z ]*\)",*$/\1/p' | head -n 1)
-            case $word in
-                done|running|disabled) ;;
-                "not run"|"") word=not-run ;;
-                *) word=unknown ;;
-            esac
-            ;;
-        1) word=error ;;
-        2) word=unknown; [ -n "$json" ] && word=degraded ;;
-        *) word=unknown ;;
-    esac
-    r status cloud-init "$word"
-    r kv exit "$code"
-    printf '%s\n' "$json" | block status-json
 }
 
 q_units() {
@@ -171,6 +156,7 @@ attrs() {
     esac
 }
 
+# respot:only placed
 # present, missing, symlink or special: what is at $1, wanted a $2 (dir or file).
 kind_at() {
     if [ -L "$1" ]; then echo symlink
@@ -180,6 +166,7 @@ kind_at() {
     else echo special
     fi
 }
+# respot:end
 
 # The file, dir and secret records, hashing as whoever runs this.
 manifest_records() {
@@ -191,6 +178,7 @@ manifest_records() {
             r file "$path" "$recorded" "$live" "$a"
         done < "$ROOT/etc/respot/manifest.sha256"
     fi
+# respot:only placed
     for list in /etc/respot/directories /etc/respot/secrets; do
         [ -r "$ROOT$list" ] || continue
         record=secret want=file
@@ -203,24 +191,28 @@ manifest_records() {
             r "$record" "$path" "$state" "$a"
         done < "$ROOT$list"
     done
+# respot:end
 }
 
 q_manifest() {
     [ -r "$ROOT/etc/respot/manifest.json" ] || { r status manifest missing; return; }
     r status manifest present
     block manifest < "$ROOT/etc/respot/manifest.json"
+# respot:only root-hash
     # Root hashes what respot-verify cannot read, through the one sudo rule;
     # without it (no sudo, no rule, a test root), the records are our own.
     if [ -z "$ROOT" ] && [ "$(id -u)" != 0 ] && have sudo &&
         out=$(timeout 60 sudo -n /usr/lib/respot/inspect hash-manifest 2>/dev/null); then
         r kv hashed_by root
         printf '%s\n' "$out" | grep -E '^(file|dir|secret)'"$T"
-    else
-        r kv hashed_by "$(id -un 2>/dev/null)"
-        manifest_records
+        return
     fi
+# respot:end
+    r kv hashed_by "$(id -un 2>/dev/null)"
+    manifest_records
 }
 
+# respot:only packages
 # The installed version of each package in /etc/respot/packages.
 q_packages() {
     if have dpkg-query; then m=dpkg
@@ -241,30 +233,10 @@ q_packages() {
         r package "$name" "${v:-unknown}"
     done < "$ROOT/etc/respot/packages"
 }
-
-# fetch PORT PATH: the status code (empty: no answer), then the body's first
-# bytes. No redirect is followed, no proxy used, no config file read.
-fetch() {
-    if have curl; then
-        curl -q -s --max-time 5 --noproxy '*' -D - "http://127.0.0.1:$1$2" 2>/dev/null |
-            head -c 8192 |
-            awk 'NR == 1 { print $2; next } body { print; next } /^\r?$/ { body = 1 }'
-    elif have python3; then
-        python3 -I - "$1" "$2" <<'PY' 2>/dev/null
-import sys,urllib.request as u
-class N(u.HTTPRedirectHandler):redirect_request=lambda*a:None
-try:r=u.build_opener(u.ProxyHandler({}),N).open("http://127.0.0.1:%s%s"%tuple(sys.argv[1:3]),timeout=5);c,b=r.status,r.read(512)
-except u.HTTPError as e:c,b=e.code,e.read(512)
-except Exception:c,b=0,b""
-sys.stdout.write("%03d\n"%c+b.decode("utf-8","replace"))
-PY
-    else
-        return 2
-    fi
-}
+# respot:end
 
 q_health() {
-    have curl || have python3 || { r status health unavailable; return; }
+    have curl || { r status health unavailable; return; }
     r status health available
     [ -r "$ROOT/etc/respot/probes" ] || return 0
     while read -r kind port path want || [ -n "${kind-}" ]; do
@@ -272,14 +244,18 @@ q_health() {
         case $port$want in *[!0-9]*|'') continue ;; esac
         case $path in /*) ;; *) continue ;; esac
         case $path in *[!A-Za-z0-9/._~%=?\&-]*) continue ;; esac
-        out=$(fetch "$port" "$path")
-        got=$(printf '%s\n' "$out" | head -n 1)
-        case $got in
-            ''|*[!0-9]*|000) got=none; body= ;;
-            *) body=$(printf '%s\n' "$out" | sed 1d) ;;
+        # The status code, a TAB, the body's first 120 bytes on one line.
+        # No redirect is followed, no proxy used, no config file read (-q).
+        out=$(curl -q -s --max-time 5 --noproxy '*' -D - "http://127.0.0.1:$port$path" 2>/dev/null |
+            head -c 8192 |
+            awk 'NR == 1 { c = $2; next }
+                b { s = s (n++ ? " " : "") $0 }
+                /^\r?$/ { b = 1 }
+                END { gsub(/[\t\r]/, " ", s); print c "\t" substr(s, 1, 120) }')
+        case ${out%%"$T"*} in
+            ''|*[!0-9]*|000) r probe "$port" "$path" "$want" none "" ;;
+            *) r probe "$port" "$path" "$want" "${out%%"$T"*}" "${out#*"$T"}" ;;
         esac
-        body=$(printf %s "$body" | head -c 120 | tr '\t\r\n' '   ')
-        r probe "$port" "$path" "$want" "$got" "$body"
     done < "$ROOT/etc/respot/probes"
 }
 
@@ -289,15 +265,12 @@ q_log() {
     tail -n "$MAX_JOURNAL" "$ROOT/var/log/respot/deploy.log" | block log
 }
 
+# The host's own numbers as they are; respot reads them (src/verify/facts.rs).
 q_facts() {
-    read -r up _ < /proc/uptime && r kv uptime_secs "${up%.*}"
-    read -r l1 l5 l15 _ < /proc/loadavg && r kv load "$l1 $l5 $l15"
-    sed -n 's/^MemTotal: *\([0-9]*\) kB$/kv\tmem_total_kib\t\1/p; s/^MemAvailable: *\([0-9]*\) kB$/kv\tmem_available_kib\t\1/p' /proc/meminfo
-    df -Pk / 2>/dev/null | tail -n 1 | while read -r _ size used avail _; do
-        r kv disk_root_kib "$size"
-        r kv disk_root_used_kib "$used"
-        r kv disk_root_avail_kib "$avail"
+    for f in uptime loadavg meminfo; do
+        block $f < /proc/$f
     done
+    df -Pk / 2>/dev/null | block df
     r kv kernel "$(uname -r)"
     id=
     [ -r "$ROOT/var/lib/cloud/data/instance-id" ] && read -r id < "$ROOT/var/lib/cloud/data/instance-id"
@@ -320,6 +293,7 @@ account_facts() {
     fi
 }
 
+# respot:only root-hash
 # Root's one entry (sudo, fixed argument): the manifest's records.
 if [ $# -eq 1 ] && [ "$1" = hash-manifest ]; then
     [ "$(id -u)" = 0 ] || refuse "hash-manifest runs as root, through sudo"
@@ -327,6 +301,7 @@ if [ $# -eq 1 ] && [ "$1" = hash-manifest ]; then
     manifest_records
     exit 0
 fi
+# respot:end
 
 # Rerun with our environment alone, the query as the argument.
 if [ $# -eq 0 ]; then
@@ -381,7 +356,12 @@ answer() {
         health) q_health ;;
         log) q_log ;;
         facts) q_facts ;;
-        packages) q_packages ;;
+        check)
+            q_cloud_init; q_units; q_manifest; q_health
+# respot:only packages
+            q_packages
+# respot:end
+            ;;
     esac
     r end ok
 }

@@ -12,7 +12,10 @@
 
 use crate::config::HttpProbe;
 
+mod inspector;
 pub mod minify;
+
+pub use inspector::{InspectorParts, inspector};
 #[cfg(test)]
 mod place_tests;
 
@@ -69,7 +72,8 @@ pub const PLACE: GuestFile = GuestFile {
     content: include_str!("place.sh"),
 };
 
-/// Every file respot ships (see [`GuestFile::shipped`]).
+/// Every file respot ships (see [`GuestFile::shipped`]); the sudo rule
+/// only with the inspector's `root-hash` part (see [`inspector`]).
 pub const FILES: [GuestFile; 4] = [DEPLOY_LOG_HELPER, INSPECTOR, SSHD_CONFIG, SUDOERS];
 
 impl GuestFile {

@@ -38,6 +38,16 @@ pub struct Inputs {
     pub unit_order: Option<Vec<UnitStep>>,
 }
 
+/// Where every image's directories are open to all (0755), so a file
+/// open to others there is one `respot-verify` can hash itself.
+const OPEN_TREES: [&str; 5] = [
+    "/etc/systemd/system/",
+    "/opt/",
+    "/srv/",
+    "/usr/local/",
+    "/usr/lib/",
+];
+
 /// The name of secret `index` in a local VM's NoCloud seed.
 pub fn seed_name(index: usize) -> String {
     format!("secret-{index}")
@@ -129,6 +139,28 @@ impl Inputs {
         .collect()
     }
 
+    /// The inspector's parts this blueprint's instances need. Hashing as
+    /// root (`root_hash`, with its sudo rule) ships with a secret, a
+    /// directory closed to others, a file closed to others, and a file
+    /// outside the trees that are open on every image (`OPEN_TREES`), whose
+    /// directories respot cannot vouch for (`/root`, `/etc/ssl/private`).
+    pub fn inspector_parts(&self, files: &[InstanceFile]) -> guest::InspectorParts {
+        let closed = |mode: &str, bit: u32| u32::from_str_radix(mode, 8).map_or(true, |m| m & bit == 0);
+        let open_tree = |path: &str| OPEN_TREES.iter().any(|tree| path.starts_with(tree));
+        guest::InspectorParts {
+            packages: !self.packages.is_empty(),
+            placed: !self.directories.is_empty() || !self.secrets.is_empty(),
+            root_hash: !self.secrets.is_empty()
+                || self
+                    .directories
+                    .iter()
+                    .any(|d| !d.mode.is_empty() && closed(&d.mode, 0o001))
+                || files
+                    .iter()
+                    .any(|f| closed(&f.mode, 0o004) || !open_tree(&f.path)),
+        }
+    }
+
     /// The start steps for the unit files `all` (file names).
     pub fn unit_steps(&self, all: &[String]) -> Vec<Vec<String>> {
         units::start_steps(self.unit_order.as_deref(), all)
@@ -185,5 +217,46 @@ mod tests {
             inputs.package_entries(),
             vec![serde_json::json!(["curl", "7.88*"])]
         );
+    }
+
+    #[test]
+    fn hashing_as_root_ships_with_what_respot_verify_may_not_read() {
+        let file = |path: &str, mode: &str| {
+            InstanceFile::new(
+                path.into(),
+                "t".into(),
+                super::super::Origin::Blueprint,
+                mode,
+                Vec::new(),
+            )
+        };
+        let open = [
+            file("/opt/app/a.conf", "0644"),
+            file("/etc/systemd/system/a.service", "0644"),
+        ];
+        let mut inputs = Inputs::default();
+        assert_eq!(inputs.inspector_parts(&open), guest::InspectorParts::default());
+        assert!(inputs.inspector_parts(&[file("/opt/app/key", "0600")]).root_hash);
+        assert!(inputs.inspector_parts(&[file("/opt/app/key", "0640")]).root_hash);
+        assert!(
+            inputs
+                .inspector_parts(&[file("/var/lib/app/x", "0644")])
+                .root_hash
+        );
+        let dir = |mode: &str| Placed {
+            path: "/opt/app".into(),
+            owner: "app".into(),
+            group: "app".into(),
+            mode: mode.into(),
+        };
+        inputs.directories.push(dir("0755"));
+        let parts = inputs.inspector_parts(&open);
+        assert!(parts.placed && !parts.root_hash && !parts.packages);
+        inputs.directories[0] = dir("0750");
+        assert!(inputs.inspector_parts(&open).root_hash);
+        inputs.directories.clear();
+        inputs.secrets.push(dir("0600"));
+        let parts = inputs.inspector_parts(&open);
+        assert!(parts.placed && parts.root_hash);
     }
 }

@@ -120,7 +120,8 @@ fn instance_files(source: &Source) -> Result<Vec<InstanceFile>, TemplateError> {
         files.push(placed);
     }
     let generated = source.inputs.generated_files(&files);
-    files.extend(respot_files(source, generated));
+    let parts = source.inputs.inspector_parts(&files);
+    files.extend(respot_files(source, parts, generated));
     files.sort_by(|a, b| a.path.cmp(&b.path));
     Ok(files)
 }
@@ -143,12 +144,24 @@ fn template_file(source: &Source, shown: &str, content: &[u8]) -> Result<Vec<u8>
     Ok(rendered.into_bytes())
 }
 
-/// respot's files as shipped, the probe list generated from `[verify]`,
-/// and the lists of directories, secrets and packages to check.
-fn respot_files(source: &Source, lists: Vec<(&'static str, &'static str, Vec<u8>)>) -> Vec<InstanceFile> {
-    let shipped = guest::FILES
-        .iter()
-        .map(|f| (f.path, f.mode, f.shipped().into_bytes()));
+/// respot's files as shipped (the inspector with `parts`, the sudo rule
+/// when it hashes as root), the probe list generated from `[verify]`, and
+/// the lists of directories, secrets and packages to check.
+fn respot_files(
+    source: &Source,
+    parts: guest::InspectorParts,
+    lists: Vec<(&'static str, &'static str, Vec<u8>)>,
+) -> Vec<InstanceFile> {
+    let sudoers = parts.root_hash.then_some(guest::SUDOERS);
+    let shipped = [guest::DEPLOY_LOG_HELPER, guest::SSHD_CONFIG]
+        .into_iter()
+        .chain(sudoers)
+        .map(|f| (f.path, f.mode, f.shipped().into_bytes()))
+        .chain([(
+            guest::INSPECTOR.path,
+            guest::INSPECTOR.mode,
+            guest::inspector(parts).into_bytes(),
+        )]);
     let generated = [(
         guest::PROBES_PATH,
         "0644",
@@ -419,7 +432,6 @@ mod tests {
                 "respot",
                 "0644",
             ),
-            ("/etc/sudoers.d/respot", Origin::Respot, "respot", "0444"),
             (
                 "/etc/systemd/system/hello-health.service",
                 Origin::Blueprint,
@@ -498,7 +510,38 @@ mod tests {
             .files
             .push(file("files/usr/lib/respot-tools/x", false, "x\n"));
         let blueprint = render(&neighbour).unwrap();
-        assert_eq!(blueprint.files.len(), 9, "a neighbour of respot's paths lands");
+        assert_eq!(blueprint.files.len(), 8, "a neighbour of respot's paths lands");
+    }
+
+    /// The sample needs none of the inspector's optional parts; a package,
+    /// or a file respot-verify may not be able to read, brings its part.
+    #[test]
+    fn the_inspectors_parts_and_the_sudo_rule_ship_only_when_used() {
+        let shipped = |source: &Source| {
+            let blueprint = render(source).unwrap();
+            let inspector = blueprint.files.iter().find(|f| f.path == guest::INSPECTOR.path);
+            let inspector = String::from_utf8(inspector.unwrap().content.clone()).unwrap();
+            let sudo = blueprint.files.iter().any(|f| f.path == guest::SUDOERS.path);
+            (inspector, sudo)
+        };
+        let (plain, sudo) = shipped(&sample());
+        assert!(!sudo && !plain.contains("sudo") && !plain.contains("q_packages"));
+        let mut packages = sample();
+        packages
+            .inputs
+            .packages
+            .push(crate::config::PackageSpec::parse("jq").unwrap());
+        let (inspector, sudo) = shipped(&packages);
+        assert!(!sudo && inspector.contains("q_packages"));
+        for (relative, why) in [
+            ("files/root/app.conf", "outside the open trees"),
+            ("files/etc/app.conf", "/etc"),
+        ] {
+            let mut closed = sample();
+            closed.files.push(file(relative, false, "x\n"));
+            let (inspector, sudo) = shipped(&closed);
+            assert!(sudo && inspector.contains("hash-manifest"), "{relative}: {why}");
+        }
     }
 
     #[test]

@@ -76,58 +76,56 @@ async fn checks_over(
     deadline: Instant,
     watch: &dyn Watch,
 ) -> Vec<CheckRow> {
-    let mut rows = Vec::new();
-    // cloud-init may still be running on a fresh instance: wait for it.
-    let cloud_init = loop {
-        let reply = connection.run(&Query::CloudInit).await;
-        let still_running =
-            matches!(&reply, Ok(r) if matches!(r.status("cloud-init"), Some("running" | "not-run")));
-        if !still_running || Instant::now() + CLOUD_INIT_POLL >= deadline {
-            break reply;
-        }
-        tokio::time::sleep(CLOUD_INIT_POLL).await;
-    };
-    if let Ok(reply) = &cloud_init {
-        let status = reply.status("cloud-init").unwrap_or("unknown");
-        watch.reached(target, Stage::CloudInit(strip_controls(status)));
-    }
-    // Four channels on one master: far below sshd's `MaxSessions 10`.
-    let packages_wanted = expected.shipped.as_ref().is_some_and(|s| !s.packages.is_empty());
-    let (units, manifest, health, packages) = tokio::join!(
-        async {
-            let units = connection.run(&Query::Units).await;
-            watch.reached(target, Stage::Units);
-            units
-        },
-        connection.run(&Query::Manifest),
-        connection.run(&Query::Health),
-        async {
-            if packages_wanted {
-                Some(connection.run(&Query::Packages).await)
-            } else {
-                None
-            }
-        },
-    );
+    let reply = check_when_booted(connection, target, deadline, watch).await;
+    watch.reached(target, Stage::Units);
     let strict = settings.strict;
-    rows.extend(answer_or_fail(target, "cloud-init", cloud_init, |r| {
-        eval_cloud_init(target, r, strict)
-    }));
-    rows.extend(answer_or_fail(target, "units", units, |r| {
-        eval_units(target, r, strict)
-    }));
-    rows.extend(answer_or_fail(target, "digest", manifest, |r| {
-        eval_manifest(target, r, expected)
-    }));
-    rows.extend(answer_or_fail(target, "health", health, |r| {
-        eval_health(target, r, strict, expected)
-    }));
-    if let (Some(packages), Some(shipped)) = (packages, &expected.shipped) {
-        rows.extend(answer_or_fail(target, "packages", packages, |r| {
-            package_rows(target, &shipped.packages, r)
-        }));
+    let Ok(reply) = reply else {
+        return answer_or_fail(target, "inspector", reply, |_| Vec::new());
+    };
+    let mut rows = eval_cloud_init(target, &reply, strict);
+    rows.extend(eval_units(target, &reply, strict));
+    rows.extend(eval_manifest(target, &reply, expected));
+    rows.extend(eval_health(target, &reply, strict, expected));
+    if let Some(shipped) = &expected.shipped {
+        rows.extend(package_rows(target, &shipped.packages, &reply));
     }
     rows
+}
+
+/// One `check` (every answer `verify` needs, one inspector run). While
+/// cloud-init still runs on a fresh instance, it waits with the cheap
+/// `cloud-init` query and then asks `check` again; at the deadline the
+/// last `check` stands, cloud-init's row saying it was still running.
+async fn check_when_booted(
+    connection: &Connection,
+    target: &Target,
+    deadline: Instant,
+    watch: &dyn Watch,
+) -> Result<Reply, VerifyError> {
+    let booting = |reply: &Reply| matches!(reply.cloud_init_status().as_str(), "running" | "not-run");
+    let reached = |reply: &Reply| {
+        let status = reply.cloud_init_status();
+        watch.reached(target, Stage::CloudInit(strip_controls(&status)));
+    };
+    let check = connection.run(&Query::Check).await?;
+    if !booting(&check) {
+        reached(&check);
+        return Ok(check);
+    }
+    loop {
+        if Instant::now() + CLOUD_INIT_POLL >= deadline {
+            reached(&check);
+            return Ok(check);
+        }
+        tokio::time::sleep(CLOUD_INIT_POLL).await;
+        let status = connection.run(&Query::CloudInit).await?;
+        if !booting(&status) {
+            break;
+        }
+    }
+    let check = connection.run(&Query::Check).await?;
+    reached(&check);
+    Ok(check)
 }
 
 fn answer_or_fail(
@@ -143,9 +141,9 @@ fn answer_or_fail(
 }
 
 pub(crate) fn eval_cloud_init(target: &Target, reply: &Reply, strict: bool) -> Vec<CheckRow> {
-    let status = reply.status("cloud-init").unwrap_or("unknown");
+    let status = reply.cloud_init_status();
     let errors = reply.cloud_init_errors().join("; ");
-    let (outcome, detail) = match status {
+    let (outcome, detail) = match status.as_str() {
         "done" => (Outcome::Pass, "done".to_string()),
         "degraded" => (
             warn_or_fail(strict),

@@ -191,7 +191,7 @@ async fn gather(
                 });
             }
             Section::Facts => {
-                report.facts = Some(connection.run(&Query::Facts).await?.kvs().into_iter().collect());
+                report.facts = Some(super::facts::facts(&connection.run(&Query::Facts).await?));
             }
         }
     }
@@ -202,7 +202,7 @@ fn cloud_init_part(reply: &Reply) -> CloudInitPart {
     let status_json = reply.cloud_init_json();
     let errors = reply.cloud_init_errors();
     CloudInitPart {
-        status: reply.status("cloud-init").unwrap_or("unknown").to_string(),
+        status: reply.cloud_init_status(),
         exit_code: reply.kv("exit").and_then(|c| c.parse().ok()),
         errors,
         status_json,

@@ -588,7 +588,7 @@ mod tests {
             .map(|p| PackageSpec::parse(p).unwrap())
             .collect();
         let body = "status\tpackages\tdpkg\npackage\tcurl\t7.88.1-10+deb12u14\npackage\tjq\tmissing\n";
-        let rows = package_rows(&target(), &specs, &reply(&Query::Packages, body));
+        let rows = package_rows(&target(), &specs, &reply(&Query::Check, body));
         let got: Vec<(&str, Outcome, &str)> = rows
             .iter()
             .map(|r| (r.check.as_str(), r.result, r.detail.as_str()))
@@ -605,7 +605,7 @@ mod tests {
                 ),
             ]
         );
-        let other = reply(&Query::Packages, "package\tcurl\t8.5.0\n");
+        let other = reply(&Query::Check, "package\tcurl\t8.5.0\n");
         let rows = package_rows(&target(), &specs[..1], &other);
         assert_eq!(rows[0].detail, "8.5.0 installed, the pin wants 7.88*");
     }

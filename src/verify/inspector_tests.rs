@@ -268,31 +268,20 @@ fn redirecting_server() -> (u16, Arc<Mutex<Vec<String>>>) {
     (port, seen)
 }
 
-/// Both ways of probing report the redirect itself and never make the
-/// request it asks for (it could point anywhere, the metadata service
-/// included).
+/// The probe reports the redirect itself and never makes the request it
+/// asks for (it could point anywhere, the metadata service included).
 #[test]
 fn health_probes_follow_no_redirect() {
-    for (name, rewrite) in [
-        ("curl", None),
-        ("python3", Some(("if have curl; then", "if false; then"))),
-    ] {
-        let root = Root::new("");
-        if let Some((from, to)) = rewrite {
-            let script = std::fs::read_to_string(&root.script).unwrap();
-            assert!(script.contains(from));
-            std::fs::write(&root.script, script.replacen(from, to, 1)).unwrap();
-        }
-        let (port, seen) = redirecting_server();
-        root.write("etc/respot/probes", &format!("http {port} /health 200\n"));
-        let reply = Reply::parse(&Query::Health, root.stdout("health").as_bytes()).unwrap();
-        let probes = reply.probes();
-        assert_eq!(probes.len(), 1, "{name}");
-        assert_eq!(probes[0].got, "302", "{name}: {probes:?}");
-        let seen = seen.lock().unwrap().clone();
-        assert_eq!(seen.len(), 1, "{name} made these requests: {seen:?}");
-        assert!(seen[0].starts_with("GET /health "), "{name}: {seen:?}");
-    }
+    let root = Root::new("");
+    let (port, seen) = redirecting_server();
+    root.write("etc/respot/probes", &format!("http {port} /health 200\n"));
+    let reply = Reply::parse(&Query::Health, root.stdout("health").as_bytes()).unwrap();
+    let probes = reply.probes();
+    assert_eq!(probes.len(), 1);
+    assert_eq!(probes[0].got, "302", "{probes:?}");
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 1, "curl made these requests: {seen:?}");
+    assert!(seen[0].starts_with("GET /health "), "{seen:?}");
 }
 
 #[test]
@@ -371,7 +360,34 @@ fn the_manifest_reports_owners_modes_directories_and_secrets() {
     );
 }
 
-/// `packages` reports the installed version of each listed package, or
+/// `check` (what `verify` asks) is the answers of `cloud-init`, `units`,
+/// `manifest` and `health` in one run, in that order, then the packages.
+#[test]
+fn check_answers_the_four_queries_in_one_run() {
+    let root = Root::new("hello-health.service\n");
+    let sum = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+    root.write("etc/respot/manifest.json", "{\"digest\":\"d\"}\n");
+    root.write("etc/respot/manifest.sha256", &format!("{sum}  /opt/app/a\n"));
+    root.write("opt/app/a", "");
+    root.write("etc/respot/probes", "http 1 /health 200\n");
+    let body = |query: &str| {
+        let out = root.stdout(query);
+        let mut lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines.pop(), Some("end\tok"), "{query}: {out}");
+        lines[1..].iter().map(|l| format!("{l}\n")).collect::<String>()
+    };
+    let check = body("check");
+    let parts: String = ["cloud-init", "units", "manifest", "health"].map(body).concat();
+    assert!(check.starts_with(&parts), "check:\n{check}\nthe four:\n{parts}");
+    let rest = &check[parts.len()..];
+    assert!(rest.starts_with("status\tpackages\t"), "{rest}");
+    let reply = Reply::parse(&Query::Check, root.stdout("check").as_bytes()).unwrap();
+    assert_eq!(reply.files()[0].2, sum, "{check}");
+    assert_eq!(reply.probes()[0].got, "none", "{check}");
+    assert_eq!(reply.status("manifest"), Some("present"));
+}
+
+/// `check` reports the installed version of each listed package, or
 /// `missing`, from dpkg (or rpm) on the host.
 #[test]
 fn the_inspector_reports_package_versions() {
@@ -381,7 +397,7 @@ fn the_inspector_reports_package_versions() {
     }
     let root = Root::new("");
     root.write("etc/respot/packages", "coreutils\nno-such-package-respot\n");
-    let reply = Reply::parse(&Query::Packages, root.stdout("packages").as_bytes()).unwrap();
+    let reply = Reply::parse(&Query::Check, root.stdout("check").as_bytes()).unwrap();
     let packages = reply.packages();
     assert_eq!(packages.len(), 2, "{packages:?}");
     assert_eq!(packages[0].0, "coreutils");

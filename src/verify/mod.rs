@@ -16,6 +16,7 @@
 mod checks;
 mod debug;
 mod expect;
+mod facts;
 #[cfg(test)]
 mod inspector_tests;
 mod kex;

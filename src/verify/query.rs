@@ -56,12 +56,17 @@ impl JournalLines {
 pub enum Query {
     CloudInit,
     Units,
-    Journal { unit: UnitName, lines: JournalLines },
+    Journal {
+        unit: UnitName,
+        lines: JournalLines,
+    },
     Manifest,
     Health,
     Log,
     Facts,
-    Packages,
+    /// What `verify` asks: the cloud-init, units, manifest and health
+    /// records and the installed packages, in one inspector run.
+    Check,
 }
 
 impl Query {
@@ -78,7 +83,7 @@ impl Query {
             Query::Health => vec!["health".into()],
             Query::Log => vec!["log".into()],
             Query::Facts => vec!["facts".into()],
-            Query::Packages => vec!["packages".into()],
+            Query::Check => vec!["check".into()],
         }
     }
 
@@ -91,7 +96,7 @@ impl Query {
             Query::Health => "health",
             Query::Log => "log",
             Query::Facts => "facts",
-            Query::Packages => "packages",
+            Query::Check => "check",
         }
     }
 }
@@ -187,6 +192,30 @@ impl Reply {
             .filter(|r| r[0] == "text" && r.get(1).map(String::as_str) == Some(block))
             .map(|r| r[2..].join("\t"))
             .collect()
+    }
+
+    /// cloud-init's state: `running` or `unavailable` as the inspector
+    /// says them; else read from `cloud-init status --format json`, its
+    /// exit code and its `status`: 0 is that status (`done`, `running`,
+    /// `disabled`; `not-run` for "not run"), 1 `error`, 2 `degraded` (newer
+    /// releases; older ones also exit 2 on a usage error, so only with a
+    /// JSON answer); anything else `unknown`.
+    pub fn cloud_init_status(&self) -> String {
+        if let Some(word) = self.status("cloud-init") {
+            return word.to_string();
+        }
+        let json = self.cloud_init_json().filter(serde_json::Value::is_object);
+        let word = match self.kv("exit") {
+            Some("0") => match json.as_ref().and_then(|j| j.get("status")?.as_str()) {
+                Some(status @ ("done" | "running" | "disabled")) => status,
+                Some("not run") | None => "not-run",
+                Some(_) => "unknown",
+            },
+            Some("1") => "error",
+            Some("2") if json.is_some() => "degraded",
+            _ => "unknown",
+        };
+        word.to_string()
     }
 
     /// cloud-init's `status --format json` (from the `cloud-init` query).
@@ -328,7 +357,7 @@ pub(super) mod tests {
             Query::Health,
             Query::Log,
             Query::Facts,
-            Query::Packages,
+            Query::Check,
         ];
         for q in &all {
             match q {
@@ -339,7 +368,7 @@ pub(super) mod tests {
                 | Query::Health
                 | Query::Log
                 | Query::Facts
-                | Query::Packages => {}
+                | Query::Check => {}
             }
         }
         all
@@ -446,6 +475,36 @@ pub(super) mod tests {
             message,
             "log: the inspector cut its reply at its cap of 1048576 bytes (`truncated` record)"
         );
+    }
+
+    #[test]
+    fn cloud_inits_state_comes_from_its_exit_code_and_json() {
+        let state = |body: &str| {
+            let raw = format!("respot-inspect\t1\tcloud-init\n{body}end\tok\n");
+            Reply::parse(&Query::CloudInit, raw.as_bytes())
+                .unwrap()
+                .cloud_init_status()
+        };
+        let json =
+            |status: &str| format!("text\tstatus-json\t{{\"status\": \"{status}\", \"errors\": []}}\n");
+        assert_eq!(state("status\tcloud-init\trunning\n"), "running");
+        assert_eq!(state("status\tcloud-init\tunavailable\n"), "unavailable");
+        assert_eq!(state(&format!("kv\texit\t0\n{}", json("done"))), "done");
+        assert_eq!(state(&format!("kv\texit\t0\n{}", json("disabled"))), "disabled");
+        assert_eq!(state(&format!("kv\texit\t0\n{}", json("not run"))), "not-run");
+        assert_eq!(
+            state(&format!("kv\texit\t0\n{}", json("\\u001b[31mdone"))),
+            "unknown"
+        );
+        assert_eq!(state("kv\texit\t0\ntext\tstatus-json\t\n"), "not-run");
+        assert_eq!(state(&format!("kv\texit\t1\n{}", json("error"))), "error");
+        assert_eq!(state(&format!("kv\texit\t2\n{}", json("done"))), "degraded");
+        assert_eq!(
+            state("kv\texit\t2\ntext\tstatus-json\tusage: cloud-init\n"),
+            "unknown"
+        );
+        assert_eq!(state("kv\texit\t127\n"), "unknown");
+        assert_eq!(state(""), "unknown");
     }
 
     #[test]
