@@ -1,15 +1,16 @@
 //! The gzip members of the packed user-data: text compressed with Zopfli,
 //! random parts stored. Zopfli's deflate is 4 to 9 % smaller than zlib's
 //! best on respot's documents, and as deterministic; it costs CPU (about
-//! 0.2 s for the sample), so it runs only where its bytes can matter.
+//! 0.25 s for the sample), so it runs only where its bytes can matter.
 
 use std::io::Write;
 use std::num::NonZeroU64;
 
-/// Zopfli's optimisation passes per block (its default is 15, which saves
-/// nothing more on the sample and 9 bytes on the realistic fixture, for
-/// 50 ms more). See BENCHMARKS.md ("User-data size: zopfli").
-const ZOPFLI_ITERATIONS: u64 = 5;
+/// Zopfli's optimisation passes per block, its own default: on the sample
+/// 15 passes pack 6 bytes smaller than 5 and 16 smaller than 1, and cost
+/// about 10 % more time, since Zopfli's block splitting, not its passes,
+/// takes most of it. See BENCHMARKS.md ("User-data size: zopfli").
+const ZOPFLI_ITERATIONS: u64 = 15;
 
 /// A member whose zlib size is above this is kept as zlib made it: Zopfli
 /// saves under 10 %, so a document this large is refused either way
