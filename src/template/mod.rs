@@ -20,6 +20,7 @@
 //! This module knows no AWS, no QEMU and no SSH.
 
 mod bundle;
+mod gzip;
 mod inputs;
 mod instance;
 mod launch;

@@ -6,14 +6,13 @@
 //! Python's `gzip`) reads as one stream: the document and the deterministic
 //! launch part compressed; the random parts (key bytes, a presigned URL
 //! padded to its reserve) stored, with the fixed text between them
-//! compressed. Compressing random bytes gains little and would make the size
-//! depend on which bytes they are; stored, the packed size `render` reports
-//! is the size `create` sends.
-
-use std::io::Write;
+//! compressed (with Zopfli, `gzip.rs`). Compressing random bytes gains little
+//! and would make the size depend on which bytes they are; stored, the
+//! packed size `render` reports is the size `create` sends.
 
 use serde::Serialize;
 
+use super::gzip::{compressed_member, stored_member};
 use super::{Blueprint, InstanceFile, LargeFile, LaunchMaterial, Origin, TemplateError, UserData, instance};
 
 /// EC2 limits raw user data to 16 KB; above it respot gzips.
@@ -127,30 +126,8 @@ fn pack_parts(parts: &[(&[u8], bool)]) -> (Vec<u8>, bool) {
 }
 
 /// The gzip size of `bytes`, as packing would compress them.
-pub(super) fn gzipped_len(bytes: &[u8]) -> usize {
+fn gzipped_len(bytes: &[u8]) -> usize {
     compressed_member(bytes).len()
-}
-
-/// A gzip member of `bytes`, compressed at zlib's best level.
-fn compressed_member(bytes: &[u8]) -> Vec<u8> {
-    gzip_member(bytes, flate2::Compression::best())
-}
-
-/// A gzip member of `bytes` stored, not compressed: its size depends on
-/// their length only.
-fn stored_member(bytes: &[u8]) -> Vec<u8> {
-    gzip_member(bytes, flate2::Compression::none())
-}
-
-fn gzip_member(bytes: &[u8], level: flate2::Compression) -> Vec<u8> {
-    let mut encoder = flate2::GzBuilder::new()
-        .mtime(0)
-        .operating_system(255)
-        .write(Vec::new(), level);
-    encoder.write_all(bytes).expect("writing into a Vec cannot fail");
-    encoder
-        .finish()
-        .expect("finishing a gzip stream into a Vec cannot fail")
 }
 
 /// The blueprint's `n` largest files: the ones the user can shrink.
@@ -170,6 +147,8 @@ fn largest_files(files: &[InstanceFile], n: usize) -> Vec<LargeFile> {
 
 #[cfg(test)]
 mod tests {
+    use std::io::Write as _;
+
     use super::*;
 
     #[test]
@@ -212,6 +191,50 @@ mod tests {
             [&body[..], &random[..]].concat(),
             "one stream to a gzip reader"
         );
+    }
+
+    /// cloud-init reads the user-data with Python's `gzip.decompress`.
+    fn python_gunzip(packed: &[u8]) -> Vec<u8> {
+        use std::process::{Command, Stdio};
+        let mut python = Command::new("python3")
+            .args([
+                "-c",
+                "import gzip,sys; sys.stdout.buffer.write(gzip.decompress(sys.stdin.buffer.read()))",
+            ])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("python3 runs");
+        python.stdin.take().unwrap().write_all(packed).unwrap();
+        let out = python.wait_with_output().unwrap();
+        assert!(out.status.success(), "python3's gzip refused the packed bytes");
+        out.stdout
+    }
+
+    #[test]
+    fn pythons_gzip_reads_the_zopfli_and_stored_members_as_one_stream() {
+        let text: Vec<u8> = (0..4_000)
+            .flat_map(|i| format!("line {i}: value {}\n", i * 7919 % 10007).into_bytes())
+            .collect();
+        let random: Vec<u8> = (0..600u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+            .collect();
+        let parts: [(&[u8], bool); 4] = [
+            (&text, false),
+            (&random, true),
+            (b"\n-----END OPENSSH PRIVATE KEY-----\n", false),
+            (&random[..100], true),
+        ];
+        let (packed, gzipped) = pack_parts(&parts);
+        assert!(gzipped);
+        assert_eq!(
+            packed.windows(3).filter(|w| w == &[0x1f, 0x8b, 0x08]).count(),
+            4,
+            "one member per part"
+        );
+        let whole: Vec<u8> = parts.iter().flat_map(|(bytes, _)| bytes.to_vec()).collect();
+        assert_eq!(python_gunzip(&packed), whole);
+        assert_eq!(pack_parts(&parts).0, packed, "packing is deterministic");
     }
 
     #[test]

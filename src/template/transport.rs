@@ -2,7 +2,8 @@
 //! document, with the blueprint's files inline or, in a bundle, replaced by
 //! the bundle's sha256; and the `auto` choice between the two.
 
-use super::pack::{USER_DATA_LIMIT, gzipped_len};
+use super::gzip;
+use super::pack::USER_DATA_LIMIT;
 use super::{Blueprint, Bundle, InstanceFile, LaunchMaterial, Origin, inputs, instance, yaml_text};
 
 /// What `auto` sets aside for the keys of the launch part (the host key
@@ -74,12 +75,8 @@ pub(super) fn fits_inline(inline: &Blueprint) -> bool {
         ..LaunchMaterial::default()
     };
     let body = format!("{}{}", inline.document, inline.launch_section(&launch));
-    let packed = if body.len() + KEYS_ALLOWANCE <= USER_DATA_LIMIT {
-        body.len()
-    } else {
-        gzipped_len(body.as_bytes())
-    };
-    packed + KEYS_ALLOWANCE <= USER_DATA_LIMIT
+    body.len() + KEYS_ALLOWANCE <= USER_DATA_LIMIT
+        || gzip::compresses_within(body.as_bytes(), USER_DATA_LIMIT - KEYS_ALLOWANCE)
 }
 
 impl Blueprint {
