@@ -157,7 +157,10 @@ impl KeyStore {
     pub fn host_key(&self, generation: u64) -> Result<(String, String), KeyError> {
         self.ensure_dir()?;
         let path = self.dir.join(format!("host_ed25519_g{generation}"));
-        ensure_key(&path, &format!("respot-host@{}-g{generation}", self.deployment))?;
+        // No comment: the private key rides in every instance's user-data,
+        // stored uncompressed, and a comment naming the generation would
+        // also make its size depend on the number of digits.
+        ensure_key(&path, "")?;
         let private = std::fs::read_to_string(&path).map_err(|e| state_err(&path, e))?;
         Ok((private, read_public(&path)?))
     }

@@ -121,10 +121,11 @@ fn bundle_placeholder(context: &Context, blueprint: &template::Blueprint) -> Res
 }
 
 /// Launch material of the real size, so the size `render` reports is the
-/// size `create` sends: generation 1 (a later generation number adds its
-/// extra digits), this machine's verification key when it has one, and
-/// throwaway keys of the same type and comment made in a private
-/// temporary directory otherwise. Nothing in the key store changes.
+/// size `create` sends: generation 1, this machine's verification key when
+/// it has one, and throwaway keys of the same type and comment made in a
+/// private temporary directory otherwise. Nothing in the key store changes.
+/// A later generation packs within a few bytes of it: its number is in the
+/// compressed manifest, which Zopfli packs a little differently.
 fn launch_material(keys: &KeyStore, host_keys: HostKeyPolicy) -> Result<LaunchMaterial> {
     let scratch = tempfile::Builder::new()
         .prefix("respot-render-")

@@ -111,13 +111,12 @@ q_cloud_init() {
 q_units() {
     systemd_up || { r status systemd unavailable; return; }
     r status systemd available
-    if [ -r "$ROOT/etc/respot/units" ]; then
-        while IFS= read -r unit || [ -n "$unit" ]; do
-            [ -n "$unit" ] || continue
-            state=$(systemctl is-active -- "$unit" 2>/dev/null)
-            r unit "$unit" "${state:-unknown}"
-        done < "$ROOT/etc/respot/units"
-    fi
+    # `grep -s .`: the list's lines that are not empty, a last one without
+    # its newline too; nothing when there is no list.
+    grep -s . "$ROOT/etc/respot/units" | while IFS= read -r unit; do
+        state=$(systemctl is-active -- "$unit" 2>/dev/null)
+        r unit "$unit" "${state:-unknown}"
+    done
     systemctl --failed --no-legend --plain --no-pager 2>/dev/null | block failed
 }
 
@@ -170,14 +169,12 @@ kind_at() {
 
 # The file, dir and secret records, hashing as whoever runs this.
 manifest_records() {
-    if [ -r "$ROOT/etc/respot/manifest.sha256" ]; then
-        while read -r recorded path || [ -n "${path-}" ]; do
-            [ -n "${path-}" ] || continue
-            live=$(live_sha256 "$ROOT$path")
-            case $live in symlink|missing|special) a=$NONE ;; *) a=$(attrs "$ROOT$path") ;; esac
-            r file "$path" "$recorded" "$live" "$a"
-        done < "$ROOT/etc/respot/manifest.sha256"
-    fi
+    grep -s . "$ROOT/etc/respot/manifest.sha256" | while read -r recorded path; do
+        [ -n "$path" ] || continue
+        live=$(live_sha256 "$ROOT$path")
+        case $live in symlink|missing|special) a=$NONE ;; *) a=$(attrs "$ROOT$path") ;; esac
+        r file "$path" "$recorded" "$live" "$a"
+    done
 # respot:only placed
     for list in /etc/respot/directories /etc/respot/secrets; do
         [ -r "$ROOT$list" ] || continue
@@ -203,12 +200,10 @@ q_manifest() {
     # without it (no sudo, no rule, a test root), the records are our own.
     if [ -z "$ROOT" ] && [ "$(id -u)" != 0 ] && have sudo &&
         out=$(timeout 60 sudo -n /usr/lib/respot/inspect hash-manifest 2>/dev/null); then
-        r kv hashed_by root
         printf '%s\n' "$out" | grep -E '^(file|dir|secret)'"$T"
         return
     fi
 # respot:end
-    r kv hashed_by "$(id -un 2>/dev/null)"
     manifest_records
 }
 
@@ -272,25 +267,19 @@ q_facts() {
     done
     df -Pk / 2>/dev/null | block df
     r kv kernel "$(uname -r)"
-    id=
-    [ -r "$ROOT/var/lib/cloud/data/instance-id" ] && read -r id < "$ROOT/var/lib/cloud/data/instance-id"
+    id=$(head -n 1 "$ROOT/var/lib/cloud/data/instance-id" 2>/dev/null)
     r kv instance_id "${id:-unknown}"
-    account_facts
-}
-
-# Who runs the inspector, and whether it could write its home (it must not).
-account_facts() {
+    # Who runs the inspector, and whether it could write its home (it must not).
     me=$(id -un 2>/dev/null)
     r kv inspector_user "${me:-unknown}"
     r kv inspector_groups "$(id -Gn 2>/dev/null)"
     home=$(getent passwd "$me" 2>/dev/null | cut -d: -f6)
     r kv inspector_home "${home:-unknown}"
-    if [ -n "$home" ] && [ -d "$home" ]; then
-        r kv inspector_home_owner "$(stat -c '%U:%G %a' -- "$home")"
-        w=no
-        [ -w "$home" ] && w=yes
-        r kv inspector_home_writable $w
-    fi
+    [ -n "$home" ] && [ -d "$home" ] || return 0
+    r kv inspector_home_owner "$(stat -c '%U:%G %a' -- "$home")"
+    w=no
+    [ -w "$home" ] && w=yes
+    r kv inspector_home_writable $w
 }
 
 # respot:only root-hash
@@ -321,7 +310,7 @@ IFS=' '
 set -- $cmd
 IFS=' 	
 '
-[ "$*" = "$cmd" ] || refuse "tokens must be separated by single spaces"
+[ "$*" = "$cmd" ] || refuse "not a query; expected one of: $QUERIES"
 
 query=$1
 case " $QUERIES " in

@@ -356,7 +356,10 @@ mod tests {
         assert_eq!(blueprint().key_section(&launch), "AAAAtest\"]\n");
         let real = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJSH2pFJW1xcFGl+wag9EQFNUVe3GmxLruPv/d/3wjro respot-verify@demo\n";
         let (fixed, random) = verify_key_step(real);
-        assert!(fixed.ends_with(", respot, \"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAI"), "{fixed}");
+        assert!(
+            fixed.ends_with(", respot, \"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAI"),
+            "{fixed}"
+        );
         assert_eq!(random, "JSH2pFJW1xcFGl+wag9EQFNUVe3GmxLruPv/d/3wjro\"]\n");
         assert_eq!(
             run_key_step(&format!("{fixed}{random}")),

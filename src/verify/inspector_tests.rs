@@ -303,7 +303,10 @@ fn malformed_probes_are_skipped() {
     let seen = seen.lock().unwrap().clone();
     assert_eq!(seen.len(), 2, "{seen:?}");
     let probes = reply.probes();
-    assert_eq!((probes[1].got.as_str(), probes[1].body.as_str()), ("200", "followed"));
+    assert_eq!(
+        (probes[1].got.as_str(), probes[1].body.as_str()),
+        ("200", "followed")
+    );
 }
 
 #[test]
