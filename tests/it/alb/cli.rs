@@ -141,34 +141,8 @@ impl AlbCli {
         format!("respot-{}-{colour}", self.t.deployment)
     }
 
-    /// The listener's default weights by the generation each target group
-    /// holds (its `respot:generation` tag; 0 for a group holding none),
-    /// read with the SDK straight from moto.
-    pub fn weights(&self, region: usize) -> BTreeMap<u64, i32> {
-        let region_name = &self.t.regions[region];
-        let client = elb_client(region_name);
-        let out = block_on(
-            client
-                .describe_listeners()
-                .listener_arns(&self.listeners[region])
-                .send(),
-        )
-        .expect("describe listener");
-        let action = &out.listeners()[0].default_actions()[0];
-        let Some(forward) = action.forward_config() else {
-            return BTreeMap::new();
-        };
-        let mut weights = BTreeMap::new();
-        for group in forward.target_groups() {
-            let arn = group.target_group_arn().expect("arn");
-            let generation = self.generation_of(region_name, arn);
-            *weights.entry(generation.unwrap_or(0)).or_default() += group.weight().unwrap_or(1);
-        }
-        weights
-    }
-
-    /// The status of the listener's fixed-response default action, if any.
-    pub fn fixed_status(&self, region: usize) -> Option<String> {
+    /// The listener's default action, read with the SDK straight from moto.
+    pub fn default_action(&self, region: usize) -> aws_sdk_elasticloadbalancingv2::types::Action {
         let out = block_on(
             elb_client(&self.t.regions[region])
                 .describe_listeners()
@@ -176,8 +150,43 @@ impl AlbCli {
                 .send(),
         )
         .expect("describe listener");
-        let action = &out.listeners()[0].default_actions()[0];
-        action
+        out.listeners()[0].default_actions()[0].clone()
+    }
+
+    /// The listener's default weight per target group ARN; empty when it
+    /// forwards nowhere.
+    pub fn weights_by_group(&self, region: usize) -> BTreeMap<String, i32> {
+        let action = self.default_action(region);
+        let Some(forward) = action.forward_config() else {
+            return BTreeMap::new();
+        };
+        forward
+            .target_groups()
+            .iter()
+            .map(|g| {
+                (
+                    g.target_group_arn().expect("arn").to_string(),
+                    g.weight().unwrap_or(1),
+                )
+            })
+            .collect()
+    }
+
+    /// The listener's default weights by the generation each target group
+    /// holds (its `respot:generation` tag; 0 for a group holding none).
+    pub fn weights(&self, region: usize) -> BTreeMap<u64, i32> {
+        let region_name = &self.t.regions[region];
+        let mut weights = BTreeMap::new();
+        for (arn, weight) in self.weights_by_group(region) {
+            let generation = self.generation_of(region_name, &arn);
+            *weights.entry(generation.unwrap_or(0)).or_default() += weight;
+        }
+        weights
+    }
+
+    /// The status of the listener's fixed-response default action, if any.
+    pub fn fixed_status(&self, region: usize) -> Option<String> {
+        self.default_action(region)
             .fixed_response_config()
             .and_then(|f| f.status_code().map(str::to_string))
     }

@@ -23,20 +23,14 @@ struct RegionDoor {
 impl AlbCli {
     fn region_door(&self, region: usize) -> RegionDoor {
         let client = elb_client(&self.t.regions[region]);
-        let out = block_on(
-            client
-                .describe_listeners()
-                .listener_arns(&self.listeners[region])
-                .send(),
-        )
-        .expect("describe listener");
-        let mut door = RegionDoor::default();
-        if let Some(forward) = out.listeners()[0].default_actions()[0].forward_config() {
-            for group in forward.target_groups() {
-                let arn = group.target_group_arn().expect("arn").to_string();
-                door.weights.insert(arn, i64::from(group.weight().unwrap_or(1)));
-            }
-        }
+        let mut door = RegionDoor {
+            weights: self
+                .weights_by_group(region)
+                .into_iter()
+                .map(|(arn, weight)| (arn, i64::from(weight)))
+                .collect(),
+            ..RegionDoor::default()
+        };
         for colour in ["blue", "green"] {
             let Ok(found) = block_on(
                 client
