@@ -111,17 +111,6 @@ impl Drop for Vms<'_> {
     }
 }
 
-fn respot(test: &Test, args: &[&str]) -> Output {
-    let out = test.context().command().args(args).output().unwrap();
-    eprintln!(
-        "respot {args:?} -> {:?}\n--- stdout ---\n{}\n--- stderr ---\n{}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
 /// (check, result, detail) of every row of a `verify --output json`.
 fn rows(out: &Output) -> Vec<(String, String, String)> {
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("verify prints JSON");
@@ -171,9 +160,9 @@ fn the_realistic_fixture_deploys_verifies_and_fails_on_drift_in_a_0600_file() {
     test.context().link_vm_image();
     let _vms = Vms(&test);
 
-    let out = respot(&test, &["create", "--output", "json"]);
+    let out = test.respot_logged(&["create", "--output", "json"]);
     assert_eq!(out.status.code(), Some(0), "create must deploy and verify");
-    let out = respot(&test, &["verify", "--output", "json"]);
+    let out = test.respot_logged(&["verify", "--output", "json"]);
     assert_eq!(out.status.code(), Some(0), "verify passes");
     let passing = rows(&out);
     let passed = |check: &str| passing.iter().any(|(c, r, _)| c == check && r == "pass");
@@ -192,11 +181,11 @@ fn the_realistic_fixture_deploys_verifies_and_fails_on_drift_in_a_0600_file() {
     }
 
     let listed: serde_json::Value =
-        serde_json::from_slice(&respot(&test, &["list", "--output", "json"]).stdout).unwrap();
+        serde_json::from_slice(&test.respot_logged(&["list", "--output", "json"]).stdout).unwrap();
     let port = listed[0]["ssh"]["port"].as_u64().unwrap().to_string();
     // The deployment log, for the record: the unit steps and their times.
     let id = listed[0]["id"].as_str().unwrap().to_string();
-    let log = respot(&test, &["debug", &id, "--section", "log"]);
+    let log = test.respot_logged(&["debug", &id, "--section", "log"]);
     assert_eq!(log.status.code(), Some(0));
     let known_hosts = test.context().keys_dir("ledger").join("known_hosts");
     let as_ops = |command: &str| {
@@ -212,7 +201,7 @@ fn the_realistic_fixture_deploys_verifies_and_fails_on_drift_in_a_0600_file() {
 
     // Drift inside a file respot-verify cannot read itself (0600, ledger's).
     as_ops("sudo sh -c 'echo \"# by hand\" >> /etc/ledger/credentials.ini'");
-    let out = respot(&test, &["verify", "--output", "json"]);
+    let out = test.respot_logged(&["verify", "--output", "json"]);
     assert_eq!(out.status.code(), Some(1), "drift in a 0600 file fails");
     let failed: Vec<(String, String, String)> = rows(&out).into_iter().filter(|r| r.1 == "fail").collect();
     assert_eq!(failed.len(), 1, "{failed:?}");
@@ -226,7 +215,7 @@ fn the_realistic_fixture_deploys_verifies_and_fails_on_drift_in_a_0600_file() {
     // Same content, another mode, on the other 0600 file; and a secret
     // opened to everyone.
     as_ops("sudo chmod 0644 /etc/ledger/signing.pem /etc/ledger/api-token");
-    let out = respot(&test, &["verify", "--output", "json"]);
+    let out = test.respot_logged(&["verify", "--output", "json"]);
     let details: Vec<String> = rows(&out)
         .into_iter()
         .filter(|r| r.1 == "fail")

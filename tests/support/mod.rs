@@ -68,6 +68,19 @@ impl Test {
         &self.context
     }
 
+    /// Runs respot with `args` in this test's context; what it printed goes
+    /// to the test's output (the long VM tests read it when they fail).
+    pub fn respot_logged(&self, args: &[&str]) -> Output {
+        let out = self.context.command().args(args).output().expect("run respot");
+        eprintln!(
+            "respot {args:?} -> {:?}\n--- stdout ---\n{}\n--- stderr ---\n{}",
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    }
+
     pub fn write(self, rel: &str, content: &str) -> Test {
         let path = self.path().join(rel);
         std::fs::create_dir_all(path.parent().expect("has a parent")).expect("mkdir");

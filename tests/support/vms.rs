@@ -64,20 +64,7 @@ impl SampleVms {
 
     /// Runs respot; what it printed goes to the test's output.
     pub fn respot(&self, args: &[&str]) -> Output {
-        let out = self
-            .test
-            .context()
-            .command()
-            .args(args)
-            .output()
-            .expect("run respot");
-        eprintln!(
-            "respot {args:?} -> {:?}\n--- stdout ---\n{}\n--- stderr ---\n{}",
-            out.status.code(),
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        out
+        self.test.respot_logged(args)
     }
 
     /// Processes running one of `programs` for this test.
