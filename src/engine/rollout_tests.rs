@@ -488,19 +488,14 @@ fn recreate_through_the_door_empties_it_first() {
     );
 }
 
-#[test]
-fn an_interrupted_canary_converges_back_to_the_serving_generation() {
-    let provider = MemoryProvider::new(1);
-    live_generation_one(&provider);
-    let door = MemoryDoor::default();
-    // As a SIGKILL mid-canary leaves it: both alive, 75/25.
-    block_on(async {
-        let all = provider.list("demo").await.unwrap();
-        door.register(1, &all).await.unwrap();
-    });
+/// Generations 1 and 2 both live, each registered in `door` under its own
+/// number: what a run killed between launching the new generation and
+/// reaping the old leaves.
+fn two_generations_in_the_door(provider: &MemoryProvider, door: &MemoryDoor) {
+    live_generation_one(provider);
     let existing = provider.instances.lock().unwrap().clone();
     block_on(crate::engine::create::launch_generation(
-        &provider,
+        provider,
         &FakeVerification::passing(true),
         &blueprint('b'),
         &existing,
@@ -509,10 +504,23 @@ fn an_interrupted_canary_converges_back_to_the_serving_generation() {
     ))
     .unwrap();
     block_on(async {
-        let all = provider.list("demo").await.unwrap();
-        let second: Vec<Instance> = all.into_iter().filter(|i| i.generation == Some(2)).collect();
-        door.register(2, &second).await.unwrap();
+        for generation in [1, 2] {
+            let all = provider.list("demo").await.unwrap();
+            let of: Vec<Instance> = all
+                .into_iter()
+                .filter(|i| i.generation == Some(generation))
+                .collect();
+            door.register(generation, &of).await.unwrap();
+        }
     });
+}
+
+#[test]
+fn an_interrupted_canary_converges_back_to_the_serving_generation() {
+    let provider = MemoryProvider::new(1);
+    let door = MemoryDoor::default();
+    // As a SIGKILL mid-canary leaves it: both alive, 75/25.
+    two_generations_in_the_door(&provider, &door);
     let weights: Weights = BTreeMap::from([(1, 75), (2, 25)]);
     block_on(door.shift(&weights)).unwrap();
     run(
@@ -537,28 +545,8 @@ fn an_interrupted_canary_converges_back_to_the_serving_generation() {
 #[test]
 fn a_diverged_door_is_mended_before_anything_leaves_it() {
     let provider = MemoryProvider::new(1);
-    live_generation_one(&provider);
     let door = MemoryDoor::default();
-    let existing = provider.instances.lock().unwrap().clone();
-    block_on(crate::engine::create::launch_generation(
-        &provider,
-        &FakeVerification::passing(true),
-        &blueprint('b'),
-        &existing,
-        &verified(),
-        &printer(),
-    ))
-    .unwrap();
-    block_on(async {
-        for generation in [1, 2] {
-            let all = provider.list("demo").await.unwrap();
-            let of: Vec<Instance> = all
-                .into_iter()
-                .filter(|i| i.generation == Some(generation))
-                .collect();
-            door.register(generation, &of).await.unwrap();
-        }
-    });
+    two_generations_in_the_door(&provider, &door);
     {
         let mut state = door.state.lock().unwrap();
         state.weights = BTreeMap::from([(1, 100), (2, 0)]);
