@@ -49,11 +49,14 @@ pub fn tag_spec(resource: ec2::ResourceType, tags: &Tags) -> ec2::TagSpecificati
 /// volumes and, for spot, the spot requests.
 pub fn launch_tag_specs(spec: &LaunchSpec) -> Vec<ec2::TagSpecification> {
     let mut specs = vec![
-        tag_spec(ec2::ResourceType::Instance, &spec.tags),
-        tag_spec(ec2::ResourceType::Volume, &spec.tags),
+        tag_spec(ec2::ResourceType::Instance, &spec.machine.tags),
+        tag_spec(ec2::ResourceType::Volume, &spec.machine.tags),
     ];
     if spec.market == Market::Spot {
-        specs.push(tag_spec(ec2::ResourceType::SpotInstancesRequest, &spec.tags));
+        specs.push(tag_spec(
+            ec2::ResourceType::SpotInstancesRequest,
+            &spec.machine.tags,
+        ));
     }
     specs
 }
@@ -289,24 +292,25 @@ pub fn instance(region: &str, deployment: &str, raw: &RawInstance) -> Option<Ins
 pub fn template_data(spec: &TemplateSpec) -> ec2::RequestLaunchTemplateData {
     let interface = ec2::LaunchTemplateInstanceNetworkInterfaceSpecificationRequest::builder()
         .device_index(0)
-        .groups(&spec.group_id)
-        .associate_public_ip_address(spec.public_ip)
+        .groups(&spec.machine.group_id)
+        .associate_public_ip_address(spec.machine.public_ip)
         .delete_on_termination(true)
         .build();
     let metadata = ec2::LaunchTemplateInstanceMetadataOptionsRequest::builder()
         .http_endpoint(ec2::LaunchTemplateInstanceMetadataEndpointState::Enabled)
-        .http_tokens(if spec.metadata.tokens_required {
+        .http_tokens(if spec.machine.metadata.tokens_required {
             ec2::LaunchTemplateHttpTokensState::Required
         } else {
             ec2::LaunchTemplateHttpTokensState::Optional
         })
-        .http_put_response_hop_limit(i32::from(spec.metadata.hop_limit))
+        .http_put_response_hop_limit(i32::from(spec.machine.metadata.hop_limit))
         .build();
     let tag = |resource| {
         ec2::LaunchTemplateTagSpecificationRequest::builder()
             .resource_type(resource)
             .set_tags(Some(
-                spec.tags
+                spec.machine
+                    .tags
                     .iter()
                     .map(|(k, v)| ec2::Tag::builder().key(k).value(v).build())
                     .collect(),
@@ -314,15 +318,15 @@ pub fn template_data(spec: &TemplateSpec) -> ec2::RequestLaunchTemplateData {
             .build()
     };
     let mut data = ec2::RequestLaunchTemplateData::builder()
-        .image_id(&spec.image)
-        .user_data(&spec.user_data)
+        .image_id(&spec.machine.image)
+        .user_data(&spec.machine.user_data)
         .instance_initiated_shutdown_behavior(ec2::ShutdownBehavior::Terminate)
         .network_interfaces(interface)
         .metadata_options(metadata)
         .tag_specifications(tag(ec2::ResourceType::Instance))
         .tag_specifications(tag(ec2::ResourceType::Volume))
         .tag_specifications(tag(ec2::ResourceType::SpotInstancesRequest));
-    if let Some(root) = &spec.root {
+    if let Some(root) = &spec.machine.root {
         let mut ebs = ec2::LaunchTemplateEbsBlockDeviceRequest::builder()
             .delete_on_termination(true)
             .set_volume_size(root.size_gib)
@@ -337,7 +341,7 @@ pub fn template_data(spec: &TemplateSpec) -> ec2::RequestLaunchTemplateData {
                 .build(),
         );
     }
-    if let Some(profile) = &spec.instance_profile {
+    if let Some(profile) = &spec.machine.instance_profile {
         let builder = ec2::LaunchTemplateIamInstanceProfileSpecificationRequest::builder();
         data = data.iam_instance_profile(if profile.starts_with("arn:") {
             builder.arn(profile).build()

@@ -83,25 +83,17 @@ impl Market {
     }
 }
 
-/// One `RunInstances`: up to `count` instances of one type in one subnet
-/// (MinCount = 1, MaxCount = `count`): EC2 launches what the pool holds.
+/// What every instance of one launch is, whichever call makes it: a
+/// `RunInstances` of a [`LaunchSpec`], or the launch template of a fleet
+/// ([`TemplateSpec`]).
 #[derive(Debug, Clone, PartialEq)]
-pub struct LaunchSpec {
+pub struct MachineSpec {
     pub image: String,
-    pub instance_type: String,
-    pub count: u32,
-    pub zone: String,
-    pub subnet: String,
     pub group_id: String,
     /// Base64 of the packed user-data.
     pub user_data: String,
-    /// Makes the SDK's own retries idempotent.
-    pub client_token: String,
-    pub market: Market,
-    /// The spot price cap; ignored on demand.
-    pub max_price: Option<f64>,
     /// Applied at creation to the instances, their volumes and, for spot,
-    /// the spot requests.
+    /// the spot requests (and to a launch template itself).
     pub tags: Tags,
     /// How the instance metadata service answers (`launch` asks for IMDSv2
     /// only, one hop).
@@ -114,6 +106,22 @@ pub struct LaunchSpec {
     pub public_ip: bool,
     /// The IAM instance profile (name or ARN), `aws.instance_profile`.
     pub instance_profile: Option<String>,
+}
+
+/// One `RunInstances`: up to `count` instances of one type in one subnet
+/// (MinCount = 1, MaxCount = `count`): EC2 launches what the pool holds.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LaunchSpec {
+    pub machine: MachineSpec,
+    pub instance_type: String,
+    pub count: u32,
+    pub zone: String,
+    pub subnet: String,
+    /// Makes the SDK's own retries idempotent.
+    pub client_token: String,
+    pub market: Market,
+    /// The spot price cap; ignored on demand.
+    pub max_price: Option<f64>,
 }
 
 /// The root volume of a launch, on the image's root device, deleted with
@@ -406,17 +414,7 @@ pub trait Ec2Api: Clone {
 pub struct TemplateSpec {
     /// `respot-<deployment>-g<generation>-<run>`, unique per run and region.
     pub name: String,
-    pub image: String,
-    pub group_id: String,
-    /// Base64 of the packed user-data.
-    pub user_data: String,
-    /// Applied to the template itself, and by it at launch to the
-    /// instances, their volumes and spot requests.
-    pub tags: Tags,
-    pub metadata: MetadataOptions,
-    pub root: Option<RootVolume>,
-    pub public_ip: bool,
-    pub instance_profile: Option<String>,
+    pub machine: MachineSpec,
 }
 
 /// One pool of a fleet: an instance type in a zone's subnet.

@@ -295,11 +295,11 @@ impl Ec2Api for FakeEc2 {
         self.world().launches.push((self.region.clone(), spec.clone()));
         self.call("RunInstances", detail.clone())?;
         let mut world = self.world();
-        if !world.groups.iter().any(|g| g.group.id == spec.group_id) {
+        if !world.groups.iter().any(|g| g.group.id == spec.machine.group_id) {
             return Err(Ec2Error::service(
                 "RunInstances",
                 "InvalidGroup.NotFound",
-                &spec.group_id,
+                &spec.machine.group_id,
             ));
         }
         let given = world.take_capacity(&detail, spec.count)?;
@@ -308,10 +308,12 @@ impl Ec2Api for FakeEc2 {
             instance_type: &spec.instance_type,
             zone: &spec.zone,
             market: spec.market,
-            public_ip: spec.public_ip,
-            group_id: &spec.group_id,
+            public_ip: spec.machine.public_ip,
+            group_id: &spec.machine.group_id,
         };
-        let ids = (0..given).map(|_| world.launch_one(&place, &spec.tags)).collect();
+        let ids = (0..given)
+            .map(|_| world.launch_one(&place, &spec.machine.tags))
+            .collect();
         Ok(ids)
     }
 

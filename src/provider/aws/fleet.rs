@@ -23,7 +23,7 @@ use super::ec2::{
     Ec2Api, Ec2Error, Ec2Result, FleetAnswer, FleetPlace, FleetPool, FleetSpec, Market, TemplateSpec,
 };
 use super::errors::is_pool_error;
-use super::launch::{METADATA, Prepared};
+use super::launch::Prepared;
 use super::pools::{Pool, PoolOutcome, Verdicts, pools};
 use super::{AwsProvider, Pending, RegionTarget};
 use crate::config::{Allocation, Fallback};
@@ -121,21 +121,13 @@ impl<E: Ec2Api> AwsProvider<E> {
     }
 
     fn template_spec(&self, prepared: &Prepared) -> TemplateSpec {
-        let deployment = super::ec2::tag_value(&prepared.tags, tag::DEPLOYMENT).unwrap_or("respot");
-        let launch = &self.settings.launch;
+        let deployment = super::ec2::tag_value(&prepared.machine.tags, tag::DEPLOYMENT).unwrap_or("respot");
         TemplateSpec {
             // `respot-<run>-...` made `respot-<deployment>-<run>-...`.
             name: prepared
                 .token_prefix
                 .replacen("respot-", &format!("respot-{deployment}-"), 1),
-            image: prepared.image.clone(),
-            group_id: prepared.group_id.clone(),
-            user_data: prepared.user_data.clone(),
-            tags: prepared.tags.clone(),
-            metadata: METADATA,
-            root: prepared.root.clone(),
-            public_ip: launch.public_ip,
-            instance_profile: launch.instance_profile.clone(),
+            machine: prepared.machine.clone(),
         }
     }
 
@@ -165,7 +157,7 @@ impl<E: Ec2Api> AwsProvider<E> {
                 count: remaining,
                 market: *market,
                 max_price: prepared.max_price,
-                tags: prepared.tags.clone(),
+                tags: prepared.machine.tags.clone(),
                 client_token: format!("{}-fleet-{call}", prepared.token_prefix),
             };
             let answer = retry_group_not_found(&self.waits, region, "CreateFleet", || {

@@ -18,7 +18,7 @@ use std::time::SystemTime;
 use base64::Engine as _;
 
 use super::consistency::retry_group_not_found;
-use super::ec2::{Ec2Api, LaunchSpec, Market, MetadataOptions, RootVolume, Subnet, Tags};
+use super::ec2::{Ec2Api, LaunchSpec, MachineSpec, Market, MetadataOptions, RootVolume, Subnet};
 use super::errors::caller_error;
 use super::pools::{Pool, PoolOutcome, Verdicts, pools};
 use super::{AwsProvider, Pending, RegionTarget, gather, per_region};
@@ -33,24 +33,20 @@ const TAG_IMAGE: &str = "respot:image";
 /// whoever asks: with tokens required, a server-side request forgery (a
 /// plain `GET`) cannot read it; with one hop, neither can a container
 /// behind a bridge.
-pub(super) const METADATA: MetadataOptions = MetadataOptions {
+const METADATA: MetadataOptions = MetadataOptions {
     tokens_required: true,
     hop_limit: 1,
 };
 
 /// What the first stage of a region's launch found out.
 pub(super) struct Prepared {
-    pub(super) image: String,
-    /// The root volume as respot sets it (encryption, size, type).
-    pub(super) root: Option<RootVolume>,
+    /// What every instance of the region's launch is, whichever call makes
+    /// it; its tags include `respot:created-by` and `respot:image`.
+    pub(super) machine: MachineSpec,
     /// Default subnets, in the order to try.
     pub(super) subnets: Vec<Subnet>,
-    pub(super) group_id: String,
     /// Ingress rules still to add (all of them for a new group).
     missing_ports: Vec<u16>,
-    /// Tags of everything launched, `respot:created-by` and `respot:image` included.
-    pub(super) tags: Tags,
-    pub(super) user_data: String,
     pub(super) max_price: Option<f64>,
     /// `respot-<run>-<generation>-<region>`: unique per run and region, for
     /// the idempotency tokens of `RunInstances` and `CreateFleet`.
@@ -60,25 +56,18 @@ pub(super) struct Prepared {
 
 impl Prepared {
     /// One pool's `RunInstances` of up to `count` instances.
-    fn spec(&self, pool: &Pool, count: u32, call: u32, launch: &super::LaunchSettings) -> LaunchSpec {
+    fn spec(&self, pool: &Pool, count: u32, call: u32) -> LaunchSpec {
         LaunchSpec {
-            image: self.image.clone(),
+            machine: self.machine.clone(),
             instance_type: pool.instance_type.to_string(),
             count,
             zone: pool.zone.to_string(),
             subnet: pool.subnet.to_string(),
-            group_id: self.group_id.clone(),
-            user_data: self.user_data.clone(),
             // The token makes the SDK's own retries idempotent: a retried
             // call cannot launch a second batch.
             client_token: format!("{}-{call}", self.token_prefix),
             market: pool.market,
             max_price: self.max_price,
-            tags: self.tags.clone(),
-            metadata: METADATA,
-            root: self.root.clone(),
-            public_ip: launch.public_ip,
-            instance_profile: launch.instance_profile.clone(),
         }
     }
 }
@@ -140,7 +129,12 @@ impl<E: Ec2Api> AwsProvider<E> {
         // The rules and the launch are independent; instances need the
         // rules only once they boot, seconds later.
         let (rules, allocated) = tokio::join!(
-            self.authorize_ingress(target, &prepared.group_id, &prepared.missing_ports, allow_cidr),
+            self.authorize_ingress(
+                target,
+                &prepared.machine.group_id,
+                &prepared.missing_ports,
+                allow_cidr
+            ),
             self.allocate(target, &prepared),
         );
         let (ids, template) = allocated?;
@@ -202,13 +196,18 @@ impl<E: Ec2Api> AwsProvider<E> {
             volume_type: launch.volume_type.clone(),
         });
         Ok(Prepared {
-            image: image.id,
-            root,
+            machine: MachineSpec {
+                image: image.id,
+                group_id,
+                user_data: base64::engine::general_purpose::STANDARD.encode(&request.user_data.packed),
+                tags,
+                metadata: METADATA,
+                root,
+                public_ip: launch.public_ip,
+                instance_profile: launch.instance_profile.clone(),
+            },
             subnets,
-            group_id,
             missing_ports,
-            tags,
-            user_data: base64::engine::general_purpose::STANDARD.encode(&request.user_data.packed),
             max_price: self.settings.max_price,
             token_prefix: format!("respot-{nonce}-{}-{}", request.generation, target.name),
             generation: request.generation,
@@ -357,7 +356,7 @@ impl<E: Ec2Api> AwsProvider<E> {
         remaining: u32,
         call: u32,
     ) -> PoolOutcome {
-        let spec = prepared.spec(pool, remaining, call, &self.settings.launch);
+        let spec = prepared.spec(pool, remaining, call);
         let answer = retry_group_not_found(&self.waits, &target.name, "RunInstances", || {
             target.ec2.run_instances(&spec)
         })

@@ -164,26 +164,26 @@ impl Ec2Api for SdkEc2 {
         let mut call = self
             .ec2
             .run_instances()
-            .image_id(&spec.image)
+            .image_id(&spec.machine.image)
             .instance_type(ec2::InstanceType::from(spec.instance_type.as_str()))
             .min_count(1)
             .max_count(batch)
-            .user_data(&spec.user_data)
+            .user_data(&spec.machine.user_data)
             .instance_initiated_shutdown_behavior(ec2::ShutdownBehavior::Terminate)
             .client_token(&spec.client_token)
             .set_tag_specifications(Some(convert::launch_tag_specs(spec)))
-            .metadata_options(convert::metadata_options(spec.metadata));
+            .metadata_options(convert::metadata_options(spec.machine.metadata));
         // The primary interface says whether to have a public address, so
         // the subnet's default (`MapPublicIpOnLaunch`) does not decide it.
         call = call.network_interfaces(convert::primary_interface(
             &spec.subnet,
-            &spec.group_id,
-            spec.public_ip,
+            &spec.machine.group_id,
+            spec.machine.public_ip,
         ));
-        if let Some(root) = &spec.root {
+        if let Some(root) = &spec.machine.root {
             call = call.block_device_mappings(convert::root_volume(root));
         }
-        if let Some(profile) = &spec.instance_profile {
+        if let Some(profile) = &spec.machine.instance_profile {
             call = call.iam_instance_profile(convert::instance_profile(profile));
         }
         if spec.market == Market::Spot {
@@ -545,7 +545,10 @@ impl SdkEc2 {
             .create_launch_template()
             .launch_template_name(&spec.name)
             .launch_template_data(convert::template_data(spec))
-            .tag_specifications(convert::tag_spec(ec2::ResourceType::LaunchTemplate, &spec.tags))
+            .tag_specifications(convert::tag_spec(
+                ec2::ResourceType::LaunchTemplate,
+                &spec.machine.tags,
+            ))
             .send()
             .await
             .map_err(|err| from_sdk(ACTION, &err))?;

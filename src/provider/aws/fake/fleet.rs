@@ -63,11 +63,15 @@ impl FakeEc2 {
                 &spec.template_id,
             ));
         };
-        if !world.groups.iter().any(|g| g.group.id == template.group_id) {
+        if !world
+            .groups
+            .iter()
+            .any(|g| g.group.id == template.machine.group_id)
+        {
             return Err(Ec2Error::service(
                 ACTION,
                 "InvalidGroup.NotFound",
-                &template.group_id,
+                &template.machine.group_id,
             ));
         }
         let mut answer = FleetAnswer::default();
@@ -79,8 +83,13 @@ impl FakeEc2 {
             ));
             return Ok(answer);
         }
-        let mut tags = template.tags.clone();
-        tags.extend(spec.tags.iter().filter(|t| !template.tags.contains(t)).cloned());
+        let mut tags = template.machine.tags.clone();
+        tags.extend(
+            spec.tags
+                .iter()
+                .filter(|t| !template.machine.tags.contains(t))
+                .cloned(),
+        );
         let mut remaining = spec.count;
         for pool in &spec.pools {
             if remaining == 0 {
@@ -111,7 +120,7 @@ impl FakeEc2 {
             .iter()
             .filter(|(region, _, t)| {
                 *region == self.region
-                    && tag_value(&t.tags, crate::provider::tag::DEPLOYMENT) == Some(deployment)
+                    && tag_value(&t.machine.tags, crate::provider::tag::DEPLOYMENT) == Some(deployment)
             })
             .map(|(_, id, t)| (id.clone(), t.name.clone()))
             .collect()
@@ -166,8 +175,8 @@ impl World {
                     instance_type: &pool.instance_type,
                     zone: &pool.zone,
                     market: spec.market,
-                    public_ip: template.public_ip,
-                    group_id: &template.group_id,
+                    public_ip: template.machine.public_ip,
+                    group_id: &template.machine.group_id,
                 };
                 let ids: Vec<String> = (0..given).map(|_| self.launch_one(&at, tags)).collect();
                 answer.launched.push((place, ids));

@@ -92,14 +92,14 @@ async fn the_template_carries_every_launch_setting_of_run_instances() {
     let [(_, _, template)] = &templates[..] else {
         panic!("one template: {templates:?}");
     };
-    assert!(template.public_ip);
-    assert!(template.metadata.tokens_required && template.metadata.hop_limit == 1);
-    let root = template.root.as_ref().expect("a root volume");
+    assert!(template.machine.public_ip);
+    assert!(template.machine.metadata.tokens_required && template.machine.metadata.hop_limit == 1);
+    let root = template.machine.root.as_ref().expect("a root volume");
     assert!(root.encrypted && root.device == "/dev/xvda");
-    assert!(template.group_id.starts_with("sg-"));
-    assert_eq!(template.image, "ami-al2023x86");
-    assert!(!template.user_data.is_empty());
-    let tags: Vec<&str> = template.tags.iter().map(|(k, _)| k.as_str()).collect();
+    assert!(template.machine.group_id.starts_with("sg-"));
+    assert_eq!(template.machine.image, "ami-al2023x86");
+    assert!(!template.machine.user_data.is_empty());
+    let tags: Vec<&str> = template.machine.tags.iter().map(|(k, _)| k.as_str()).collect();
     for key in [
         tag::DEPLOYMENT,
         tag::GENERATION,
@@ -284,27 +284,29 @@ async fn throttling_that_outlasts_the_sdk_names_the_call_and_the_fresh_group_is_
 
 #[tokio::test]
 async fn destroy_deletes_a_launch_template_a_killed_run_left() {
-    use crate::provider::aws::ec2::{Ec2Api, MetadataOptions, TemplateSpec};
+    use crate::provider::aws::ec2::{Ec2Api, MachineSpec, MetadataOptions, TemplateSpec};
     let fake = FakeEc2::new("eu-west-1");
     let aws = fleet_provider(&fake, &[("eu-west-1", 2)], Fallback::None);
     let instances = aws.launch(&request(1)).await.expect("launch");
     // A run killed between CreateLaunchTemplate and DeleteLaunchTemplate.
     let left = TemplateSpec {
         name: "respot-fleet-1-1-eu-west-1".to_string(),
-        image: "ami-al2023x86".to_string(),
-        group_id: "sg-x".to_string(),
-        user_data: String::new(),
-        tags: vec![(tag::DEPLOYMENT.to_string(), DEPLOYMENT.to_string())],
-        metadata: MetadataOptions {
-            tokens_required: true,
-            hop_limit: 1,
+        machine: MachineSpec {
+            image: "ami-al2023x86".to_string(),
+            group_id: "sg-x".to_string(),
+            user_data: String::new(),
+            tags: vec![(tag::DEPLOYMENT.to_string(), DEPLOYMENT.to_string())],
+            metadata: MetadataOptions {
+                tokens_required: true,
+                hop_limit: 1,
+            },
+            root: None,
+            public_ip: true,
+            instance_profile: None,
         },
-        root: None,
-        public_ip: true,
-        instance_profile: None,
     };
     let mut foreign = left.clone();
-    foreign.tags = vec![(tag::DEPLOYMENT.to_string(), "other".to_string())];
+    foreign.machine.tags = vec![(tag::DEPLOYMENT.to_string(), "other".to_string())];
     let region = fake.in_region("eu-west-1");
     let id = region.create_launch_template(&left).await.expect("template");
     region

@@ -66,7 +66,7 @@ async fn every_launch_asks_for_imdsv2_only_with_one_hop() {
     assert_eq!(specs.len(), 3, "{specs:?}");
     for spec in &specs {
         assert_eq!(
-            spec.metadata,
+            spec.machine.metadata,
             MetadataOptions {
                 tokens_required: true,
                 hop_limit: 1
@@ -95,9 +95,9 @@ async fn the_root_volume_is_encrypted_on_the_images_root_device() {
     aws.launch(&request(1)).await.expect("launch");
     let specs = specs(&fake);
     assert_eq!(specs.len(), 1, "{specs:?}");
-    assert_eq!(specs[0].image, "ami-sda1");
+    assert_eq!(specs[0].machine.image, "ami-sda1");
     assert_eq!(
-        specs[0].root,
+        specs[0].machine.root,
         Some(RootVolume {
             device: "/dev/sda1".to_string(),
             size_gib: Some(30),
@@ -119,8 +119,11 @@ async fn encrypt_volumes_false_leaves_the_root_volume_to_the_image() {
     aws.launch(&request(1)).await.expect("launch");
     let specs = specs(&fake);
     assert_eq!(specs.len(), 1, "{specs:?}");
-    assert_eq!(specs[0].root, None);
-    assert!(specs[0].metadata.tokens_required, "IMDSv2 does not depend on it");
+    assert_eq!(specs[0].machine.root, None);
+    assert!(
+        specs[0].machine.metadata.tokens_required,
+        "IMDSv2 does not depend on it"
+    );
 }
 
 #[tokio::test]
@@ -141,9 +144,9 @@ async fn a_literal_image_id_is_described_only_to_encrypt_its_root() {
         assert_eq!(lookups, want_lookups, "encrypt_volumes = {encrypt}");
         let specs = specs(&fake);
         assert_eq!(specs.len(), 1, "{specs:?}");
-        assert_eq!(specs[0].image, "ami-al2023x86");
+        assert_eq!(specs[0].machine.image, "ami-al2023x86");
         assert_eq!(
-            specs[0].root.as_ref().map(|r| r.device.as_str()),
+            specs[0].machine.root.as_ref().map(|r| r.device.as_str()),
             want_device,
             "encrypt_volumes = {encrypt}"
         );
@@ -242,7 +245,7 @@ async fn a_group_with_only_respots_rules_is_reused_and_completed() {
     aws.launch(&request(1)).await.expect("launch");
     let specs = specs(&fake);
     assert_eq!(specs.len(), 1, "{specs:?}");
-    assert_eq!(specs[0].group_id, group, "the existing group is reused");
+    assert_eq!(specs[0].machine.group_id, group, "the existing group is reused");
     assert_eq!(fake.group_names("eu-west-1"), ["respot-fleet"]);
     assert_eq!(
         fake.calls_of("AuthorizeSecurityGroupIngress"),

@@ -66,7 +66,7 @@ async fn each_pool_gives_what_it_holds_and_the_rest_goes_to_the_next() {
     pools.dedup();
     assert_eq!(pools.len(), 3, "{pools:?}");
     assert!(
-        fake.launch_specs().iter().all(|(_, s)| s.public_ip),
+        fake.launch_specs().iter().all(|(_, s)| s.machine.public_ip),
         "public addresses asked for"
     );
 }
@@ -267,7 +267,7 @@ async fn a_group_held_by_a_foreign_instance_names_it_after_the_deadline() {
     let fake = FakeEc2::new("eu-west-1");
     let mut aws = provider(&fake, &[("eu-west-1", 1)], Fallback::None);
     let instances = aws.launch(&request(1)).await.expect("launch");
-    let group = fake.launch_specs()[0].1.group_id.clone();
+    let group = fake.launch_specs()[0].1.machine.group_id.clone();
     let foreign = fake.seed_instance("eu-west-1", &[]);
     fake.join_group(&foreign, &group);
     aws.waits.group_delete = Duration::ZERO;
