@@ -35,6 +35,23 @@ fn elb_client(region: &str) -> elb::Client {
 /// An ALB in the default VPC with an HTTP listener on port 80 that answers
 /// 404 until respot takes its default action: the listener's ARN.
 fn listener(region: &str, name: &str) -> String {
+    let fixed = elb::types::FixedResponseActionConfig::builder()
+        .status_code("404")
+        .content_type("text/plain")
+        .build();
+    listener_with(
+        region,
+        name,
+        elb::types::Action::builder()
+            .r#type(elb::types::ActionTypeEnum::FixedResponse)
+            .fixed_response_config(fixed)
+            .build(),
+    )
+}
+
+/// An ALB named `name` in the default VPC with an HTTP listener on port 80
+/// whose default action is `action`: the listener's ARN.
+pub(crate) fn listener_with(region: &str, name: &str, action: elb::types::Action) -> String {
     let subnets = block_on(
         ec2_client(region)
             .describe_subnets()
@@ -66,22 +83,13 @@ fn listener(region: &str, name: &str) -> String {
         .load_balancer_arn()
         .expect("arn")
         .to_string();
-    let fixed = elb::types::FixedResponseActionConfig::builder()
-        .status_code("404")
-        .content_type("text/plain")
-        .build();
     let out = block_on(
         client
             .create_listener()
             .load_balancer_arn(lb_arn)
             .protocol(elb::types::ProtocolEnum::Http)
             .port(80)
-            .default_actions(
-                elb::types::Action::builder()
-                    .r#type(elb::types::ActionTypeEnum::FixedResponse)
-                    .fixed_response_config(fixed)
-                    .build(),
-            )
+            .default_actions(action)
             .send(),
     )
     .expect("create listener");

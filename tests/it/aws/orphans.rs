@@ -50,40 +50,14 @@ fn leak_target_group(region: &str, deployment: &str, forwarded: bool) -> String 
         .expect("arn")
         .to_string();
     if forwarded {
-        let subnets = block_on(ec2_client(region).describe_subnets().send()).expect("subnets");
-        let ids: Vec<String> = subnets
-            .subnets()
-            .iter()
-            .filter_map(|s| s.subnet_id().map(str::to_string))
-            .take(2)
-            .collect();
-        let lb = block_on(
-            client
-                .create_load_balancer()
-                .name(format!("lb-{deployment}"))
-                .set_subnets(Some(ids))
-                .send(),
-        )
-        .expect("create a load balancer");
-        let lb_arn = lb.load_balancers()[0]
-            .load_balancer_arn()
-            .expect("lb arn")
-            .to_string();
-        block_on(
-            client
-                .create_listener()
-                .load_balancer_arn(lb_arn)
-                .protocol(elb::types::ProtocolEnum::Http)
-                .port(80)
-                .default_actions(
-                    elb::types::Action::builder()
-                        .r#type(elb::types::ActionTypeEnum::Forward)
-                        .target_group_arn(&arn)
-                        .build(),
-                )
-                .send(),
-        )
-        .expect("create a listener");
+        crate::alb::listener_with(
+            region,
+            &format!("lb-{deployment}"),
+            elb::types::Action::builder()
+                .r#type(elb::types::ActionTypeEnum::Forward)
+                .target_group_arn(&arn)
+                .build(),
+        );
     }
     arn
 }
